@@ -1,0 +1,173 @@
+//! The crate's error type: one enum with a variant per subsystem, each subsystem's own enum
+//! naming the file, key, tensor or offset involved. The library never panics on bad input;
+//! it returns one of these.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::quant::GgmlType;
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error the library returns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be opened, read, written or mapped.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A GGUF file is malformed, or a metadata key is missing or of the wrong type.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// A quantization or dequantization request that cannot be honoured.
+    #[error(transparent)]
+    Quant(#[from] QuantError),
+    /// A model that cannot be built or run from the file given.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A caller-supplied argument is out of range or inconsistent.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A data file (JSONL, text) could not be understood.
+    #[error("{}:{line}: {msg}", path.display())]
+    Data {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Errors of the GGUF reader, writer and metadata accessors.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    #[error("not a GGUF file: magic bytes are {found:02x?}, expected \"GGUF\"")]
+    BadMagic { found: [u8; 4] },
+    #[error("big-endian GGUF files are not supported (version field reads {version} when byte-swapped); convert the file on a little-endian machine")]
+    BigEndian { version: u32 },
+    #[error("unsupported GGUF version {version}: only versions 2 and 3 are read")]
+    UnsupportedVersion { version: u32 },
+    #[error("file truncated while reading {what}: need {need} bytes at offset {offset}, but the file has {file_len} bytes — truncated download?")]
+    Truncated {
+        what: String,
+        offset: u64,
+        need: u64,
+        file_len: u64,
+    },
+    #[error("{what} at offset {offset} claims {count} entries/bytes, more than the {remaining} bytes left in the file")]
+    CountTooLarge {
+        what: String,
+        count: u64,
+        offset: u64,
+        remaining: u64,
+    },
+    #[error("{what} at offset {offset} is not valid UTF-8")]
+    InvalidUtf8 { what: String, offset: u64 },
+    #[error("metadata key {key:?}: unknown value type id {type_id} at offset {offset}")]
+    UnknownValueType { key: String, type_id: u32, offset: u64 },
+    #[error("metadata key {key:?}: arrays nested deeper than {max_depth} levels")]
+    NestingTooDeep { key: String, max_depth: usize },
+    #[error("tensor {tensor:?}: unknown or unsupported tensor type id {type_id}")]
+    UnknownTensorType { tensor: String, type_id: u32 },
+    #[error("tensor {tensor:?}: {n_dims} dimensions; a GGUF tensor has 1 to 4")]
+    InvalidNDims { tensor: String, n_dims: u32 },
+    #[error("tensor {tensor:?}: dimension {index} is zero")]
+    ZeroDim { tensor: String, index: usize },
+    #[error("tensor {tensor:?}: the product of its dimensions {dims:?} overflows")]
+    DimsOverflow { tensor: String, dims: Vec<u64> },
+    #[error("tensor {tensor:?}: row length {row_len} is not a multiple of the {ty} block size {block}")]
+    RowNotBlockMultiple {
+        tensor: String,
+        ty: GgmlType,
+        row_len: u64,
+        block: usize,
+    },
+    #[error("tensor {tensor:?}: offset {offset} + {size} bytes is past the end of the {data_len}-byte data section — truncated download?")]
+    TensorOutOfBounds {
+        tensor: String,
+        offset: u64,
+        size: u64,
+        data_len: u64,
+    },
+    #[error("tensors {first:?} and {second:?} overlap in the data section")]
+    TensorOverlap { first: String, second: String },
+    #[error("tensor {tensor:?}: data offset {offset} is not a multiple of the alignment {alignment}")]
+    Misaligned {
+        tensor: String,
+        offset: u64,
+        alignment: u64,
+    },
+    #[error("general.alignment = {value}: must be a non-zero power of two")]
+    BadAlignment { value: u64 },
+    #[error("metadata key {key:?} appears more than once")]
+    DuplicateKey { key: String },
+    #[error("tensor {name:?} appears more than once")]
+    DuplicateTensor { name: String },
+    #[error("metadata key {key:?} is missing")]
+    MissingKey { key: String },
+    #[error("metadata key {key:?}: expected {expected}, found {found}")]
+    KeyType {
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("tensor {name:?} is missing")]
+    MissingTensor { name: String },
+    #[error("cannot write tensor {name:?}: {reason}")]
+    InvalidTensor { name: String, reason: String },
+    #[error("limit exceeded: {what} is {value}, the most this reader accepts is {limit}")]
+    LimitExceeded { what: String, value: u64, limit: u64 },
+}
+
+/// Errors of quantization and dequantization.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantError {
+    #[error("{op} is not supported for type {ty}")]
+    Unsupported { ty: GgmlType, op: &'static str },
+    #[error("{ty}: {n} elements is not a multiple of the block size {block}")]
+    RowLength { ty: GgmlType, n: usize, block: usize },
+    #[error("{what}: buffer holds {found} bytes/elements, expected {expected}")]
+    BufferSize {
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
+}
+
+/// Errors building or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("architecture {arch:?} is not supported; supported: {supported}")]
+    UnsupportedArchitecture { arch: String, supported: &'static str },
+    #[error("tensor {tensor:?}: shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        tensor: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
+    #[error("tensor {tensor:?}: type {ty} cannot be used as {role}")]
+    TensorType {
+        tensor: String,
+        ty: GgmlType,
+        role: &'static str,
+    },
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+    #[error("token id {token} is outside the vocabulary of {vocab} tokens")]
+    TokenOutOfRange { token: u32, vocab: usize },
+    #[error("sequence of {len} tokens exceeds the context of {context} tokens")]
+    ContextOverflow { len: usize, context: usize },
+}

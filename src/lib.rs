@@ -1,0 +1,21 @@
+//! pocketlora: fine-tune language models on the device that uses them.
+//!
+//! A frozen, quantized base model is read straight from a GGUF file (memory-mapped, weights
+//! kept quantized) and run by a dependency-light CPU engine; LoRA adapters (fp32 A and B) are
+//! the only thing that trains.
+//!
+//! Layout (one concern per module):
+//! - [`gguf`]: the GGUF v2/v3 reader (validated, zero-copy over an mmap) and writer.
+//! - [`quant`]: ggml tensor types, block layouts, reference (de)quantization.
+//! - [`kernels`]: forward ops as free functions over slices (matmul over quantized panels,
+//!   RMSNorm, RoPE, attention, SwiGLU).
+//! - [`model`]: configuration from GGUF metadata, weights, the forward pass.
+//! - [`infer`]: KV cache, sampling and generation.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod error;
+pub mod gguf;
+pub mod quant;
+
+pub use error::{Error, Result};
