@@ -1,8 +1,9 @@
 //! Dot products of one packed row with an f32 vector: the generation (T = 1) path.
 //!
 //! Each block is dequantized into a stack buffer by the same block function as
-//! [`super::dequantize_fn`] and multiplied into eight independent f32 accumulators, so the
-//! products are exactly those of dequantize-then-dot and only the summation order differs.
+//! [`super::dequantize_fn`] and multiplied into independent f32 accumulators, so the
+//! products are exactly those of dequantize-then-dot and only the summation order differs
+//! (16 independent accumulators, for instruction-level parallelism).
 //! Nothing allocates. Float rows (F32/F16/BF16) go through the same path in 32-element
 //! chunks, plus a scalar tail.
 
@@ -11,9 +12,9 @@ use super::super::blocks::{
     BlockQ6_K, BlockQ8_0,
 };
 use super::super::types::QK_K;
-use super::{bf16_to_f32, f16_to_f32, kquants, legacy};
+use super::{float, kquants, legacy};
 
-const LANES: usize = 8;
+const LANES: usize = 16;
 
 /// acc[k] += Σ a[8i + k] · b[8i + k].
 #[inline(always)]
@@ -28,8 +29,9 @@ fn accumulate(acc: &mut [f32; LANES], a: &[f32], b: &[f32]) {
 /// Pairwise sum of the lanes.
 #[inline(always)]
 fn reduce(acc: [f32; LANES]) -> f32 {
-    let a: [f32; 4] = std::array::from_fn(|i| acc[i] + acc[i + 4]);
-    (a[0] + a[2]) + (a[1] + a[3])
+    let a: [f32; 8] = std::array::from_fn(|i| acc[i] + acc[i + 8]);
+    let b: [f32; 4] = std::array::from_fn(|i| a[i] + a[i + 4]);
+    (b[0] + b[2]) + (b[1] + b[3])
 }
 
 /// Σ over whole blocks of dequantize(block) · x.
@@ -50,29 +52,23 @@ fn dot_blocks<const BS: usize, const QK: usize>(
     acc
 }
 
-/// Float rows: 32-element chunks through [`dot_blocks`], then the tail one by one.
+/// Float rows (`ES` bytes per element): 32-element chunks decoded by the row dequantizer
+/// `deq` into a stack buffer, then the tail.
 #[inline(always)]
-fn dot_elements<const ES: usize>(row: &[u8], x: &[f32], conv: impl Fn([u8; ES]) -> f32) -> f32 {
+fn dot_elements<const ES: usize>(row: &[u8], x: &[f32], deq: fn(&[u8], &mut [f32])) -> f32 {
     const CHUNK: usize = 32;
     let mut acc = [0.0f32; LANES];
-    let n = (row.len() / ES).min(x.len());
-    let whole = n / CHUNK * CHUNK;
     let mut buf = [0.0f32; CHUNK];
-    for (b, xs) in row[..whole * ES]
-        .chunks_exact(CHUNK * ES)
-        .zip(x[..whole].chunks_exact(CHUNK))
-    {
-        for (y, e) in buf.iter_mut().zip(b.chunks_exact(ES)) {
-            if let Ok(e) = e.try_into() {
-                *y = conv(e);
-            }
-        }
-        accumulate(&mut acc, &buf, xs);
-    }
     let mut tail = 0.0f32;
-    for (e, &xv) in row[whole * ES..n * ES].chunks_exact(ES).zip(&x[whole..n]) {
-        if let Ok(e) = e.try_into() {
-            tail += conv(e) * xv;
+    for (b, xs) in row.chunks(CHUNK * ES).zip(x.chunks(CHUNK)) {
+        let n = xs.len().min(b.len() / ES);
+        deq(&b[..n * ES], &mut buf[..n]);
+        if n == CHUNK {
+            accumulate(&mut acc, &buf, xs);
+        } else {
+            for (&y, &xv) in buf[..n].iter().zip(xs) {
+                tail += y * xv;
+            }
         }
     }
     reduce(acc) + tail
@@ -80,17 +76,17 @@ fn dot_elements<const ES: usize>(row: &[u8], x: &[f32], conv: impl Fn([u8; ES]) 
 
 /// F32 row · x.
 pub fn vec_dot_f32(row: &[u8], x: &[f32]) -> f32 {
-    dot_elements::<4>(row, x, f32::from_le_bytes)
+    dot_elements::<4>(row, x, float::dequantize_row_f32)
 }
 
 /// F16 row · x.
 pub fn vec_dot_f16(row: &[u8], x: &[f32]) -> f32 {
-    dot_elements::<2>(row, x, |b| f16_to_f32(u16::from_le_bytes(b)))
+    dot_elements::<2>(row, x, float::dequantize_row_f16)
 }
 
 /// BF16 row · x.
 pub fn vec_dot_bf16(row: &[u8], x: &[f32]) -> f32 {
-    dot_elements::<2>(row, x, |b| bf16_to_f32(u16::from_le_bytes(b)))
+    dot_elements::<2>(row, x, float::dequantize_row_bf16)
 }
 
 macro_rules! dot_fn {

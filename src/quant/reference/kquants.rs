@@ -38,7 +38,7 @@ pub fn get_scale_min_k4(j: usize, s: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
 }
 
 /// One Q2_K super-block.
-#[inline(always)]
+#[inline(never)]
 pub fn dequantize_block_q2_k(b: &BlockQ2_K, y: &mut [f32; QK_K]) {
     let d = f16_to_f32(b.d);
     let min = f16_to_f32(b.dmin);
@@ -63,7 +63,7 @@ pub fn dequantize_block_q2_k(b: &BlockQ2_K, y: &mut [f32; QK_K]) {
 }
 
 /// One Q3_K super-block.
-#[inline(always)]
+#[inline(never)]
 pub fn dequantize_block_q3_k(b: &BlockQ3_K, y: &mut [f32; QK_K]) {
     let d_all = f16_to_f32(b.d);
     let scales = unpack_q3_k_scales(&b.scales);
@@ -94,7 +94,7 @@ pub fn dequantize_block_q3_k(b: &BlockQ3_K, y: &mut [f32; QK_K]) {
 }
 
 /// One Q4_K super-block.
-#[inline(always)]
+#[inline(never)]
 pub fn dequantize_block_q4_k(b: &BlockQ4_K, y: &mut [f32; QK_K]) {
     let d = f16_to_f32(b.d);
     let min = f16_to_f32(b.dmin);
@@ -117,7 +117,7 @@ pub fn dequantize_block_q4_k(b: &BlockQ4_K, y: &mut [f32; QK_K]) {
 }
 
 /// One Q5_K super-block.
-#[inline(always)]
+#[inline(never)]
 pub fn dequantize_block_q5_k(b: &BlockQ5_K, y: &mut [f32; QK_K]) {
     let d = f16_to_f32(b.d);
     let min = f16_to_f32(b.dmin);
@@ -143,7 +143,7 @@ pub fn dequantize_block_q5_k(b: &BlockQ5_K, y: &mut [f32; QK_K]) {
 }
 
 /// One Q6_K super-block.
-#[inline(always)]
+#[inline(never)]
 pub fn dequantize_block_q6_k(b: &BlockQ6_K, y: &mut [f32; QK_K]) {
     let d = f16_to_f32(b.d);
     // Per 128-element half c: ql[64c..64c+64], qh[32c..32c+32], scales[8c..8c+8].

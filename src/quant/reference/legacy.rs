@@ -10,7 +10,7 @@ use super::super::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0
 use super::{f16_to_f32, f32_to_f16, for_each_block, for_each_block_mut};
 
 /// One Q4_0 block: `y = d · (q − 8)`.
-#[inline(always)]
+#[inline(never)]
 pub fn dequantize_block_q4_0(b: &BlockQ4_0, y: &mut [f32; 32]) {
     let d = f16_to_f32(b.d);
     let (lo, hi) = y.split_at_mut(16);
@@ -22,7 +22,7 @@ pub fn dequantize_block_q4_0(b: &BlockQ4_0, y: &mut [f32; 32]) {
 }
 
 /// One Q4_1 block: `y = d · q + m`.
-#[inline(always)]
+#[inline(never)]
 pub fn dequantize_block_q4_1(b: &BlockQ4_1, y: &mut [f32; 32]) {
     let d = f16_to_f32(b.d);
     let m = f16_to_f32(b.m);
@@ -35,38 +35,40 @@ pub fn dequantize_block_q4_1(b: &BlockQ4_1, y: &mut [f32; 32]) {
 }
 
 /// One Q5_0 block: `y = d · (q − 16)`, bit 4 of q from `qh`.
-#[inline(always)]
+#[inline(never)]
 pub fn dequantize_block_q5_0(b: &BlockQ5_0, y: &mut [f32; 32]) {
     let d = f16_to_f32(b.d);
     let qh = u32::from_le_bytes(b.qh);
     let (lo, hi) = y.split_at_mut(16);
     for j in 0..16 {
-        let q = b.qs[j] as u32;
-        let h0 = ((qh >> j) << 4) & 0x10;
-        let h1 = (qh >> (j + 12)) & 0x10;
-        lo[j] = (((q & 0x0f) | h0) as i32 - 16) as f32 * d;
-        hi[j] = (((q >> 4) | h1) as i32 - 16) as f32 * d;
+        let q = b.qs[j] as i32;
+        // Bit j (j + 16) of qh is bit 4 of element j (j + 16). Masks, not variable shifts,
+        // so the loop vectorizes without per-lane shift instructions.
+        let h0 = if qh & (1 << j) != 0 { 16 } else { 0 };
+        let h1 = if qh & (1 << (j + 16)) != 0 { 16 } else { 0 };
+        lo[j] = (((q & 0x0f) | h0) - 16) as f32 * d;
+        hi[j] = (((q >> 4) | h1) - 16) as f32 * d;
     }
 }
 
 /// One Q5_1 block: `y = d · q + m`, bit 4 of q from `qh`.
-#[inline(always)]
+#[inline(never)]
 pub fn dequantize_block_q5_1(b: &BlockQ5_1, y: &mut [f32; 32]) {
     let d = f16_to_f32(b.d);
     let m = f16_to_f32(b.m);
     let qh = u32::from_le_bytes(b.qh);
     let (lo, hi) = y.split_at_mut(16);
     for j in 0..16 {
-        let q = b.qs[j] as u32;
-        let h0 = ((qh >> j) << 4) & 0x10;
-        let h1 = (qh >> (j + 12)) & 0x10;
+        let q = b.qs[j] as i32;
+        let h0 = if qh & (1 << j) != 0 { 16 } else { 0 };
+        let h1 = if qh & (1 << (j + 16)) != 0 { 16 } else { 0 };
         lo[j] = ((q & 0x0f) | h0) as f32 * d + m;
         hi[j] = ((q >> 4) | h1) as f32 * d + m;
     }
 }
 
 /// One Q8_0 block: `y = d · q`.
-#[inline(always)]
+#[inline(never)]
 pub fn dequantize_block_q8_0(b: &BlockQ8_0, y: &mut [f32; 32]) {
     let d = f16_to_f32(b.d);
     for (y, &q) in y.iter_mut().zip(&b.qs) {
@@ -105,7 +107,16 @@ pub fn quantize_block_q8_0(x: &[f32; QK8_0]) -> BlockQ8_0 {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     BlockQ8_0 {
         d: f32_to_f16(d),
-        qs: x.map(|v| (v * id).round() as i8),
+        qs: x.map(|v| {
+            // x·id is non-finite only when 1/d overflowed (|max| < ~4e-37); numpy and C on
+            // x86 then store 0, so do we (d rounds to 0 in f16 there anyway).
+            let r = (v * id).round();
+            if r.is_finite() {
+                r as i8
+            } else {
+                0
+            }
+        }),
     }
 }
 
@@ -123,7 +134,15 @@ pub fn quantize_block_q4_0(x: &[f32; QK4_0]) -> BlockQ4_0 {
     }
     let d = max / -8.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let q = |v: f32| ((v * id + 8.5) as u8).min(15);
+    // Non-finite (1/d overflowed, |max| < ~3e-38) → 0, as numpy and C on x86.
+    let q = |v: f32| {
+        let t = v * id + 8.5;
+        if t.is_finite() {
+            (t as u8).min(15)
+        } else {
+            0
+        }
+    };
     BlockQ4_0 {
         d: f32_to_f16(d),
         qs: std::array::from_fn(|j| q(x[j]) | (q(x[j + 16]) << 4)),
