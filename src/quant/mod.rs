@@ -2,7 +2,7 @@
 //!
 //! - [`types`]: [`GgmlType`] and its block geometry (shared with the GGUF reader).
 //! - [`blocks`]: `#[repr(C)]` block structs laid out exactly as ggml's, with size checks.
-//! - [`reference`]: the scalar reference kernels — the truth later SIMD kernels are tested
+//! - [`reference`](mod@reference): the scalar reference kernels — the truth later SIMD kernels are tested
 //!   against.
 //!
 //! The functions below are the checked entry points the rest of the crate uses: they validate

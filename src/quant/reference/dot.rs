@@ -1,10 +1,9 @@
 //! Dot products of one packed row with an f32 vector: the generation (T = 1) path.
 //!
 //! Each block is dequantized into a stack buffer by the same block function as
-//! [`super::dequantize_fn`] and multiplied into independent f32 accumulators, so the
-//! products are exactly those of dequantize-then-dot and only the summation order differs
-//! (16 independent accumulators, for instruction-level parallelism).
-//! Nothing allocates. Float rows (F32/F16/BF16) go through the same path in 32-element
+//! [`super::dequantize_fn`] and multiplied into 16 independent f32 accumulators (for
+//! instruction-level parallelism), so the products are exactly those of dequantize-then-dot
+//! and only the summation order differs. Nothing allocates. Float rows (F32/F16/BF16) go through the same path in 32-element
 //! chunks, plus a scalar tail.
 
 use super::super::blocks::{
@@ -16,7 +15,7 @@ use super::{float, kquants, legacy};
 
 const LANES: usize = 16;
 
-/// acc[k] += Σ a[8i + k] · b[8i + k].
+/// acc[k] += Σᵢ a[LANES·i + k] · b[LANES·i + k].
 #[inline(always)]
 fn accumulate(acc: &mut [f32; LANES], a: &[f32], b: &[f32]) {
     for (a, b) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
