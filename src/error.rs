@@ -77,7 +77,11 @@ pub enum GgufError {
     #[error("{what} at offset {offset} is not valid UTF-8")]
     InvalidUtf8 { what: String, offset: u64 },
     #[error("metadata key {key:?}: unknown value type id {type_id} at offset {offset}")]
-    UnknownValueType { key: String, type_id: u32, offset: u64 },
+    UnknownValueType {
+        key: String,
+        type_id: u32,
+        offset: u64,
+    },
     #[error("metadata key {key:?}: arrays nested deeper than {max_depth} levels")]
     NestingTooDeep { key: String, max_depth: usize },
     #[error("tensor {tensor:?}: unknown or unsupported tensor type id {type_id}")]
@@ -88,7 +92,9 @@ pub enum GgufError {
     ZeroDim { tensor: String, index: usize },
     #[error("tensor {tensor:?}: the product of its dimensions {dims:?} overflows")]
     DimsOverflow { tensor: String, dims: Vec<u64> },
-    #[error("tensor {tensor:?}: row length {row_len} is not a multiple of the {ty} block size {block}")]
+    #[error(
+        "tensor {tensor:?}: row length {row_len} is not a multiple of the {ty} block size {block}"
+    )]
     RowNotBlockMultiple {
         tensor: String,
         ty: GgmlType,
@@ -104,7 +110,9 @@ pub enum GgufError {
     },
     #[error("tensors {first:?} and {second:?} overlap in the data section")]
     TensorOverlap { first: String, second: String },
-    #[error("tensor {tensor:?}: data offset {offset} is not a multiple of the alignment {alignment}")]
+    #[error(
+        "tensor {tensor:?}: data offset {offset} is not a multiple of the alignment {alignment}"
+    )]
     Misaligned {
         tensor: String,
         offset: u64,
@@ -129,7 +137,11 @@ pub enum GgufError {
     #[error("cannot write tensor {name:?}: {reason}")]
     InvalidTensor { name: String, reason: String },
     #[error("limit exceeded: {what} is {value}, the most this reader accepts is {limit}")]
-    LimitExceeded { what: String, value: u64, limit: u64 },
+    LimitExceeded {
+        what: String,
+        value: u64,
+        limit: u64,
+    },
 }
 
 /// Errors of quantization and dequantization.
@@ -138,7 +150,11 @@ pub enum QuantError {
     #[error("{op} is not supported for type {ty}")]
     Unsupported { ty: GgmlType, op: &'static str },
     #[error("{ty}: {n} elements is not a multiple of the block size {block}")]
-    RowLength { ty: GgmlType, n: usize, block: usize },
+    RowLength {
+        ty: GgmlType,
+        n: usize,
+        block: usize,
+    },
     #[error("{what}: buffer holds {found} bytes/elements, expected {expected}")]
     BufferSize {
         what: &'static str,
@@ -151,7 +167,10 @@ pub enum QuantError {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("architecture {arch:?} is not supported; supported: {supported}")]
-    UnsupportedArchitecture { arch: String, supported: &'static str },
+    UnsupportedArchitecture {
+        arch: String,
+        supported: &'static str,
+    },
     #[error("tensor {tensor:?}: shape {found:?}, expected {expected:?}")]
     TensorShape {
         tensor: String,

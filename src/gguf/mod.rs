@@ -22,10 +22,13 @@
 //!   was being read: `header (version)`, `metadata key #3`, `value of key "x"`,
 //!   `tensor info #2 ("name")`, `tensor data of "name"`, …);
 //! - every count and length (tensor count, metadata count, string lengths, array lengths) is
-//!   checked against the bytes left *before anything is allocated*, counting the fewest bytes
-//!   each entry can take ([`GgufError::CountTooLarge`]). A string or array whose declared
-//!   length runs past the end of the file is therefore reported as `CountTooLarge`, whether
-//!   the length is corrupt or the file was cut inside it: the reader cannot tell the two apart;
+//!   checked against the bytes left *before anything is allocated for it*, counting the fewest
+//!   bytes each entry can take ([`GgufError::CountTooLarge`]); a count of 2^62 is refused, not
+//!   allocated. The metadata count is checked after the header, the tensor count after the
+//!   metadata. So a file cut short is reported as `Truncated` only when the cut falls in a
+//!   fixed-size field that the count check let through; a cut inside a string or an array of
+//!   fixed-size items, or early in a table, is `CountTooLarge`: the reader cannot tell a
+//!   truncated file from a corrupt length, and both messages give the offset and bytes left;
 //! - invalid UTF-8 in keys, strings and tensor names ([`GgufError::InvalidUtf8`]); unknown
 //!   value types ([`GgufError::UnknownValueType`]); arrays nested more than [`MAX_NESTING`]
 //!   deep ([`GgufError::NestingTooDeep`]; parsing recurses, so this also bounds the stack);
@@ -57,6 +60,7 @@
 //! [`GgufWriter`] builds version 3 files with the same rules; files it writes always read
 //! back. [`GgufWriter::write_file`] replaces files atomically (temporary file, fsync, rename).
 
+mod parse;
 pub mod reader;
 pub mod types;
 pub mod writer;
