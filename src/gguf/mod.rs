@@ -59,6 +59,23 @@
 //!
 //! [`GgufWriter`] builds version 3 files with the same rules; files it writes always read
 //! back. [`GgufWriter::write_file`] replaces files atomically (temporary file, fsync, rename).
+//! Its layout (tensors in insertion order, each padded to the alignment) is llama.cpp's: a
+//! llama.cpp file read and written back through it comes out byte-identical.
+//!
+//! ```
+//! use pocketlora::gguf::{GgufFile, GgufWriter, Value};
+//! use pocketlora::quant::GgmlType;
+//!
+//! let mut w = GgufWriter::new();
+//! w.set("general.architecture", Value::from("llama"));
+//! let data = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+//! w.add_tensor("t", GgmlType::F32, &[2], data)?;
+//!
+//! let f = GgufFile::from_bytes(w.to_bytes())?;
+//! assert_eq!(f.get_str("general.architecture")?, "llama");
+//! assert_eq!(f.require_tensor("t")?.data.len(), 8);
+//! # Ok::<(), pocketlora::Error>(())
+//! ```
 
 mod parse;
 pub mod reader;

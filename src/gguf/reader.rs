@@ -14,7 +14,10 @@ use super::types::{Array, Value};
 use crate::error::{Error, GgufError};
 use crate::quant::GgmlType;
 
-/// A parsed, validated GGUF file. Owns its bytes (a read-only memory map or a vector).
+/// A parsed, validated GGUF file. Owns its bytes (a read-only memory map or a vector); every
+/// check runs once, when it is opened, and tensor views borrow from it without copying.
+/// `Send + Sync`: share it between threads behind an `Arc`. A mapped file must not be
+/// modified by another process while it is open (see the `SAFETY` note in [`GgufFile::open`]).
 pub struct GgufFile {
     backing: Backing,
     path: Option<PathBuf>,
