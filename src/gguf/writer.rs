@@ -1,0 +1,347 @@
+//! The GGUF writer: metadata and tensors in memory, written as a version 3 file with every
+//! tensor at an aligned offset (in insertion order) and padded to the alignment.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::parse::tensor_size;
+use super::types::{Array, Value};
+use super::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION};
+use crate::error::{Error, GgufError};
+use crate::quant::GgmlType;
+
+/// Longest tensor name llama.cpp loads (`GGML_MAX_NAME` is 64, counting the NUL).
+pub const MAX_TENSOR_NAME_LEN: usize = 63;
+
+/// Builds a GGUF file: metadata pairs in first-insertion order, then tensors in insertion order.
+#[derive(Clone, Debug)]
+pub struct GgufWriter {
+    alignment: u64,
+    metadata: Vec<(String, Value)>,
+    key_index: HashMap<String, usize>,
+    tensors: Vec<PendingTensor>,
+    tensor_index: HashMap<String, usize>,
+}
+
+#[derive(Clone, Debug)]
+struct PendingTensor {
+    name: String,
+    ty: GgmlType,
+    dims: Vec<u64>,
+    data: Vec<u8>,
+}
+
+impl Default for GgufWriter {
+    fn default() -> Self {
+        GgufWriter::new()
+    }
+}
+
+impl GgufWriter {
+    /// An empty version 3 file with the default alignment (32).
+    pub fn new() -> Self {
+        GgufWriter {
+            alignment: DEFAULT_ALIGNMENT,
+            metadata: Vec::new(),
+            key_index: HashMap::new(),
+            tensors: Vec::new(),
+            tensor_index: HashMap::new(),
+        }
+    }
+
+    /// An empty file with data alignment `alignment`, a power of two that fits a u32.
+    /// Anything but 32 is recorded as the first metadata key, `general.alignment`.
+    pub fn with_alignment(alignment: u64) -> crate::Result<Self> {
+        let mut w = GgufWriter::new();
+        match u32::try_from(alignment) {
+            Ok(a) if a.is_power_of_two() => {
+                if alignment != DEFAULT_ALIGNMENT {
+                    w.set(ALIGNMENT_KEY, Value::U32(a));
+                }
+                Ok(w)
+            }
+            _ => Err(GgufError::BadAlignment { value: alignment }.into()),
+        }
+    }
+
+    /// The data alignment the file will be written with.
+    pub fn alignment(&self) -> u64 {
+        self.alignment
+    }
+
+    /// Sets `key`, replacing an existing value in place (the key keeps its first position).
+    ///
+    /// Setting `general.alignment` to a valid u32 changes the alignment. Invalid values (an
+    /// array whose items do not match its item type, a bad alignment) are kept and reported
+    /// by [`GgufWriter::validate`] and the write methods; [`GgufWriter::try_set`] refuses them.
+    pub fn set(&mut self, key: impl Into<String>, value: Value) {
+        let key = key.into();
+        if key == ALIGNMENT_KEY {
+            if let Value::U32(a) = value {
+                if a.is_power_of_two() {
+                    self.alignment = a.into();
+                }
+            }
+        }
+        match self.key_index.get(&key) {
+            Some(&i) => {
+                if let Some(slot) = self.metadata.get_mut(i) {
+                    slot.1 = value;
+                }
+            }
+            None => {
+                self.key_index.insert(key.clone(), self.metadata.len());
+                self.metadata.push((key, value));
+            }
+        }
+    }
+
+    /// Like [`GgufWriter::set`], but refuses a value [`GgufWriter::validate`] would refuse.
+    pub fn try_set(&mut self, key: impl Into<String>, value: Value) -> Result<(), GgufError> {
+        let key = key.into();
+        check_value(&key, &value)?;
+        self.set(key, value);
+        Ok(())
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        let &i = self.key_index.get(key)?;
+        self.metadata.get(i).map(|(_, v)| v)
+    }
+
+    /// The metadata pairs, in the order they will be written.
+    pub fn metadata(&self) -> &[(String, Value)] {
+        &self.metadata
+    }
+
+    /// Adds a tensor. `dims` are in ggml order (`dims[0]` is the row length); `data` must
+    /// hold exactly the bytes of that many elements of `ty`. Refuses what the reader refuses
+    /// ([`GgufError::InvalidTensor`] naming the reason), names llama.cpp cannot load (longer
+    /// than [`MAX_TENSOR_NAME_LEN`] bytes), and repeated names ([`GgufError::DuplicateTensor`]).
+    pub fn add_tensor(
+        &mut self,
+        name: impl Into<String>,
+        ty: GgmlType,
+        dims: &[u64],
+        data: Vec<u8>,
+    ) -> crate::Result<()> {
+        let name = name.into();
+        let invalid = |reason: String| GgufError::InvalidTensor {
+            name: name.clone(),
+            reason,
+        };
+        if self.tensor_index.contains_key(&name) {
+            return Err(GgufError::DuplicateTensor { name }.into());
+        }
+        if name.len() > MAX_TENSOR_NAME_LEN {
+            let reason = format!(
+                "the name is {} bytes long; llama.cpp loads at most {MAX_TENSOR_NAME_LEN}",
+                name.len()
+            );
+            return Err(invalid(reason).into());
+        }
+        let n_bytes = tensor_size(&name, ty, dims).map_err(|e| invalid(e.to_string()))?;
+        if data.len() as u64 != n_bytes {
+            let reason = format!(
+                "{} bytes of data, but {ty} {dims:?} takes {n_bytes}",
+                data.len()
+            );
+            return Err(invalid(reason).into());
+        }
+        self.tensor_index.insert(name.clone(), self.tensors.len());
+        self.tensors.push(PendingTensor {
+            name,
+            ty,
+            dims: dims.to_vec(),
+            data,
+        });
+        Ok(())
+    }
+
+    /// Checks what [`GgufWriter::set`] accepted without checking: every array's items have
+    /// its item type ([`GgufError::KeyType`]), `general.alignment` is a power-of-two u32.
+    pub fn validate(&self) -> Result<(), GgufError> {
+        self.metadata
+            .iter()
+            .try_for_each(|(key, value)| check_value(key, value))
+    }
+
+    /// Writes the file to `w` (buffer it: this issues many small writes). Fails with
+    /// [`io::ErrorKind::InvalidInput`] when [`GgufWriter::validate`] fails, before writing.
+    pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<()> {
+        self.validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let (meta, offsets) = self.encode_meta();
+        w.write_all(&meta)?;
+        let mut pos = meta.len() as u64;
+        for (t, &offset) in self.tensors.iter().zip(&offsets) {
+            let start = meta.len() as u64 + offset;
+            write_zeros(&mut w, start - pos)?;
+            w.write_all(&t.data)?;
+            pos = start + t.data.len() as u64;
+        }
+        write_zeros(&mut w, pos.next_multiple_of(self.alignment) - pos)?;
+        w.flush()
+    }
+
+    /// The whole file in memory.
+    ///
+    /// # Panics
+    ///
+    /// When [`GgufWriter::validate`] fails (metadata built with an inconsistent [`Array`]);
+    /// use [`GgufWriter::write_to`] to get an error instead.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Err(e) = self.write_to(&mut out) {
+            panic!("GgufWriter::to_bytes: {e}");
+        }
+        out
+    }
+
+    /// Writes the file to `path` atomically: into a temporary file in the same directory,
+    /// fsynced, then renamed over `path`. An existing file is never left half-written.
+    pub fn write_file(&self, path: impl AsRef<Path>) -> crate::Result<()> {
+        self.validate()?;
+        let path = path.as_ref();
+        let tmp = temp_path(path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        let written = self.write_synced(file);
+        let renamed = written.and_then(|()| fs::rename(&tmp, path));
+        if let Err(e) = renamed {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(path, e));
+        }
+        // Make the rename itself durable (best effort: not every platform can sync a directory).
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    fn write_synced(&self, file: File) -> io::Result<()> {
+        let mut out = BufWriter::new(file);
+        self.write_to(&mut out)?;
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()
+    }
+
+    /// Header, metadata, tensor infos and padding; and each tensor's offset in the data section.
+    fn encode_meta(&self) -> (Vec<u8>, Vec<u64>) {
+        let mut out = Vec::new();
+        out.extend_from_slice(GGUF_MAGIC);
+        out.extend_from_slice(&GGUF_VERSION.to_le_bytes());
+        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (key, value) in &self.metadata {
+            put_str(&mut out, key);
+            out.extend_from_slice(&value.value_type().id().to_le_bytes());
+            put_value(&mut out, value);
+        }
+        let mut offsets = Vec::with_capacity(self.tensors.len());
+        let mut offset = 0u64;
+        for t in &self.tensors {
+            put_str(&mut out, &t.name);
+            out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+            out.extend_from_slice(&t.ty.id().to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            offsets.push(offset);
+            offset = (offset + t.data.len() as u64).next_multiple_of(self.alignment);
+        }
+        let padded = (out.len() as u64).next_multiple_of(self.alignment);
+        out.resize(padded as usize, 0);
+        (out, offsets)
+    }
+}
+
+fn check_value(key: &str, value: &Value) -> Result<(), GgufError> {
+    if key == ALIGNMENT_KEY {
+        match *value {
+            Value::U32(a) if a.is_power_of_two() => {}
+            Value::U32(a) => return Err(GgufError::BadAlignment { value: a.into() }),
+            ref other => {
+                return Err(GgufError::KeyType {
+                    key: key.to_owned(),
+                    expected: "u32",
+                    found: other.describe(),
+                })
+            }
+        }
+    }
+    if let Value::Array(a) = value {
+        if let Some((index, expected, found)) = a.first_mismatch() {
+            return Err(GgufError::KeyType {
+                key: key.to_owned(),
+                expected: expected.name(),
+                found: format!("{found} at array index {index}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A value without its type id (which precedes top-level values only).
+fn put_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::U8(v) => out.push(*v),
+        Value::I8(v) => out.extend_from_slice(&v.to_le_bytes()),
+        Value::U16(v) => out.extend_from_slice(&v.to_le_bytes()),
+        Value::I16(v) => out.extend_from_slice(&v.to_le_bytes()),
+        Value::U32(v) => out.extend_from_slice(&v.to_le_bytes()),
+        Value::I32(v) => out.extend_from_slice(&v.to_le_bytes()),
+        Value::F32(v) => out.extend_from_slice(&v.to_le_bytes()),
+        Value::Bool(v) => out.push(u8::from(*v)),
+        Value::String(s) => put_str(out, s),
+        Value::Array(Array { elem_type, items }) => {
+            out.extend_from_slice(&elem_type.id().to_le_bytes());
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                put_value(out, item);
+            }
+        }
+        Value::U64(v) => out.extend_from_slice(&v.to_le_bytes()),
+        Value::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
+        Value::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
+    }
+}
+
+fn write_zeros<W: Write>(w: &mut W, mut n: u64) -> io::Result<()> {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    while n > 0 {
+        let chunk = n.min(ZEROS.len() as u64) as usize;
+        w.write_all(&ZEROS[..chunk])?;
+        n -= chunk as u64;
+    }
+    Ok(())
+}
+
+/// A fresh name next to `path` for the temporary file of an atomic write.
+fn temp_path(path: &Path) -> crate::Result<PathBuf> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let Some(name) = path.file_name() else {
+        return Err(Error::InvalidArgument(format!(
+            "cannot write a GGUF file to {}: not a file path",
+            path.display()
+        )));
+    };
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp_name = format!(".{}.tmp-{}-{n}", name.to_string_lossy(), std::process::id());
+    Ok(path.with_file_name(tmp_name))
+}
