@@ -10,12 +10,21 @@
 //! - [`kernels`]: forward ops as free functions over slices (matmul over quantized panels,
 //!   RMSNorm, RoPE, attention, SwiGLU).
 //! - [`model`]: configuration from GGUF metadata, weights, the forward pass.
-//! - [`infer`]: KV cache, sampling and generation.
+//! - [`infer`]: sampling and generation.
+//! - [`data`]: token records (JSONL); [`eval`]: per-record and mean cross-entropy.
+//! - `cli` (feature `cli`): the `pocketlora` command line.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod data;
 pub mod error;
+pub mod eval;
 pub mod gguf;
+pub mod infer;
+pub mod kernels;
+pub mod model;
 pub mod quant;
 
 pub use error::{Error, Result};

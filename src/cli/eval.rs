@@ -1,0 +1,68 @@
+//! `pocketlora eval`: mean cross-entropy of token records.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use crate::data::read_ids_jsonl;
+use crate::error::{Error, Result};
+use crate::eval::evaluate;
+use crate::model::Model;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// GGUF model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// JSONL records {"ids": [...], "mask": [...]}; mask[i] = 1 scores token i.
+    #[arg(long)]
+    data: PathBuf,
+    /// Print one JSON object {"per_record": [...], "loss": x, "n_targets": n}.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+pub fn run(a: EvalArgs) -> Result<()> {
+    let records = read_ids_jsonl(&a.data)?;
+    let model = Model::open(&a.model, a.threads)?;
+    let report = evaluate(&model, &records)?;
+    let mut out = std::io::stdout().lock();
+    let io = |e| Error::io("<stdout>", e);
+    if a.json {
+        // NaN (a record without targets) has no JSON form: write null.
+        let num = |x: f64| {
+            if x.is_finite() {
+                json!(x)
+            } else {
+                serde_json::Value::Null
+            }
+        };
+        let v = json!({
+            "per_record": report.per_record.iter().map(|&x| num(x)).collect::<Vec<_>>(),
+            "loss": num(report.loss),
+            "n_targets": report.n_targets,
+        });
+        writeln!(out, "{v}").map_err(io)?;
+    } else {
+        for (i, (l, r)) in report.per_record.iter().zip(&records).enumerate() {
+            writeln!(
+                out,
+                "record {i}: loss {l:.6} over {} targets",
+                r.n_targets()
+            )
+            .map_err(io)?;
+        }
+        writeln!(
+            out,
+            "mean loss {:.6} over {} target tokens",
+            report.loss, report.n_targets
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! `pocketlora inspect`: what a GGUF file holds — architecture, shapes, tensor types and
+//! sizes, vocabulary and special ids. Works on any valid GGUF, runnable or not.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::model::ModelConfig;
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// GGUF file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+const SPECIAL: [(&str, &str); 7] = [
+    ("bos", "tokenizer.ggml.bos_token_id"),
+    ("eos", "tokenizer.ggml.eos_token_id"),
+    ("unk", "tokenizer.ggml.unknown_token_id"),
+    ("pad", "tokenizer.ggml.padding_token_id"),
+    ("sep", "tokenizer.ggml.seperator_token_id"),
+    ("eot", "tokenizer.ggml.eot_token_id"),
+    ("eom", "tokenizer.ggml.eom_token_id"),
+];
+
+/// Everything `inspect` reports, as JSON (the text form is rendered from it).
+pub fn describe(f: &GgufFile) -> Result<Value> {
+    let mut special = serde_json::Map::new();
+    for (name, key) in SPECIAL {
+        if let Some(id) = f.opt_u32(key)? {
+            special.insert(name.into(), json!(id));
+        }
+    }
+    let vocab = f
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| v.as_array())
+        .map(|a| a.items.len());
+    let mut by_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    let tensors: Vec<Value> = f
+        .tensors()
+        .iter()
+        .map(|t| {
+            let e = by_type.entry(t.ty.name()).or_default();
+            e.0 += 1;
+            e.1 += t.n_bytes;
+            json!({"name": t.name, "type": t.ty.name(), "dims": t.dims, "bytes": t.n_bytes})
+        })
+        .collect();
+    let types: serde_json::Map<String, Value> = by_type
+        .iter()
+        .map(|(k, (n, b))| (k.to_string(), json!({"count": n, "bytes": b})))
+        .collect();
+    let model = match ModelConfig::from_gguf(f) {
+        Ok(c) => json!({
+            "runnable": true,
+            "architecture": c.arch.name(),
+            "n_vocab": c.n_vocab,
+            "n_embd": c.n_embd,
+            "n_layer": c.n_layer,
+            "n_head": c.n_head,
+            "n_head_kv": c.n_head_kv,
+            "head_dim": c.head_dim,
+            "n_ff": c.n_ff,
+            "n_ctx": c.n_ctx,
+            "rms_eps": c.rms_eps,
+            "rope_base": c.rope_base,
+            "rope_dim": c.rope_dim,
+            "rope_freq_scale": c.rope_freq_scale,
+            "rope_style": format!("{:?}", c.rope_style).to_lowercase(),
+            "tied_output": f.tensor_info("output.weight").is_none(),
+            "rope_freqs": f.tensor_info("rope_freqs.weight").is_some(),
+        }),
+        Err(e) => json!({"runnable": false, "reason": e.to_string()}),
+    };
+    Ok(json!({
+        "file": f.path().map(|p| p.display().to_string()),
+        "file_size": f.file_len(),
+        "gguf_version": f.version(),
+        "alignment": f.alignment(),
+        "architecture": f.opt_str("general.architecture")?,
+        "name": f.opt_str("general.name")?,
+        "metadata_keys": f.metadata().len(),
+        "model": model,
+        "vocab_size": vocab,
+        "tokenizer": f.opt_str("tokenizer.ggml.model")?,
+        "special_ids": special,
+        "tensor_count": f.tensors().len(),
+        "tensor_bytes": f.tensors().iter().map(|t| t.n_bytes).sum::<u64>(),
+        "tensor_types": types,
+        "tensors": tensors,
+    }))
+}
+
+pub fn run(a: InspectArgs) -> Result<()> {
+    let f = GgufFile::open(&a.model)?;
+    let d = describe(&f)?;
+    let mut out = std::io::stdout().lock();
+    let io = |e| Error::io("<stdout>", e);
+    if a.json {
+        writeln!(out, "{d}").map_err(io)?;
+        return Ok(());
+    }
+    writeln!(out, "{}", render_text(&d)).map_err(io)?;
+    Ok(())
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+fn render_text(d: &Value) -> String {
+    let s = |v: &Value| match v {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut o = String::new();
+    let mut line = |l: String| {
+        o.push_str(&l);
+        o.push('\n');
+    };
+    line(format!(
+        "file:          {} ({} bytes = {}, GGUF v{}, alignment {})",
+        s(&d["file"]),
+        d["file_size"],
+        mib(d["file_size"].as_u64().unwrap_or(0)),
+        d["gguf_version"],
+        d["alignment"]
+    ));
+    line(format!(
+        "architecture:  {}   name: {}",
+        s(&d["architecture"]),
+        s(&d["name"])
+    ));
+    let m = &d["model"];
+    if m["runnable"] == json!(true) {
+        line(format!(
+            "shape:         embedding {}, layers {}, heads {} (kv {}), head dim {}, ffn {}",
+            m["n_embd"], m["n_layer"], m["n_head"], m["n_head_kv"], m["head_dim"], m["n_ff"]
+        ));
+        line(format!("context:       {}", m["n_ctx"]));
+        line(format!(
+            "rope:          base {}, {} dims, {} pairs, frequency scale {}{}",
+            m["rope_base"],
+            m["rope_dim"],
+            s(&m["rope_style"]),
+            m["rope_freq_scale"],
+            if m["rope_freqs"] == json!(true) {
+                ", per-dimension factors"
+            } else {
+                ""
+            }
+        ));
+        line(format!("rms epsilon:   {}", m["rms_eps"]));
+        line(format!(
+            "output head:   {}",
+            if m["tied_output"] == json!(true) {
+                "tied to the embedding"
+            } else {
+                "separate"
+            }
+        ));
+        line(format!(
+            "vocabulary:    {} ({} tokenizer)",
+            m["n_vocab"],
+            s(&d["tokenizer"])
+        ));
+    } else {
+        line(format!(
+            "model:         not runnable here: {}",
+            s(&m["reason"])
+        ));
+        line(format!(
+            "vocabulary:    {} ({} tokenizer)",
+            s(&d["vocab_size"]),
+            s(&d["tokenizer"])
+        ));
+    }
+    let sp: Vec<String> = d["special_ids"].as_object().map_or(vec![], |m| {
+        m.iter().map(|(k, v)| format!("{k} {v}")).collect()
+    });
+    line(format!(
+        "special ids:   {}",
+        if sp.is_empty() {
+            "-".into()
+        } else {
+            sp.join(", ")
+        }
+    ));
+    let types: Vec<String> = d["tensor_types"].as_object().map_or(vec![], |m| {
+        m.iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k} ×{} ({})",
+                    v["count"],
+                    mib(v["bytes"].as_u64().unwrap_or(0))
+                )
+            })
+            .collect()
+    });
+    line(format!(
+        "tensors:       {} ({}): {}",
+        d["tensor_count"],
+        mib(d["tensor_bytes"].as_u64().unwrap_or(0)),
+        types.join(", ")
+    ));
+    for t in d["tensors"].as_array().into_iter().flatten() {
+        line(format!(
+            "  {:<32} {:<5} {:<16} {:>12} bytes",
+            s(&t["name"]),
+            s(&t["type"]),
+            t["dims"].to_string(),
+            t["bytes"]
+        ));
+    }
+    o.pop();
+    o
+}

@@ -1,0 +1,41 @@
+//! The `pocketlora` command line: one file per subcommand. Every failure becomes one line
+//! on stderr and a non-zero exit status (see `main.rs`).
+
+pub mod args;
+mod eval;
+mod generate;
+mod inspect;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pocketlora",
+    version,
+    about = "Fine-tune language models on the device that uses them."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show a GGUF model's architecture, shapes, tensors and special tokens.
+    Inspect(inspect::InspectArgs),
+    /// Continue a prompt with the model.
+    Generate(generate::GenerateArgs),
+    /// Mean cross-entropy of token records ({"ids": [...], "mask": [...]} per line).
+    Eval(eval::EvalArgs),
+}
+
+/// Parses the process arguments and runs the chosen subcommand.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Eval(a) => eval::run(a),
+    }
+}

@@ -1,0 +1,136 @@
+//! Autoregressive generation: the prompt runs through the model in chunks, then one token
+//! at a time with the KV cache, until `max_new` tokens, an end-of-generation token, a full
+//! context, or the caller says stop.
+
+use super::sampler::{Sampler, SamplerConfig};
+use crate::error::{Error, ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::model::{Activations, KvCache, Model};
+
+/// Tokens per forward call while reading the prompt.
+pub const PROMPT_CHUNK: usize = 512;
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateParams {
+    /// New tokens at most.
+    pub max_new: usize,
+    pub sampler: SamplerConfig,
+    /// Stop after emitting one of these (end-of-generation ids); empty = never.
+    pub stop_ids: Vec<u32>,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// `max_new` tokens were produced.
+    Length,
+    /// An end-of-generation token was produced (it is included in the output).
+    EndOfGeneration,
+    /// The model's context is full.
+    ContextFull,
+    /// The callback asked to stop.
+    Cancelled,
+}
+
+/// Generates after `prompt`, calling `on_token` with each new id (return `false` to stop).
+/// Returns the new ids and why generation stopped.
+pub fn generate(
+    model: &Model,
+    prompt: &[u32],
+    params: &GenerateParams,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<(Vec<u32>, StopReason)> {
+    params.sampler.validate().map_err(Error::InvalidArgument)?;
+    if prompt.is_empty() {
+        return Err(Error::InvalidArgument(
+            "the prompt is empty: give at least one token (e.g. BOS)".into(),
+        ));
+    }
+    let cfg = &model.cfg;
+    for &t in prompt {
+        if t as usize >= cfg.n_vocab {
+            return Err(ModelError::TokenOutOfRange {
+                token: t,
+                vocab: cfg.n_vocab,
+            }
+            .into());
+        }
+    }
+    if prompt.len() > cfg.n_ctx {
+        return Err(ModelError::ContextOverflow {
+            len: prompt.len(),
+            context: cfg.n_ctx,
+        }
+        .into());
+    }
+    let capacity = (prompt.len() + params.max_new).min(cfg.n_ctx);
+    let mut cache = KvCache::new(cfg, capacity)?;
+    let mut act = Activations::new(cfg, PROMPT_CHUNK.min(prompt.len()));
+    let mut logits = vec![0f32; cfg.n_vocab];
+    let mut sampler = Sampler::new(params.sampler);
+    for chunk in prompt.chunks(act.capacity()) {
+        model.forward(chunk, &mut cache, &mut act)?;
+    }
+    let mut out = Vec::with_capacity(params.max_new);
+    loop {
+        if out.len() == params.max_new {
+            return Ok((out, StopReason::Length));
+        }
+        let c = cfg.n_embd;
+        let hidden = act.hidden();
+        model.logits(&hidden[hidden.len() - c..], &mut logits);
+        let next = sampler.sample(&logits);
+        out.push(next);
+        if !on_token(next) {
+            return Ok((out, StopReason::Cancelled));
+        }
+        if params.stop_ids.contains(&next) {
+            return Ok((out, StopReason::EndOfGeneration));
+        }
+        if out.len() == params.max_new {
+            return Ok((out, StopReason::Length));
+        }
+        if cache.len() == cache.capacity() {
+            return Ok((out, StopReason::ContextFull));
+        }
+        model.forward(&[next], &mut cache, &mut act)?;
+    }
+}
+
+/// Pieces that end a turn in common chat vocabularies (llama.cpp treats them as EOG too).
+const EOG_PIECES: [&str; 8] = [
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "<｜end▁of▁sentence｜>",
+];
+
+/// End-of-generation ids of a model: EOS, EOT and EOM from the tokenizer metadata, plus
+/// well-known end-of-turn pieces of its vocabulary.
+pub fn end_of_generation_ids(f: &GgufFile) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for key in [
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.eom_token_id",
+    ] {
+        if let Some(id) = f.opt_u32(key)? {
+            ids.push(id);
+        }
+    }
+    if let Some(tokens) = f.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
+        for (i, t) in tokens.items.iter().enumerate() {
+            if t.as_str().is_some_and(|s| EOG_PIECES.contains(&s)) {
+                ids.push(i as u32);
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}

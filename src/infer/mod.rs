@@ -1,0 +1,7 @@
+//! Inference: sampling and autoregressive generation over the KV cache.
+
+pub mod generate;
+pub mod sampler;
+
+pub use generate::{end_of_generation_ids, generate, GenerateParams, StopReason};
+pub use sampler::{Sampler, SamplerConfig};

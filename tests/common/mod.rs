@@ -1,0 +1,29 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+pub mod synth;
+
+use std::path::PathBuf;
+
+/// A bundled model under `assets/`.
+pub fn asset(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets").join(name)
+}
+
+/// A committed golden file under `tests/golden/`.
+pub fn golden(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(rel)
+}
+
+/// A fresh, empty scratch directory for one test.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pocketlora-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch dir");
+    d
+}
+
+/// Relative difference, safe around zero.
+pub fn rel_diff(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}

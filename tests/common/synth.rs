@@ -1,0 +1,237 @@
+//! Small synthetic models written deterministically with the crate's own GGUF writer and
+//! quantizer. Their oracle losses were computed once from the exact bytes these builders
+//! produce (the FNV-1a hash recorded beside each golden proves it) by
+//! `shared/oracle/peft_reference.py`; see `tests/golden/oracle/README.md`.
+
+use pocketlora::gguf::{Array, GgufWriter, Value, ValueType};
+use pocketlora::quant::{quantize, GgmlType};
+
+/// The shape and encodings of a synthetic model.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub name: &'static str,
+    pub arch: &'static str,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub n_ff: usize,
+    pub n_ctx: usize,
+    pub tied: bool,
+    pub qkv_bias: bool,
+    pub rope_base: f32,
+    pub embd_ty: GgmlType,
+    pub output_ty: GgmlType,
+    /// Types of attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down, cycled
+    /// over layers.
+    pub matrix_types: [GgmlType; 7],
+    pub seed: u64,
+}
+
+/// A llama with an untied output head: embedding 128, 4 heads of 32, 2 KV heads.
+pub fn llama_untied() -> Spec {
+    Spec {
+        name: "synth-llama-untied",
+        arch: "llama",
+        n_vocab: 96,
+        n_embd: 128,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 192,
+        n_ctx: 256,
+        tied: false,
+        qkv_bias: false,
+        rope_base: 10000.0,
+        embd_ty: GgmlType::F32,
+        output_ty: GgmlType::Q8_0,
+        matrix_types: [
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::F32,
+            GgmlType::Q4_0,
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::F32,
+        ],
+        seed: 11,
+    }
+}
+
+/// A qwen2 with q/k/v biases and half-split RoPE.
+pub fn qwen2_biases() -> Spec {
+    Spec {
+        name: "synth-qwen2",
+        arch: "qwen2",
+        n_vocab: 80,
+        n_embd: 64,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 160,
+        n_ctx: 256,
+        tied: true,
+        qkv_bias: true,
+        rope_base: 1_000_000.0,
+        embd_ty: GgmlType::F32,
+        output_ty: GgmlType::F32,
+        matrix_types: [GgmlType::F32; 7],
+        seed: 22,
+    }
+}
+
+/// A 256-wide llama whose matrices are Q4_K, Q6_K, F16 and BF16.
+pub fn llama_kquants() -> Spec {
+    Spec {
+        name: "synth-llama-kquants",
+        arch: "llama",
+        n_vocab: 72,
+        n_embd: 256,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 512,
+        n_ctx: 256,
+        tied: false,
+        qkv_bias: false,
+        rope_base: 10000.0,
+        embd_ty: GgmlType::Q6_K,
+        output_ty: GgmlType::Q4_K,
+        matrix_types: [
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::Q6_K,
+            GgmlType::Q4_K,
+            GgmlType::F16,
+        ],
+        seed: 33,
+    }
+}
+
+/// Deterministic uniform numbers (xorshift64*), identical on every platform.
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn new(seed: u64) -> Lcg {
+        Lcg(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        ((v >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+    }
+
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+fn tensor(w: &mut GgufWriter, name: &str, ty: GgmlType, values: &[f32], dims: &[u64]) {
+    let bytes = quantize(ty, values, dims[0] as usize).expect("quantize synthetic tensor");
+    w.add_tensor(name, ty, dims, bytes).expect("add synthetic tensor");
+}
+
+/// The GGUF bytes of `s`.
+pub fn build(s: &Spec) -> Vec<u8> {
+    let mut r = Lcg::new(s.seed);
+    let mut w = GgufWriter::new();
+    let a = s.arch;
+    let hd = s.n_embd / s.n_head;
+    let (q, kv) = (s.n_head * hd, s.n_head_kv * hd);
+    w.set("general.architecture", Value::String(a.into()));
+    w.set("general.name", Value::String(s.name.into()));
+    w.set(format!("{a}.context_length"), Value::U32(s.n_ctx as u32));
+    w.set(format!("{a}.embedding_length"), Value::U32(s.n_embd as u32));
+    w.set(format!("{a}.block_count"), Value::U32(s.n_layer as u32));
+    w.set(format!("{a}.feed_forward_length"), Value::U32(s.n_ff as u32));
+    w.set(format!("{a}.attention.head_count"), Value::U32(s.n_head as u32));
+    w.set(format!("{a}.attention.head_count_kv"), Value::U32(s.n_head_kv as u32));
+    w.set(format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5));
+    w.set(format!("{a}.rope.freq_base"), Value::F32(s.rope_base));
+    w.set(format!("{a}.rope.dimension_count"), Value::U32(hd as u32));
+    w.set(format!("{a}.vocab_size"), Value::U32(s.n_vocab as u32));
+    let tokens: Vec<Value> = (0..s.n_vocab)
+        .map(|i| {
+            Value::String(match i {
+                0 => "<unk>".into(),
+                1 => "<s>".into(),
+                2 => "</s>".into(),
+                _ => format!("t{i}"),
+            })
+        })
+        .collect();
+    let scores: Vec<Value> = (0..s.n_vocab).map(|i| Value::F32(-(i as f32))).collect();
+    let types: Vec<Value> = (0..s.n_vocab).map(|i| Value::I32(if i < 3 { if i == 0 { 2 } else { 3 } } else { 1 })).collect();
+    w.set("tokenizer.ggml.model", Value::String("llama".into()));
+    w.set("tokenizer.ggml.tokens", Value::Array(Array { elem_type: ValueType::String, items: tokens }));
+    w.set("tokenizer.ggml.scores", Value::Array(Array { elem_type: ValueType::F32, items: scores }));
+    w.set("tokenizer.ggml.token_type", Value::Array(Array { elem_type: ValueType::I32, items: types }));
+    w.set("tokenizer.ggml.bos_token_id", Value::U32(1));
+    w.set("tokenizer.ggml.eos_token_id", Value::U32(2));
+    w.set("tokenizer.ggml.unknown_token_id", Value::U32(0));
+
+    let (v, c) = (s.n_vocab as u64, s.n_embd as u64);
+    tensor(&mut w, "token_embd.weight", s.embd_ty, &r.vec(s.n_vocab * s.n_embd, 1.0), &[c, v]);
+    let norm = |r: &mut Lcg, n: usize| -> Vec<f32> { (0..n).map(|_| 1.0 + 0.3 * r.next()).collect() };
+    for l in 0..s.n_layer {
+        let t = |k: usize| s.matrix_types[(k + l) % 7];
+        let mat = |r: &mut Lcg, rows: usize, cols: usize| r.vec(rows * cols, 1.5 / (cols as f32).sqrt());
+        let b = format!("blk.{l}");
+        tensor(&mut w, &format!("{b}.attn_norm.weight"), GgmlType::F32, &norm(&mut r, s.n_embd), &[c]);
+        tensor(&mut w, &format!("{b}.attn_q.weight"), t(0), &mat(&mut r, q, s.n_embd), &[c, q as u64]);
+        tensor(&mut w, &format!("{b}.attn_k.weight"), t(1), &mat(&mut r, kv, s.n_embd), &[c, kv as u64]);
+        tensor(&mut w, &format!("{b}.attn_v.weight"), t(2), &mat(&mut r, kv, s.n_embd), &[c, kv as u64]);
+        if s.qkv_bias {
+            tensor(&mut w, &format!("{b}.attn_q.bias"), GgmlType::F32, &r.vec(q, 0.5), &[q as u64]);
+            tensor(&mut w, &format!("{b}.attn_k.bias"), GgmlType::F32, &r.vec(kv, 0.5), &[kv as u64]);
+            tensor(&mut w, &format!("{b}.attn_v.bias"), GgmlType::F32, &r.vec(kv, 0.5), &[kv as u64]);
+        }
+        tensor(&mut w, &format!("{b}.attn_output.weight"), t(3), &mat(&mut r, s.n_embd, q), &[q as u64, c]);
+        tensor(&mut w, &format!("{b}.ffn_norm.weight"), GgmlType::F32, &norm(&mut r, s.n_embd), &[c]);
+        let ff = s.n_ff as u64;
+        tensor(&mut w, &format!("{b}.ffn_gate.weight"), t(4), &mat(&mut r, s.n_ff, s.n_embd), &[c, ff]);
+        tensor(&mut w, &format!("{b}.ffn_up.weight"), t(5), &mat(&mut r, s.n_ff, s.n_embd), &[c, ff]);
+        tensor(&mut w, &format!("{b}.ffn_down.weight"), t(6), &mat(&mut r, s.n_embd, s.n_ff), &[ff, c]);
+    }
+    tensor(&mut w, "output_norm.weight", GgmlType::F32, &norm(&mut r, s.n_embd), &[c]);
+    if !s.tied {
+        tensor(&mut w, "output.weight", s.output_ty, &r.vec(s.n_vocab * s.n_embd, 1.0 / (c as f32).sqrt()), &[c, v]);
+    }
+    w.to_bytes()
+}
+
+/// FNV-1a, 64 bit: the fingerprint recorded beside each golden.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Deterministic evaluation records for a vocabulary of `n_vocab` tokens.
+pub fn records(n_vocab: usize, seed: u64) -> String {
+    let mut r = Lcg::new(seed);
+    let mut out = String::new();
+    for (n, masked) in [(2usize, false), (7, true), (16, false), (33, true), (70, false)] {
+        let ids: Vec<u32> = std::iter::once(1)
+            .chain((1..n).map(|_| 3 + ((r.next() + 1.0) * 0.5 * (n_vocab - 3) as f32) as u32 % (n_vocab as u32 - 3)))
+            .collect();
+        let ids_s: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        if masked {
+            let m: Vec<&str> = (0..n).map(|i| if i >= n / 2 && i != n / 2 + 1 { "1" } else { "0" }).collect();
+            out += &format!("{{\"ids\": [{}], \"mask\": [{}]}}\n", ids_s.join(", "), m.join(", "));
+        } else {
+            out += &format!("{{\"ids\": [{}]}}\n", ids_s.join(", "));
+        }
+    }
+    out
+}
