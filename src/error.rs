@@ -20,9 +20,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// A GGUF file is malformed, or a metadata key is missing or of the wrong type.
+    /// A GGUF image is malformed, or a metadata key is missing or of the wrong type.
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    /// A GGUF file on disk is malformed (the error names the file).
+    #[error("{}: {source}", path.display())]
+    GgufFile {
+        path: PathBuf,
+        #[source]
+        source: GgufError,
+    },
     /// A quantization or dequantization request that cannot be honoured.
     #[error(transparent)]
     Quant(#[from] QuantError),
@@ -42,6 +49,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// The GGUF format error inside this error, with or without a file path.
+    pub fn as_gguf(&self) -> Option<&GgufError> {
+        match self {
+            Error::Gguf(e) | Error::GgufFile { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Error {
         Error::Io {

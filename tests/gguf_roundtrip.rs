@@ -14,7 +14,7 @@ fn read(w: &GgufWriter) -> GgufFile {
 
 fn gguf_err<T: std::fmt::Debug>(r: pocketlora::Result<T>) -> GgufError {
     match r {
-        Err(Error::Gguf(e)) => e,
+        Err(Error::Gguf(e)) | Err(Error::GgufFile { source: e, .. }) => e,
         other => panic!("expected a GGUF error, got {other:?}"),
     }
 }
@@ -391,6 +391,11 @@ fn open_reports_io_and_format_errors() {
 
     let text = dir.join("text.gguf");
     std::fs::write(&text, b"hello, world").unwrap();
+    let e = GgufFile::open(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("text.gguf") && e.contains("not a GGUF file"),
+        "{e}"
+    );
     assert!(matches!(
         gguf_err(GgufFile::open(&text)),
         GgufError::BadMagic { .. }

@@ -91,7 +91,7 @@ impl<'a> TensorView<'a> {
 
 impl GgufFile {
     /// Memory-maps and validates the file at `path`. I/O errors become [`Error::Io`] naming
-    /// the path; format errors become [`Error::Gguf`].
+    /// the path; format errors become [`Error::GgufFile`], naming the path too.
     pub fn open(path: impl AsRef<Path>) -> crate::Result<GgufFile> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -108,7 +108,12 @@ impl GgufFile {
             let map = unsafe { Mmap::map(&file) };
             Backing::Mmap(map.map_err(|e| Error::io(path, e))?)
         };
-        Ok(GgufFile::from_backing(backing, Some(path.to_path_buf()))?)
+        GgufFile::from_backing(backing, Some(path.to_path_buf())).map_err(|source| {
+            Error::GgufFile {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
     }
 
     /// Validates an in-memory GGUF image (tests, fixtures, data received over the network).

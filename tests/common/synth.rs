@@ -135,7 +135,8 @@ impl Lcg {
 
 fn tensor(w: &mut GgufWriter, name: &str, ty: GgmlType, values: &[f32], dims: &[u64]) {
     let bytes = quantize(ty, values, dims[0] as usize).expect("quantize synthetic tensor");
-    w.add_tensor(name, ty, dims, bytes).expect("add synthetic tensor");
+    w.add_tensor(name, ty, dims, bytes)
+        .expect("add synthetic tensor");
 }
 
 /// The GGUF bytes of `s`.
@@ -150,10 +151,22 @@ pub fn build(s: &Spec) -> Vec<u8> {
     w.set(format!("{a}.context_length"), Value::U32(s.n_ctx as u32));
     w.set(format!("{a}.embedding_length"), Value::U32(s.n_embd as u32));
     w.set(format!("{a}.block_count"), Value::U32(s.n_layer as u32));
-    w.set(format!("{a}.feed_forward_length"), Value::U32(s.n_ff as u32));
-    w.set(format!("{a}.attention.head_count"), Value::U32(s.n_head as u32));
-    w.set(format!("{a}.attention.head_count_kv"), Value::U32(s.n_head_kv as u32));
-    w.set(format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5));
+    w.set(
+        format!("{a}.feed_forward_length"),
+        Value::U32(s.n_ff as u32),
+    );
+    w.set(
+        format!("{a}.attention.head_count"),
+        Value::U32(s.n_head as u32),
+    );
+    w.set(
+        format!("{a}.attention.head_count_kv"),
+        Value::U32(s.n_head_kv as u32),
+    );
+    w.set(
+        format!("{a}.attention.layer_norm_rms_epsilon"),
+        Value::F32(1e-5),
+    );
     w.set(format!("{a}.rope.freq_base"), Value::F32(s.rope_base));
     w.set(format!("{a}.rope.dimension_count"), Value::U32(hd as u32));
     w.set(format!("{a}.vocab_size"), Value::U32(s.n_vocab as u32));
@@ -168,41 +181,163 @@ pub fn build(s: &Spec) -> Vec<u8> {
         })
         .collect();
     let scores: Vec<Value> = (0..s.n_vocab).map(|i| Value::F32(-(i as f32))).collect();
-    let types: Vec<Value> = (0..s.n_vocab).map(|i| Value::I32(if i < 3 { if i == 0 { 2 } else { 3 } } else { 1 })).collect();
+    let types: Vec<Value> = (0..s.n_vocab)
+        .map(|i| {
+            Value::I32(if i < 3 {
+                if i == 0 {
+                    2
+                } else {
+                    3
+                }
+            } else {
+                1
+            })
+        })
+        .collect();
     w.set("tokenizer.ggml.model", Value::String("llama".into()));
-    w.set("tokenizer.ggml.tokens", Value::Array(Array { elem_type: ValueType::String, items: tokens }));
-    w.set("tokenizer.ggml.scores", Value::Array(Array { elem_type: ValueType::F32, items: scores }));
-    w.set("tokenizer.ggml.token_type", Value::Array(Array { elem_type: ValueType::I32, items: types }));
+    w.set(
+        "tokenizer.ggml.tokens",
+        Value::Array(Array {
+            elem_type: ValueType::String,
+            items: tokens,
+        }),
+    );
+    w.set(
+        "tokenizer.ggml.scores",
+        Value::Array(Array {
+            elem_type: ValueType::F32,
+            items: scores,
+        }),
+    );
+    w.set(
+        "tokenizer.ggml.token_type",
+        Value::Array(Array {
+            elem_type: ValueType::I32,
+            items: types,
+        }),
+    );
     w.set("tokenizer.ggml.bos_token_id", Value::U32(1));
     w.set("tokenizer.ggml.eos_token_id", Value::U32(2));
     w.set("tokenizer.ggml.unknown_token_id", Value::U32(0));
 
     let (v, c) = (s.n_vocab as u64, s.n_embd as u64);
-    tensor(&mut w, "token_embd.weight", s.embd_ty, &r.vec(s.n_vocab * s.n_embd, 1.0), &[c, v]);
-    let norm = |r: &mut Lcg, n: usize| -> Vec<f32> { (0..n).map(|_| 1.0 + 0.3 * r.next()).collect() };
+    tensor(
+        &mut w,
+        "token_embd.weight",
+        s.embd_ty,
+        &r.vec(s.n_vocab * s.n_embd, 1.0),
+        &[c, v],
+    );
+    let norm =
+        |r: &mut Lcg, n: usize| -> Vec<f32> { (0..n).map(|_| 1.0 + 0.3 * r.next()).collect() };
     for l in 0..s.n_layer {
         let t = |k: usize| s.matrix_types[(k + l) % 7];
-        let mat = |r: &mut Lcg, rows: usize, cols: usize| r.vec(rows * cols, 1.5 / (cols as f32).sqrt());
+        let mat =
+            |r: &mut Lcg, rows: usize, cols: usize| r.vec(rows * cols, 1.5 / (cols as f32).sqrt());
         let b = format!("blk.{l}");
-        tensor(&mut w, &format!("{b}.attn_norm.weight"), GgmlType::F32, &norm(&mut r, s.n_embd), &[c]);
-        tensor(&mut w, &format!("{b}.attn_q.weight"), t(0), &mat(&mut r, q, s.n_embd), &[c, q as u64]);
-        tensor(&mut w, &format!("{b}.attn_k.weight"), t(1), &mat(&mut r, kv, s.n_embd), &[c, kv as u64]);
-        tensor(&mut w, &format!("{b}.attn_v.weight"), t(2), &mat(&mut r, kv, s.n_embd), &[c, kv as u64]);
+        tensor(
+            &mut w,
+            &format!("{b}.attn_norm.weight"),
+            GgmlType::F32,
+            &norm(&mut r, s.n_embd),
+            &[c],
+        );
+        tensor(
+            &mut w,
+            &format!("{b}.attn_q.weight"),
+            t(0),
+            &mat(&mut r, q, s.n_embd),
+            &[c, q as u64],
+        );
+        tensor(
+            &mut w,
+            &format!("{b}.attn_k.weight"),
+            t(1),
+            &mat(&mut r, kv, s.n_embd),
+            &[c, kv as u64],
+        );
+        tensor(
+            &mut w,
+            &format!("{b}.attn_v.weight"),
+            t(2),
+            &mat(&mut r, kv, s.n_embd),
+            &[c, kv as u64],
+        );
         if s.qkv_bias {
-            tensor(&mut w, &format!("{b}.attn_q.bias"), GgmlType::F32, &r.vec(q, 0.5), &[q as u64]);
-            tensor(&mut w, &format!("{b}.attn_k.bias"), GgmlType::F32, &r.vec(kv, 0.5), &[kv as u64]);
-            tensor(&mut w, &format!("{b}.attn_v.bias"), GgmlType::F32, &r.vec(kv, 0.5), &[kv as u64]);
+            tensor(
+                &mut w,
+                &format!("{b}.attn_q.bias"),
+                GgmlType::F32,
+                &r.vec(q, 0.5),
+                &[q as u64],
+            );
+            tensor(
+                &mut w,
+                &format!("{b}.attn_k.bias"),
+                GgmlType::F32,
+                &r.vec(kv, 0.5),
+                &[kv as u64],
+            );
+            tensor(
+                &mut w,
+                &format!("{b}.attn_v.bias"),
+                GgmlType::F32,
+                &r.vec(kv, 0.5),
+                &[kv as u64],
+            );
         }
-        tensor(&mut w, &format!("{b}.attn_output.weight"), t(3), &mat(&mut r, s.n_embd, q), &[q as u64, c]);
-        tensor(&mut w, &format!("{b}.ffn_norm.weight"), GgmlType::F32, &norm(&mut r, s.n_embd), &[c]);
+        tensor(
+            &mut w,
+            &format!("{b}.attn_output.weight"),
+            t(3),
+            &mat(&mut r, s.n_embd, q),
+            &[q as u64, c],
+        );
+        tensor(
+            &mut w,
+            &format!("{b}.ffn_norm.weight"),
+            GgmlType::F32,
+            &norm(&mut r, s.n_embd),
+            &[c],
+        );
         let ff = s.n_ff as u64;
-        tensor(&mut w, &format!("{b}.ffn_gate.weight"), t(4), &mat(&mut r, s.n_ff, s.n_embd), &[c, ff]);
-        tensor(&mut w, &format!("{b}.ffn_up.weight"), t(5), &mat(&mut r, s.n_ff, s.n_embd), &[c, ff]);
-        tensor(&mut w, &format!("{b}.ffn_down.weight"), t(6), &mat(&mut r, s.n_embd, s.n_ff), &[ff, c]);
+        tensor(
+            &mut w,
+            &format!("{b}.ffn_gate.weight"),
+            t(4),
+            &mat(&mut r, s.n_ff, s.n_embd),
+            &[c, ff],
+        );
+        tensor(
+            &mut w,
+            &format!("{b}.ffn_up.weight"),
+            t(5),
+            &mat(&mut r, s.n_ff, s.n_embd),
+            &[c, ff],
+        );
+        tensor(
+            &mut w,
+            &format!("{b}.ffn_down.weight"),
+            t(6),
+            &mat(&mut r, s.n_embd, s.n_ff),
+            &[ff, c],
+        );
     }
-    tensor(&mut w, "output_norm.weight", GgmlType::F32, &norm(&mut r, s.n_embd), &[c]);
+    tensor(
+        &mut w,
+        "output_norm.weight",
+        GgmlType::F32,
+        &norm(&mut r, s.n_embd),
+        &[c],
+    );
     if !s.tied {
-        tensor(&mut w, "output.weight", s.output_ty, &r.vec(s.n_vocab * s.n_embd, 1.0 / (c as f32).sqrt()), &[c, v]);
+        tensor(
+            &mut w,
+            "output.weight",
+            s.output_ty,
+            &r.vec(s.n_vocab * s.n_embd, 1.0 / (c as f32).sqrt()),
+            &[c, v],
+        );
     }
     w.to_bytes()
 }
@@ -221,14 +356,34 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 pub fn records(n_vocab: usize, seed: u64) -> String {
     let mut r = Lcg::new(seed);
     let mut out = String::new();
-    for (n, masked) in [(2usize, false), (7, true), (16, false), (33, true), (70, false)] {
+    for (n, masked) in [
+        (2usize, false),
+        (7, true),
+        (16, false),
+        (33, true),
+        (70, false),
+    ] {
         let ids: Vec<u32> = std::iter::once(1)
-            .chain((1..n).map(|_| 3 + ((r.next() + 1.0) * 0.5 * (n_vocab - 3) as f32) as u32 % (n_vocab as u32 - 3)))
+            .chain((1..n).map(|_| {
+                3 + ((r.next() + 1.0) * 0.5 * (n_vocab - 3) as f32) as u32 % (n_vocab as u32 - 3)
+            }))
             .collect();
         let ids_s: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
         if masked {
-            let m: Vec<&str> = (0..n).map(|i| if i >= n / 2 && i != n / 2 + 1 { "1" } else { "0" }).collect();
-            out += &format!("{{\"ids\": [{}], \"mask\": [{}]}}\n", ids_s.join(", "), m.join(", "));
+            let m: Vec<&str> = (0..n)
+                .map(|i| {
+                    if i >= n / 2 && i != n / 2 + 1 {
+                        "1"
+                    } else {
+                        "0"
+                    }
+                })
+                .collect();
+            out += &format!(
+                "{{\"ids\": [{}], \"mask\": [{}]}}\n",
+                ids_s.join(", "),
+                m.join(", ")
+            );
         } else {
             out += &format!("{{\"ids\": [{}]}}\n", ids_s.join(", "));
         }

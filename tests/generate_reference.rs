@@ -1,0 +1,168 @@
+//! Greedy generation against reference ids: the bundled models' sequences from
+//! shared/models/README.md (llama.cpp, llama2.c's run.c and Hugging Face agree on them), and
+//! Hugging Face's greedy continuations of the synthetic models (oracle `generate`).
+
+mod common;
+
+use common::synth;
+use common::{asset, golden, scratch_dir};
+use pocketlora::infer::{generate, GenerateParams, SamplerConfig, StopReason};
+use pocketlora::model::Model;
+
+const STORIES_F32: &str = "1 461 461 401 401 401 461 378 455 473 456 435 299 362 409 283 264 283 452 288 13 431 431 431 431 431 431 431 431 431 431 431 431 431 293 430 417 363 416 315 342";
+const AIDREAMS_F32: &str = "1 319 459 355 260 275 429 339 315 374 327 446 262 421 392 275 280 269 440 270 283 446 299 303 266 358 430 312 379 441 260 446 262 421 392 275 280 269 440 270 283 446 299 303 384 467 407 360 266 291 443 435 295 448 429 465 265 434 317 431 434";
+
+fn ids(s: &str) -> Vec<u32> {
+    s.split_whitespace()
+        .map(|x| x.parse().expect("id"))
+        .collect()
+}
+
+fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    let params = GenerateParams {
+        max_new: n,
+        sampler: SamplerConfig::greedy(),
+        stop_ids: vec![],
+    };
+    let (new, stop) = generate(model, prompt, &params, |_| true).expect("generate");
+    assert_eq!(stop, StopReason::Length);
+    prompt.iter().copied().chain(new).collect()
+}
+
+#[test]
+fn bundled_f32_models_reproduce_the_reference_ids_on_one_and_two_threads() {
+    for threads in [1, 2] {
+        let m = Model::open(asset("stories260K-f32.gguf"), threads).unwrap();
+        assert_eq!(
+            greedy(&m, &[1], 40),
+            ids(STORIES_F32),
+            "stories260K, {threads} threads"
+        );
+        let m = Model::open(asset("aidreams260K-f32.gguf"), threads).unwrap();
+        assert_eq!(
+            greedy(&m, &[1], 60),
+            ids(AIDREAMS_F32),
+            "aidreams260K, {threads} threads"
+        );
+    }
+}
+
+#[test]
+fn aidreams_q8_0_keeps_the_first_30_reference_ids() {
+    let m = Model::open(asset("aidreams260K-q8_0.gguf"), 2).unwrap();
+    assert_eq!(greedy(&m, &[1], 29), ids(AIDREAMS_F32)[..30].to_vec());
+}
+
+#[test]
+fn synthetic_models_match_hugging_face_greedy_continuations() {
+    let dir = scratch_dir("synth-generate");
+    for spec in [
+        synth::llama_untied(),
+        synth::qwen2_biases(),
+        synth::llama_kquants(),
+    ] {
+        let path = dir.join(format!("{}.gguf", spec.name));
+        std::fs::write(&path, synth::build(&spec)).unwrap();
+        let text =
+            std::fs::read_to_string(golden(&format!("oracle/gen_{}.json", spec.name))).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let want: Vec<u32> = v["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let m = Model::open(&path, 2).unwrap();
+        assert_eq!(
+            greedy(&m, &want[..3], want.len() - 3),
+            want,
+            "{}",
+            spec.name
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn generation_stops_at_end_of_generation_ids_and_at_the_context() {
+    let m = Model::open(asset("aidreams260K-f32.gguf"), 1).unwrap();
+    let reference = ids(AIDREAMS_F32);
+    // Declare the 6th generated token an end-of-generation id: output stops right after it.
+    let params = GenerateParams {
+        max_new: 60,
+        sampler: SamplerConfig::greedy(),
+        stop_ids: vec![reference[6]],
+    };
+    let (new, stop) = generate(&m, &[1], &params, |_| true).unwrap();
+    assert_eq!(stop, StopReason::EndOfGeneration);
+    assert_eq!(new, reference[1..7].to_vec());
+    // The callback can stop it.
+    let mut seen = 0;
+    let (new, stop) = generate(&m, &[1], &params, |_| {
+        seen += 1;
+        seen < 3
+    })
+    .unwrap();
+    assert_eq!((new.len(), stop), (3, StopReason::Cancelled));
+    // aidreams260K's context is 128 tokens: 28 generated tokens fill it, and the logits of the
+    // last position still give a 29th (predicted from 128 tokens, never fed back).
+    let params = GenerateParams {
+        max_new: 500,
+        sampler: SamplerConfig::greedy(),
+        stop_ids: vec![],
+    };
+    let (new, stop) = generate(&m, &[1; 100], &params, |_| true).unwrap();
+    assert_eq!((new.len(), stop), (29, StopReason::ContextFull));
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_seeds_differ() {
+    let m = Model::open(asset("aidreams260K-q8_0.gguf"), 2).unwrap();
+    let run = |seed| {
+        let sampler = SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed,
+        };
+        let params = GenerateParams {
+            max_new: 30,
+            sampler,
+            stop_ids: vec![],
+        };
+        generate(&m, &[1], &params, |_| true).unwrap().0
+    };
+    assert_eq!(run(5), run(5));
+    assert_ne!(run(5), run(6));
+}
+
+#[test]
+fn bad_prompts_are_errors() {
+    let m = Model::open(asset("stories260K-q4_0.gguf"), 1).unwrap();
+    let params = GenerateParams {
+        max_new: 4,
+        sampler: SamplerConfig::greedy(),
+        stop_ids: vec![],
+    };
+    let e = generate(&m, &[1, 512], &params, |_| true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("512") && e.contains("vocabulary"), "{e}");
+    assert!(generate(&m, &[], &params, |_| true).is_err());
+    let e = generate(&m, &vec![1; 600], &params, |_| true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("context"), "{e}");
+    let bad = GenerateParams {
+        sampler: SamplerConfig {
+            top_p: 1.5,
+            ..SamplerConfig::default()
+        },
+        ..params
+    };
+    assert!(generate(&m, &[1], &bad, |_| true)
+        .unwrap_err()
+        .to_string()
+        .contains("top-p"));
+}
