@@ -61,11 +61,13 @@ fn bundled_models_match_the_oracle() {
     }
 }
 
-fn specs() -> [Spec; 3] {
+fn specs() -> [Spec; 5] {
     [
         synth::llama_untied(),
         synth::qwen2_biases(),
         synth::llama_kquants(),
+        synth::llama_rope_linear(),
+        synth::llama_rope_freqs(),
     ]
 }
 

@@ -26,6 +26,10 @@ pub struct Spec {
     /// Types of attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down, cycled
     /// over layers.
     pub matrix_types: [GgmlType; 7],
+    /// `rope.scaling.type = linear` with this factor.
+    pub rope_linear: Option<f32>,
+    /// A Llama-3.1-style `rope_freqs.weight` tensor (one divisor per rotated pair).
+    pub rope_freqs: Option<Vec<f32>>,
     pub seed: u64,
 }
 
@@ -55,7 +59,31 @@ pub fn llama_untied() -> Spec {
             GgmlType::Q8_0,
             GgmlType::F32,
         ],
+        rope_linear: None,
+        rope_freqs: None,
         seed: 11,
+    }
+}
+
+/// `llama_untied` with linear RoPE scaling (factor 4).
+pub fn llama_rope_linear() -> Spec {
+    Spec {
+        name: "synth-llama-rope-linear",
+        rope_linear: Some(4.0),
+        ..llama_untied()
+    }
+}
+
+/// `llama_untied` with per-pair RoPE frequency divisors rising from 1 to 8, as Llama 3.1's
+/// long-context factors do.
+pub fn llama_rope_freqs() -> Spec {
+    let factors = (0..16)
+        .map(|i| 1.0 + 7.0 * (i as f32 / 15.0).powi(2))
+        .collect();
+    Spec {
+        name: "synth-llama-rope-freqs",
+        rope_freqs: Some(factors),
+        ..llama_untied()
     }
 }
 
@@ -77,6 +105,8 @@ pub fn qwen2_biases() -> Spec {
         embd_ty: GgmlType::F32,
         output_ty: GgmlType::F32,
         matrix_types: [GgmlType::F32; 7],
+        rope_linear: None,
+        rope_freqs: None,
         seed: 22,
     }
 }
@@ -107,6 +137,8 @@ pub fn llama_kquants() -> Spec {
             GgmlType::Q4_K,
             GgmlType::F16,
         ],
+        rope_linear: None,
+        rope_freqs: None,
         seed: 33,
     }
 }
@@ -141,6 +173,11 @@ fn tensor(w: &mut GgufWriter, name: &str, ty: GgmlType, values: &[f32], dims: &[
 
 /// The GGUF bytes of `s`.
 pub fn build(s: &Spec) -> Vec<u8> {
+    writer(s).to_bytes()
+}
+
+/// A writer holding the whole model `s`, for tests that alter it before writing.
+pub fn writer(s: &Spec) -> GgufWriter {
     let mut r = Lcg::new(s.seed);
     let mut w = GgufWriter::new();
     let a = s.arch;
@@ -170,6 +207,13 @@ pub fn build(s: &Spec) -> Vec<u8> {
     w.set(format!("{a}.rope.freq_base"), Value::F32(s.rope_base));
     w.set(format!("{a}.rope.dimension_count"), Value::U32(hd as u32));
     w.set(format!("{a}.vocab_size"), Value::U32(s.n_vocab as u32));
+    if let Some(f) = s.rope_linear {
+        w.set(
+            format!("{a}.rope.scaling.type"),
+            Value::String("linear".into()),
+        );
+        w.set(format!("{a}.rope.scaling.factor"), Value::F32(f));
+    }
     let tokens: Vec<Value> = (0..s.n_vocab)
         .map(|i| {
             Value::String(match i {
@@ -339,7 +383,16 @@ pub fn build(s: &Spec) -> Vec<u8> {
             &[c, v],
         );
     }
-    w.to_bytes()
+    if let Some(f) = &s.rope_freqs {
+        tensor(
+            &mut w,
+            "rope_freqs.weight",
+            GgmlType::F32,
+            f,
+            &[f.len() as u64],
+        );
+    }
+    w
 }
 
 /// FNV-1a, 64 bit: the fingerprint recorded beside each golden.
