@@ -36,7 +36,7 @@ pub fn evaluate(model: &Model, records: &[TokenRecord]) -> Result<EvalReport> {
             .into());
         }
     }
-    let mut act = Activations::new(cfg, PROMPT_CHUNK.min(longest.max(1)));
+    let mut act = Activations::for_model(model, PROMPT_CHUNK.min(longest.max(1)));
     let mut cache = KvCache::new(cfg, longest)?;
     let mut rows = vec![0f32; LOGIT_ROWS * cfg.n_embd];
     let mut logits = vec![0f32; LOGIT_ROWS * cfg.n_vocab];

@@ -24,6 +24,7 @@ pub mod eval;
 pub mod gguf;
 pub mod infer;
 pub mod kernels;
+pub mod lora;
 pub mod model;
 pub mod quant;
 

@@ -66,7 +66,7 @@ pub fn generate(
     }
     let capacity = (prompt.len() + params.max_new).min(cfg.n_ctx);
     let mut cache = KvCache::new(cfg, capacity)?;
-    let mut act = Activations::new(cfg, PROMPT_CHUNK.min(prompt.len()));
+    let mut act = Activations::for_model(model, PROMPT_CHUNK.min(prompt.len()));
     let mut logits = vec![0f32; cfg.n_vocab];
     let mut sampler = Sampler::new(params.sampler);
     for chunk in prompt.chunks(act.capacity()) {

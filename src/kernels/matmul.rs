@@ -1,25 +1,26 @@
-//! `Y = X · W0ᵀ` against a frozen weight matrix kept in its GGUF encoding.
+//! Products with a frozen weight matrix W0 kept in its GGUF encoding:
+//! forward `Y = X · W0ᵀ` and, for training, the gradient to the input `dX += dY · W0`
+//! (W0 never gets a gradient).
 //!
 //! W0 is never dequantized whole: rows are dequantized into a small, cache-sized panel that
 //! is handed to the `gemm` crate's microkernels, panel after panel. Work is split on the
 //! current rayon pool:
 //! - many tokens (prompt processing, evaluation, training): each thread takes a contiguous
-//!   chunk of tokens and walks all panels, so output rows are disjoint and the dequantization
-//!   cost is amortised over the chunk;
+//!   chunk of tokens and walks all panels, so output rows are disjoint, the dequantization
+//!   cost is amortised over the chunk, and every output element is reduced in one fixed
+//!   order (results do not depend on scheduling);
 //! - few tokens (generation): each thread takes a group of weight rows, dequantizes one row
 //!   at a time and dots it with every token.
 //!
-//! Panel scratch lives in a grow-only per-thread buffer, so steady-state calls do not
-//! allocate once each thread has seen the largest width.
-
-use std::cell::RefCell;
+//! Panel scratch lives in a grow-only per-thread buffer ([`Real::with_scratch`]), so
+//! steady-state calls do not allocate once each thread has seen the largest width.
 
 use rayon::prelude::*;
 
-use super::attention::dot;
-use super::gemm_f32::gemm_abt;
+use super::gemm::{gemm, MatRef};
+use super::num::{dot, Real};
 use crate::error::QuantError;
-use crate::quant::{dequantize_row, GgmlType};
+use crate::quant::GgmlType;
 
 /// A weight matrix of `rows` output features × `cols` input features, each row stored as
 /// `cols` elements of `ty` (GGUF `ne = [cols, rows]`).
@@ -70,47 +71,32 @@ impl<'a> QMatrix<'a> {
     }
 
     /// Dequantizes rows `r0 .. r0 + out.len()/cols` into `out`.
-    pub fn dequantize_rows(&self, r0: usize, out: &mut [f32]) {
+    pub fn dequantize_rows<F: Real>(&self, r0: usize, out: &mut [F]) {
         for (i, dst) in out.chunks_exact_mut(self.cols).enumerate() {
-            if let Err(e) = dequantize_row(self.ty, self.row(r0 + i), dst) {
+            if let Err(e) = F::dequantize(self.ty, self.row(r0 + i), dst) {
                 unreachable!("row geometry was validated by QMatrix::new: {e}");
             }
         }
     }
 }
 
-/// Target size of one dequantized panel (bytes): about a quarter of a typical L2.
+/// Target size of one dequantized f32 panel (bytes): about a quarter of a typical L2.
 const PANEL_BYTES: usize = 256 * 1024;
-/// Below this many tokens per thread, split the weight rows instead of the tokens.
+/// Below this many tokens per thread, the forward splits the weight rows instead.
 const MIN_TOKENS_PER_THREAD: usize = 16;
-
-thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's scratch grown to at least `n` floats.
-fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.len() < n {
-            buf.resize(n, 0.0);
-        }
-        f(&mut buf[..n])
-    })
-}
 
 /// Rows per dequantized panel for a given row width.
 pub fn panel_rows(cols: usize) -> usize {
     (PANEL_BYTES / (4 * cols.max(1))).clamp(8, 512) / 8 * 8
 }
 
-/// Bytes of per-thread scratch [`matmul_forward`] grows to for a matrix of this width.
+/// Bytes of per-thread scratch the matmuls grow to for a matrix of this width (f32).
 pub fn matmul_scratch_bytes(cols: usize) -> usize {
     4 * panel_rows(cols) * cols
 }
 
 /// `y (t, w.rows) ← x (t, w.cols) · Wᵀ`.
-pub fn matmul_forward(y: &mut [f32], x: &[f32], w: &QMatrix<'_>) {
+pub fn matmul_forward<F: Real>(y: &mut [F], x: &[F], w: &QMatrix<'_>) {
     let (rows, cols) = (w.rows, w.cols);
     assert!(
         cols > 0 && x.len() % cols == 0,
@@ -133,29 +119,38 @@ pub fn matmul_forward(y: &mut [f32], x: &[f32], w: &QMatrix<'_>) {
 }
 
 /// One thread's token chunk: every panel of W, dequantized once, through gemm.
-fn forward_token_chunk(y: &mut [f32], x: &[f32], w: &QMatrix<'_>) {
+fn forward_token_chunk<F: Real>(y: &mut [F], x: &[F], w: &QMatrix<'_>) {
     let (rows, cols) = (w.rows, w.cols);
     let t = x.len() / cols;
     let p = panel_rows(cols).min(rows);
-    with_scratch(p * cols, |panel| {
+    F::with_scratch(0, p * cols, |panel| {
         let mut r0 = 0;
         while r0 < rows {
             let n = p.min(rows - r0);
             let panel = &mut panel[..n * cols];
             w.dequantize_rows(r0, panel);
-            gemm_abt(&mut y[r0..], rows, x, panel, t, n, cols, false);
+            gemm(
+                &mut y[r0..],
+                rows,
+                MatRef::rows(x, cols),
+                MatRef::transposed(panel, cols),
+                t,
+                n,
+                cols,
+                false,
+            );
             r0 += n;
         }
     });
 }
 
 /// Few tokens: groups of weight rows in parallel, one dequantized row at a time.
-fn forward_by_rows(y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>, threads: usize) {
+fn forward_by_rows<F: Real>(y: &mut [F], x: &[F], t: usize, w: &QMatrix<'_>, threads: usize) {
     let (rows, cols) = (w.rows, w.cols);
     let group = rows.div_ceil(threads * 4).max(1);
-    let dot_rows = |r0: usize, out: &mut [f32]| {
+    let dot_rows = |r0: usize, out: &mut [F]| {
         // out: (n rows of W, t tokens), row-major.
-        with_scratch(cols, |row| {
+        F::with_scratch(0, cols, |row| {
             for (i, o) in out.chunks_exact_mut(t).enumerate() {
                 w.dequantize_rows(r0 + i, row);
                 for (tok, v) in o.iter_mut().enumerate() {
@@ -170,11 +165,11 @@ fn forward_by_rows(y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>, threads:
             .for_each(|(g, out)| dot_rows(g * group, out));
         return;
     }
-    let parts: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(group))
+    let parts: Vec<(usize, Vec<F>)> = (0..rows.div_ceil(group))
         .into_par_iter()
         .map(|g| {
             let r0 = g * group;
-            let mut out = vec![0.0; group.min(rows - r0) * t];
+            let mut out = vec![F::ZERO; group.min(rows - r0) * t];
             dot_rows(r0, &mut out);
             (r0, out)
         })
@@ -186,6 +181,49 @@ fn forward_by_rows(y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>, threads:
             }
         }
     }
+}
+
+/// `dx (t, w.cols) += dy (t, w.rows) · W`: the gradient of [`matmul_forward`] with respect
+/// to its input. Tokens are split across threads; each thread walks all panels.
+pub fn matmul_backward_input<F: Real>(dx: &mut [F], dy: &[F], w: &QMatrix<'_>) {
+    let (rows, cols) = (w.rows, w.cols);
+    assert!(
+        rows > 0 && dy.len() % rows == 0,
+        "matmul backward: dy is not a whole number of rows"
+    );
+    let t = dy.len() / rows;
+    assert_eq!(dx.len(), t * cols, "matmul backward: dx size");
+    if t == 0 || cols == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = t.div_ceil(threads).max(1);
+    dx.par_chunks_mut(chunk * cols)
+        .zip(dy.par_chunks(chunk * rows))
+        .for_each(|(dxc, dyc)| {
+            let tc = dyc.len() / rows;
+            let p = panel_rows(cols).min(rows);
+            F::with_scratch(0, p * cols, |panel| {
+                let mut r0 = 0;
+                while r0 < rows {
+                    let n = p.min(rows - r0);
+                    let panel = &mut panel[..n * cols];
+                    w.dequantize_rows(r0, panel);
+                    // dx_chunk (tc, cols) += dy_chunk[:, r0..r0+n] (tc, n) · panel (n, cols)
+                    gemm(
+                        dxc,
+                        cols,
+                        MatRef::rows(&dyc[r0..], rows),
+                        MatRef::rows(panel, cols),
+                        tc,
+                        cols,
+                        n,
+                        true,
+                    );
+                    r0 += n;
+                }
+            });
+        });
 }
 
 #[cfg(test)]
@@ -202,24 +240,14 @@ mod tests {
             .collect()
     }
 
-    /// The product against the dequantized matrix, in f64.
-    fn reference(x: &[f32], w: &QMatrix<'_>) -> Vec<f64> {
-        let mut dense = vec![0f32; w.rows * w.cols];
-        w.dequantize_rows(0, &mut dense);
-        let t = x.len() / w.cols;
-        let mut y = vec![0f64; t * w.rows];
-        for i in 0..t {
-            for r in 0..w.rows {
-                y[i * w.rows + r] = (0..w.cols)
-                    .map(|c| x[i * w.cols + c] as f64 * dense[r * w.cols + c] as f64)
-                    .sum();
-            }
-        }
-        y
+    fn dense(w: &QMatrix<'_>) -> Vec<f64> {
+        let mut d = vec![0f64; w.rows * w.cols];
+        w.dequantize_rows(0, &mut d);
+        d
     }
 
     #[test]
-    fn every_split_matches_the_dequantized_product() {
+    fn forward_and_backward_match_the_dequantized_product_for_every_split() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
@@ -237,19 +265,85 @@ mod tests {
             for rows in [1usize, 7, 33, 300] {
                 let wdata = quantize(ty, &fill(rows * cols, 7), cols).unwrap();
                 let w = QMatrix::new(ty, rows, cols, &wdata).unwrap();
+                let d = dense(&w);
                 for t in [1usize, 2, 5, 47, 130] {
                     let x = fill(t * cols, 11 + t as u32);
                     let mut y = vec![f32::NAN; t * rows];
                     pool.install(|| matmul_forward(&mut y, &x, &w));
-                    let want = reference(&x, &w);
-                    for (i, (&g, &r)) in y.iter().zip(&want).enumerate() {
-                        assert!(
-                            (g as f64 - r).abs() < 1e-3 * (1.0 + r.abs()),
-                            "{ty} rows {rows} t {t} i {i}: {g} vs {r}"
-                        );
+                    for i in 0..t {
+                        for r in 0..rows {
+                            let want: f64 = (0..cols)
+                                .map(|c| x[i * cols + c] as f64 * d[r * cols + c])
+                                .sum();
+                            let got = y[i * rows + r] as f64;
+                            assert!(
+                                (got - want).abs() < 1e-3 * (1.0 + want.abs()),
+                                "fwd {ty} rows {rows} t {t}"
+                            );
+                        }
+                    }
+                    let dy = fill(t * rows, 5 + t as u32);
+                    let mut dx = vec![0.25f32; t * cols];
+                    pool.install(|| matmul_backward_input(&mut dx, &dy, &w));
+                    for i in 0..t {
+                        for c in 0..cols {
+                            let want: f64 = 0.25
+                                + (0..rows)
+                                    .map(|r| dy[i * rows + r] as f64 * d[r * cols + c])
+                                    .sum::<f64>();
+                            let got = dx[i * cols + c] as f64;
+                            assert!(
+                                (got - want).abs() < 1e-3 * (1.0 + want.abs()),
+                                "bwd {ty} rows {rows} t {t}"
+                            );
+                        }
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn f64_backward_is_the_exact_transpose_of_forward() {
+        // <dy, x·Wᵀ> = <dy·W, x> in f64, to rounding.
+        let (rows, cols, t) = (37usize, 64usize, 9usize);
+        let wdata = quantize(GgmlType::Q8_0, &fill(rows * cols, 3), cols).unwrap();
+        let w = QMatrix::new(GgmlType::Q8_0, rows, cols, &wdata).unwrap();
+        let x: Vec<f64> = fill(t * cols, 1).iter().map(|&v| v as f64).collect();
+        let dy: Vec<f64> = fill(t * rows, 2).iter().map(|&v| v as f64).collect();
+        let mut y = vec![0f64; t * rows];
+        matmul_forward(&mut y, &x, &w);
+        let mut dx = vec![0f64; t * cols];
+        matmul_backward_input(&mut dx, &dy, &w);
+        let lhs: f64 = y.iter().zip(&dy).map(|(a, b)| a * b).sum();
+        let rhs: f64 = dx.iter().zip(&x).map(|(a, b)| a * b).sum();
+        assert!(
+            (lhs - rhs).abs() <= 1e-12 * lhs.abs().max(1.0),
+            "{lhs} vs {rhs}"
+        );
+    }
+
+    #[test]
+    fn deterministic_for_a_given_thread_count() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let (rows, cols, t) = (300usize, 96usize, 200usize);
+        let wdata = quantize(GgmlType::Q4_0, &fill(rows * cols, 3), cols).unwrap();
+        let w = QMatrix::new(GgmlType::Q4_0, rows, cols, &wdata).unwrap();
+        let dy = fill(t * rows, 2);
+        let run = || {
+            let mut dx = vec![0f32; t * cols];
+            pool.install(|| matmul_backward_input(&mut dx, &dy, &w));
+            dx
+        };
+        let first = run();
+        for _ in 0..5 {
+            assert!(run()
+                .iter()
+                .zip(&first)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
         }
     }
 

@@ -1,10 +1,12 @@
-//! RMSNorm: `y = x / sqrt(mean(x²) + eps) · w`, row by row.
+//! RMSNorm: `y = x / sqrt(mean(x²) + eps) · w`, row by row, and its gradient.
 
-/// Normalises each of the `rows` rows of `x` (row length `c = w.len()`) into `out`, and
-/// stores each row's reciprocal RMS in `rstd` (kept for the backward pass).
+use super::num::Real;
+
+/// Normalises each row of `x` (row length `c = w.len()`) into `out`, and stores each row's
+/// reciprocal RMS in `rstd` (kept for the backward pass).
 ///
 /// Shapes: `x`, `out`: (rows, c); `rstd`: (rows).
-pub fn rmsnorm_forward(out: &mut [f32], rstd: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+pub fn rmsnorm_forward<F: Real>(out: &mut [F], rstd: &mut [F], x: &[F], w: &[f32], eps: f32) {
     let c = w.len();
     assert!(
         c > 0 && x.len() % c == 0,
@@ -20,24 +22,50 @@ pub fn rmsnorm_forward(out: &mut [f32], rstd: &mut [f32], x: &[f32], w: &[f32], 
         .zip(rstd.iter_mut())
     {
         let ss = sum_of_squares(xr);
-        let r = 1.0 / (ss / c as f32 + eps).sqrt();
+        let r = F::ONE / (ss / F::from_f64(c as f64) + F::from_f32(eps)).sqrt();
         *rs = r;
         for ((o, &xi), &wi) in or.iter_mut().zip(xr).zip(w) {
-            *o = xi * r * wi;
+            *o = xi * r * F::from_f32(wi);
+        }
+    }
+}
+
+/// `dx += ∂(rmsnorm)/∂x · dy`, with `rstd` from the forward pass.
+///
+/// `dx_j += r·w_j·dy_j − x_j·r³/c · Σ_i dy_i·w_i·x_i`.
+pub fn rmsnorm_backward<F: Real>(dx: &mut [F], dy: &[F], x: &[F], w: &[f32], rstd: &[F]) {
+    let c = w.len();
+    assert!(
+        dx.len() == x.len() && dy.len() == x.len() && rstd.len() * c == x.len(),
+        "rmsnorm backward: sizes"
+    );
+    for (((dxr, dyr), xr), &r) in dx
+        .chunks_exact_mut(c)
+        .zip(dy.chunks_exact(c))
+        .zip(x.chunks_exact(c))
+        .zip(rstd)
+    {
+        let mut s = F::ZERO;
+        for ((&g, &xi), &wi) in dyr.iter().zip(xr).zip(w) {
+            s += g * F::from_f32(wi) * xi;
+        }
+        let k = r * r * r * s / F::from_f64(c as f64);
+        for (((d, &g), &xi), &wi) in dxr.iter_mut().zip(dyr).zip(xr).zip(w) {
+            *d += r * F::from_f32(wi) * g - xi * k;
         }
     }
 }
 
 /// Σ x², accumulated in eight independent lanes so the compiler can vectorise it.
-fn sum_of_squares(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
+fn sum_of_squares<F: Real>(x: &[F]) -> F {
+    let mut acc = [F::ZERO; 8];
     let mut chunks = x.chunks_exact(8);
     for ch in &mut chunks {
         for (a, &v) in acc.iter_mut().zip(ch) {
             *a += v * v;
         }
     }
-    let mut s: f32 = acc.iter().sum();
+    let mut s: F = acc.iter().copied().sum();
     for &v in chunks.remainder() {
         s += v * v;
     }
@@ -46,10 +74,11 @@ fn sum_of_squares(x: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::gradcheck::{assert_close, numeric, values, weighted};
     use super::*;
 
     #[test]
-    fn matches_f64_reference_over_odd_widths() {
+    fn forward_matches_f64_definition_over_odd_widths() {
         for c in [1usize, 7, 31, 33, 64, 255] {
             let rows = 3;
             let x: Vec<f32> = (0..rows * c)
@@ -73,6 +102,31 @@ mod tests {
                 }
                 assert!(((rstd[r] as f64) - inv).abs() <= 1e-5 * inv);
             }
+        }
+    }
+
+    #[test]
+    fn backward_matches_central_differences() {
+        for c in [1usize, 3, 17, 64] {
+            let rows = 3;
+            let x = values(rows * c, 1);
+            let w: Vec<f32> = values(c, 2)
+                .iter()
+                .map(|&v| (1.0 + 0.5 * v) as f32)
+                .collect();
+            let g = values(rows * c, 3);
+            let loss = |x: &[f64]| {
+                let mut y = vec![0.0; x.len()];
+                let mut r = vec![0.0; rows];
+                rmsnorm_forward(&mut y, &mut r, x, &w, 1e-5);
+                weighted(&y, &g)
+            };
+            let mut y = vec![0.0; x.len()];
+            let mut r = vec![0.0; rows];
+            rmsnorm_forward(&mut y, &mut r, &x, &w, 1e-5);
+            let mut dx = vec![0.0; x.len()];
+            rmsnorm_backward(&mut dx, &g, &x, &w, &r);
+            assert_close(&format!("rmsnorm c={c}"), &dx, &numeric(&x, loss));
         }
     }
 }

@@ -4,7 +4,9 @@
 //! (`(x[2i], x[2i+1])`, llama.cpp's "normal" mode) because llama.cpp's converter permuted the
 //! Q/K rows to make that equivalent to Hugging Face's half-split rotation; qwen2 files pair
 //! `(x[i], x[i + d/2])` ("NEOX" mode) and are not permuted. Only the first `rot_dim`
-//! dimensions of each head rotate.
+//! dimensions of each head rotate. The gradient of a rotation is the inverse rotation.
+
+use super::num::Real;
 
 /// How the rotated dimensions of a head are paired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +40,7 @@ pub fn inverse_frequencies(
 
 /// Fills `cos`/`sin` (each (positions.len(), inv_freq.len())) with the rotation of every pair
 /// at every position.
-pub fn rope_table(cos: &mut [f32], sin: &mut [f32], positions: &[usize], inv_freq: &[f64]) {
+pub fn rope_table<F: Real>(cos: &mut [F], sin: &mut [F], positions: &[usize], inv_freq: &[f64]) {
     let half = inv_freq.len();
     assert!(
         cos.len() == positions.len() * half && sin.len() == cos.len(),
@@ -47,21 +49,46 @@ pub fn rope_table(cos: &mut [f32], sin: &mut [f32], positions: &[usize], inv_fre
     for (t, &p) in positions.iter().enumerate() {
         for (i, &f) in inv_freq.iter().enumerate() {
             let (s, c) = (p as f64 * f).sin_cos();
-            cos[t * half + i] = c as f32;
-            sin[t * half + i] = s as f32;
+            cos[t * half + i] = F::from_f64(c);
+            sin[t * half + i] = F::from_f64(s);
         }
     }
 }
 
 /// Rotates, in place, every head of every row of `x` (rows, n_heads · head_dim) by the
 /// angles of `cos`/`sin` (rows, rot_dim/2).
-pub fn rope_forward(
-    x: &mut [f32],
+pub fn rope_forward<F: Real>(
+    x: &mut [F],
     n_heads: usize,
     head_dim: usize,
-    cos: &[f32],
-    sin: &[f32],
+    cos: &[F],
+    sin: &[F],
     style: RopeStyle,
+) {
+    rope_apply(x, n_heads, head_dim, cos, sin, style, F::ONE);
+}
+
+/// The gradient of [`rope_forward`]: rotates `dx` (the output gradient, in place) back by
+/// the same angles, turning it into the input gradient.
+pub fn rope_backward<F: Real>(
+    dx: &mut [F],
+    n_heads: usize,
+    head_dim: usize,
+    cos: &[F],
+    sin: &[F],
+    style: RopeStyle,
+) {
+    rope_apply(dx, n_heads, head_dim, cos, sin, style, -F::ONE);
+}
+
+fn rope_apply<F: Real>(
+    x: &mut [F],
+    n_heads: usize,
+    head_dim: usize,
+    cos: &[F],
+    sin: &[F],
+    style: RopeStyle,
+    sign: F,
 ) {
     let width = n_heads * head_dim;
     let rows = x.len() / width;
@@ -76,14 +103,14 @@ pub fn rope_forward(
             &sin[t * half..(t + 1) * half],
         );
         for head in row.chunks_exact_mut(head_dim) {
-            rotate(head, c, s, style, 1.0);
+            rotate(head, c, s, style, sign);
         }
     }
 }
 
 /// Rotates one head by the given angles (`sign = -1` rotates backwards, for the gradient).
 #[inline]
-pub(crate) fn rotate(head: &mut [f32], cos: &[f32], sin: &[f32], style: RopeStyle, sign: f32) {
+fn rotate<F: Real>(head: &mut [F], cos: &[F], sin: &[F], style: RopeStyle, sign: F) {
     let half = cos.len();
     for i in 0..half {
         let (a, b) = match style {
@@ -146,6 +173,29 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn backward_matches_central_differences() {
+        use super::super::gradcheck::{assert_close, numeric, values, weighted};
+        let (n_heads, head_dim, rot) = (2usize, 6usize, 4usize);
+        let positions = [0usize, 3, 11];
+        let inv = inverse_frequencies(rot, 500.0, 1.0, None);
+        let mut cos = vec![0f64; positions.len() * rot / 2];
+        let mut sin = cos.clone();
+        rope_table(&mut cos, &mut sin, &positions, &inv);
+        let x = values(positions.len() * n_heads * head_dim, 9);
+        let w = values(x.len(), 10);
+        for style in [RopeStyle::Adjacent, RopeStyle::HalfSplit] {
+            let loss = |x: &[f64]| {
+                let mut y = x.to_vec();
+                rope_forward(&mut y, n_heads, head_dim, &cos, &sin, style);
+                weighted(&y, &w)
+            };
+            let mut d = w.clone();
+            rope_backward(&mut d, n_heads, head_dim, &cos, &sin, style);
+            assert_close("rope", &d, &numeric(&x, loss));
         }
     }
 

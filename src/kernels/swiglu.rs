@@ -1,40 +1,82 @@
-//! SwiGLU gating: `h = silu(gate) · up`, with `silu(g) = g · sigmoid(g)`.
+//! SwiGLU gating: `h = silu(g) · u`, with `silu(g) = g · sigmoid(g)`, and its gradient.
 
-/// Overwrites `gate` with `silu(gate) · up`, element by element. Shapes: (rows, ff) each.
-pub fn swiglu_forward(gate: &mut [f32], up: &[f32]) {
-    assert_eq!(gate.len(), up.len(), "swiglu: gate and up differ in size");
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = silu(*g) * u;
+use super::num::Real;
+
+/// `h ← silu(gate) · up`, element by element. Shapes: (rows, ff) each.
+pub fn swiglu_forward<F: Real>(h: &mut [F], gate: &[F], up: &[F]) {
+    assert!(
+        gate.len() == up.len() && h.len() == up.len(),
+        "swiglu: sizes differ"
+    );
+    for ((o, &g), &u) in h.iter_mut().zip(gate).zip(up) {
+        *o = silu(g) * u;
     }
+}
+
+/// `dgate += dh · up · silu'(gate)`, `dup += dh · silu(gate)`.
+pub fn swiglu_backward<F: Real>(dgate: &mut [F], dup: &mut [F], dh: &[F], gate: &[F], up: &[F]) {
+    let n = dh.len();
+    assert!(
+        dgate.len() == n && dup.len() == n && gate.len() == n && up.len() == n,
+        "swiglu backward: sizes"
+    );
+    for i in 0..n {
+        let g = gate[i];
+        let sig = sigmoid(g);
+        dgate[i] += dh[i] * up[i] * sig * (F::ONE + g * (F::ONE - sig));
+        dup[i] += dh[i] * g * sig;
+    }
+}
+
+#[inline]
+fn sigmoid<F: Real>(x: F) -> F {
+    F::ONE / (F::ONE + (-x).exp())
 }
 
 /// `x · sigmoid(x)`.
 #[inline]
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+pub fn silu<F: Real>(x: F) -> F {
+    x * sigmoid(x)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::gradcheck::{assert_close, numeric, values, weighted};
     use super::*;
 
     #[test]
-    fn matches_f64_definition_including_large_magnitudes() {
+    fn forward_matches_f64_definition_including_large_magnitudes() {
         let xs = [
             -100.0f32, -20.0, -3.5, -1e-3, 0.0, 1e-3, 0.7, 5.0, 30.0, 100.0,
         ];
-        let mut g = xs.to_vec();
         let up: Vec<f32> = xs.iter().map(|v| 0.5 - v * 0.01).collect();
-        swiglu_forward(&mut g, &up);
+        let mut h = vec![0f32; xs.len()];
+        swiglu_forward(&mut h, &xs, &up);
         for i in 0..xs.len() {
             let x = xs[i] as f64;
             let want = x / (1.0 + (-x).exp()) * up[i] as f64;
             assert!(
-                (g[i] as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                (h[i] as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
                 "{x}: {} vs {want}",
-                g[i]
+                h[i]
             );
-            assert!(g[i].is_finite());
+            assert!(h[i].is_finite());
         }
+    }
+
+    #[test]
+    fn backward_matches_central_differences() {
+        let n = 37;
+        let x = values(2 * n, 4).iter().map(|v| v * 4.0).collect::<Vec<_>>(); // gate ‖ up
+        let w = values(n, 5);
+        let loss = |x: &[f64]| {
+            let mut h = vec![0.0; n];
+            swiglu_forward(&mut h, &x[..n], &x[n..]);
+            weighted(&h, &w)
+        };
+        let mut d = vec![0.0; 2 * n];
+        let (dg, du) = d.split_at_mut(n);
+        swiglu_backward(dg, du, &w, &x[..n], &x[n..]);
+        assert_close("swiglu", &d, &numeric(&x, loss));
     }
 }

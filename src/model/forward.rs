@@ -1,27 +1,27 @@
-//! The forward pass with f32 activations: embedding lookup, per block RMSNorm → q/k/v
-//! (+ biases) → RoPE → causal GQA attention over the KV cache → output projection →
-//! residual → RMSNorm → SwiGLU MLP → residual; then the final norm. Logits are a separate
-//! step ([`Model::logits`]) so callers compute them only for the rows they need.
+//! Inference with f32 activations: embedding lookup, every block (see [`super::block`]) over
+//! the KV cache, with the model's adapter if one is set, then the final norm. Logits are a
+//! separate step ([`Model::logits`]) so callers compute them only for the rows they need.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use super::block::{block_forward, BlockCtx, BlockState};
 use super::config::ModelConfig;
 use super::weights::Weights;
 use crate::error::{Error, ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::kernels::{
-    attention_forward, inverse_frequencies, matmul_forward, rmsnorm_forward, rope_forward,
-    rope_table, swiglu_forward, AttnShape,
-};
+use crate::kernels::{inverse_frequencies, matmul_forward, rmsnorm_forward, rope_table};
+use crate::lora::Adapter;
 
-/// A loaded model and the thread pool its kernels run on.
+/// A loaded model, the thread pool its kernels run on, and the adapter (if any) that
+/// inference applies on top of the frozen weights.
 #[derive(Debug)]
 pub struct Model {
     pub cfg: ModelConfig,
     pub weights: Weights,
     inv_freq: Vec<f64>,
     pool: Arc<rayon::ThreadPool>,
+    adapter: Option<Arc<Adapter>>,
 }
 
 impl Model {
@@ -52,6 +52,7 @@ impl Model {
             weights,
             inv_freq,
             pool: Arc::new(pool),
+            adapter: None,
         })
     }
 
@@ -65,6 +66,26 @@ impl Model {
         self.pool.install(f)
     }
 
+    /// Per-pair RoPE inverse frequencies (scaling and factors applied).
+    pub fn inv_freq(&self) -> &[f64] {
+        &self.inv_freq
+    }
+
+    /// Applies `adapter` in every following forward pass (hot swap; `None` removes it).
+    /// The adapter must fit the model.
+    pub fn set_adapter(&mut self, adapter: Option<Arc<Adapter>>) -> Result<()> {
+        if let Some(a) = &adapter {
+            a.check_fits(&self.cfg)?;
+        }
+        self.adapter = adapter;
+        Ok(())
+    }
+
+    /// The adapter inference applies, if any.
+    pub fn adapter(&self) -> Option<&Arc<Adapter>> {
+        self.adapter.as_ref()
+    }
+
     /// Runs `tokens` at positions `cache.len() ..` through every block, appending their keys
     /// and values to `cache`, and leaves the final-normed hidden states in `act.hidden()`
     /// (tokens.len(), n_embd). At most `act.capacity()` tokens per call.
@@ -76,10 +97,10 @@ impl Model {
     ) -> Result<()> {
         let cfg = &self.cfg;
         let t = tokens.len();
-        if t > act.capacity {
+        if t > act.capacity() {
             return Err(Error::InvalidArgument(format!(
                 "{t} tokens exceed the activation capacity {}",
-                act.capacity
+                act.capacity()
             )));
         }
         let pos0 = cache.len;
@@ -90,7 +111,7 @@ impl Model {
             }
             .into());
         }
-        let (c, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let c = cfg.n_embd;
         act.t = t;
         for (i, &tok) in tokens.iter().enumerate() {
             self.weights.embed(tok, &mut act.x[i * c..(i + 1) * c])?;
@@ -103,50 +124,36 @@ impl Model {
             &positions,
             &self.inv_freq,
         );
-        let shape = AttnShape {
-            n_head: cfg.n_head,
-            n_head_kv: cfg.n_head_kv,
-            head_dim: cfg.head_dim,
-        };
+        let adapter = self.adapter.as_deref();
         self.install(|| {
-            let w = &self.weights;
-            let (cos, sin) = (&act.cos[..t * half], &act.sin[..t * half]);
-            for (l, lw) in w.layers.iter().enumerate() {
-                let x = &mut act.x[..t * c]; // (T, C) residual stream
-                let xn = &mut act.xn[..t * c]; // (T, C)
-                rmsnorm_forward(xn, &mut act.rstd[..t], x, &lw.attn_norm, cfg.rms_eps);
-                let q = &mut act.q[..t * qd]; // (T, n_head·head_dim)
-                matmul_forward(q, xn, &w.matrix(&lw.wq));
-                add_bias(q, lw.bq.as_deref());
-                rope_forward(q, cfg.n_head, cfg.head_dim, cos, sin, cfg.rope_style);
+            let Activations {
+                x,
+                xn,
+                rstd,
+                cos,
+                sin,
+                state,
+                ..
+            } = act;
+            let x = &mut x[..t * c];
+            for l in 0..cfg.n_layer {
+                let ctx = BlockCtx {
+                    cfg,
+                    weights: &self.weights,
+                    layer: l,
+                    lora: adapter.map(|a| &a.layers[l]),
+                    dropout: None,
+                    cos: &cos[..t * half],
+                    sin: &sin[..t * half],
+                };
                 let (kc, vc) = cache.layer_mut(l);
-                let k = &mut kc[pos0 * kvd..(pos0 + t) * kvd]; // (T, kv_dim), straight into the cache
-                matmul_forward(k, xn, &w.matrix(&lw.wk));
-                add_bias(k, lw.bk.as_deref());
-                rope_forward(k, cfg.n_head_kv, cfg.head_dim, cos, sin, cfg.rope_style);
-                let v = &mut vc[pos0 * kvd..(pos0 + t) * kvd];
-                matmul_forward(v, xn, &w.matrix(&lw.wv));
-                add_bias(v, lw.bv.as_deref());
-                let att = &mut act.att[..t * qd];
-                let n_kv = (pos0 + t) * kvd;
-                attention_forward(att, q, &kc[..n_kv], &vc[..n_kv], pos0, shape);
-                let proj = &mut act.proj[..t * c];
-                matmul_forward(proj, att, &w.matrix(&lw.wo));
-                add_into(x, proj);
-                rmsnorm_forward(xn, &mut act.rstd[..t], x, &lw.ffn_norm, cfg.rms_eps);
-                let gate = &mut act.gate[..t * ff]; // (T, n_ff)
-                let up = &mut act.up[..t * ff];
-                matmul_forward(gate, xn, &w.matrix(&lw.w_gate));
-                matmul_forward(up, xn, &w.matrix(&lw.w_up));
-                swiglu_forward(gate, up);
-                matmul_forward(proj, gate, &w.matrix(&lw.w_down));
-                add_into(x, proj);
+                block_forward(&ctx, x, kc, vc, pos0, state, false);
             }
             rmsnorm_forward(
-                &mut act.xn[..t * c],
-                &mut act.rstd[..t],
-                &act.x[..t * c],
-                &w.output_norm,
+                &mut xn[..t * c],
+                &mut rstd[..t],
+                x,
+                &self.weights.output_norm,
                 cfg.rms_eps,
             );
         });
@@ -158,20 +165,6 @@ impl Model {
     pub fn logits(&self, hidden: &[f32], logits: &mut [f32]) {
         let head = self.weights.matrix(&self.weights.output);
         self.install(|| matmul_forward(logits, hidden, &head));
-    }
-}
-
-fn add_bias(y: &mut [f32], bias: Option<&[f32]>) {
-    if let Some(b) = bias {
-        for row in y.chunks_exact_mut(b.len()) {
-            add_into(row, b);
-        }
-    }
-}
-
-fn add_into(y: &mut [f32], x: &[f32]) {
-    for (a, &b) in y.iter_mut().zip(x) {
-        *a += b;
     }
 }
 
@@ -253,19 +246,16 @@ pub struct Activations {
     x: Vec<f32>,
     xn: Vec<f32>,
     rstd: Vec<f32>,
-    q: Vec<f32>,
-    att: Vec<f32>,
-    proj: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
+    state: BlockState<f32>,
 }
 
 impl Activations {
-    /// Buffers for `capacity` tokens of model `cfg`.
-    pub fn new(cfg: &ModelConfig, capacity: usize) -> Activations {
-        let (c, qd, ff, half) = (cfg.n_embd, cfg.q_dim(), cfg.n_ff, cfg.rope_dim / 2);
+    /// Buffers for `capacity` tokens of model `cfg`, with room for adapters up to
+    /// `max_rank` (0 without an adapter).
+    pub fn new(cfg: &ModelConfig, capacity: usize, max_rank: usize) -> Activations {
+        let (c, half) = (cfg.n_embd, cfg.rope_dim / 2);
         let z = |n: usize| vec![0f32; capacity * n];
         Activations {
             capacity,
@@ -274,19 +264,24 @@ impl Activations {
             x: z(c),
             xn: z(c),
             rstd: z(1),
-            q: z(qd),
-            att: z(qd),
-            proj: z(c),
-            gate: z(ff),
-            up: z(ff),
             cos: z(half),
             sin: z(half),
+            state: BlockState::new(cfg, capacity, max_rank, false),
         }
     }
 
+    /// Buffers for running `model` with its current adapter.
+    pub fn for_model(model: &Model, capacity: usize) -> Activations {
+        let rank = model
+            .adapter()
+            .map_or(0, |a| a.pairs().map(|p| p.r).max().unwrap_or(0));
+        Activations::new(&model.cfg, capacity, rank)
+    }
+
     /// Bytes held for `capacity` tokens.
-    pub fn bytes_for(cfg: &ModelConfig, capacity: usize) -> usize {
-        4 * capacity * (3 * cfg.n_embd + 1 + 2 * cfg.q_dim() + 2 * cfg.n_ff + cfg.rope_dim)
+    pub fn bytes_for(cfg: &ModelConfig, capacity: usize, max_rank: usize) -> usize {
+        4 * capacity * (2 * cfg.n_embd + 1 + cfg.rope_dim)
+            + BlockState::<f32>::bytes_for(cfg, capacity, max_rank, false)
     }
 
     /// Tokens per forward call.

@@ -1,6 +1,9 @@
-//! A frozen base model: configuration from GGUF metadata, validated weight views, and the
-//! f32 forward pass over quantized W0.
+//! A frozen base model: configuration from GGUF metadata, validated weight views, one
+//! transformer block's forward and backward, inference over the KV cache, and the whole
+//! sequence's training pass.
 
+pub mod backward;
+pub mod block;
 pub mod config;
 pub mod forward;
 pub mod weights;

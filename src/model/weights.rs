@@ -121,7 +121,7 @@ impl Weights {
     }
 
     /// Writes the embedding of `token` (one row of `token_embd`, any encoding) into `out`.
-    pub fn embed(&self, token: u32, out: &mut [f32]) -> Result<()> {
+    pub fn embed<F: crate::kernels::Real>(&self, token: u32, out: &mut [F]) -> Result<()> {
         let e = &self.token_embd;
         if token as usize >= e.rows {
             return Err(ModelError::TokenOutOfRange {

@@ -1,0 +1,237 @@
+//! The training pass over one sequence: forward with per-block activation checkpointing
+//! (only each adapted block's input is kept), the output head and cross-entropy fused and
+//! chunked over target rows (never the whole T × V logits), then the blocks in reverse —
+//! each recomputed from its checkpoint and differentiated — down to the lowest adapted
+//! block. Nothing below it is computed in backward.
+
+use super::block::{block_backward, block_forward, BackwardScratch, BlockCtx, BlockState, Dropout};
+use super::forward::Model;
+use crate::error::{ModelError, Result};
+use crate::kernels::loss::cross_entropy_backward;
+use crate::kernels::num::add_into;
+use crate::kernels::{
+    matmul_backward_input, matmul_forward, rmsnorm_backward, rmsnorm_forward, rope_table, Real,
+};
+use crate::lora::Adapter;
+
+/// Rows of logits formed at once by the fused head + loss.
+pub const LOSS_ROWS: usize = 64;
+
+/// Buffers of training passes over sequences of up to `capacity` tokens.
+#[derive(Debug)]
+pub struct TrainWorkspace<F> {
+    capacity: usize,
+    /// Residual stream (T, C).
+    x: Vec<F>,
+    /// Input of every adapted block (T, C) — the activation checkpoints.
+    checkpoints: Vec<Vec<F>>,
+    /// Keys and values of the block being processed (T, kv_dim).
+    k: Vec<F>,
+    v: Vec<F>,
+    state: BlockState<F>,
+    scratch: BackwardScratch<F>,
+    /// Final norm output and its reciprocal RMS.
+    xf: Vec<F>,
+    rstd_f: Vec<F>,
+    /// Gradients of the residual stream and of the final norm's output, (T, C).
+    dx: Vec<F>,
+    dxf: Vec<F>,
+    /// Fused head + loss: gathered hidden rows, logits and the rows' gradients.
+    rows: Vec<F>,
+    logits: Vec<F>,
+    drows: Vec<F>,
+    cos: Vec<F>,
+    sin: Vec<F>,
+}
+
+impl<F: Real> TrainWorkspace<F> {
+    /// Buffers for `capacity` tokens of `model` training `adapter`.
+    pub fn new(model: &Model, adapter: &Adapter<F>, capacity: usize) -> Self {
+        let cfg = &model.cfg;
+        let (c, kvd, half) = (cfg.n_embd, cfg.kv_dim(), cfg.rope_dim / 2);
+        let rank = adapter.pairs().map(|p| p.r).max().unwrap_or(0);
+        let dropout = adapter.config.dropout > 0.0;
+        let lowest = adapter.lowest_layer().unwrap_or(cfg.n_layer);
+        let z = |n: usize| vec![F::ZERO; n];
+        TrainWorkspace {
+            capacity,
+            x: z(capacity * c),
+            checkpoints: (lowest..cfg.n_layer).map(|_| z(capacity * c)).collect(),
+            k: z(capacity * kvd),
+            v: z(capacity * kvd),
+            state: BlockState::new(cfg, capacity, rank, dropout),
+            scratch: BackwardScratch::new(cfg, capacity, rank, dropout),
+            xf: z(capacity * c),
+            rstd_f: z(capacity),
+            dx: z(capacity * c),
+            dxf: z(capacity * c),
+            rows: z(LOSS_ROWS * c),
+            logits: z(LOSS_ROWS * cfg.n_vocab),
+            drows: z(LOSS_ROWS * c),
+            cos: z(capacity * half),
+            sin: z(capacity * half),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// One sequence's contribution to a training step: runs `ids` forward with `adapter`, and
+/// adds `loss_scale · ∂(Σ cross-entropy over target tokens)/∂(A, B)` into `grads`.
+/// `targets[i]` marks token `i` as predicted from the tokens before it. Returns the sum of
+/// the target tokens' cross-entropies (unscaled). `dropout_key` seeds this sequence's
+/// dropout masks (ignored when the adapter has no dropout).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_backward<F: Real>(
+    model: &Model,
+    adapter: &Adapter<F>,
+    grads: &mut Adapter<F>,
+    ids: &[u32],
+    targets: &[bool],
+    loss_scale: f64,
+    dropout_key: u64,
+    ws: &mut TrainWorkspace<F>,
+) -> Result<f64> {
+    let cfg = &model.cfg;
+    let (t, c) = (ids.len(), cfg.n_embd);
+    if t > ws.capacity {
+        return Err(ModelError::ContextOverflow {
+            len: t,
+            context: ws.capacity,
+        }
+        .into());
+    }
+    for &id in ids {
+        if id as usize >= cfg.n_vocab {
+            return Err(ModelError::TokenOutOfRange {
+                token: id,
+                vocab: cfg.n_vocab,
+            }
+            .into());
+        }
+    }
+    let Some(lowest) = adapter.lowest_layer() else {
+        return Ok(0.0);
+    };
+    let half = cfg.rope_dim / 2;
+    for (i, &id) in ids.iter().enumerate() {
+        model.weights.embed(id, &mut ws.x[i * c..(i + 1) * c])?;
+    }
+    let positions: Vec<usize> = (0..t).collect();
+    rope_table(
+        &mut ws.cos[..t * half],
+        &mut ws.sin[..t * half],
+        &positions,
+        model.inv_freq(),
+    );
+    let p = adapter.config.dropout;
+    let dropout = |l: usize| {
+        (p > 0.0).then_some(Dropout {
+            p,
+            key: dropout_key ^ ((l as u64) << 40),
+        })
+    };
+    model.install(|| {
+        let TrainWorkspace {
+            x,
+            checkpoints,
+            k,
+            v,
+            state,
+            scratch,
+            xf,
+            rstd_f,
+            dx,
+            dxf,
+            rows,
+            logits,
+            drows,
+            cos,
+            sin,
+            ..
+        } = ws;
+        let (x, dx, dxf, xf) = (
+            &mut x[..t * c],
+            &mut dx[..t * c],
+            &mut dxf[..t * c],
+            &mut xf[..t * c],
+        );
+        let (cos, sin) = (&cos[..t * half], &sin[..t * half]);
+        let ctx = |l: usize| BlockCtx {
+            cfg,
+            weights: &model.weights,
+            layer: l,
+            lora: Some(&adapter.layers[l]),
+            dropout: dropout(l),
+            cos,
+            sin,
+        };
+        // Forward, keeping each adapted block's input.
+        for l in 0..cfg.n_layer {
+            if l >= lowest {
+                checkpoints[l - lowest][..t * c].copy_from_slice(x);
+            }
+            block_forward(&ctx(l), x, k, v, 0, state, l + 1 == cfg.n_layer);
+        }
+        rmsnorm_forward(
+            xf,
+            &mut rstd_f[..t],
+            x,
+            &model.weights.output_norm,
+            cfg.rms_eps,
+        );
+
+        // Fused output head + cross-entropy + its backward, LOSS_ROWS target rows at a time.
+        let head = model.weights.matrix(&model.weights.output);
+        let v_n = cfg.n_vocab;
+        dxf.fill(F::ZERO);
+        let preds: Vec<(usize, usize)> = (0..t.saturating_sub(1))
+            .filter(|&i| targets.get(i + 1).copied().unwrap_or(false))
+            .map(|i| (i, ids[i + 1] as usize))
+            .collect();
+        let mut loss = 0f64;
+        for group in preds.chunks(LOSS_ROWS) {
+            let n = group.len();
+            for (j, &(i, _)) in group.iter().enumerate() {
+                rows[j * c..(j + 1) * c].copy_from_slice(&xf[i * c..(i + 1) * c]);
+            }
+            let lg = &mut logits[..n * v_n];
+            matmul_forward(lg, &rows[..n * c], &head);
+            for (j, &(_, tgt)) in group.iter().enumerate() {
+                loss += cross_entropy_backward(&mut lg[j * v_n..(j + 1) * v_n], tgt, loss_scale);
+            }
+            let dr = &mut drows[..n * c];
+            dr.fill(F::ZERO);
+            matmul_backward_input(dr, lg, &head);
+            for (j, &(i, _)) in group.iter().enumerate() {
+                add_into(&mut dxf[i * c..(i + 1) * c], &dr[j * c..(j + 1) * c]);
+            }
+        }
+        dx.fill(F::ZERO);
+        rmsnorm_backward(dx, dxf, x, &model.weights.output_norm, &rstd_f[..t]);
+
+        // Blocks in reverse; the top block's activations are still in `state`.
+        for l in (lowest..cfg.n_layer).rev() {
+            let x_in = &checkpoints[l - lowest][..t * c];
+            if l + 1 != cfg.n_layer {
+                x.copy_from_slice(x_in);
+                block_forward(&ctx(l), x, k, v, 0, state, true);
+            }
+            let kvd = cfg.kv_dim();
+            block_backward(
+                &ctx(l),
+                Some(&mut grads.layers[l]),
+                dx,
+                x_in,
+                &k[..t * kvd],
+                &v[..t * kvd],
+                state,
+                scratch,
+                l > lowest,
+            );
+        }
+        Ok(loss)
+    })
+}
