@@ -39,6 +39,9 @@ pub enum Error {
     /// A caller-supplied argument is out of range or inconsistent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An adapter or safetensors file that cannot be used (names the file and what is wrong).
+    #[error("{}: {msg}", path.display())]
+    Adapter { path: PathBuf, msg: String },
     /// A data file (JSONL, text) could not be understood.
     #[error("{}:{line}: {msg}", path.display())]
     Data {

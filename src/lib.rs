@@ -21,11 +21,14 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod fsutil;
 pub mod gguf;
 pub mod infer;
 pub mod kernels;
 pub mod lora;
 pub mod model;
 pub mod quant;
+pub mod safetensors;
+pub mod train;
 
 pub use error::{Error, Result};

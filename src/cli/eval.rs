@@ -19,6 +19,9 @@ pub struct EvalArgs {
     /// JSONL records {"ids": [...], "mask": [...]}; mask[i] = 1 scores token i.
     #[arg(long)]
     data: PathBuf,
+    /// Apply this LoRA adapter (PEFT directory).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Print one JSON object {"per_record": [...], "loss": x, "n_targets": n}.
     #[arg(long)]
     json: bool,
@@ -29,7 +32,11 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> Result<()> {
     let records = read_ids_jsonl(&a.data)?;
-    let model = Model::open(&a.model, a.threads)?;
+    let mut model = Model::open(&a.model, a.threads)?;
+    if let Some(dir) = &a.adapter {
+        let adapter = crate::lora::peft::load(dir, &model.cfg)?;
+        model.set_adapter(Some(std::sync::Arc::new(adapter)))?;
+    }
     let report = evaluate(&model, &records)?;
     let mut out = std::io::stdout().lock();
     let io = |e| Error::io("<stdout>", e);

@@ -39,6 +39,9 @@ pub struct GenerateArgs {
     /// Print the whole sequence (prompt and generated) as space-separated ids on one line.
     #[arg(long)]
     ids: bool,
+    /// Apply this LoRA adapter (PEFT directory).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -47,7 +50,11 @@ pub struct GenerateArgs {
 pub fn run(a: GenerateArgs) -> Result<()> {
     let prompt = parse_ids(&a.prompt_ids)
         .map_err(|e| Error::InvalidArgument(format!("--prompt-ids: {e}")))?;
-    let model = Model::open(&a.model, a.threads)?;
+    let mut model = Model::open(&a.model, a.threads)?;
+    if let Some(dir) = &a.adapter {
+        let adapter = crate::lora::peft::load(dir, &model.cfg)?;
+        model.set_adapter(Some(std::sync::Arc::new(adapter)))?;
+    }
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

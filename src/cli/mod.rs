@@ -5,6 +5,7 @@ pub mod args;
 mod eval;
 mod generate;
 mod inspect;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Mean cross-entropy of token records ({"ids": [...], "mask": [...]} per line).
     Eval(eval::EvalArgs),
+    /// Fine-tune a LoRA adapter on token records; the base model stays frozen.
+    Train(train::TrainArgs),
 }
 
 /// Parses the process arguments and runs the chosen subcommand.
@@ -37,5 +40,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Train(a) => train::run(a),
     }
 }

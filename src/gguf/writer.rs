@@ -2,15 +2,13 @@
 //! tensor at an aligned offset (in insertion order) and padded to the alignment.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{self, Write};
+use std::path::Path;
 
 use super::parse::tensor_size;
 use super::types::{Array, Value};
 use super::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION};
-use crate::error::{Error, GgufError};
+use crate::error::GgufError;
 use crate::quant::GgmlType;
 
 /// Longest tensor name llama.cpp loads (`GGML_MAX_NAME` is 64, counting the NUL).
@@ -206,33 +204,7 @@ impl GgufWriter {
     /// fsynced, then renamed over `path`. An existing file is never left half-written.
     pub fn write_file(&self, path: impl AsRef<Path>) -> crate::Result<()> {
         self.validate()?;
-        let path = path.as_ref();
-        let tmp = temp_path(path)?;
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        let written = self.write_synced(file);
-        let renamed = written.and_then(|()| fs::rename(&tmp, path));
-        if let Err(e) = renamed {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io(path, e));
-        }
-        // Make the rename itself durable (best effort: not every platform can sync a directory).
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    }
-
-    fn write_synced(&self, file: File) -> io::Result<()> {
-        let mut out = BufWriter::new(file);
-        self.write_to(&mut out)?;
-        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-        file.sync_all()
+        crate::fsutil::write_atomic(path.as_ref(), |w| self.write_to(w))
     }
 
     /// Header, metadata, tensor infos and padding; and each tensor's offset in the data section.
@@ -330,18 +302,4 @@ fn write_zeros<W: Write>(w: &mut W, mut n: u64) -> io::Result<()> {
         n -= chunk as u64;
     }
     Ok(())
-}
-
-/// A fresh name next to `path` for the temporary file of an atomic write.
-fn temp_path(path: &Path) -> crate::Result<PathBuf> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let Some(name) = path.file_name() else {
-        return Err(Error::InvalidArgument(format!(
-            "cannot write a GGUF file to {}: not a file path",
-            path.display()
-        )));
-    };
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp_name = format!(".{}.tmp-{}-{n}", name.to_string_lossy(), std::process::id());
-    Ok(path.with_file_name(tmp_name))
 }

@@ -2,6 +2,7 @@
 
 pub mod adapter;
 pub mod config;
+pub mod peft;
 
 pub use adapter::{target_shape, Adapter, LayerAdapter, LoraPair};
 pub use config::{LayerSelection, LoraConfig, LoraInit, Target};

@@ -1,0 +1,345 @@
+//! PEFT adapter directories: `adapter_model.safetensors` + `adapter_config.json`, as
+//! Hugging Face PEFT writes and reads them.
+//!
+//! Keys are `base_model.model.model.layers.{i}.{self_attn|mlp}.{q,k,v,o,gate,up,down}_proj
+//! .lora_{A,B}.weight`, A as [r, in] and B as [out, r], rows in Hugging Face order. A
+//! llama-architecture GGUF stores attn_q/attn_k rows permuted for adjacent-pair RoPE (as
+//! llama.cpp's converter does), and adapters here live in GGUF order, so the q/k `lora_B`
+//! rows are permuted on the way out and back on the way in; qwen2 is not permuted.
+//! Per-module ranks come from the tensor shapes; `alpha_pattern` / `rank_pattern` keys are
+//! matched as module-name suffixes, as PEFT does.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::adapter::{target_shape, Adapter, LayerAdapter, LoraPair};
+use super::config::{scale_for, LayerSelection, LoraConfig, LoraInit, Target};
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::model::{Arch, ModelConfig};
+use crate::safetensors::{self, Dtype};
+
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+pub const CONFIG_FILE: &str = "adapter_config.json";
+
+/// The PEFT module path of a target in block `layer` (without `base_model.model.`).
+pub fn module_name(layer: usize, t: Target) -> String {
+    format!("model.layers.{layer}.{}.{}", t.hf_parent(), t.hf_module())
+}
+
+fn tensor_key(layer: usize, t: Target, ab: char) -> String {
+    format!(
+        "base_model.model.{}.lora_{ab}.weight",
+        module_name(layer, t)
+    )
+}
+
+/// Heads whose rows llama.cpp's converter permuted for this target, if any.
+fn permuted_heads(model: &ModelConfig, t: Target) -> Option<usize> {
+    match (model.arch, t) {
+        (Arch::Llama, Target::Q) => Some(model.n_head),
+        (Arch::Llama, Target::K) => Some(model.n_head_kv),
+        _ => None,
+    }
+}
+
+/// Reorders the rows of `m` (rows × `cols`) from Hugging Face order to GGUF order
+/// (`to_gguf`) or back: within each head of `rows / heads` rows, HF row `s·d/2 + i` is GGUF
+/// row `2i + s` (llama.cpp's `permute`).
+pub fn permute_rows(m: &[f32], cols: usize, heads: usize, to_gguf: bool) -> Vec<f32> {
+    let rows = m.len() / cols.max(1);
+    let d = rows / heads.max(1);
+    let mut out = vec![0f32; m.len()];
+    for h in 0..heads {
+        for i in 0..d / 2 {
+            for s in 0..2 {
+                let hf = h * d + s * (d / 2) + i;
+                let gg = h * d + 2 * i + s;
+                let (src, dst) = if to_gguf { (hf, gg) } else { (gg, hf) };
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&m[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// Writes `adapter` (for `model`) as a PEFT directory `dir` (created if missing), with
+/// `base_model` as `base_model_name_or_path`. Both files are written atomically.
+pub fn save(
+    adapter: &Adapter,
+    model: &ModelConfig,
+    dir: &Path,
+    base_model: &str,
+    dtype: Dtype,
+) -> Result<()> {
+    adapter.check_fits(model)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let owned = to_tensors(adapter, model);
+    let refs: Vec<(String, Vec<usize>, &[f32])> = owned
+        .iter()
+        .map(|(n, s, d)| (n.clone(), s.clone(), &d[..]))
+        .collect();
+    let meta: BTreeMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    safetensors::write(&dir.join(WEIGHTS_FILE), &refs, dtype, &meta)?;
+    let config = config_json(adapter, model, base_model);
+    let text = serde_json::to_string_pretty(&config).unwrap_or_default();
+    write_atomic(&dir.join(CONFIG_FILE), |w| w.write_all(text.as_bytes()))
+}
+
+/// The adapter's tensors under their PEFT names, shapes and row order: (name, shape, values).
+pub fn to_tensors(adapter: &Adapter, model: &ModelConfig) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut owned = Vec::new();
+    for (i, t, p) in adapter.entries() {
+        owned.push((tensor_key(i, t, 'A'), vec![p.r, p.in_dim], p.a.clone()));
+        let b = match permuted_heads(model, t) {
+            Some(h) => permute_rows(&p.b, p.r, h, false),
+            None => p.b.clone(),
+        };
+        owned.push((tensor_key(i, t, 'B'), vec![p.out_dim, p.r], b));
+    }
+    owned
+}
+
+fn config_json(adapter: &Adapter, model: &ModelConfig, base_model: &str) -> Value {
+    let c = &adapter.config;
+    let layers = match c.layers.resolve(model.n_layer) {
+        Ok(on) if on.iter().all(|&b| b) => Value::Null,
+        Ok(on) => json!(on
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()),
+        Err(_) => Value::Null,
+    };
+    let targets: Vec<&str> = c.targets.iter().map(|t| t.hf_module()).collect();
+    json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": c.r,
+        "lora_alpha": c.alpha,
+        "lora_dropout": c.dropout,
+        "use_rslora": c.rslora,
+        "target_modules": targets,
+        "layers_to_transform": layers,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "init_lora_weights": true,
+        "inference_mode": true,
+        "modules_to_save": null,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "use_dora": false,
+        "revision": null,
+    })
+}
+
+/// Loads a PEFT adapter directory for `model`: any subset of targets and blocks,
+/// per-module ranks, `alpha_pattern`, rsLoRA. Shapes are checked against the model.
+pub fn load(dir: &Path, model: &ModelConfig) -> Result<Adapter> {
+    let cfg_path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let err = |msg: String| Error::Adapter {
+        path: cfg_path.clone(),
+        msg,
+    };
+    let cfg: Value =
+        serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
+    if let Some(t) = cfg.get("peft_type").and_then(Value::as_str) {
+        if t != "LORA" {
+            return Err(err(format!("peft_type {t:?} is not supported (LORA only)")));
+        }
+    }
+    if cfg.get("use_dora").and_then(Value::as_bool) == Some(true) {
+        return Err(err("DoRA adapters (use_dora) are not supported".into()));
+    }
+    if cfg.get("fan_in_fan_out").and_then(Value::as_bool) == Some(true) {
+        return Err(err(
+            "fan_in_fan_out adapters (Conv1D bases) are not supported".into(),
+        ));
+    }
+    let r = cfg
+        .get("r")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| err("missing integer \"r\"".into()))? as usize;
+    let alpha = cfg
+        .get("lora_alpha")
+        .and_then(Value::as_f64)
+        .ok_or_else(|| err("missing number \"lora_alpha\"".into()))? as f32;
+    let rslora = cfg
+        .get("use_rslora")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let dropout = cfg
+        .get("lora_dropout")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0) as f32;
+    let alpha_pattern: Vec<(String, f32)> = pattern(&cfg, "alpha_pattern");
+
+    let w_path = dir.join(WEIGHTS_FILE);
+    let (tensors, _) = safetensors::read(&w_path)?;
+    let werr = |msg: String| Error::Adapter {
+        path: w_path.clone(),
+        msg,
+    };
+    let mut layers: Vec<LayerAdapter> = (0..model.n_layer).map(|_| Default::default()).collect();
+    let mut targets_seen = Vec::new();
+    let mut layers_seen = vec![false; model.n_layer];
+    for (key, a) in &tensors {
+        if key.contains("lora_B") {
+            continue;
+        }
+        let (layer, t) = parse_key(key).ok_or_else(|| {
+            werr(format!("tensor {key:?} is not a LoRA A/B of a q/k/v/o/gate/up/down projection; not supported"))
+        })?;
+        if layer >= model.n_layer {
+            return Err(werr(format!("tensor {key:?}: block {layer} does not exist in a {}-block model — trained for another base model?", model.n_layer)));
+        }
+        let b_key = key.replace("lora_A", "lora_B");
+        let b = tensors
+            .get(&b_key)
+            .ok_or_else(|| werr(format!("{key:?} has no matching {b_key:?}")))?;
+        let (out, inp) = target_shape(model, t);
+        let rank = a.shape.first().copied().unwrap_or(0);
+        if a.shape != [rank, inp] || b.shape != [out, rank] || rank == 0 {
+            return Err(werr(format!(
+                "{}: lora_A {:?} / lora_B {:?} do not fit the model's {out}×{inp} weight — trained for another base model?",
+                module_name(layer, t),
+                a.shape,
+                b.shape
+            )));
+        }
+        let module = module_name(layer, t);
+        let a_alpha = alpha_pattern
+            .iter()
+            .find(|(k, _)| suffix_match(&module, k))
+            .map_or(alpha, |(_, v)| *v);
+        let b_rows = match permuted_heads(model, t) {
+            Some(h) => permute_rows(&b.data, rank, h, true),
+            None => b.data.clone(),
+        };
+        layers[layer][t.index()] = Some(LoraPair {
+            a: a.data.clone(),
+            b: b_rows,
+            r: rank,
+            in_dim: inp,
+            out_dim: out,
+            scale: scale_for(a_alpha, rank, rslora),
+        });
+        targets_seen.push(t);
+        layers_seen[layer] = true;
+    }
+    for key in tensors.keys().filter(|k| k.contains("lora_B")) {
+        if !tensors.contains_key(&key.replace("lora_B", "lora_A")) {
+            return Err(werr(format!("{key:?} has no matching lora_A")));
+        }
+    }
+    if targets_seen.is_empty() {
+        return Err(werr("no LoRA tensors found".into()));
+    }
+    targets_seen.sort();
+    targets_seen.dedup();
+    let layers_sel = if layers_seen.iter().all(|&b| b) {
+        LayerSelection::All
+    } else {
+        LayerSelection::List(
+            layers_seen
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b)
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    };
+    let config = LoraConfig {
+        r,
+        alpha,
+        rslora,
+        dropout,
+        targets: targets_seen,
+        layers: layers_sel,
+        init: LoraInit::Kaiming,
+        seed: 0,
+    };
+    Ok(Adapter { config, layers })
+}
+
+/// `{"module suffix": number}` entries of a pattern map.
+fn pattern(cfg: &Value, key: &str) -> Vec<(String, f32)> {
+    cfg.get(key)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v as f32)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// PEFT matches pattern keys against the end of a module's name (at a dot boundary).
+fn suffix_match(module: &str, key: &str) -> bool {
+    module == key || module.ends_with(&format!(".{key}"))
+}
+
+/// (block, target) of `base_model.model.model.layers.{i}.{parent}.{module}.lora_A[.default].weight`.
+fn parse_key(key: &str) -> Option<(usize, Target)> {
+    let rest = key.strip_prefix("base_model.model.")?;
+    let rest = rest.strip_prefix("model.layers.")?;
+    let mut parts = rest.split('.');
+    let layer: usize = parts.next()?.parse().ok()?;
+    let parent = parts.next()?;
+    let module = parts.next()?;
+    let t = Target::ALL
+        .into_iter()
+        .find(|t| t.hf_module() == module && t.hf_parent() == parent)?;
+    match (parts.next()?, parts.next()?, parts.next()) {
+        ("lora_A" | "lora_B", "weight", None) => Some((layer, t)),
+        ("lora_A" | "lora_B", _, Some("weight")) if parts.next().is_none() => Some((layer, t)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutation_matches_llama_cpp_and_inverts() {
+        // Two heads of 4 rows, 1 column: HF rows [h0: a0 a1 b0 b1] → GGUF [a0 b0 a1 b1].
+        let hf = [0.0f32, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0];
+        let gg = permute_rows(&hf, 1, 2, true);
+        assert_eq!(gg, vec![0.0, 2.0, 1.0, 3.0, 10.0, 12.0, 11.0, 13.0]);
+        assert_eq!(permute_rows(&gg, 1, 2, false), hf.to_vec());
+        let m: Vec<f32> = (0..48).map(|x| x as f32).collect();
+        assert_eq!(permute_rows(&permute_rows(&m, 3, 2, true), 3, 2, false), m);
+    }
+
+    #[test]
+    fn keys_parse_with_and_without_adapter_name() {
+        assert_eq!(
+            parse_key("base_model.model.model.layers.3.self_attn.k_proj.lora_A.weight"),
+            Some((3, Target::K))
+        );
+        assert_eq!(
+            parse_key("base_model.model.model.layers.0.mlp.down_proj.lora_B.default.weight"),
+            Some((0, Target::Down))
+        );
+        assert_eq!(
+            parse_key("base_model.model.model.layers.0.mlp.q_proj.lora_A.weight"),
+            None
+        );
+        assert_eq!(parse_key("base_model.model.lm_head.lora_A.weight"), None);
+        assert!(suffix_match("model.layers.1.self_attn.q_proj", "q_proj"));
+        assert!(suffix_match(
+            "model.layers.1.self_attn.q_proj",
+            "layers.1.self_attn.q_proj"
+        ));
+        assert!(!suffix_match(
+            "model.layers.11.self_attn.q_proj",
+            "1.self_attn.q_proj"
+        ));
+    }
+}

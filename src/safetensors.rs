@@ -1,0 +1,283 @@
+//! The safetensors format (Hugging Face): an 8-byte little-endian header length, a JSON
+//! header `{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}`,
+//! then the tensor bytes. Reading validates every offset and size before use and converts
+//! F32/F16/BF16 to f32; writing produces F32 or F16 tensors, atomically.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+
+/// Headers larger than this are refused before they are read (the reference implementation
+/// uses the same limit).
+pub const MAX_HEADER: u64 = 100 << 20;
+
+/// A tensor read from a safetensors file, converted to f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Tensors by name, and the `__metadata__` map.
+pub type Contents = (BTreeMap<String, Tensor>, BTreeMap<String, String>);
+
+/// Element types this crate writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    F16,
+}
+
+/// Reads every tensor of `path` (and the `__metadata__` map).
+pub fn read(path: &Path) -> Result<Contents> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse(&bytes).map_err(|msg| Error::Adapter {
+        path: path.into(),
+        msg,
+    })
+}
+
+/// Parses a safetensors image; the error says what is wrong.
+pub fn parse(bytes: &[u8]) -> std::result::Result<Contents, String> {
+    if bytes.len() < 8 {
+        return Err(format!(
+            "{} bytes is too short for a safetensors file",
+            bytes.len()
+        ));
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| "header length")?);
+    if n > MAX_HEADER || n > (bytes.len() - 8) as u64 {
+        return Err(format!(
+            "header length {n} is past the end of the {}-byte file (or over {MAX_HEADER})",
+            bytes.len()
+        ));
+    }
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n as usize])
+        .map_err(|e| format!("header is not valid JSON: {e}"))?;
+    let obj = header.as_object().ok_or("header is not a JSON object")?;
+    let data = &bytes[8 + n as usize..];
+    let mut tensors = BTreeMap::new();
+    let mut metadata = BTreeMap::new();
+    let mut spans = Vec::new();
+    for (name, info) in obj {
+        if name == "__metadata__" {
+            for (k, v) in info.as_object().ok_or("__metadata__ is not an object")? {
+                metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+            }
+            continue;
+        }
+        let bad = |what: &str| format!("tensor {name:?}: {what}");
+        let dtype = info["dtype"].as_str().ok_or_else(|| bad("no dtype"))?;
+        let shape: Vec<usize> = info["shape"]
+            .as_array()
+            .ok_or_else(|| bad("no shape"))?
+            .iter()
+            .map(|d| {
+                d.as_u64()
+                    .map(|d| d as usize)
+                    .ok_or_else(|| bad("shape has a non-integer dimension"))
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let offs = info["data_offsets"]
+            .as_array()
+            .filter(|a| a.len() == 2)
+            .ok_or_else(|| bad("data_offsets must be [begin, end]"))?;
+        let (b, e) = match (offs[0].as_u64(), offs[1].as_u64()) {
+            (Some(b), Some(e)) if b <= e && e <= data.len() as u64 => (b as usize, e as usize),
+            _ => {
+                return Err(bad(&format!(
+                    "data_offsets {offs:?} are outside the {}-byte data section",
+                    data.len()
+                )))
+            }
+        };
+        let elem = match dtype {
+            "F32" => 4,
+            "F16" | "BF16" => 2,
+            other => {
+                return Err(bad(&format!(
+                    "dtype {other} is not supported (F32, F16, BF16)"
+                )))
+            }
+        };
+        let count = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| bad("shape overflows"))?;
+        if count.checked_mul(elem) != Some(e - b) {
+            return Err(bad(&format!(
+                "shape {shape:?} of {dtype} needs {} bytes, data_offsets give {}",
+                count * elem,
+                e - b
+            )));
+        }
+        spans.push((b, e, name.clone()));
+        let raw = &data[b..e];
+        let values: Vec<f32> = match dtype {
+            "F32" => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            "F16" => raw
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            _ => raw
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        };
+        tensors.insert(
+            name.clone(),
+            Tensor {
+                shape,
+                data: values,
+            },
+        );
+    }
+    spans.sort();
+    for w in spans.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(format!("tensors {:?} and {:?} overlap", w[0].2, w[1].2));
+        }
+    }
+    Ok((tensors, metadata))
+}
+
+/// The bytes of a safetensors file holding `tensors` (name, shape, values) in `dtype`.
+pub fn encode(
+    tensors: &[(String, Vec<usize>, &[f32])],
+    dtype: Dtype,
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
+    let mut header = Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), json!(metadata));
+    }
+    let mut offset = 0usize;
+    let elem = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F16 => 2,
+    };
+    let mut sorted: Vec<&(String, Vec<usize>, &[f32])> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, shape, data) in &sorted {
+        let n = data.len() * elem;
+        let dt = if dtype == Dtype::F32 { "F32" } else { "F16" };
+        header.insert(
+            name.clone(),
+            json!({"dtype": dt, "shape": shape, "data_offsets": [offset, offset + n]}),
+        );
+        offset += n;
+    }
+    let mut head = serde_json::to_vec(&Value::Object(header)).unwrap_or_default();
+    // Pad the header with spaces so the data starts 8-byte aligned, as the reference writer does.
+    while (head.len() + 8) % 8 != 0 {
+        head.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + head.len() + offset);
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    for (_, _, data) in &sorted {
+        for &v in data.iter() {
+            match dtype {
+                Dtype::F32 => out.extend_from_slice(&v.to_le_bytes()),
+                Dtype::F16 => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+            }
+        }
+    }
+    out
+}
+
+/// Writes `tensors` to `path` atomically.
+pub fn write(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, &[f32])],
+    dtype: Dtype,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let bytes = encode(tensors, dtype, metadata);
+    write_atomic(path, |w| w.write_all(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_in_f32_and_f16() {
+        let a = [1.0f32, -2.5, 3.25, 0.0, 1e-3, 65504.0];
+        let b = [7.0f32];
+        let t = vec![
+            ("x.a".to_string(), vec![2, 3], &a[..]),
+            ("b".to_string(), vec![1], &b[..]),
+        ];
+        let meta: BTreeMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+        for dt in [Dtype::F32, Dtype::F16] {
+            let bytes = encode(&t, dt, &meta);
+            assert_eq!(
+                (8 + u64::from_le_bytes(bytes[..8].try_into().unwrap())) % 8,
+                0
+            );
+            let (got, m) = parse(&bytes).unwrap();
+            assert_eq!(m, meta);
+            assert_eq!(got["x.a"].shape, vec![2, 3]);
+            let tol = if dt == Dtype::F32 { 0.0 } else { 1e-3 };
+            for (x, y) in got["x.a"].data.iter().zip(&a) {
+                assert!((x - y).abs() <= tol * y.abs());
+            }
+            assert_eq!(got["b"].data, vec![7.0]);
+        }
+    }
+
+    #[test]
+    fn malformed_files_are_errors_not_panics() {
+        let good = encode(
+            &[("t".to_string(), vec![2], &[1.0f32, 2.0][..])],
+            Dtype::F32,
+            &BTreeMap::new(),
+        );
+        for cut in 0..good.len() {
+            assert!(parse(&good[..cut]).is_err(), "prefix {cut}");
+        }
+        let mut huge = good.clone();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(parse(&huge).unwrap_err().contains("past the end"));
+        let with = |h: &str| {
+            let mut v = (h.len() as u64).to_le_bytes().to_vec();
+            v.extend_from_slice(h.as_bytes());
+            v.extend_from_slice(&[0u8; 16]);
+            v
+        };
+        for (h, needle) in [
+            (
+                r#"{"t": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}}"#,
+                "not supported",
+            ),
+            (
+                r#"{"t": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}"#,
+                "needs 12 bytes",
+            ),
+            (
+                r#"{"t": {"dtype": "F32", "shape": [2], "data_offsets": [8, 40]}}"#,
+                "outside",
+            ),
+            (
+                r#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}"#,
+                "overlap",
+            ),
+            (
+                r#"{"t": {"dtype": "F32", "shape": [4611686018427387904, 4], "data_offsets": [0, 8]}}"#,
+                "overflows",
+            ),
+            (r#"[1, 2]"#, "not a JSON object"),
+        ] {
+            let e = parse(&with(h)).unwrap_err();
+            assert!(e.contains(needle), "{h}: {e}");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The training step: a batch of records through forward and backward (each record on its
+//! own, gradients accumulated), the loss as the mean over every target token of the batch
+//! (token-weighted across records and micro-batches), clipping, the learning-rate schedule,
+//! and an AdamW update of A and B only.
+
+use super::adamw::{clip_grad_norm, AdamW, AdamWConfig};
+use super::schedule::Schedule;
+use crate::data::TokenRecord;
+use crate::error::{Error, Result};
+use crate::lora::Adapter;
+use crate::model::backward::{forward_backward, TrainWorkspace};
+use crate::model::Model;
+
+/// Optimizer and schedule settings of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub lr: f32,
+    pub schedule: Schedule,
+    pub warmup: usize,
+    /// Total optimizer steps (for the schedule).
+    pub total_steps: usize,
+    /// Clip the global gradient norm to this (0 = no clipping).
+    pub clip: f32,
+    pub adamw: AdamWConfig,
+    /// Seeds dropout masks.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            lr: 2e-4,
+            schedule: Schedule::Cosine,
+            warmup: 0,
+            total_steps: 1,
+            clip: 1.0,
+            adamw: AdamWConfig::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// What one optimizer step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// 1-based step number.
+    pub step: usize,
+    /// Mean cross-entropy over the step's target tokens (NaN when it had none).
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Target tokens scored.
+    pub tokens: usize,
+    /// Tokens run through the model (targets or not).
+    pub seen_tokens: usize,
+    /// Learning rate used.
+    pub lr: f32,
+}
+
+/// Owns an adapter, its gradients and optimizer state, and the workspace of its passes.
+pub struct Trainer<'m> {
+    model: &'m Model,
+    adapter: Adapter,
+    grads: Adapter,
+    opt: AdamW,
+    cfg: TrainConfig,
+    ws: TrainWorkspace<f32>,
+    step: usize,
+}
+
+impl<'m> Trainer<'m> {
+    /// A trainer for sequences of up to `max_len` tokens.
+    pub fn new(
+        model: &'m Model,
+        adapter: Adapter,
+        cfg: TrainConfig,
+        max_len: usize,
+    ) -> Result<Trainer<'m>> {
+        adapter.check_fits(&model.cfg)?;
+        if !(cfg.lr.is_finite() && cfg.lr >= 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "learning rate {} must be a non-negative number",
+                cfg.lr
+            )));
+        }
+        if !(cfg.clip.is_finite() && cfg.clip >= 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "--clip {} must be ≥ 0",
+                cfg.clip
+            )));
+        }
+        let ws = TrainWorkspace::new(model, &adapter, max_len.max(1));
+        let grads = adapter.zeros_like();
+        let opt = AdamW::new(cfg.adamw, &adapter);
+        Ok(Trainer {
+            model,
+            adapter,
+            grads,
+            opt,
+            cfg,
+            ws,
+            step: 0,
+        })
+    }
+
+    /// One optimizer step over `batch` (all the records of the step: batch × grad-accum).
+    pub fn step(&mut self, batch: &[&TokenRecord]) -> Result<StepStats> {
+        let n: usize = batch.iter().map(|r| r.n_targets()).sum();
+        let lr = self.cfg.schedule.lr(
+            self.cfg.lr,
+            self.step,
+            self.cfg.warmup,
+            self.cfg.total_steps,
+        );
+        self.step += 1;
+        let seen = batch.iter().map(|r| r.ids.len()).sum();
+        if n == 0 {
+            return Ok(StepStats {
+                step: self.step,
+                loss: f64::NAN,
+                grad_norm: 0.0,
+                tokens: 0,
+                seen_tokens: seen,
+                lr,
+            });
+        }
+        self.grads.fill_zero();
+        let mut loss = 0f64;
+        for (k, r) in batch.iter().enumerate() {
+            if r.n_targets() == 0 {
+                continue;
+            }
+            let key = self.cfg.seed
+                ^ (self.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ ((k as u64) << 20);
+            loss += forward_backward(
+                self.model,
+                &self.adapter,
+                &mut self.grads,
+                &r.ids,
+                &r.targets,
+                1.0 / n as f64,
+                key,
+                &mut self.ws,
+            )?;
+        }
+        let grad_norm = if self.cfg.clip > 0.0 {
+            clip_grad_norm(&mut self.grads, self.cfg.clip)
+        } else {
+            super::adamw::grad_norm(&self.grads)
+        };
+        self.opt.step(&mut self.adapter, &self.grads, lr);
+        Ok(StepStats {
+            step: self.step,
+            loss: loss / n as f64,
+            grad_norm,
+            tokens: n,
+            seen_tokens: seen,
+            lr,
+        })
+    }
+
+    pub fn adapter(&self) -> &Adapter {
+        &self.adapter
+    }
+
+    /// Gradients of the last step (after clipping).
+    pub fn grads(&self) -> &Adapter {
+        &self.grads
+    }
+
+    pub fn into_adapter(self) -> Adapter {
+        self.adapter
+    }
+
+    /// Optimizer steps taken.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+}

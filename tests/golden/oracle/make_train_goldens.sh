@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Oracle goldens for LoRA training (tests/oracle_train.rs), made once with Hugging Face
+# transformers + PEFT (shared/oracle/peft_reference.py) in a venv outside the repository.
+#   usage: tests/golden/oracle/make_train_goldens.sh PYTHON ORACLE_DIR SYNTH_DIR
+# SYNTH_DIR holds the synthetic models written by
+#   POCKETLORA_SYNTH_OUT=SYNTH_DIR cargo test --release --test oracle_eval -- --ignored write_synthetic_fixtures
+set -euo pipefail
+PY=$1; ORACLE=$2/peft_reference.py; SYNTH=$3
+cd "$(dirname "$0")"
+out=train
+mkdir -p $out
+run() { # name model data
+    local name=$1 model=$2 data=$3
+    rm -rf $out/$name && mkdir -p $out/$name
+    $PY $ORACLE init --model $model --r 4 --alpha 8 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj \
+        --seed 0 --nonzero-b --out $out/$name/init > /dev/null
+    $PY $ORACLE loss --model $model --adapter $out/$name/init --data $data > $out/$name/loss.json
+    $PY $ORACLE grads --model $model --adapter $out/$name/init --data $data --out $out/$name/grads.safetensors > $out/$name/grads.json
+    $PY $ORACLE train --model $model --adapter $out/$name/init --data $data --steps 10 --batch 2 --lr 1e-2 \
+        --clip 1.0 --weight-decay 0.01 --out $out/$name/trained > $out/$name/train.json
+    rm -f $out/$name/trained/README.md $out/$name/init/README.md
+}
+for m in stories260K-f32 stories260K-q8_0 stories260K-q4_0; do
+    run $m ../../../assets/$m.gguf eval_records.jsonl
+done
+for m in synth-llama-untied synth-qwen2 synth-llama-kquants; do
+    run $m $SYNTH/$m.gguf $m.records.jsonl
+done
