@@ -26,5 +26,6 @@ pub mod infer;
 pub mod kernels;
 pub mod model;
 pub mod quant;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
