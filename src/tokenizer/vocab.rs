@@ -468,6 +468,11 @@ impl Vocab {
             .unwrap_or(TokenType::Undefined)
     }
 
+    /// End-of-generation ids, sorted.
+    pub fn eog_ids(&self) -> &[u32] {
+        &self.eog
+    }
+
     /// The tokenizer algorithm.
     pub fn kind(&self) -> ModelKind {
         self.kind
