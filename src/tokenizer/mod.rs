@@ -50,8 +50,14 @@ use spm::SpmScratch;
 
 #[derive(Clone, Debug)]
 enum Algo {
-    Spm { byte_ids: Box<[Option<u32>; 256]> },
-    Bpe { bpe: Box<Bpe>, pre: PreTokenizer },
+    Spm {
+        byte_ids: Box<[Option<u32>; 256]>,
+        split_on_space: bool,
+    },
+    Bpe {
+        bpe: Box<Bpe>,
+        pre: PreTokenizer,
+    },
 }
 
 /// A model's tokenizer. Cheap to share (`&Tokenizer` is all encoding and decoding need).
@@ -87,6 +93,7 @@ impl Tokenizer {
         let algo = match vocab.kind {
             ModelKind::Spm => Algo::Spm {
                 byte_ids: Box::new(spm::byte_tokens(&vocab)),
+                split_on_space: spm::splits_on_space(&vocab),
             },
             ModelKind::Bpe => {
                 let name = vocab.pre.as_deref();
@@ -194,13 +201,17 @@ impl Tokenizer {
                     }
                     Fragment::Text(r) => {
                         match &self.algo {
-                            Algo::Spm { byte_ids } => spm::encode(
+                            Algo::Spm {
+                                byte_ids,
+                                split_on_space,
+                            } => spm::encode(
                                 v,
                                 byte_ids,
                                 v.special.unk,
                                 text,
                                 r.clone(),
                                 v.add_space_prefix && prev_special,
+                                *split_on_space,
                                 &mut s.spm,
                                 out,
                                 offs.as_deref_mut(),

@@ -85,6 +85,7 @@ pub fn encode(
     text: &str,
     frag: Range<usize>,
     prefix: bool,
+    split_on_space: bool,
     s: &mut SpmScratch,
     out: &mut Vec<u32>,
     mut offsets: Option<&mut Vec<Range<usize>>>,
@@ -114,22 +115,72 @@ pub fn encode(
     if want_map {
         s.map.push(frag.end);
     }
-    let t = s.text.as_bytes();
-    if t.is_empty() {
+    if s.text.is_empty() {
         return;
     }
+    // Cut at every `▁` that follows another character when no token can span such a point:
+    // the merges on either side are then independent, and small queues are much faster.
+    let mut a = 0;
+    if split_on_space {
+        let mut k = 1;
+        while k < s.text.len() {
+            let t = s.text.as_bytes();
+            if t[k..].starts_with(ESC.as_bytes()) && !t[..k].ends_with(ESC.as_bytes()) {
+                merge_range(vocab, byte_ids, unk, s, a..k, out, offsets.as_deref_mut());
+                a = k;
+                k += ESC.len();
+            } else {
+                k += 1;
+            }
+        }
+    }
+    let n = s.text.len();
+    merge_range(vocab, byte_ids, unk, s, a..n, out, offsets);
+}
+
+/// Whether no token contains `▁` right after another character, so that text can be cut in
+/// front of every such `▁` without changing the result (true of SentencePiece vocabularies
+/// trained with `split_by_whitespace`, the default).
+pub fn splits_on_space(vocab: &Vocab) -> bool {
+    const ESC: char = '\u{2581}';
+    (0..vocab.len() as u32).all(|id| {
+        let t = vocab.text(id).unwrap_or_default();
+        let mut prev: Option<char> = None;
+        t.chars().all(|c| {
+            let ok = !(c == ESC && prev.is_some_and(|p| p != ESC));
+            prev = Some(c);
+            ok
+        })
+    })
+}
+
+/// The merge loop over `s.text[range]`.
+fn merge_range(
+    vocab: &Vocab,
+    byte_ids: &[Option<u32>; 256],
+    unk: Option<u32>,
+    s: &mut SpmScratch,
+    range: Range<usize>,
+    out: &mut Vec<u32>,
+    mut offsets: Option<&mut Vec<Range<usize>>>,
+) {
+    let want_map = offsets.is_some();
+    let t = s.text.as_bytes();
     s.syms.clear();
-    let mut off = 0usize;
-    while off < t.len() {
-        let len = utf8_len(t[off]).min(t.len() - off);
+    let mut off = range.start;
+    while off < range.end {
+        let len = utf8_len(t[off]).min(range.end - off);
         let i = s.syms.len() as u32;
         s.syms.push(Sym {
             start: off as u32,
             len: len as u32,
             prev: if i == 0 { NONE } else { i - 1 },
-            next: if off + len == t.len() { NONE } else { i + 1 },
+            next: if off + len == range.end { NONE } else { i + 1 },
         });
         off += len;
+    }
+    if s.syms.is_empty() {
+        return;
     }
     s.queue.clear();
     for i in 1..s.syms.len() as u32 {
@@ -195,5 +246,48 @@ fn push_pair(
             right,
             size: l.len + r.len,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgufFile;
+
+    #[test]
+    fn cutting_at_spaces_changes_nothing() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/vocab/ggml-vocab-llama-spm.gguf"
+        );
+        let vocab = Vocab::from_gguf(&GgufFile::open(path).unwrap()).unwrap();
+        assert!(splits_on_space(&vocab));
+        let bytes = byte_tokens(&vocab);
+        let texts = [
+            "Hello world,  how   are you?\n\n\tfine ",
+            "   leading and trailing   ",
+            "naïve café — 日本語のテキスト 🦙🦙 x\u{301}y",
+            "a  b   c    d     e\u{a0}f",
+        ];
+        for t in texts {
+            let run = |split: bool| {
+                let (mut out, mut offs) = (Vec::new(), Vec::new());
+                let mut s = SpmScratch::default();
+                encode(
+                    &vocab,
+                    &bytes,
+                    Some(0),
+                    t,
+                    0..t.len(),
+                    true,
+                    split,
+                    &mut s,
+                    &mut out,
+                    Some(&mut offs),
+                );
+                (out, offs)
+            };
+            assert_eq!(run(true), run(false), "{t:?}");
+        }
     }
 }
