@@ -42,22 +42,43 @@ fn smollm2_shape() -> synth::Spec {
 }
 
 fn bench_train_step(c: &mut Criterion) {
-    let threads = std::env::var("POCKETLORA_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let threads = std::env::var("POCKETLORA_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let smol = std::env::temp_dir().join("pocketlora-bench-smollm2-135m-q8_0.gguf");
     if !smol.exists() {
-        std::fs::write(&smol, synth::build(&smollm2_shape())).expect("write the SmolLM2-shaped model");
+        std::fs::write(&smol, synth::build(&smollm2_shape()))
+            .expect("write the SmolLM2-shaped model");
     }
     let stories = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/stories260K-q8_0.gguf");
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
-    for (name, path) in [("stories260K-q8_0", stories), ("smollm2-135m-shape-q8_0", smol)] {
+    for (name, path) in [
+        ("stories260K-q8_0", stories),
+        ("smollm2-135m-shape-q8_0", smol),
+    ] {
         let model = Model::open(&path, threads).expect("open model");
         for seq in [128usize, 512] {
-            let ids: Vec<u32> = (0..seq).map(|i| 1 + (i * 7919 % (model.cfg.n_vocab - 1)) as u32).collect();
-            let rec = TokenRecord { targets: (0..seq).map(|i| i > 0).collect(), ids };
-            let lora = LoraConfig { r: 8, alpha: 16.0, ..LoraConfig::default() };
+            let ids: Vec<u32> = (0..seq)
+                .map(|i| 1 + (i * 7919 % (model.cfg.n_vocab - 1)) as u32)
+                .collect();
+            let rec = TokenRecord {
+                targets: (0..seq).map(|i| i > 0).collect(),
+                ids,
+            };
+            let lora = LoraConfig {
+                r: 8,
+                alpha: 16.0,
+                ..LoraConfig::default()
+            };
             let adapter = Adapter::new(&model.cfg, lora).expect("adapter");
-            let cfg = TrainConfig { lr: 1e-4, schedule: Schedule::Constant, total_steps: 1_000_000, ..TrainConfig::default() };
+            let cfg = TrainConfig {
+                lr: 1e-4,
+                schedule: Schedule::Constant,
+                total_steps: 1_000_000,
+                ..TrainConfig::default()
+            };
             let mut trainer = Trainer::new(&model, adapter, cfg, seq).expect("trainer");
             group.throughput(Throughput::Elements(seq as u64));
             group.bench_function(BenchmarkId::new(name, format!("seq{seq}")), |b| {

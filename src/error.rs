@@ -36,6 +36,9 @@ pub enum Error {
     /// A model that cannot be built or run from the file given.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A tokenizer or chat template that cannot be built from the metadata, or misused.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
     /// A caller-supplied argument is out of range or inconsistent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -209,4 +212,43 @@ pub enum ModelError {
     TokenOutOfRange { token: u32, vocab: usize },
     #[error("sequence of {len} tokens exceeds the context of {context} tokens")]
     ContextOverflow { len: usize, context: usize },
+}
+
+/// Errors building a tokenizer from GGUF metadata, encoding, decoding and chat templates.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("tokenizer.ggml.model = {model:?} is not supported; supported: \"llama\" (SentencePiece BPE), \"gpt2\" (byte-level BPE)")]
+    UnknownModel { model: String },
+    #[error("tokenizer.ggml.pre = {pre:?} is not a known pre-tokenizer; known: {known}")]
+    UnknownPre { pre: String, known: String },
+    #[error("the vocabulary (tokenizer.ggml.tokens) is empty")]
+    EmptyVocab,
+    #[error("metadata key {key:?} has {found} items, but the vocabulary has {expected} tokens")]
+    ArrayLength {
+        key: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    #[error("metadata key {key:?}: item {index} is {found}, expected {expected}")]
+    ArrayItem {
+        key: &'static str,
+        index: usize,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("tokenizer.ggml.merges[{index}] = {merge:?} is not two tokens separated by a space")]
+    BadMerge { index: usize, merge: String },
+    #[error("token id {token} is outside the vocabulary of {vocab} tokens")]
+    TokenOutOfRange { token: u32, vocab: usize },
+    #[error("the tokenizer should add a {what} token, but the vocabulary defines none")]
+    NoSpecialToken { what: &'static str },
+    #[error("chat template not recognised: {hint}")]
+    UnknownChatTemplate { hint: String },
+    #[error("custom chat template: {reason}")]
+    BadCustomTemplate { reason: String },
+    #[error("chat template {template}: {reason}")]
+    Conversation {
+        template: &'static str,
+        reason: String,
+    },
 }

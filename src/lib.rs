@@ -11,6 +11,8 @@
 //!   RMSNorm, RoPE, attention, SwiGLU).
 //! - [`model`]: configuration from GGUF metadata, weights, the forward pass.
 //! - [`infer`]: sampling and generation.
+//! - [`tokenizer`]: the model's tokenizer from GGUF metadata (SentencePiece and byte-level
+//!   BPE), streaming decoding, chat templates.
 //! - [`data`]: token records (JSONL); [`eval`]: per-record and mean cross-entropy.
 //! - `cli` (feature `cli`): the `pocketlora` command line.
 
@@ -29,6 +31,7 @@ pub mod lora;
 pub mod model;
 pub mod quant;
 pub mod safetensors;
+pub mod tokenizer;
 pub mod train;
 
 pub use error::{Error, Result};

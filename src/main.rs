@@ -12,11 +12,15 @@ fn main() {
         }
         Err(e) => {
             let text = e.to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            eprintln!("{} (see --help)", first.trim_end());
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines.next().unwrap_or("invalid arguments").to_owned();
+            // "...were not provided:" is followed by the arguments on the next line.
+            if first.ends_with(':') {
+                if let Some(next) = lines.next() {
+                    first = format!("{first} {next}");
+                }
+            }
+            eprintln!("{first} (see --help)");
             std::process::exit(2);
         }
     };

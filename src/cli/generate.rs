@@ -1,23 +1,34 @@
-//! `pocketlora generate`: continue a prompt of token ids.
+//! `pocketlora generate`: continue a prompt — text (`--prompt`), one chat message rendered with
+//! the model's template (`--chat`), or token ids (`--prompt-ids`) — and print the text as it is
+//! generated, or all ids at the end (`--ids`).
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{ArgGroup, Args};
 
 use super::args::parse_ids;
 use crate::error::{Error, Result};
 use crate::infer::{end_of_generation_ids, generate, GenerateParams, SamplerConfig};
 use crate::model::Model;
+use crate::tokenizer::chat::{ChatTemplate, Message};
+use crate::tokenizer::Tokenizer;
 
 #[derive(Args, Debug)]
+#[command(group(ArgGroup::new("input").required(true).args(["prompt", "chat", "prompt_ids"])))]
 pub struct GenerateArgs {
     /// GGUF model file.
     #[arg(long)]
     model: PathBuf,
+    /// Prompt text, tokenized with the model's tokenizer (BOS added if the model asks for it).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// A user message, rendered with the model's chat template and the assistant's turn opened.
+    #[arg(long)]
+    chat: Option<String>,
     /// Prompt as token ids: 1,2,3
     #[arg(long)]
-    prompt_ids: String,
+    prompt_ids: Option<String>,
     /// New tokens at most (generation also stops at an end-of-generation token or a full context).
     #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
     n: usize,
@@ -36,7 +47,8 @@ pub struct GenerateArgs {
     /// Random seed (default: different every run).
     #[arg(long)]
     seed: Option<u64>,
-    /// Print the whole sequence (prompt and generated) as space-separated ids on one line.
+    /// Print the whole sequence (prompt and generated) as space-separated ids on one line
+    /// instead of text.
     #[arg(long)]
     ids: bool,
     /// Apply this LoRA adapter (PEFT directory).
@@ -47,14 +59,48 @@ pub struct GenerateArgs {
     threads: usize,
 }
 
+fn io_err(e: std::io::Error) -> Error {
+    Error::io("<stdout>", e)
+}
+
 pub fn run(a: GenerateArgs) -> Result<()> {
-    let prompt = parse_ids(&a.prompt_ids)
-        .map_err(|e| Error::InvalidArgument(format!("--prompt-ids: {e}")))?;
     let mut model = Model::open(&a.model, a.threads)?;
     if let Some(dir) = &a.adapter {
         let adapter = crate::lora::peft::load(dir, &model.cfg)?;
         model.set_adapter(Some(std::sync::Arc::new(adapter)))?;
     }
+    let file = model.weights.file();
+    // The tokenizer is needed for text in or out; `--prompt-ids --ids` works without one.
+    let needs_tok = a.prompt_ids.is_none() || !a.ids;
+    let tok = if needs_tok {
+        Some(Tokenizer::from_gguf(file)?)
+    } else {
+        None
+    };
+    let with_bos = |tok: &Tokenizer, mut ids: Vec<u32>| {
+        if let (true, Some(b)) = (tok.add_bos(), tok.bos()) {
+            ids.insert(0, b);
+        }
+        ids
+    };
+    // (prompt ids, whether the prompt is echoed as text)
+    let (prompt, echo) = match (&a.prompt, &a.chat, &a.prompt_ids, &tok) {
+        (Some(p), _, _, Some(t)) => (with_bos(t, t.encode(p, false, false)), true),
+        (_, Some(c), _, Some(t)) => {
+            let tmpl = ChatTemplate::from_gguf(file)?;
+            let r = tmpl.render(&[Message::user(c.as_str())], true);
+            (with_bos(t, t.encode(&r.text, false, true)), false)
+        }
+        (_, _, Some(ids), _) => (
+            parse_ids(ids).map_err(|e| Error::InvalidArgument(format!("--prompt-ids: {e}")))?,
+            true,
+        ),
+        _ => {
+            return Err(Error::InvalidArgument(
+                "give one of --prompt, --chat, --prompt-ids".into(),
+            ))
+        }
+    };
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -69,11 +115,48 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             min_p: a.min_p,
             seed,
         },
-        stop_ids: end_of_generation_ids(model.weights.file())?,
+        stop_ids: match &tok {
+            Some(t) => t.eog_ids().to_vec(),
+            None => end_of_generation_ids(file)?,
+        },
     };
-    let (new, _) = generate(&model, &prompt, &params, |_| true)?;
-    let all: Vec<String> = prompt.iter().chain(&new).map(|t| t.to_string()).collect();
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", all.join(" ")).map_err(|e| Error::io("<stdout>", e))?;
+    if a.ids {
+        let (new, _) = generate(&model, &prompt, &params, |_| true)?;
+        let all: Vec<String> = prompt.iter().chain(&new).map(|t| t.to_string()).collect();
+        writeln!(out, "{}", all.join(" ")).map_err(io_err)?;
+        return Ok(());
+    }
+    let Some(tok) = tok else {
+        return Err(Error::InvalidArgument("no tokenizer".into()));
+    };
+    let mut dec = tok.decoder();
+    for &id in &prompt {
+        let piece = dec.push(id)?;
+        if echo {
+            out.write_all(piece.as_bytes()).map_err(io_err)?;
+        }
+    }
+    out.flush().map_err(io_err)?;
+    let mut failure: Option<Error> = None;
+    generate(&model, &prompt, &params, |id| {
+        let step = dec.push(id).and_then(|p| {
+            out.write_all(p.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(io_err)
+        });
+        match step {
+            Ok(()) => true,
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let rest = dec.finish();
+    writeln!(out, "{rest}").map_err(io_err)?;
     Ok(())
 }

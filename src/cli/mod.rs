@@ -5,6 +5,7 @@ pub mod args;
 mod eval;
 mod generate;
 mod inspect;
+mod tokenize;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -26,8 +27,10 @@ pub struct Cli {
 pub enum Command {
     /// Show a GGUF model's architecture, shapes, tensors and special tokens.
     Inspect(inspect::InspectArgs),
-    /// Continue a prompt with the model.
+    /// Continue a prompt (text, a chat message or token ids) with the model.
     Generate(generate::GenerateArgs),
+    /// Text to token ids with the model's tokenizer (ids space-separated on one line).
+    Tokenize(tokenize::TokenizeArgs),
     /// Mean cross-entropy of token records ({"ids": [...], "mask": [...]} per line).
     Eval(eval::EvalArgs),
     /// Fine-tune a LoRA adapter on token records; the base model stays frozen.
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
         Command::Train(a) => train::run(a),
     }
 }

@@ -6,6 +6,7 @@ use super::sampler::{Sampler, SamplerConfig};
 use crate::error::{Error, ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::model::{Activations, KvCache, Model};
+use crate::tokenizer::Vocab;
 
 /// Tokens per forward call while reading the prompt.
 pub const PROMPT_CHUNK: usize = 512;
@@ -98,21 +99,14 @@ pub fn generate(
     }
 }
 
-/// Pieces that end a turn in common chat vocabularies (llama.cpp treats them as EOG too).
-const EOG_PIECES: [&str; 8] = [
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|eom_id|>",
-    "<EOT>",
-    "<｜end▁of▁sentence｜>",
-];
-
-/// End-of-generation ids of a model: EOS, EOT and EOM from the tokenizer metadata, plus
-/// well-known end-of-turn pieces of its vocabulary.
+/// End-of-generation ids of a model: EOS, EOT and EOM from the tokenizer metadata plus the
+/// end-of-turn tokens llama.cpp recognises by their text (see
+/// [`crate::tokenizer::Tokenizer::eog_ids`]). A file whose vocabulary cannot be read still
+/// stops at the EOS/EOT/EOM keys it has.
 pub fn end_of_generation_ids(f: &GgufFile) -> Result<Vec<u32>> {
+    if let Ok(v) = Vocab::from_gguf(f) {
+        return Ok(v.eog_ids().to_vec());
+    }
     let mut ids = Vec::new();
     for key in [
         "tokenizer.ggml.eos_token_id",
@@ -121,13 +115,6 @@ pub fn end_of_generation_ids(f: &GgufFile) -> Result<Vec<u32>> {
     ] {
         if let Some(id) = f.opt_u32(key)? {
             ids.push(id);
-        }
-    }
-    if let Some(tokens) = f.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
-        for (i, t) in tokens.items.iter().enumerate() {
-            if t.as_str().is_some_and(|s| EOG_PIECES.contains(&s)) {
-                ids.push(i as u32);
-            }
         }
     }
     ids.sort_unstable();
