@@ -66,7 +66,7 @@ fn text_records_target_everything_after_bos_including_eos() {
     assert_eq!(r.ids[0], 1);
     assert_eq!(&r.ids[1..r.ids.len() - 1], &body[..]);
     assert_eq!(*r.ids.last().unwrap(), 2);
-    assert_eq!(r.targets[0], false);
+    assert!(!r.targets[0]);
     assert!(
         r.targets[1..].iter().all(|&x| x),
         "every token after BOS, EOS included"
