@@ -2,9 +2,12 @@
 //! on stderr and a non-zero exit status (see `main.rs`).
 
 pub mod args;
+mod config_file;
 mod eval;
 mod generate;
 mod inspect;
+mod interrupt;
+mod progress;
 mod tokenize;
 mod train;
 
@@ -16,7 +19,8 @@ use crate::error::Result;
 #[command(
     name = "pocketlora",
     version,
-    about = "Fine-tune language models on the device that uses them."
+    about = "Fine-tune language models on the device that uses them.",
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -34,16 +38,24 @@ pub enum Command {
     /// Mean cross-entropy of token records ({"ids": [...], "mask": [...]} per line).
     Eval(eval::EvalArgs),
     /// Fine-tune a LoRA adapter on token records; the base model stays frozen.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
 }
 
 /// Parses the process arguments and runs the chosen subcommand.
+impl Cli {
+    /// Parses `argv` (program name first) without exiting on errors.
+    pub fn try_parse_from_args(argv: &[String]) -> std::result::Result<Command, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(argv).map(|c| c.command)
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Tokenize(a) => tokenize::run(a),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
     }
 }

@@ -95,6 +95,18 @@ impl Model {
         cache: &mut KvCache,
         act: &mut Activations,
     ) -> Result<()> {
+        self.forward_with(tokens, cache, act, self.adapter.as_deref())
+    }
+
+    /// [`Model::forward`] with an explicit adapter instead of the model's own (for example
+    /// the one a trainer is training); `act` must have room for its rank.
+    pub fn forward_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        act: &mut Activations,
+        adapter: Option<&Adapter>,
+    ) -> Result<()> {
         let cfg = &self.cfg;
         let t = tokens.len();
         if t > act.capacity() {
@@ -124,7 +136,6 @@ impl Model {
             &positions,
             &self.inv_freq,
         );
-        let adapter = self.adapter.as_deref();
         self.install(|| {
             let Activations {
                 x,
@@ -272,10 +283,17 @@ impl Activations {
 
     /// Buffers for running `model` with its current adapter.
     pub fn for_model(model: &Model, capacity: usize) -> Activations {
-        let rank = model
-            .adapter()
-            .map_or(0, |a| a.pairs().map(|p| p.r).max().unwrap_or(0));
-        Activations::new(&model.cfg, capacity, rank)
+        Activations::for_adapter(&model.cfg, model.adapter().map(|a| &**a), capacity)
+    }
+
+    /// Buffers for running a model of `cfg` with `adapter`.
+    pub fn for_adapter(
+        cfg: &ModelConfig,
+        adapter: Option<&Adapter>,
+        capacity: usize,
+    ) -> Activations {
+        let rank = adapter.map_or(0, |a| a.pairs().map(|p| p.r).max().unwrap_or(0));
+        Activations::new(cfg, capacity, rank)
     }
 
     /// Bytes held for `capacity` tokens.
