@@ -3,6 +3,7 @@
 
 pub mod args;
 mod config_file;
+mod demo;
 mod eval;
 mod generate;
 mod inspect;
@@ -29,6 +30,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Fine-tune the bundled model on a few facts and show what changed (start here).
+    Demo(demo::DemoArgs),
     /// Show a GGUF model's architecture, shapes, tensors and special tokens.
     Inspect(inspect::InspectArgs),
     /// Continue a prompt (text, a chat message or token ids) with the model.
@@ -52,6 +55,7 @@ impl Cli {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),

@@ -5,6 +5,7 @@
 use super::sampler::{Sampler, SamplerConfig};
 use crate::error::{Error, ModelError, Result};
 use crate::gguf::GgufFile;
+use crate::lora::Adapter;
 use crate::model::{Activations, KvCache, Model};
 use crate::tokenizer::Vocab;
 
@@ -40,6 +41,24 @@ pub fn generate(
     model: &Model,
     prompt: &[u32],
     params: &GenerateParams,
+    on_token: impl FnMut(u32) -> bool,
+) -> Result<(Vec<u32>, StopReason)> {
+    generate_with(
+        model,
+        model.adapter().map(|a| &**a),
+        prompt,
+        params,
+        on_token,
+    )
+}
+
+/// [`generate`] with an explicit adapter (or none) instead of the model's own — e.g. the
+/// adapter a trainer is training, without a reload.
+pub fn generate_with(
+    model: &Model,
+    adapter: Option<&Adapter>,
+    prompt: &[u32],
+    params: &GenerateParams,
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, StopReason)> {
     params.sampler.validate().map_err(Error::InvalidArgument)?;
@@ -67,11 +86,11 @@ pub fn generate(
     }
     let capacity = (prompt.len() + params.max_new).min(cfg.n_ctx);
     let mut cache = KvCache::new(cfg, capacity)?;
-    let mut act = Activations::for_model(model, PROMPT_CHUNK.min(prompt.len()));
+    let mut act = Activations::for_adapter(cfg, adapter, PROMPT_CHUNK.min(prompt.len()));
     let mut logits = vec![0f32; cfg.n_vocab];
     let mut sampler = Sampler::new(params.sampler);
     for chunk in prompt.chunks(act.capacity()) {
-        model.forward(chunk, &mut cache, &mut act)?;
+        model.forward_with(chunk, &mut cache, &mut act, adapter)?;
     }
     let mut out = Vec::with_capacity(params.max_new);
     loop {
@@ -95,7 +114,7 @@ pub fn generate(
         if cache.len() == cache.capacity() {
             return Ok((out, StopReason::ContextFull));
         }
-        model.forward(&[next], &mut cache, &mut act)?;
+        model.forward_with(&[next], &mut cache, &mut act, adapter)?;
     }
 }
 
