@@ -140,6 +140,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         out: a.out.clone(),
         config: json!({"demo": true, "steps": a.steps, "rank": 16, "alpha": 32, "lr": 5e-3}),
         base_name: "aidreams260K-q8_0.gguf".into(),
+        shape: None,
     };
     let mut run = Run::new(&model, adapter, cfg, records.clone(), Vec::new(), opts)?;
     let pb = say.then(|| super::progress::bar(a.steps as u64, 0));

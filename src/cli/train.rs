@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 use crate::infer::sampler::Rng;
 use crate::lora::{peft, Adapter, LayerSelection, LoraConfig, LoraInit, Target};
 use crate::memory::heap;
+use crate::memory::plan::{gemm_slab_per_thread, human, plan_training, TrainRequest};
+use crate::model::backward::{SavedDtype, WorkspaceShape};
 use crate::model::Model;
 use crate::tokenizer::chat::ChatTemplate;
 use crate::tokenizer::Tokenizer;
@@ -118,6 +120,13 @@ pub struct TrainArgs {
     /// Skip (and count) malformed data lines instead of failing.
     #[arg(long)]
     pub skip_bad_lines: bool,
+    /// Memory budget (K/M/G suffixes): the run is planned to stay inside it, or refused.
+    #[arg(long, value_parser = super::args::parse_size)]
+    pub budget: Option<u64>,
+    /// Store saved activations as f32 (exact), bf16 or f16 (lossy; default: f32 unless the
+    /// budget needs less).
+    #[arg(long)]
+    pub saved_activations: Option<String>,
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -243,7 +252,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
     }
     let quiet = a.quiet || a.json;
-    let model = Model::open(&model_path, a.threads)?;
+    let saved = a
+        .saved_activations
+        .as_deref()
+        .map(SavedDtype::parse)
+        .transpose()?;
+    let heap_start = heap::current();
+    let mut model = Model::open(&model_path, a.threads)?;
+    let heap_model = heap::current();
+    heap::reset_peak();
     let seq_len = a.seq_len.unwrap_or(model.cfg.n_ctx);
     if seq_len < 2 {
         return Err(Error::InvalidArgument(format!(
@@ -308,6 +325,67 @@ pub fn run(a: TrainArgs) -> Result<()> {
         },
         seed: a.seed,
     };
+    // Plan the memory before anything big is allocated.
+    let heap_data = heap::current();
+    let loading_peak = heap::peak();
+    let plan = match a.budget {
+        Some(budget) => {
+            let longest = records
+                .iter()
+                .chain(&valid)
+                .map(|r| r.ids.len())
+                .max()
+                .unwrap_or(1);
+            let req = TrainRequest {
+                model: &model.cfg,
+                lora: &adapter.config,
+                seq_len: a.seq_len.map(|s| s.min(longest)),
+                max_seq_len: longest,
+                threads: model.threads(),
+                budget,
+                tokenizer_bytes: (heap_model.saturating_sub(heap_start)
+                    + loading_peak.saturating_sub(heap_data))
+                    as u64,
+                data_bytes: heap_data.saturating_sub(heap_model) as u64,
+                validation: !valid.is_empty(),
+                keep_best: a.patience.is_some(),
+                saved,
+                gemm_slab: gemm_slab_per_thread(),
+            };
+            let plan = plan_training(&req)?;
+            if plan.threads < model.threads() {
+                model.set_threads(plan.threads)?;
+            }
+            for r in records.iter_mut().chain(valid.iter_mut()) {
+                r.ids.truncate(plan.shape.capacity);
+                r.targets.truncate(plan.shape.capacity);
+            }
+            Some(plan)
+        }
+        None => None,
+    };
+    let shape = match (&plan, saved) {
+        (Some(p), _) => Some(p.shape),
+        (None, Some(s)) => {
+            let longest = records
+                .iter()
+                .chain(&valid)
+                .map(|r| r.ids.len())
+                .max()
+                .unwrap_or(1);
+            Some(WorkspaceShape {
+                capacity: longest,
+                chunk: longest,
+                saved: s,
+            })
+        }
+        (None, None) => None,
+    };
+    // Per-thread kernel buffers now, not during the first steps.
+    model.warm_up_threads();
+    if let (Some(p), false) = (&plan, quiet) {
+        eprintln!("memory plan:\n{}", p.to_text());
+    }
     let config = recorded(&a, &model_path, model.threads());
     if a.resume.is_some() {
         match Run::recorded_config(&out)? {
@@ -336,6 +414,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             || model_path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         ),
+        shape,
     };
     let n_records = records.len();
     let n_valid = valid.len();
@@ -414,6 +493,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
         m.insert("tokens_per_s".into(), json!(summary.tokens_per_s));
         m.insert("parameters".into(), json!(n_params));
         m.insert("peak_heap_bytes".into(), json!(heap::peak()));
+        m.insert("budget_bytes".into(), json!(a.budget));
+        if let Some(p) = &plan {
+            m.insert("plan".into(), p.to_json());
+        }
         writeln!(out_lock, "{}", Value::Object(m)).map_err(io)?;
     } else {
         let how = match summary.finish {
@@ -439,6 +522,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
             summary.tokens_per_s
         )
         .map_err(io)?;
+    }
+    if let Some(b) = a.budget {
+        let peak = heap::peak() as u64;
+        if peak > b {
+            return Err(Error::InvalidArgument(format!(
+                "the run's peak heap {} exceeded its budget of {} (the adapter was saved; this is a planning bug, please report it)",
+                human(peak),
+                human(b)
+            )));
+        }
     }
     Ok(())
 }

@@ -90,9 +90,12 @@ pub fn panel_rows(cols: usize) -> usize {
     (PANEL_BYTES / (4 * cols.max(1))).clamp(8, 512) / 8 * 8
 }
 
-/// Bytes of per-thread scratch the matmuls grow to for a matrix of this width (f32).
-pub fn matmul_scratch_bytes(cols: usize) -> usize {
-    4 * panel_rows(cols) * cols
+/// Bytes of per-thread scratch the matmuls grow to (f32), for matrices up to `max_cols`
+/// wide and `max_rows` tall: the dequantized panel, and the few-token output block.
+pub fn matmul_scratch_bytes(max_cols: usize, max_rows: usize, threads: usize) -> usize {
+    let few_tokens =
+        (threads.max(1) * MIN_TOKENS_PER_THREAD) * max_rows.div_ceil(threads.max(1) * 4);
+    4 * (panel_rows(max_cols) * max_cols + few_tokens)
 }
 
 /// `y (t, w.rows) ← x (t, w.cols) · Wᵀ`.
@@ -165,22 +168,25 @@ fn forward_by_rows<F: Real>(y: &mut [F], x: &[F], t: usize, w: &QMatrix<'_>, thr
             .for_each(|(g, out)| dot_rows(g * group, out));
         return;
     }
-    let parts: Vec<(usize, Vec<F>)> = (0..rows.div_ceil(group))
-        .into_par_iter()
-        .map(|g| {
-            let r0 = g * group;
-            let mut out = vec![F::ZERO; group.min(rows - r0) * t];
-            dot_rows(r0, &mut out);
-            (r0, out)
-        })
-        .collect();
-    for (r0, out) in parts {
-        for (i, o) in out.chunks_exact(t).enumerate() {
-            for (tok, &v) in o.iter().enumerate() {
-                y[tok * rows + r0 + i] = v;
+    // Several tokens: each group fills a (rows, t) block in its thread's second scratch,
+    // then writes it into y's columns under a lock (disjoint writes; no allocation).
+    let y = std::sync::Mutex::new(y);
+    (0..rows.div_ceil(group)).into_par_iter().for_each(|g| {
+        let r0 = g * group;
+        let n = group.min(rows - r0);
+        F::with_scratch(1, n * t, |out| {
+            dot_rows(r0, out);
+            let mut y = match y.lock() {
+                Ok(y) => y,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            for (i, o) in out.chunks_exact(t).enumerate() {
+                for (tok, &v) in o.iter().enumerate() {
+                    y[tok * rows + r0 + i] = v;
+                }
             }
-        }
-    }
+        });
+    });
 }
 
 /// `dx (t, w.cols) += dy (t, w.rows) · W`: the gradient of [`matmul_forward`] with respect

@@ -1,3 +1,4 @@
-//! Memory accounting: the counting heap allocator (the memory planner joins it here).
+//! Memory: the counting heap allocator and the memory planner.
 
 pub mod heap;
+pub mod plan;

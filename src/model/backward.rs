@@ -107,24 +107,39 @@ pub struct TrainWorkspace<F> {
     preds: Vec<(usize, usize)>,
 }
 
-/// Bytes a workspace of this shape holds (what [`TrainWorkspace::new`] allocates).
-pub fn workspace_bytes<F: Real>(
-    cfg: &ModelConfig,
-    adapter: &Adapter<F>,
-    shape: WorkspaceShape,
-) -> usize {
+/// What sizes a training workspace besides its shape: the adapter's largest rank, whether
+/// it uses dropout, and how many blocks keep a checkpoint (the adapted block and all above).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdapterGeometry {
+    pub max_rank: usize,
+    pub dropout: bool,
+    pub checkpoints: usize,
+}
+
+impl AdapterGeometry {
+    pub fn of<F: Real>(cfg: &ModelConfig, adapter: &Adapter<F>) -> Self {
+        AdapterGeometry {
+            max_rank: adapter.pairs().map(|p| p.r).max().unwrap_or(0),
+            dropout: adapter.config.dropout > 0.0,
+            checkpoints: cfg.n_layer - adapter.lowest_layer().unwrap_or(cfg.n_layer),
+        }
+    }
+}
+
+/// Bytes an f32 workspace of this shape holds (what [`TrainWorkspace::with_shape`] allocates).
+pub fn workspace_bytes(cfg: &ModelConfig, g: AdapterGeometry, shape: WorkspaceShape) -> usize {
     let (c, kvd, half) = (cfg.n_embd, cfg.kv_dim(), cfg.rope_dim / 2);
-    let rank = adapter.pairs().map(|p| p.r).max().unwrap_or(0);
-    let dropout = adapter.config.dropout > 0.0;
-    let n_ckpt = cfg.n_layer - adapter.lowest_layer().unwrap_or(cfg.n_layer);
-    let f = std::mem::size_of::<F>();
-    let (t, ch) = (shape.capacity, shape.chunk.min(shape.capacity).max(1));
+    let f = 4;
+    let (t, ch) = (
+        shape.capacity.max(1),
+        shape.chunk.clamp(1, shape.capacity.max(1)),
+    );
     f * t * (2 * c) // x, x_in
-        + n_ckpt * t * c * if shape.saved == SavedDtype::F32 { f } else { 2 }
+        + g.checkpoints * (t * c * shape.saved.bytes() + std::mem::size_of::<Saved<f32>>())
         + f * t * 2 * kvd
-        + BlockState::<F>::bytes_for(cfg, t)
-        + ChunkScratch::<F>::bytes_for(cfg, ch, rank, dropout)
-        + BackwardScratch::<F>::bytes_for(cfg, t, ch, rank, dropout)
+        + BlockState::<f32>::bytes_for(cfg, t)
+        + ChunkScratch::<f32>::bytes_for(cfg, ch, g.max_rank, g.dropout)
+        + BackwardScratch::<f32>::bytes_for(cfg, t, ch, g.max_rank, g.dropout)
         + f * t * (3 * c + 1 + 2 * half)
         + f * LOSS_ROWS * (2 * c + cfg.n_vocab)
         + t * (std::mem::size_of::<usize>() + std::mem::size_of::<(usize, usize)>())

@@ -61,6 +61,23 @@ impl Model {
         self.pool.current_num_threads()
     }
 
+    /// Rebuilds the thread pool with `threads` workers (a memory plan may use fewer).
+    pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("pocketlora-{i}"))
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
+        self.pool = Arc::new(pool);
+        Ok(())
+    }
+
+    /// Makes every worker thread allocate its per-thread kernel buffers now (the gemm
+    /// crate's cache slab), so they can be measured and later steps do not allocate them.
+    pub fn warm_up_threads(&self) {
+        self.pool.broadcast(|_| crate::kernels::gemm::warm_up());
+    }
+
     /// Runs `f` on the model's thread pool.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         self.pool.install(f)

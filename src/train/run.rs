@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::eval::evaluate_with;
 use crate::fsutil::write_atomic;
 use crate::lora::{peft, Adapter};
+use crate::model::backward::WorkspaceShape;
 use crate::model::Model;
 use crate::safetensors::Dtype;
 
@@ -37,6 +38,9 @@ pub struct RunOptions {
     pub config: Value,
     /// `base_model_name_or_path` written into the adapter config.
     pub base_name: String,
+    /// Workspace shape from a memory plan; `None`: unchunked, exact, sized to the longest
+    /// record.
+    pub shape: Option<WorkspaceShape>,
 }
 
 /// What happened, as it happens.
@@ -121,7 +125,14 @@ impl<'m> Run<'m> {
             .unwrap_or(1);
         let total_steps = cfg.total_steps;
         let order = RecordOrder::new(train.len(), opts.shuffle, opts.seed);
-        let trainer = Trainer::new(model, adapter, cfg, longest)?;
+        let shape = opts.shape.unwrap_or(WorkspaceShape::plain(longest));
+        if shape.capacity < longest {
+            return Err(Error::InvalidArgument(format!(
+                "records of up to {longest} tokens do not fit the planned sequence length {}; truncate them first",
+                shape.capacity
+            )));
+        }
+        let trainer = Trainer::with_shape(model, adapter, cfg, shape)?;
         Ok(Run {
             model,
             trainer,

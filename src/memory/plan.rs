@@ -1,0 +1,433 @@
+//! The memory plan: before the first step, a size table of everything the trainer (or the
+//! generator) will hold, and the choices that make it fit a budget — token-chunked
+//! recompute of projections and MLP, f16/bf16 storage of the saved activations, and, when
+//! the user did not fix it, the sequence length. A plan that cannot fit is refused up
+//! front, naming the smallest budget that would and the biggest items.
+//!
+//! Always in effect (they cost nothing in speed): per-block activation checkpointing,
+//! flash-style attention (O(T) memory), and the fused, chunked output head + loss.
+//!
+//! What the budget covers: everything pocketlora allocates — adapter, gradients, AdamW
+//! moments, activations, workspaces, per-thread matmul panels and what the `gemm` crate
+//! allocates while it runs, KV cache, tokenizer, data — plus a fixed allowance for the
+//! process runtime (allocator and thread stacks), so that the anonymous memory of the
+//! `pocketlora` process stays inside it. The memory-mapped model file is file-backed and
+//! reported apart.
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::kernels::matmul::matmul_scratch_bytes;
+use crate::lora::{target_shape, LoraConfig};
+use crate::model::backward::{workspace_bytes, AdapterGeometry, SavedDtype, WorkspaceShape};
+use crate::model::{Activations, KvCache, ModelConfig};
+
+/// Heap the gemm crate allocates per thread while a multiplication runs (its packing
+/// buffers, sized by the caches; measured ≤ 258 KiB per thread for every shape from 64×64
+/// to 32000×2048 here — twice that is allowed). Its per-thread cache slab comes on top and
+/// is measured at run time ([`gemm_slab_per_thread`]).
+pub const GEMM_PACKING_PER_THREAD: u64 = 512 << 10;
+/// The gemm crate's per-thread slab when it cannot be measured (no counting allocator):
+/// the size seen on this machine (2 MiB, its L2 figure).
+pub const GEMM_SLAB_DEFAULT: u64 = 2 << 20;
+/// The process runtime outside pocketlora's counted allocations: allocator bookkeeping and
+/// arenas, thread stacks in use, the standard library (measured: the CLI's RssAnon exceeds
+/// its touched heap by under 1 MiB with two threads).
+pub const RUNTIME_BASE: u64 = 1 << 20;
+/// Per worker thread: its stack in use and its allocator arena's fixed part.
+pub const RUNTIME_PER_THREAD: u64 = 128 << 10;
+
+/// Heap each worker thread keeps for the gemm crate (its lazily allocated cache slab),
+/// measured on a short-lived thread so the measurement itself does not stay. Falls back to
+/// [`GEMM_SLAB_DEFAULT`] when the process does not count its heap.
+pub fn gemm_slab_per_thread() -> u64 {
+    let delta = std::thread::scope(|s| {
+        s.spawn(|| {
+            let before = crate::memory::heap::current();
+            crate::kernels::gemm::warm_up();
+            (before, crate::memory::heap::current())
+        })
+        .join()
+    });
+    match delta {
+        Ok((0, 0)) | Err(_) => GEMM_SLAB_DEFAULT,
+        Ok((before, after)) => after.saturating_sub(before) as u64,
+    }
+}
+
+/// Smallest token chunk the planner will use.
+pub const MIN_CHUNK: usize = 16;
+
+/// What is being planned.
+#[derive(Clone, Debug)]
+pub struct TrainRequest<'a> {
+    pub model: &'a ModelConfig,
+    pub lora: &'a LoraConfig,
+    /// Longest sequence to train on; `None` lets the plan choose (up to `max_seq_len`).
+    pub seq_len: Option<usize>,
+    /// Upper bound when the plan chooses: the longest record, at most the context length.
+    pub max_seq_len: usize,
+    pub threads: usize,
+    pub budget: u64,
+    /// Heap already in use for the model's metadata and tokenizer, and for the data.
+    pub tokenizer_bytes: u64,
+    pub data_bytes: u64,
+    /// Validation runs: an evaluation workspace is needed.
+    pub validation: bool,
+    /// Early stopping keeps a copy of the best adapter.
+    pub keep_best: bool,
+    /// Saved-activation storage fixed by the user.
+    pub saved: Option<SavedDtype>,
+    /// The gemm crate's cache slab per worker thread ([`gemm_slab_per_thread`]).
+    pub gemm_slab: u64,
+}
+
+/// A plan: the table, the total, and the chosen shape.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub budget: u64,
+    pub items: Vec<(&'static str, u64)>,
+    pub total: u64,
+    pub shape: WorkspaceShape,
+    /// Worker threads (fewer than asked when per-thread buffers did not fit).
+    pub threads: usize,
+    /// What the planner chose and why.
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// The table as JSON.
+    pub fn to_json(&self) -> Value {
+        let items: serde_json::Map<String, Value> = self
+            .items
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        json!({"budget_bytes": self.budget, "total_bytes": self.total, "items": items, "seq_len": self.shape.capacity, "threads": self.threads,
+               "chunk": self.shape.chunk, "saved_activations": format!("{:?}", self.shape.saved).to_lowercase(), "notes": self.notes})
+    }
+
+    /// The table as text lines.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let mut items = self.items.clone();
+        items.sort_by_key(|x| std::cmp::Reverse(x.1));
+        for (k, v) in items {
+            s += &format!("  {k:<34} {:>10}\n", human(v));
+        }
+        s += &format!(
+            "  {:<34} {:>10}  of a {} budget\n",
+            "total",
+            human(self.total),
+            human(self.budget)
+        );
+        s += &format!(
+            "  sequence length {}, token chunk {}, saved activations {:?}, {} threads\n",
+            self.shape.capacity, self.shape.chunk, self.shape.saved, self.threads
+        );
+        for n in &self.notes {
+            s += &format!("  {n}\n");
+        }
+        s
+    }
+}
+
+/// Bytes as a short human string (binary units).
+pub fn human(b: u64) -> String {
+    let f = b as f64;
+    if b >= 1 << 30 {
+        format!("{:.2} GiB", f / (1u64 << 30) as f64)
+    } else if b >= 1 << 20 {
+        format!("{:.1} MiB", f / (1u64 << 20) as f64)
+    } else if b >= 1 << 10 {
+        format!("{:.1} KiB", f / 1024.0)
+    } else {
+        format!("{b} B")
+    }
+}
+
+/// Trainable values of an adapter of this configuration.
+pub fn adapter_params(model: &ModelConfig, lora: &LoraConfig) -> Result<u64> {
+    let on = lora.layers.resolve(model.n_layer)?;
+    let per_layer: u64 = lora
+        .targets
+        .iter()
+        .map(|&t| {
+            let (out, inp) = target_shape(model, t);
+            (lora.r * (inp + out)) as u64
+        })
+        .sum();
+    Ok(per_layer * on.iter().filter(|&&b| b).count() as u64)
+}
+
+fn geometry(model: &ModelConfig, lora: &LoraConfig) -> Result<AdapterGeometry> {
+    let on = lora.layers.resolve(model.n_layer)?;
+    let lowest = on.iter().position(|&b| b).unwrap_or(model.n_layer);
+    Ok(AdapterGeometry {
+        max_rank: lora.r,
+        dropout: lora.dropout > 0.0,
+        checkpoints: model.n_layer - lowest,
+    })
+}
+
+/// Plans a training run inside `req.budget`: the fastest shape that fits, trying smaller
+/// token chunks, then bf16 checkpoints, then (if the length was left open) shorter
+/// sequences, then fewer threads.
+pub fn plan_training(req: &TrainRequest<'_>) -> Result<Plan> {
+    let mut smallest: Option<(u64, Vec<(&'static str, u64)>)> = None;
+    for threads in (1..=req.threads.max(1)).rev() {
+        match plan_with_threads(req, threads) {
+            Ok(p) => return Ok(p),
+            Err((need, items)) => {
+                if smallest.as_ref().is_none_or(|(b, _)| need < *b) {
+                    smallest = Some((need, items));
+                }
+            }
+        }
+    }
+    let (need, mut items) = smallest.unwrap_or((u64::MAX, Vec::new()));
+    items.sort_by_key(|x| std::cmp::Reverse(x.1));
+    let biggest: Vec<String> = items
+        .iter()
+        .take(3)
+        .map(|(k, v)| format!("{k} {}", human(*v)))
+        .collect();
+    Err(Error::InvalidArgument(format!(
+        "the memory budget of {} is too small: the smallest plan needs {} ({} bytes; biggest items: {})",
+        human(req.budget),
+        human(need),
+        need,
+        biggest.join(", ")
+    )))
+}
+
+/// The plan with `threads` workers, or the smallest total it could reach and its items.
+fn plan_with_threads(
+    req: &TrainRequest<'_>,
+    threads: usize,
+) -> std::result::Result<Plan, (u64, Vec<(&'static str, u64)>)> {
+    let m = req.model;
+    let t64 = threads as u64;
+    let (n, g) = match (adapter_params(m, req.lora), geometry(m, req.lora)) {
+        (Ok(n), Ok(g)) => (n, g),
+        _ => return Err((u64::MAX, Vec::new())),
+    };
+    let widest = m.n_embd.max(m.q_dim()).max(m.n_ff);
+    let mut fixed: Vec<(&'static str, u64)> = vec![
+        ("adapter (A, B)", 4 * n),
+        ("gradients", 4 * n),
+        ("AdamW moments", 8 * n),
+        (
+            "matmul panels (per thread)",
+            t64 * matmul_scratch_bytes(widest, m.n_vocab.max(widest), threads) as u64,
+        ),
+        (
+            "gemm buffers (per thread)",
+            t64 * (req.gemm_slab + GEMM_PACKING_PER_THREAD),
+        ),
+        (
+            "runtime (allocator, stacks)",
+            RUNTIME_BASE + t64 * RUNTIME_PER_THREAD,
+        ),
+        ("model metadata and tokenizer", req.tokenizer_bytes),
+        ("data", req.data_bytes),
+    ];
+    if req.keep_best {
+        fixed.push(("best adapter (early stopping)", 4 * n));
+    }
+    let fixed_total: u64 = fixed.iter().map(|x| x.1).sum();
+    let extra = |t: usize| -> Vec<(&'static str, u64)> {
+        if req.validation {
+            let cap = t.clamp(1, crate::infer::generate::PROMPT_CHUNK);
+            vec![
+                (
+                    "validation activations",
+                    Activations::bytes_for(m, cap, req.lora.r) as u64,
+                ),
+                ("validation KV cache", KvCache::bytes_for(m, t) as u64),
+                (
+                    "validation logits",
+                    (4 * 64 * (m.n_vocab + m.n_embd)) as u64,
+                ),
+            ]
+        } else {
+            Vec::new()
+        }
+    };
+    let total_for = |shape: WorkspaceShape| -> u64 {
+        fixed_total
+            + workspace_bytes(m, g, shape) as u64
+            + extra(shape.capacity).iter().map(|x| x.1).sum::<u64>()
+    };
+    // Candidate shapes, fastest first: whole sequence, then smaller chunks, then halves.
+    let candidates = |t: usize| -> Vec<WorkspaceShape> {
+        let mut chunks = vec![t];
+        let mut c = t / 2;
+        while c >= MIN_CHUNK {
+            chunks.push(c);
+            c /= 2;
+        }
+        let saved: Vec<SavedDtype> = match req.saved {
+            Some(s) => vec![s],
+            None => vec![SavedDtype::F32, SavedDtype::BF16],
+        };
+        saved
+            .iter()
+            .flat_map(|&s| {
+                chunks.iter().map(move |&ch| WorkspaceShape {
+                    capacity: t,
+                    chunk: ch,
+                    saved: s,
+                })
+            })
+            .collect()
+    };
+    let lengths: Vec<usize> = match req.seq_len {
+        Some(t) => vec![t],
+        None => {
+            let mut v = vec![req.max_seq_len.max(1)];
+            let mut t = req.max_seq_len / 2;
+            while t >= MIN_CHUNK {
+                v.push(t);
+                t /= 2;
+            }
+            v
+        }
+    };
+    let mut smallest: Option<(u64, WorkspaceShape)> = None;
+    for &t in &lengths {
+        for shape in candidates(t) {
+            let total = total_for(shape);
+            if smallest.is_none_or(|(b, _)| total < b) {
+                smallest = Some((total, shape));
+            }
+            if total <= req.budget {
+                let mut items = fixed.clone();
+                items.push((
+                    "activations and workspaces",
+                    workspace_bytes(m, g, shape) as u64,
+                ));
+                items.extend(extra(t));
+                let mut notes = Vec::new();
+                if shape.chunk < t {
+                    notes.push(format!(
+                        "projections and MLP recomputed in chunks of {} tokens to fit",
+                        shape.chunk
+                    ));
+                }
+                if shape.saved != SavedDtype::F32 && req.saved.is_none() {
+                    notes.push(format!(
+                        "saved activations stored as {:?} (lossy) to fit",
+                        shape.saved
+                    ));
+                }
+                if req.seq_len.is_none() && t < req.max_seq_len {
+                    notes.push(format!(
+                        "sequences truncated to {t} tokens to fit (longest is {})",
+                        req.max_seq_len
+                    ));
+                }
+                if threads < req.threads {
+                    notes.push(format!(
+                        "{threads} worker threads instead of {} to fit their per-thread buffers",
+                        req.threads
+                    ));
+                }
+                return Ok(Plan {
+                    budget: req.budget,
+                    items,
+                    total,
+                    shape,
+                    threads,
+                    notes,
+                });
+            }
+        }
+    }
+    let (need, shape) = smallest.unwrap_or((u64::MAX, WorkspaceShape::plain(1)));
+    let mut items = fixed;
+    items.push((
+        "activations and workspaces",
+        workspace_bytes(m, g, shape) as u64,
+    ));
+    Err((need, items))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::RopeStyle;
+    use crate::model::Arch;
+
+    fn tinyllama() -> ModelConfig {
+        ModelConfig {
+            arch: Arch::Llama,
+            n_vocab: 32000,
+            n_embd: 2048,
+            n_layer: 22,
+            n_head: 32,
+            n_head_kv: 4,
+            head_dim: 64,
+            n_ff: 5632,
+            n_ctx: 2048,
+            rms_eps: 1e-5,
+            rope_base: 1e4,
+            rope_dim: 64,
+            rope_freq_scale: 1.0,
+            rope_style: RopeStyle::Adjacent,
+        }
+    }
+
+    fn req<'a>(m: &'a ModelConfig, l: &'a LoraConfig, budget: u64) -> TrainRequest<'a> {
+        TrainRequest {
+            model: m,
+            lora: l,
+            seq_len: Some(512),
+            max_seq_len: 512,
+            threads: 2,
+            budget,
+            tokenizer_bytes: 1 << 20,
+            data_bytes: 1 << 20,
+            validation: false,
+            keep_best: false,
+            saved: None,
+            gemm_slab: 2 << 20,
+        }
+    }
+
+    #[test]
+    fn adapter_size_matches_peft_counts() {
+        // PEFT reports 6,307,840 trainable parameters for TinyLlama-1.1B, r 8, all linear.
+        let l = LoraConfig {
+            r: 8,
+            ..LoraConfig::default()
+        };
+        assert_eq!(adapter_params(&tinyllama(), &l).unwrap(), 6_307_840);
+    }
+
+    #[test]
+    fn a_generous_budget_keeps_the_fast_shape_and_a_tight_one_chunks() {
+        let (m, l) = (
+            tinyllama(),
+            LoraConfig {
+                r: 8,
+                ..LoraConfig::default()
+            },
+        );
+        let p = plan_training(&req(&m, &l, 1 << 30)).unwrap();
+        assert_eq!(p.shape, WorkspaceShape::plain(512));
+        assert!(p.total <= 1 << 30 && p.notes.is_empty());
+        let p = plan_training(&req(&m, &l, 256 << 20)).unwrap();
+        assert!(p.shape.chunk < 512, "{:?}", p.shape);
+        assert!(p.total <= 256 << 20);
+        let e = plan_training(&req(&m, &l, 64 << 10))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("64.0 KiB")
+                && e.contains("smallest plan needs")
+                && e.contains("AdamW moments"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! The memory budget is a contract: training stories260K-q8_0 (r 8, all-linear, seq 256,
+//! batch 4) at `--budget 8M`, `16M` and `32M` keeps the process's anonymous memory
+//! (RssAnon, sampled from outside) and its counted heap peak inside the budget; a budget
+//! too small is refused before anything runs, with a message naming it. (That the planned
+//! workspace size is what gets allocated is checked in `workspace_size.rs`, alone in its
+//! process so no other test's allocations interfere.)
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{asset, scratch_dir};
+/// Records of 256 tokens (deterministic ids), so sequences really are 256 long.
+fn data(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("long.jsonl");
+    let mut f = std::fs::File::create(&p).unwrap();
+    for r in 0..8u32 {
+        let ids: Vec<String> = (0..256u32)
+            .map(|i| (1 + (i * 7919 + r * 104729) % 511).to_string())
+            .collect();
+        writeln!(f, "{{\"ids\": [{}]}}", ids.join(", ")).unwrap();
+    }
+    p
+}
+
+/// Peak RssAnon (bytes) of a process, sampled from /proc while it runs, and its output.
+#[cfg(target_os = "linux")]
+fn run_sampled(args: &[&str]) -> (u64, std::process::Output) {
+    let child = Command::new(env!("CARGO_BIN_EXE_pocketlora"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0u64;
+        while let Ok(s) = std::fs::read_to_string(&status_path) {
+            if let Some(kb) = s
+                .lines()
+                .find(|l| l.starts_with("RssAnon:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                peak = peak.max(kb * 1024);
+            }
+            if s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        peak
+    });
+    let out = child.wait_with_output().unwrap();
+    (sampler.join().unwrap(), out)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn training_stays_inside_8_16_and_32_mib() {
+    let dir = scratch_dir("budget");
+    let d = data(&dir);
+    let model = asset("stories260K-q8_0.gguf");
+    for (budget, bytes) in [("8M", 8u64 << 20), ("16M", 16 << 20), ("32M", 32 << 20)] {
+        let out = dir.join(budget);
+        let args = [
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            d.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--rank",
+            "8",
+            "--targets",
+            "all-linear",
+            "--seq-len",
+            "256",
+            "--batch",
+            "4",
+            "--steps",
+            "6",
+            "--budget",
+            budget,
+            "--json",
+        ];
+        let (rss, o) = run_sampled(&args);
+        assert!(
+            o.status.success(),
+            "{budget}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let done: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap())
+                .unwrap();
+        let heap = done["peak_heap_bytes"].as_u64().unwrap();
+        let planned = done["plan"]["total_bytes"].as_u64().unwrap();
+        eprintln!(
+            "{budget}: RssAnon peak {rss}, heap peak {heap}, plan {planned}, chunk {}, threads {}",
+            done["plan"]["chunk"], done["plan"]["threads"]
+        );
+        assert!(rss > 0, "RssAnon was sampled");
+        assert!(rss <= bytes, "{budget}: RssAnon {rss} over the budget");
+        assert!(heap <= bytes, "{budget}: heap {heap} over the budget");
+        assert!(planned <= bytes);
+        assert_eq!(done["plan"]["seq_len"], 256);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_budget_too_small_is_refused_up_front() {
+    let dir = scratch_dir("budget-small");
+    let d = data(&dir);
+    let out = dir.join("x");
+    let model = asset("stories260K-q8_0.gguf");
+    let o = Command::new(env!("CARGO_BIN_EXE_pocketlora"))
+        .args([
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            d.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--seq-len", "256", "--budget", "64K"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("64.0 KiB") && e.contains("too small") && e.contains("smallest plan needs"),
+        "{e}"
+    );
+    assert!(!out.exists(), "nothing is written when the plan is refused");
+    std::fs::remove_dir_all(&dir).ok();
+}

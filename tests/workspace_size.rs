@@ -1,0 +1,43 @@
+//! The memory planner's size of a training workspace is exactly what gets allocated (the
+//! only test in this binary, so the process-wide heap counter sees nothing else).
+
+mod common;
+
+use common::asset;
+use pocketlora::lora::{Adapter, LoraConfig};
+use pocketlora::memory::heap::{self, CountingAlloc};
+use pocketlora::model::backward::{
+    workspace_bytes, AdapterGeometry, SavedDtype, TrainWorkspace, WorkspaceShape,
+};
+use pocketlora::model::Model;
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+#[test]
+fn the_planned_workspace_is_what_gets_allocated() {
+    let model = Model::open(asset("stories260K-q8_0.gguf"), 1).unwrap();
+    for (lora, shape) in [
+        (LoraConfig::default(), WorkspaceShape::plain(200)),
+        (
+            LoraConfig {
+                dropout: 0.1,
+                r: 4,
+                ..LoraConfig::default()
+            },
+            WorkspaceShape {
+                capacity: 256,
+                chunk: 16,
+                saved: SavedDtype::BF16,
+            },
+        ),
+    ] {
+        let adapter: Adapter = Adapter::new(&model.cfg, lora).unwrap();
+        let planned = workspace_bytes(&model.cfg, AdapterGeometry::of(&model.cfg, &adapter), shape);
+        let before = heap::current();
+        let ws = TrainWorkspace::<f32>::with_shape(&model, &adapter, shape);
+        let got = heap::current() - before;
+        drop(ws);
+        assert_eq!(got, planned, "{shape:?}");
+    }
+}
