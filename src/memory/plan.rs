@@ -201,11 +201,14 @@ pub fn plan_training(req: &TrainRequest<'_>) -> Result<Plan> {
     )))
 }
 
+/// The smallest total a failed attempt reached, and its items.
+type Shortfall = (u64, Vec<(&'static str, u64)>);
+
 /// The plan with `threads` workers, or the smallest total it could reach and its items.
 fn plan_with_threads(
     req: &TrainRequest<'_>,
     threads: usize,
-) -> std::result::Result<Plan, (u64, Vec<(&'static str, u64)>)> {
+) -> std::result::Result<Plan, Shortfall> {
     let m = req.model;
     let t64 = threads as u64;
     let (n, g) = match (adapter_params(m, req.lora), geometry(m, req.lora)) {
