@@ -5,6 +5,7 @@ use crate::data::TokenRecord;
 use crate::error::{ModelError, Result};
 use crate::infer::generate::PROMPT_CHUNK;
 use crate::kernels::loss::cross_entropy;
+use crate::lora::Adapter;
 use crate::model::{Activations, KvCache, Model};
 
 /// Rows of logits computed at once.
@@ -25,6 +26,15 @@ pub struct EvalReport {
 /// model's training context are scored as they are (as Hugging Face does); quality past the
 /// training context is the model's business.
 pub fn evaluate(model: &Model, records: &[TokenRecord]) -> Result<EvalReport> {
+    evaluate_with(model, model.adapter().map(|a| &**a), records)
+}
+
+/// [`evaluate`] with an explicit adapter (or none) instead of the model's own.
+pub fn evaluate_with(
+    model: &Model,
+    adapter: Option<&Adapter>,
+    records: &[TokenRecord],
+) -> Result<EvalReport> {
     let cfg = &model.cfg;
     let longest = records.iter().map(|r| r.ids.len()).max().unwrap_or(0);
     for r in records {
@@ -36,7 +46,7 @@ pub fn evaluate(model: &Model, records: &[TokenRecord]) -> Result<EvalReport> {
             .into());
         }
     }
-    let mut act = Activations::for_model(model, PROMPT_CHUNK.min(longest.max(1)));
+    let mut act = Activations::for_adapter(cfg, PROMPT_CHUNK.min(longest.max(1)), adapter);
     let mut cache = KvCache::new(cfg, longest)?;
     let mut rows = vec![0f32; LOGIT_ROWS * cfg.n_embd];
     let mut logits = vec![0f32; LOGIT_ROWS * cfg.n_vocab];
@@ -47,7 +57,7 @@ pub fn evaluate(model: &Model, records: &[TokenRecord]) -> Result<EvalReport> {
         let (mut sum, mut n) = (0f64, 0usize);
         for (ci, chunk) in r.ids.chunks(act.capacity()).enumerate() {
             let base = ci * act.capacity();
-            model.forward(chunk, &mut cache, &mut act)?;
+            model.forward_with(chunk, &mut cache, &mut act, adapter)?;
             // Position p of this chunk predicts token base+p+1.
             let preds: Vec<(usize, u32)> = (0..chunk.len())
                 .filter(|&p| r.targets.get(base + p + 1).copied().unwrap_or(false))

@@ -5,6 +5,7 @@
 use super::sampler::{Sampler, SamplerConfig};
 use crate::error::{Error, ModelError, Result};
 use crate::gguf::GgufFile;
+use crate::lora::Adapter;
 use crate::model::{Activations, KvCache, Model};
 use crate::tokenizer::Vocab;
 
@@ -35,9 +36,27 @@ pub enum StopReason {
 }
 
 /// Generates after `prompt`, calling `on_token` with each new id (return `false` to stop).
-/// Returns the new ids and why generation stopped.
+/// Returns the new ids and why generation stopped. Applies the model's adapter, if any.
 pub fn generate(
     model: &Model,
+    prompt: &[u32],
+    params: &GenerateParams,
+    on_token: impl FnMut(u32) -> bool,
+) -> Result<(Vec<u32>, StopReason)> {
+    generate_with(
+        model,
+        model.adapter().map(|a| &**a),
+        prompt,
+        params,
+        on_token,
+    )
+}
+
+/// [`generate`] with an explicit adapter (or none) instead of the model's own — a mix from
+/// an [`AdapterSet`](crate::lora::AdapterSet) per request, or a trainer's adapter mid-training.
+pub fn generate_with(
+    model: &Model,
+    adapter: Option<&Adapter>,
     prompt: &[u32],
     params: &GenerateParams,
     mut on_token: impl FnMut(u32) -> bool,
@@ -67,11 +86,11 @@ pub fn generate(
     }
     let capacity = (prompt.len() + params.max_new).min(cfg.n_ctx);
     let mut cache = KvCache::new(cfg, capacity)?;
-    let mut act = Activations::for_model(model, PROMPT_CHUNK.min(prompt.len()));
+    let mut act = Activations::for_adapter(cfg, PROMPT_CHUNK.min(prompt.len()), adapter);
     let mut logits = vec![0f32; cfg.n_vocab];
     let mut sampler = Sampler::new(params.sampler);
     for chunk in prompt.chunks(act.capacity()) {
-        model.forward(chunk, &mut cache, &mut act)?;
+        model.forward_with(chunk, &mut cache, &mut act, adapter)?;
     }
     let mut out = Vec::with_capacity(params.max_new);
     loop {
@@ -95,7 +114,7 @@ pub fn generate(
         if cache.len() == cache.capacity() {
             return Ok((out, StopReason::ContextFull));
         }
-        model.forward(&[next], &mut cache, &mut act)?;
+        model.forward_with(&[next], &mut cache, &mut act, adapter)?;
     }
 }
 

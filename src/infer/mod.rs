@@ -3,5 +3,5 @@
 pub mod generate;
 pub mod sampler;
 
-pub use generate::{end_of_generation_ids, generate, GenerateParams, StopReason};
+pub use generate::{end_of_generation_ids, generate, generate_with, GenerateParams, StopReason};
 pub use sampler::{Sampler, SamplerConfig};
