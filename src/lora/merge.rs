@@ -36,7 +36,9 @@ const BAND_ELEMS: usize = 1 << 18;
 pub struct MergeOptions {
     /// S: multiplies every pair's α/r scale.
     pub scale: f32,
-    /// Encoding of the merged tensors; `None` keeps each tensor's own type.
+    /// Encoding of the merged tensors; `None` keeps each tensor's own type. A tensor whose
+    /// rows are not a whole number of the type's blocks keeps its own type instead (as
+    /// llama.cpp's quantizer falls back), which its report shows.
     pub out_type: Option<GgmlType>,
     /// Subtract S·s·B·A instead of adding it.
     pub unmerge: bool,
@@ -129,7 +131,10 @@ pub fn merge_file(
     for info in base.tensors() {
         let job = match adapted_pair(adapter, &info.name) {
             Some(pair) => {
-                let ty_out = opts.out_type.unwrap_or(info.ty);
+                let ty_out = match opts.out_type {
+                    Some(t) if t.bytes_for(pair.in_dim as u64).is_some() => t,
+                    _ => info.ty,
+                };
                 check_job(info, pair, ty_out, original)?;
                 Some(Job { pair, ty_out })
             }
