@@ -46,7 +46,7 @@ pub fn evaluate_with(
             .into());
         }
     }
-    let mut act = Activations::for_adapter(cfg, PROMPT_CHUNK.min(longest.max(1)), adapter);
+    let mut act = Activations::for_adapter(cfg, adapter, PROMPT_CHUNK.min(longest.max(1)));
     let mut cache = KvCache::new(cfg, longest)?;
     let mut rows = vec![0f32; LOGIT_ROWS * cfg.n_embd];
     let mut logits = vec![0f32; LOGIT_ROWS * cfg.n_vocab];

@@ -28,6 +28,7 @@ pub mod gguf;
 pub mod infer;
 pub mod kernels;
 pub mod lora;
+pub mod memory;
 pub mod model;
 pub mod quant;
 pub mod safetensors;

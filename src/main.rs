@@ -2,6 +2,10 @@
 
 use clap::Parser;
 
+/// Heap accounting for progress displays and memory reports.
+#[global_allocator]
+static ALLOC: pocketlora::memory::heap::CountingAlloc = pocketlora::memory::heap::CountingAlloc;
+
 fn main() {
     let cli = match pocketlora::cli::Cli::try_parse() {
         Ok(c) => c,

@@ -119,7 +119,7 @@ fn rslora_writes_alpha_times_root_r_and_folds_what_llama_cpp_would_miss() {
 
 /// Logits (T, V) of `model` with `adapter` for `ids`.
 fn our_logits(model: &Model, adapter: Option<&Adapter>, ids: &[u32]) -> Vec<f32> {
-    let mut act = Activations::for_adapter(&model.cfg, ids.len(), adapter);
+    let mut act = Activations::for_adapter(&model.cfg, adapter, ids.len());
     let mut cache = KvCache::new(&model.cfg, ids.len()).unwrap();
     model
         .forward_with(ids, &mut cache, &mut act, adapter)

@@ -3,11 +3,15 @@
 
 mod adapters;
 pub mod args;
+mod config_file;
+mod demo;
 mod eval;
 mod export;
 mod generate;
 mod inspect;
+mod interrupt;
 mod merge;
+mod progress;
 mod tokenize;
 mod train;
 
@@ -19,7 +23,8 @@ use crate::error::Result;
 #[command(
     name = "pocketlora",
     version,
-    about = "Fine-tune language models on the device that uses them."
+    about = "Fine-tune language models on the device that uses them.",
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -28,6 +33,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Fine-tune the bundled model on a few facts and show what changed (start here).
+    Demo(demo::DemoArgs),
     /// Show a GGUF model's architecture, shapes, tensors and special tokens.
     Inspect(inspect::InspectArgs),
     /// Continue a prompt (text, a chat message or token ids) with the model.
@@ -37,7 +44,7 @@ pub enum Command {
     /// Mean cross-entropy of token records ({"ids": [...], "mask": [...]} per line).
     Eval(eval::EvalArgs),
     /// Fine-tune a LoRA adapter on token records; the base model stays frozen.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Write an adapter as a llama.cpp GGUF adapter or a PEFT directory.
     Export(export::ExportArgs),
     /// Merge an adapter into the base model's weights (or take it out with --unmerge).
@@ -45,13 +52,22 @@ pub enum Command {
 }
 
 /// Parses the process arguments and runs the chosen subcommand.
+impl Cli {
+    /// Parses `argv` (program name first) without exiting on errors.
+    pub fn try_parse_from_args(argv: &[String]) -> std::result::Result<Command, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(argv).map(|c| c.command)
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Tokenize(a) => tokenize::run(a),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Export(a) => export::run(a),
         Command::Merge(a) => merge::run(a),
     }

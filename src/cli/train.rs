@@ -1,127 +1,286 @@
-//! `pocketlora train`: LoRA fine-tuning on token records.
+//! `pocketlora train`: LoRA fine-tuning from the command line — data in any supported
+//! format, validation and early stopping, checkpoints and exact resume, a progress bar or
+//! JSON events.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
-use crate::data::{read_ids_jsonl, TokenRecord};
+use super::interrupt;
+use crate::data::{load_dataset, EncodeOptions, LoadOptions, TokenRecord};
 use crate::error::{Error, Result};
+use crate::infer::sampler::Rng;
 use crate::lora::{peft, Adapter, LayerSelection, LoraConfig, LoraInit, Target};
+use crate::memory::heap;
 use crate::model::Model;
-use crate::safetensors::Dtype;
-use crate::train::{AdamWConfig, RecordOrder, Schedule, TrainConfig, Trainer};
+use crate::tokenizer::chat::ChatTemplate;
+use crate::tokenizer::Tokenizer;
+use crate::train::run::{Event, Finish, Run, RunOptions};
+use crate::train::{AdamWConfig, Schedule, TrainConfig};
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     /// GGUF base model (stays frozen).
     #[arg(long)]
-    model: PathBuf,
-    /// JSONL records {"ids": [...], "mask": [...]}; mask[i] = 1 trains on token i.
+    pub model: Option<PathBuf>,
+    /// Training data: JSONL ({"text"}, {"prompt","completion"}, {"messages"}, {"ids","mask"}) or .txt.
     #[arg(long)]
-    data: PathBuf,
-    /// Output directory for the adapter (PEFT format).
+    pub data: Option<PathBuf>,
+    /// Output directory: the adapter (PEFT format), its configuration, checkpoints.
     #[arg(long)]
-    out: PathBuf,
+    pub out: Option<PathBuf>,
+    /// TOML or JSON file of flags (command-line flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the interrupted run in this directory from its newest checkpoint.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
     /// LoRA rank r.
     #[arg(long, default_value_t = 8)]
-    rank: usize,
+    pub rank: usize,
     /// LoRA alpha (scale α/r, or α/√r with --rslora).
     #[arg(long, default_value_t = 16.0)]
-    alpha: f32,
+    pub alpha: f32,
     /// Rank-stabilised scale α/√r.
     #[arg(long)]
-    rslora: bool,
+    pub rslora: bool,
     /// Dropout on the LoRA input path.
     #[arg(long, default_value_t = 0.0)]
-    dropout: f32,
+    pub dropout: f32,
     /// all-linear, or a list of q,k,v,o,gate,up,down.
     #[arg(long, default_value = "all-linear")]
-    targets: String,
+    pub targets: String,
     /// all, last:N, or a list of block indices like 0,3,5.
     #[arg(long, default_value = "all")]
-    layers: String,
+    pub layers: String,
     /// Initialisation of A: kaiming (PEFT's default) or gaussian.
     #[arg(long, default_value = "kaiming")]
-    init: String,
+    pub init: String,
     /// Start from this PEFT adapter (its rank, alpha and targets are used).
     #[arg(long)]
-    init_adapter: Option<PathBuf>,
+    pub init_adapter: Option<PathBuf>,
     /// Peak learning rate.
     #[arg(long, default_value_t = 2e-4)]
-    lr: f32,
+    pub lr: f32,
     /// cosine, linear or constant (after warmup).
     #[arg(long, default_value = "cosine")]
-    schedule: String,
+    pub schedule: String,
     /// Linear warmup steps.
     #[arg(long, default_value_t = 0)]
-    warmup: usize,
+    pub warmup: usize,
     /// Optimizer steps (default: --epochs passes over the data).
-    #[arg(long, conflicts_with = "epochs")]
-    steps: Option<usize>,
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Passes over the data (when --steps is not given).
-    #[arg(long, default_value_t = 1)]
-    epochs: usize,
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Records per micro-batch.
     #[arg(long, default_value_t = 4)]
-    batch: usize,
+    pub batch: usize,
     /// Micro-batches per optimizer step.
     #[arg(long, default_value_t = 1)]
-    grad_accum: usize,
+    pub grad_accum: usize,
     /// Truncate records to this many tokens (default: the model's context length).
     #[arg(long)]
-    seq_len: Option<usize>,
+    pub seq_len: Option<usize>,
     /// Reshuffle the records every epoch (seeded by --seed).
     #[arg(long)]
-    shuffle: bool,
+    pub shuffle: bool,
     /// Clip the global gradient norm (0 = off).
     #[arg(long, default_value_t = 1.0)]
-    clip: f32,
+    pub clip: f32,
     /// AdamW decoupled weight decay.
     #[arg(long, default_value_t = 0.0)]
-    weight_decay: f32,
-    /// Seed of the initialisation, shuffling and dropout.
+    pub weight_decay: f32,
+    /// Seed of the initialisation, shuffling, validation split and dropout.
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
+    /// Validation data (any training format).
+    #[arg(long, conflicts_with = "valid_split")]
+    pub valid: Option<PathBuf>,
+    /// Hold out this fraction of the training records (seeded) for validation.
+    #[arg(long)]
+    pub valid_split: Option<f64>,
+    /// Validate every N steps (default: 10 times per run, and at the end).
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Stop after N validations without improvement; keep the best adapter.
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    pub save_every: usize,
+    /// Train on prompt tokens of prompt/completion records too.
+    #[arg(long)]
+    pub no_mask_prompt: bool,
+    /// Skip (and count) malformed data lines instead of failing.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// One JSON object per line: {"event": "step", ...} and a final {"event": "done", ...}.
+    pub threads: usize,
+    /// One JSON object per line: step, eval, checkpoint and done events.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+    /// No progress bar, only the final line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The settings that define a run's result: recorded in checkpoints and beside the adapter;
+/// `--resume` must agree with them (only steps/epochs may grow).
+fn recorded(a: &TrainArgs, model: &Path, threads: usize) -> Value {
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    json!({
+        "model": name(model), "data": a.data.as_deref().and_then(name), "rank": a.rank, "alpha": a.alpha, "rslora": a.rslora,
+        "dropout": a.dropout, "targets": a.targets, "layers": a.layers, "init": a.init,
+        "init_adapter": a.init_adapter.as_ref().map(|p| p.display().to_string()), "lr": a.lr, "schedule": a.schedule,
+        "warmup": a.warmup, "steps": a.steps, "epochs": a.epochs, "batch": a.batch, "grad_accum": a.grad_accum,
+        "seq_len": a.seq_len, "shuffle": a.shuffle, "clip": a.clip, "weight_decay": a.weight_decay, "seed": a.seed,
+        "valid": a.valid.as_deref().and_then(name), "valid_split": a.valid_split, "eval_every": a.eval_every,
+        "patience": a.patience, "no_mask_prompt": a.no_mask_prompt, "skip_bad_lines": a.skip_bad_lines, "threads": threads,
+    })
+}
+
+/// Names the first flag whose value differs from the recorded run.
+fn check_agrees(recorded: &Value, now: &Value) -> Result<()> {
+    let (Some(r), Some(n)) = (recorded.as_object(), now.as_object()) else {
+        return Ok(());
+    };
+    for (k, v) in n {
+        if k == "steps" || k == "epochs" {
+            continue;
+        }
+        let was = r.get(k).unwrap_or(&Value::Null);
+        if was != v {
+            return Err(Error::InvalidArgument(format!(
+                "--resume: --{} is {v} now but the interrupted run used {was}; give the same value",
+                k.replace('_', "-")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Re-reads the command line with the config file's flags first, so explicit flags win.
+fn with_config_file(a: TrainArgs) -> Result<TrainArgs> {
+    let Some(cfg) = &a.config else { return Ok(a) };
+    let mut argv: Vec<String> = vec!["pocketlora".into(), "train".into()];
+    argv.extend(super::config_file::expand(cfg)?);
+    argv.extend(std::env::args().skip(2));
+    match super::Cli::try_parse_from_args(&argv) {
+        Ok(super::Command::Train(t)) => Ok(TrainArgs { config: None, ..*t }),
+        Ok(_) => Err(Error::InvalidArgument(
+            "--config: not a train command".into(),
+        )),
+        Err(e) => Err(Error::InvalidArgument(format!(
+            "--config {}: {e}",
+            cfg.display()
+        ))),
+    }
+}
+
+fn load_records(
+    path: &Path,
+    model: &Model,
+    a: &TrainArgs,
+    seq_len: usize,
+    quiet: bool,
+) -> Result<Vec<TokenRecord>> {
+    let file = model.weights.file();
+    let tok = Tokenizer::from_gguf(file).ok();
+    let chat = ChatTemplate::from_gguf(file).ok();
+    let opts = LoadOptions {
+        encode: EncodeOptions {
+            mask_prompt: !a.no_mask_prompt,
+        },
+        skip_bad_lines: a.skip_bad_lines,
+    };
+    let mut d = load_dataset(path, tok.as_ref(), chat.as_ref(), opts)?;
+    if !d.skipped.is_empty() && !quiet {
+        eprintln!(
+            "{}: skipped {} malformed lines (first: line {}: {})",
+            path.display(),
+            d.skipped.len(),
+            d.skipped[0].0,
+            d.skipped[0].1
+        );
+    }
+    for r in &mut d.records {
+        r.ids.truncate(seq_len);
+        r.targets.truncate(seq_len);
+    }
+    Ok(d.records)
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
+    let mut a = with_config_file(a)?;
+    if let Some(dir) = &a.resume {
+        match &a.out {
+            Some(o) if o != dir => return Err(Error::InvalidArgument("--resume DIR continues the run whose --out is DIR; give the same directory or leave --out out".into())),
+            _ => a.out = Some(dir.clone()),
+        }
+    }
+    let (Some(model_path), Some(data), Some(out)) =
+        (a.model.clone(), a.data.clone(), a.out.clone())
+    else {
+        return Err(Error::InvalidArgument(
+            "train needs --model, --data and --out (or --resume DIR)".into(),
+        ));
+    };
     if a.batch == 0 || a.grad_accum == 0 {
         return Err(Error::InvalidArgument(
             "--batch and --grad-accum must be at least 1".into(),
         ));
     }
-    let model = Model::open(&a.model, a.threads)?;
+    if let Some(f) = a.valid_split {
+        if !(f > 0.0 && f < 1.0) {
+            return Err(Error::InvalidArgument(format!(
+                "--valid-split {f} must be between 0 and 1"
+            )));
+        }
+    }
+    let quiet = a.quiet || a.json;
+    let model = Model::open(&model_path, a.threads)?;
     let seq_len = a.seq_len.unwrap_or(model.cfg.n_ctx);
     if seq_len < 2 {
         return Err(Error::InvalidArgument(format!(
             "--seq-len {seq_len} must be at least 2"
         )));
     }
-    let mut records = read_ids_jsonl(&a.data)?;
-    for r in &mut records {
-        r.ids.truncate(seq_len);
-        r.targets.truncate(seq_len);
+    let mut records = load_records(&data, &model, &a, seq_len, quiet)?;
+    let mut valid = match &a.valid {
+        Some(p) => load_records(p, &model, &a, seq_len, quiet)?,
+        None => Vec::new(),
+    };
+    if let Some(f) = a.valid_split {
+        // A seeded sample of ceil(f·n) records, the rest kept in file order.
+        let n = records.len();
+        let k = ((n as f64 * f).ceil() as usize).clamp(1, n.saturating_sub(1).max(1));
+        let mut idx: Vec<usize> = (0..n).collect();
+        let mut rng = Rng::new(a.seed ^ 0x5EED_5EED);
+        for i in (1..n).rev() {
+            idx.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+        }
+        let mut held = vec![false; n];
+        idx[..k].iter().for_each(|&i| held[i] = true);
+        let (v, t): (Vec<_>, Vec<_>) = records.into_iter().enumerate().partition(|(i, _)| held[*i]);
+        valid = v.into_iter().map(|(_, r)| r).collect();
+        records = t.into_iter().map(|(_, r)| r).collect();
     }
-    let n_targets: usize = records.iter().map(|r| r.n_targets()).sum();
-    if records.is_empty() || n_targets == 0 {
+    if records.iter().all(|r| r.n_targets() == 0) {
         return Err(Error::InvalidArgument(format!(
             "{}: no records with target tokens to train on",
-            a.data.display()
+            data.display()
         )));
     }
     let adapter = match &a.init_adapter {
         Some(dir) => peft::load(dir, &model.cfg)?,
-        None => {
-            let cfg = LoraConfig {
+        None => Adapter::new(
+            &model.cfg,
+            LoraConfig {
                 r: a.rank,
                 alpha: a.alpha,
                 rslora: a.rslora,
@@ -130,14 +289,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 layers: LayerSelection::parse(&a.layers)?,
                 init: LoraInit::parse(&a.init)?,
                 seed: a.seed,
-            };
-            Adapter::new(&model.cfg, cfg)?
-        }
+            },
+        )?,
     };
     let per_step = a.batch * a.grad_accum;
     let steps = a
         .steps
-        .unwrap_or_else(|| (records.len() * a.epochs).div_ceil(per_step));
+        .unwrap_or_else(|| (records.len() * a.epochs.unwrap_or(1)).div_ceil(per_step));
     let cfg = TrainConfig {
         lr: a.lr,
         schedule: Schedule::parse(&a.schedule)?,
@@ -150,79 +308,137 @@ pub fn run(a: TrainArgs) -> Result<()> {
         },
         seed: a.seed,
     };
-    let longest = records.iter().map(|r| r.ids.len()).max().unwrap_or(1);
+    let config = recorded(&a, &model_path, model.threads());
+    if a.resume.is_some() {
+        match Run::recorded_config(&out)? {
+            Some(r) => check_agrees(&r, &config)?,
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "--resume {}: no checkpoint found there",
+                    out.display()
+                )))
+            }
+        }
+    }
     let n_params = adapter.n_params();
-    let mut trainer = Trainer::new(&model, adapter, cfg, longest)?;
-    let mut order = RecordOrder::new(records.len(), a.shuffle, a.seed);
-    let mut out = std::io::stdout().lock();
-    let io = |e| Error::io("<stdout>", e);
-    let progress = (!a.json).then(|| progress_bar(steps as u64));
-    if !a.json {
+    let n_targets: usize = records.iter().map(|r| r.n_targets()).sum();
+    let opts = RunOptions {
+        batch: a.batch,
+        grad_accum: a.grad_accum,
+        shuffle: a.shuffle,
+        seed: a.seed,
+        eval_every: a.eval_every.unwrap_or((steps / 10).max(1)),
+        patience: a.patience,
+        save_every: a.save_every,
+        out: out.clone(),
+        config,
+        base_name: model_path.file_name().map_or_else(
+            || model_path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+    };
+    let n_records = records.len();
+    let n_valid = valid.len();
+    let mut run = Run::new(&model, adapter, cfg, records, valid, opts)?;
+    let resumed = if a.resume.is_some() {
+        run.resume()?
+    } else {
+        None
+    };
+    interrupt::install();
+    let mut stdout = std::io::stdout().lock();
+    if !quiet {
         eprintln!(
-            "training {} LoRA parameters on {} records ({} target tokens) for {steps} steps of {per_step} records",
-            n_params,
-            records.len(),
-            n_targets
+            "training {n_params} LoRA parameters on {n_records} records ({n_targets} target tokens{}) for {steps} steps of {per_step} records{}",
+            if n_valid > 0 { format!(", {n_valid} held out") } else { String::new() },
+            resumed.map_or(String::new(), |s| format!(", resuming at step {s}"))
         );
     }
-    let start = Instant::now();
-    let (mut first, mut last, mut seen) = (f64::NAN, f64::NAN, 0usize);
-    for _ in 0..steps {
-        let batch: Vec<&TokenRecord> = order
-            .take(per_step)
-            .into_iter()
-            .map(|i| &records[i])
-            .collect();
-        let st = trainer.step(&batch)?;
-        seen += st.seen_tokens;
-        if first.is_nan() {
-            first = st.loss;
+    let pb = (!quiet).then(|| super::progress::bar(steps as u64, resumed.unwrap_or(0) as u64));
+    let mut last_valid = None;
+    let mut write_err = None;
+    let mut emit = |v: Value| {
+        if let Err(e) = writeln!(stdout, "{v}") {
+            write_err.get_or_insert(e);
         }
-        last = st.loss;
-        let tps = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
-        if a.json {
-            let v = json!({"event": "step", "step": st.step, "loss": st.loss, "lr": st.lr, "grad_norm": st.grad_norm,
-                           "tokens": st.tokens, "seen_tokens": st.seen_tokens, "tokens_per_s": tps, "epoch": order.epoch()});
-            writeln!(out, "{v}").map_err(io)?;
-        } else if let Some(pb) = &progress {
-            pb.set_message(format!(
-                "loss {:.4}  lr {:.2e}  {:.0} tok/s",
-                st.loss, st.lr, tps
-            ));
-            pb.inc(1);
+    };
+    let summary = run.run(|ev| {
+        match ev {
+            Event::Step { stats, epoch, tokens_per_s } => {
+                if a.json {
+                    emit(json!({"event": "step", "step": stats.step, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm,
+                                "tokens": stats.tokens, "seen_tokens": stats.seen_tokens, "tokens_per_s": tokens_per_s, "epoch": epoch,
+                                "heap_bytes": heap::current()}));
+                }
+                if let Some(pb) = &pb {
+                    let val = last_valid.map_or(String::new(), |v: f64| format!("  val {v:.4}"));
+                    pb.set_message(format!("loss {:.4}{val}  {:.0} tok/s  heap {}", stats.loss, tokens_per_s, super::progress::mib(heap::current())));
+                    pb.set_position(stats.step as u64);
+                }
+            }
+            Event::Eval { step, loss, best } => {
+                last_valid = Some(loss);
+                if a.json {
+                    emit(json!({"event": "eval", "step": step, "loss": loss, "best": best}));
+                }
+            }
+            Event::Checkpoint { step, dir } => {
+                if a.json {
+                    emit(json!({"event": "checkpoint", "step": step, "dir": dir.display().to_string()}));
+                }
+            }
         }
-    }
-    if let Some(pb) = progress {
+        !interrupt::requested()
+    })?;
+    if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    let secs = start.elapsed().as_secs_f64();
-    let base = a.model.file_name().map_or_else(
-        || a.model.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    peft::save(trainer.adapter(), &model.cfg, &a.out, &base, Dtype::F32)?;
-    let tps = seen as f64 / secs.max(1e-9);
+    if let Some(e) = write_err {
+        return Err(Error::io("<stdout>", e));
+    }
+    let mut out_lock = std::io::stdout().lock();
+    let io = |e| Error::io("<stdout>", e);
     if a.json {
-        let v = json!({"event": "done", "adapter": a.out.display().to_string(), "steps": steps, "first_loss": first,
-                       "final_loss": last, "seconds": secs, "tokens_per_s": tps, "parameters": n_params});
-        writeln!(out, "{v}").map_err(io)?;
+        let mut m = Map::new();
+        m.insert("event".into(), json!("done"));
+        m.insert("adapter".into(), json!(out.display().to_string()));
+        m.insert("steps".into(), json!(summary.steps));
+        m.insert(
+            "finish".into(),
+            json!(format!("{:?}", summary.finish).to_lowercase()),
+        );
+        m.insert("first_loss".into(), json!(summary.first_loss));
+        m.insert("final_loss".into(), json!(summary.last_loss));
+        m.insert("best_valid_loss".into(), json!(summary.best_valid));
+        m.insert("seconds".into(), json!(summary.seconds));
+        m.insert("tokens_per_s".into(), json!(summary.tokens_per_s));
+        m.insert("parameters".into(), json!(n_params));
+        m.insert("peak_heap_bytes".into(), json!(heap::peak()));
+        writeln!(out_lock, "{}", Value::Object(m)).map_err(io)?;
     } else {
+        let how = match summary.finish {
+            Finish::Completed => String::new(),
+            Finish::EarlyStopped => {
+                " (stopped early: validation loss stopped improving; best adapter kept)".into()
+            }
+            Finish::Interrupted => {
+                format!(" (interrupted; resume with --resume {})", out.display())
+            }
+        };
+        let val = summary
+            .best_valid
+            .map_or(String::new(), |v| format!(", best validation loss {v:.4}"));
         writeln!(
-            out,
-            "saved adapter to {} ({steps} steps, loss {first:.4} → {last:.4}, {secs:.1} s, {tps:.0} tokens/s)",
-            a.out.display()
+            out_lock,
+            "saved adapter to {} after {} steps{how}: loss {:.4} → {:.4}{val}, {:.1} s, {:.0} tokens/s",
+            out.display(),
+            summary.steps,
+            summary.first_loss,
+            summary.last_loss,
+            summary.seconds,
+            summary.tokens_per_s
         )
         .map_err(io)?;
     }
     Ok(())
-}
-
-fn progress_bar(steps: u64) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::new(steps);
-    let style = indicatif::ProgressStyle::with_template(
-        "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    pb.set_style(style);
-    pb
 }

@@ -1,5 +1,13 @@
-//! Training and evaluation data: JSONL records of token ids with target masks.
+//! Training and evaluation data: the formats users write (text, prompt/completion, chat,
+//! token ids, plain text files), detected per file, tokenized into [`TokenRecord`]s with
+//! a target mask.
 
+pub mod encode;
 pub mod jsonl;
+pub mod load;
+pub mod raw;
 
+pub use encode::{EncodeOptions, Encoder};
 pub use jsonl::{parse_ids_record, read_ids_jsonl, TokenRecord};
+pub use load::{load_dataset, Dataset, LoadOptions};
+pub use raw::{DataFormat, RawRecord};

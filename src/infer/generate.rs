@@ -36,7 +36,7 @@ pub enum StopReason {
 }
 
 /// Generates after `prompt`, calling `on_token` with each new id (return `false` to stop).
-/// Returns the new ids and why generation stopped. Applies the model's adapter, if any.
+/// Returns the new ids and why generation stopped.
 pub fn generate(
     model: &Model,
     prompt: &[u32],
@@ -52,8 +52,8 @@ pub fn generate(
     )
 }
 
-/// [`generate`] with an explicit adapter (or none) instead of the model's own — a mix from
-/// an [`AdapterSet`](crate::lora::AdapterSet) per request, or a trainer's adapter mid-training.
+/// [`generate`] with an explicit adapter (or none) instead of the model's own — e.g. the
+/// adapter a trainer is training, without a reload.
 pub fn generate_with(
     model: &Model,
     adapter: Option<&Adapter>,
@@ -86,7 +86,7 @@ pub fn generate_with(
     }
     let capacity = (prompt.len() + params.max_new).min(cfg.n_ctx);
     let mut cache = KvCache::new(cfg, capacity)?;
-    let mut act = Activations::for_adapter(cfg, PROMPT_CHUNK.min(prompt.len()), adapter);
+    let mut act = Activations::for_adapter(cfg, adapter, PROMPT_CHUNK.min(prompt.len()));
     let mut logits = vec![0f32; cfg.n_vocab];
     let mut sampler = Sampler::new(params.sampler);
     for chunk in prompt.chunks(act.capacity()) {

@@ -303,14 +303,14 @@ impl Activations {
 
     /// Buffers for running `model` with its current adapter.
     pub fn for_model(model: &Model, capacity: usize) -> Activations {
-        Activations::for_adapter(&model.cfg, capacity, model.adapter().map(|a| &**a))
+        Activations::for_adapter(&model.cfg, model.adapter().map(|a| &**a), capacity)
     }
 
     /// Buffers for running a model of configuration `cfg` with `adapter`.
     pub fn for_adapter(
         cfg: &ModelConfig,
-        capacity: usize,
         adapter: Option<&Adapter>,
+        capacity: usize,
     ) -> Activations {
         Activations::new(cfg, capacity, max_rank(adapter))
     }

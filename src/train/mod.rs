@@ -2,7 +2,9 @@
 //! optimizer steps over the model's training pass.
 
 pub mod adamw;
+pub mod checkpoint;
 pub mod order;
+pub mod run;
 pub mod schedule;
 pub mod trainer;
 

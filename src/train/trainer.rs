@@ -173,6 +173,34 @@ impl<'m> Trainer<'m> {
         self.adapter
     }
 
+    /// The optimizer state (moments and step count).
+    pub fn optimizer(&self) -> &AdamW {
+        &self.opt
+    }
+
+    /// Replaces adapter, optimizer state and step count with a checkpoint's.
+    pub fn restore(&mut self, adapter: Adapter, opt: AdamW, step: usize) -> Result<()> {
+        adapter.check_fits(&self.model.cfg)?;
+        let same = |a: &Adapter, b: &Adapter| {
+            a.layers.len() == b.layers.len()
+                && a.pairs()
+                    .zip(b.pairs())
+                    .all(|(x, y)| x.a.len() == y.a.len() && x.b.len() == y.b.len())
+        };
+        if !same(&adapter, &self.adapter)
+            || !same(&opt.m, &self.adapter)
+            || !same(&opt.v, &self.adapter)
+        {
+            return Err(Error::InvalidArgument(
+                "the checkpoint's adapter does not have this run's shape".into(),
+            ));
+        }
+        self.adapter = adapter;
+        self.opt = opt;
+        self.step = step;
+        Ok(())
+    }
+
     /// Optimizer steps taken.
     pub fn steps_done(&self) -> usize {
         self.step

@@ -1,0 +1,212 @@
+//! `pocketlora demo`: the first thing to run. Fine-tunes the bundled aidreams260K model
+//! (embedded in the binary, so it works from any directory and offline) on six bundled
+//! one-line personal facts, and shows the difference: evaluation loss and greedy
+//! continuations of each fact's first words, before and after; then writes the adapter.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use serde_json::json;
+
+use crate::data::{EncodeOptions, Encoder, RawRecord, TokenRecord};
+use crate::error::{Error, Result};
+use crate::eval::evaluate_with;
+use crate::gguf::GgufFile;
+use crate::infer::{generate_with, GenerateParams, SamplerConfig};
+use crate::lora::{Adapter, LoraConfig};
+use crate::memory::heap;
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+use crate::train::run::{Event, Run, RunOptions};
+use crate::train::{Schedule, TrainConfig};
+
+const MODEL: &[u8] = include_bytes!("../../assets/aidreams260K-q8_0.gguf");
+const FACTS: &str = include_str!("../../assets/demo/facts.jsonl");
+/// Words of each fact given as the prompt.
+const PROMPT_WORDS: usize = 3;
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Where to write the adapter.
+    #[arg(long, default_value = "pocketlora-demo-adapter")]
+    out: PathBuf,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Print one JSON object with the figures instead of the story.
+    #[arg(long)]
+    json: bool,
+}
+
+fn facts() -> Vec<String> {
+    FACTS
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Greedy continuation of the first words of `fact`, as text (prompt included).
+fn continue_fact(
+    model: &Model,
+    adapter: Option<&Adapter>,
+    tok: &Tokenizer,
+    fact: &str,
+) -> Result<String> {
+    let prompt: Vec<&str> = fact.split_whitespace().take(PROMPT_WORDS).collect();
+    let prompt = prompt.join(" ");
+    let ids = tok.encode(&prompt, true, false);
+    let params = GenerateParams {
+        max_new: 48,
+        sampler: SamplerConfig::greedy(),
+        stop_ids: tok.eog_ids().to_vec(),
+    };
+    let (new, _) = generate_with(model, adapter, &ids, &params, |_| true)?;
+    // Decode prompt and continuation together so the space between them survives.
+    let body: Vec<u32> = ids
+        .iter()
+        .chain(&new)
+        .copied()
+        .filter(|&t| Some(t) != tok.bos() && !tok.is_eog(t))
+        .collect();
+    tok.decode(&body)
+}
+
+pub fn run(a: DemoArgs) -> Result<()> {
+    let file = Arc::new(GgufFile::from_bytes(MODEL.to_vec())?);
+    let model = Model::from_file(file.clone(), a.threads)?;
+    let tok = Tokenizer::from_gguf(&file)?;
+    let facts = facts();
+    let enc = Encoder {
+        tok: &tok,
+        chat: None,
+        opts: EncodeOptions::default(),
+    };
+    let records: Vec<TokenRecord> = facts
+        .iter()
+        .map(|f| enc.encode(&RawRecord::Text(f.clone())))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(Error::InvalidArgument)?;
+    let mut out = std::io::stdout().lock();
+    let io = |e| Error::io("<stdout>", e);
+    let say = !a.json;
+    let before_loss = evaluate_with(&model, None, &records)?.loss;
+    let before: Vec<String> = facts
+        .iter()
+        .map(|f| continue_fact(&model, None, &tok, f))
+        .collect::<Result<_>>()?;
+    if say {
+        let base_params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
+        writeln!(
+            out,
+            "pocketlora demo: teaching the bundled aidreams260K model ({base_params} parameters, trained on machine-written \"AI dream\" texts) six personal facts.\n"
+        )
+        .map_err(io)?;
+        writeln!(
+            out,
+            "before: loss on the facts {before_loss:.3}; the model continues their first words as:"
+        )
+        .map_err(io)?;
+        for t in &before {
+            writeln!(out, "  {t}").map_err(io)?;
+        }
+    }
+    let lora = LoraConfig {
+        r: 16,
+        alpha: 32.0,
+        ..LoraConfig::default()
+    };
+    let adapter = Adapter::new(&model.cfg, lora)?;
+    let n_params = adapter.n_params();
+    let cfg = TrainConfig {
+        lr: 5e-3,
+        schedule: Schedule::Constant,
+        total_steps: a.steps,
+        ..TrainConfig::default()
+    };
+    let opts = RunOptions {
+        batch: records.len(),
+        grad_accum: 1,
+        shuffle: false,
+        seed: 0,
+        eval_every: 0,
+        patience: None,
+        save_every: 0,
+        out: a.out.clone(),
+        config: json!({"demo": true, "steps": a.steps, "rank": 16, "alpha": 32, "lr": 5e-3}),
+        base_name: "aidreams260K-q8_0.gguf".into(),
+    };
+    let mut run = Run::new(&model, adapter, cfg, records.clone(), Vec::new(), opts)?;
+    let pb = say.then(|| super::progress::bar(a.steps as u64, 0));
+    if say {
+        writeln!(out, "\ntraining a rank-16 LoRA adapter ({n_params} parameters; the base stays frozen) for {} steps ...", a.steps).map_err(io)?;
+    }
+    let summary = run.run(|ev| {
+        if let (
+            Event::Step {
+                stats,
+                tokens_per_s,
+                ..
+            },
+            Some(pb),
+        ) = (&ev, &pb)
+        {
+            pb.set_message(format!(
+                "loss {:.3}  {:.0} tok/s  heap {}",
+                stats.loss,
+                tokens_per_s,
+                super::progress::mib(heap::current())
+            ));
+            pb.set_position(stats.step as u64);
+        }
+        true
+    })?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let trained = run.trainer().adapter();
+    let after_loss = evaluate_with(&model, Some(trained), &records)?.loss;
+    let after: Vec<String> = facts
+        .iter()
+        .map(|f| continue_fact(&model, Some(trained), &tok, f))
+        .collect::<Result<_>>()?;
+    let recalled = |outs: &[String]| {
+        outs.iter()
+            .zip(&facts)
+            .filter(|(o, f)| o.trim() == f.trim())
+            .count()
+    };
+    let (r_before, r_after) = (recalled(&before), recalled(&after));
+    if a.json {
+        let v = json!({"loss_before": before_loss, "loss_after": after_loss, "recalled_before": r_before, "recalled_after": r_after,
+                       "facts": facts.len(), "steps": summary.steps, "seconds": summary.seconds, "peak_heap_bytes": heap::peak(),
+                       "adapter": a.out.display().to_string(), "before": before, "after": after});
+        writeln!(out, "{v}").map_err(io)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "done in {:.1} s (peak heap {}).\n\nafter: loss on the facts {after_loss:.3}; the model continues their first words as:",
+        summary.seconds,
+        super::progress::mib(heap::peak())
+    )
+    .map_err(io)?;
+    for (t, f) in after.iter().zip(&facts) {
+        let mark = if t.trim() == f.trim() { "✓" } else { " " };
+        writeln!(out, "{mark} {t}").map_err(io)?;
+    }
+    writeln!(
+        out,
+        "\n{r_after} of {} facts recalled verbatim (before: {r_before}). The adapter is in {}/ (PEFT format); try\n  pocketlora generate --model assets/aidreams260K-q8_0.gguf --adapter {} --prompt \"Our wifi password\" -n 20 --temp 0",
+        facts.len(),
+        a.out.display(),
+        a.out.display()
+    )
+    .map_err(io)?;
+    Ok(())
+}

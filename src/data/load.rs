@@ -1,0 +1,116 @@
+//! Reading a data file of any supported format into token records, with errors that name
+//! the file and line (or skip and count bad lines when asked).
+
+use std::path::Path;
+
+use super::encode::{EncodeOptions, Encoder};
+use super::raw::{parse_line, split_documents, DataFormat, RawRecord};
+use super::TokenRecord;
+use crate::error::{Error, Result};
+use crate::tokenizer::chat::ChatTemplate;
+use crate::tokenizer::Tokenizer;
+
+/// How to read a data file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub encode: EncodeOptions,
+    /// Skip malformed lines (and count them) instead of failing.
+    pub skip_bad_lines: bool,
+}
+
+/// The records of a data file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    pub format: DataFormat,
+    pub records: Vec<TokenRecord>,
+    /// Lines skipped with `skip_bad_lines`: (line number, reason).
+    pub skipped: Vec<(usize, String)>,
+}
+
+/// Reads `path`. Text formats need the model's tokenizer (`tok`); chat records its
+/// template.
+pub fn load_dataset(
+    path: &Path,
+    tok: Option<&Tokenizer>,
+    chat: Option<&ChatTemplate>,
+    opts: LoadOptions,
+) -> Result<Dataset> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bad = |line: usize, msg: String| Error::Data {
+        path: path.into(),
+        line,
+        msg,
+    };
+    let is_txt = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("txt"));
+    let mut lines: Vec<(usize, RawRecord)> = Vec::new();
+    let mut skipped = Vec::new();
+    let format = if is_txt {
+        lines.extend(
+            split_documents(&text)
+                .into_iter()
+                .map(|(n, d)| (n, RawRecord::Text(d))),
+        );
+        DataFormat::PlainText
+    } else {
+        let mut format = None;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let fmt = match format {
+                Some(f) => f,
+                None => match DataFormat::detect(line) {
+                    Ok(f) => *format.insert(f),
+                    Err(msg) if opts.skip_bad_lines => {
+                        skipped.push((i + 1, msg));
+                        continue;
+                    }
+                    Err(msg) => return Err(bad(i + 1, msg)),
+                },
+            };
+            match parse_line(line, fmt) {
+                Ok(r) => lines.push((i + 1, r)),
+                Err(msg) if opts.skip_bad_lines => skipped.push((i + 1, msg)),
+                Err(msg) => return Err(bad(i + 1, msg)),
+            }
+        }
+        format.unwrap_or(DataFormat::Ids)
+    };
+    let needs_tok = !matches!(format, DataFormat::Ids);
+    let tok = match (needs_tok, tok) {
+        (false, _) => None,
+        (true, Some(t)) => Some(t),
+        (true, None) => {
+            return Err(Error::InvalidArgument(format!(
+                "{}: {} records need the model's tokenizer, and the model has none",
+                path.display(),
+                format.name()
+            )))
+        }
+    };
+    let mut records = Vec::with_capacity(lines.len());
+    for (n, raw) in &lines {
+        let rec = match (&raw, tok) {
+            (RawRecord::Ids(r), _) => Ok(r.clone()),
+            (_, Some(t)) => Encoder {
+                tok: t,
+                chat,
+                opts: opts.encode,
+            }
+            .encode(raw),
+            (_, None) => unreachable!("checked above"),
+        };
+        match rec {
+            Ok(r) => records.push(r),
+            Err(msg) if opts.skip_bad_lines => skipped.push((*n, msg)),
+            Err(msg) => return Err(bad(*n, msg)),
+        }
+    }
+    Ok(Dataset {
+        format,
+        records,
+        skipped,
+    })
+}

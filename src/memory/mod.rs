@@ -1,0 +1,3 @@
+//! Memory accounting: the counting heap allocator (the memory planner joins it here).
+
+pub mod heap;

@@ -1,0 +1,305 @@
+//! A whole training run: steps over the records in order, periodic validation with early
+//! stopping, periodic checkpoints, the final adapter — reported through events, so the
+//! command line, the C ABI and tests drive the same loop.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::checkpoint::{self, RunState};
+use super::order::RecordOrder;
+use super::trainer::{StepStats, TrainConfig, Trainer};
+use crate::data::TokenRecord;
+use crate::error::{Error, Result};
+use crate::eval::evaluate_with;
+use crate::fsutil::write_atomic;
+use crate::lora::{peft, Adapter};
+use crate::model::Model;
+use crate::safetensors::Dtype;
+
+/// Loop settings besides the optimizer's.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub batch: usize,
+    pub grad_accum: usize,
+    pub shuffle: bool,
+    pub seed: u64,
+    /// Validate every N steps (0: only at the end).
+    pub eval_every: usize,
+    /// Stop after this many validations without improvement; the best adapter is kept.
+    pub patience: Option<usize>,
+    /// Checkpoint every N steps (0: only at the end).
+    pub save_every: usize,
+    /// Output directory: the adapter, `pocketlora_config.json`, `checkpoints/`.
+    pub out: PathBuf,
+    /// The run's configuration as recorded in checkpoints and beside the adapter.
+    pub config: Value,
+    /// `base_model_name_or_path` written into the adapter config.
+    pub base_name: String,
+}
+
+/// What happened, as it happens.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Step {
+        stats: StepStats,
+        epoch: u64,
+        tokens_per_s: f64,
+    },
+    Eval {
+        step: usize,
+        loss: f64,
+        best: f64,
+    },
+    Checkpoint {
+        step: usize,
+        dir: &'a Path,
+    },
+}
+
+/// Why the run ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Finish {
+    Completed,
+    /// Validation loss stopped improving.
+    EarlyStopped,
+    /// The event handler asked to stop (Ctrl-C, a cancel from an app).
+    Interrupted,
+}
+
+/// How a run went.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub finish: Finish,
+    pub steps: usize,
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub best_valid: Option<f64>,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+    pub adapter_dir: PathBuf,
+}
+
+/// A training run in progress.
+pub struct Run<'m> {
+    model: &'m Model,
+    trainer: Trainer<'m>,
+    order: RecordOrder,
+    train: Vec<TokenRecord>,
+    valid: Vec<TokenRecord>,
+    opts: RunOptions,
+    total_steps: usize,
+    best: Option<(f64, Adapter)>,
+    evals_since_best: usize,
+}
+
+impl<'m> Run<'m> {
+    pub fn new(
+        model: &'m Model,
+        adapter: Adapter,
+        cfg: TrainConfig,
+        train: Vec<TokenRecord>,
+        valid: Vec<TokenRecord>,
+        opts: RunOptions,
+    ) -> Result<Run<'m>> {
+        if opts.batch == 0 || opts.grad_accum == 0 {
+            return Err(Error::InvalidArgument(
+                "batch and grad-accum must be at least 1".into(),
+            ));
+        }
+        if train.iter().all(|r| r.n_targets() == 0) {
+            return Err(Error::InvalidArgument(
+                "no records with target tokens to train on".into(),
+            ));
+        }
+        let longest = train
+            .iter()
+            .chain(&valid)
+            .map(|r| r.ids.len())
+            .max()
+            .unwrap_or(1);
+        let total_steps = cfg.total_steps;
+        let order = RecordOrder::new(train.len(), opts.shuffle, opts.seed);
+        let trainer = Trainer::new(model, adapter, cfg, longest)?;
+        Ok(Run {
+            model,
+            trainer,
+            order,
+            train,
+            valid,
+            opts,
+            total_steps,
+            best: None,
+            evals_since_best: 0,
+        })
+    }
+
+    /// Continues from the newest complete checkpoint in `out/checkpoints` (temporaries of
+    /// killed writes are swept first). Returns the step it resumes at, or `None` when there
+    /// is no checkpoint.
+    pub fn resume(&mut self) -> Result<Option<usize>> {
+        let root = self.opts.out.join("checkpoints");
+        checkpoint::sweep_temporaries(&root)?;
+        let Some(dir) = checkpoint::list(&root)?.pop() else {
+            return Ok(None);
+        };
+        let l = checkpoint::load(&dir, self.trainer.adapter(), self.trainer.optimizer())?;
+        self.trainer.restore(l.adapter, l.opt, l.state.step)?;
+        self.order.seek(l.state.epoch, l.state.pos);
+        self.evals_since_best = l.state.evals_since_best;
+        self.best = match (l.state.best_valid, l.best) {
+            (Some(v), Some(a)) => Some((v, a)),
+            _ => None,
+        };
+        Ok(Some(l.state.step))
+    }
+
+    /// The recorded configuration of the newest checkpoint in `out`, if any.
+    pub fn recorded_config(out: &Path) -> Result<Option<Value>> {
+        let root = out.join("checkpoints");
+        let Some(dir) = checkpoint::list(&root)?.pop() else {
+            return Ok(None);
+        };
+        let p = dir.join("state.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| Error::Adapter {
+            path: p.clone(),
+            msg: format!("not valid JSON: {e}"),
+        })?;
+        Ok(v.get("config").cloned())
+    }
+
+    fn checkpoint(&self) -> Result<PathBuf> {
+        let state = RunState {
+            step: self.trainer.steps_done(),
+            adam_t: self.trainer.optimizer().t,
+            epoch: self.order.epoch(),
+            pos: self.order.position(),
+            best_valid: self.best.as_ref().map(|b| b.0),
+            evals_since_best: self.evals_since_best,
+            config: self.opts.config.clone(),
+        };
+        let best = self.best.as_ref().map(|b| &b.1);
+        checkpoint::save(
+            &self.opts.out.join("checkpoints"),
+            &state,
+            self.trainer.adapter(),
+            self.trainer.optimizer(),
+            best,
+        )
+    }
+
+    /// Mean validation loss with the adapter as it is now.
+    pub fn validate(&self) -> Result<f64> {
+        Ok(evaluate_with(self.model, Some(self.trainer.adapter()), &self.valid)?.loss)
+    }
+
+    /// Validates, tracks the best adapter; returns (loss, whether to stop).
+    fn eval_step(&mut self) -> Result<(f64, bool)> {
+        let loss = self.validate()?;
+        let improved = self.best.as_ref().is_none_or(|b| loss < b.0);
+        if improved {
+            self.best = Some((loss, self.trainer.adapter().clone()));
+            self.evals_since_best = 0;
+        } else {
+            self.evals_since_best += 1;
+        }
+        let stop = self
+            .opts
+            .patience
+            .is_some_and(|p| self.evals_since_best >= p);
+        Ok((loss, stop))
+    }
+
+    /// Runs to the end (or until `on_event` returns false), then writes the adapter.
+    pub fn run(&mut self, mut on_event: impl FnMut(Event<'_>) -> bool) -> Result<Summary> {
+        let start = Instant::now();
+        let per_step = self.opts.batch * self.opts.grad_accum;
+        let (mut first, mut last, mut seen) = (f64::NAN, f64::NAN, 0usize);
+        let mut finish = Finish::Completed;
+        let mut evaluated_at = None;
+        while self.trainer.steps_done() < self.total_steps {
+            let idx = self.order.take(per_step);
+            let batch: Vec<&TokenRecord> = idx.iter().map(|&i| &self.train[i]).collect();
+            let stats = self.trainer.step(&batch)?;
+            seen += stats.seen_tokens;
+            if first.is_nan() {
+                first = stats.loss;
+            }
+            last = stats.loss;
+            let tps = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            let mut go = on_event(Event::Step {
+                stats,
+                epoch: self.order.epoch(),
+                tokens_per_s: tps,
+            });
+            let step = stats.step;
+            if !self.valid.is_empty()
+                && self.opts.eval_every > 0
+                && step % self.opts.eval_every == 0
+            {
+                let (loss, stop) = self.eval_step()?;
+                evaluated_at = Some(step);
+                let best = self.best.as_ref().map_or(loss, |b| b.0);
+                go &= on_event(Event::Eval { step, loss, best });
+                if stop {
+                    finish = Finish::EarlyStopped;
+                }
+            }
+            if self.opts.save_every > 0 && step % self.opts.save_every == 0 {
+                let dir = self.checkpoint()?;
+                go &= on_event(Event::Checkpoint { step, dir: &dir });
+            }
+            if finish == Finish::EarlyStopped {
+                break;
+            }
+            if !go {
+                finish = Finish::Interrupted;
+                break;
+            }
+        }
+        let step = self.trainer.steps_done();
+        if !self.valid.is_empty() && evaluated_at != Some(step) && finish != Finish::Interrupted {
+            let (loss, _) = self.eval_step()?;
+            let best = self.best.as_ref().map_or(loss, |b| b.0);
+            on_event(Event::Eval { step, loss, best });
+        }
+        let dir = self.checkpoint()?;
+        on_event(Event::Checkpoint { step, dir: &dir });
+        // With early stopping, the best adapter is the result; otherwise the last one.
+        let result = match (&self.best, self.opts.patience) {
+            (Some((_, b)), Some(_)) => b,
+            _ => self.trainer.adapter(),
+        };
+        peft::save(
+            result,
+            &self.model.cfg,
+            &self.opts.out,
+            &self.opts.base_name,
+            Dtype::F32,
+        )?;
+        let record = json!({"pocketlora_version": env!("CARGO_PKG_VERSION"), "config": self.opts.config, "steps": step,
+                            "finish": format!("{finish:?}"), "best_valid_loss": self.best.as_ref().map(|b| b.0)});
+        let text = serde_json::to_string_pretty(&record).unwrap_or_default();
+        write_atomic(&self.opts.out.join("pocketlora_config.json"), |w| {
+            w.write_all(text.as_bytes())
+        })?;
+        let seconds = start.elapsed().as_secs_f64();
+        Ok(Summary {
+            finish,
+            steps: step,
+            first_loss: first,
+            last_loss: last,
+            best_valid: self.best.as_ref().map(|b| b.0),
+            seconds,
+            tokens_per_s: seen as f64 / seconds.max(1e-9),
+            adapter_dir: self.opts.out.clone(),
+        })
+    }
+
+    /// The trainer (its adapter can be used for generation meanwhile).
+    pub fn trainer(&self) -> &Trainer<'m> {
+        &self.trainer
+    }
+}
