@@ -144,6 +144,15 @@ pub fn merge_file(
         w.declare_tensor(info.name.clone(), ty, &info.dims)?;
         jobs.push(job);
     }
+    let merged = jobs.iter().flatten().count();
+    if merged != adapter.pairs().count() {
+        let missing = adapter
+            .entries()
+            .map(|(i, t, _)| format!("blk.{i}.{}.weight", t.gguf_tensor()))
+            .find(|n| base.tensor_info(n).is_none())
+            .unwrap_or_default();
+        return Err(GgufError::MissingTensor { name: missing }.into());
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads)
         .build()
