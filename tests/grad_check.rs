@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::synth::{self, Lcg, Spec};
 use pocketlora::gguf::GgufFile;
 use pocketlora::lora::{Adapter, LayerSelection, LoraConfig, Target};
-use pocketlora::model::backward::{forward_backward, TrainWorkspace};
+use pocketlora::model::backward::{forward_backward, SavedDtype, TrainWorkspace, WorkspaceShape};
 use pocketlora::model::Model;
 use pocketlora::quant::GgmlType;
 
@@ -41,13 +41,19 @@ fn loss_and_grads(
     model: &Model,
     adapter: &Adapter<f64>,
     seqs: &[(Vec<u32>, Vec<bool>)],
+    chunk: usize,
 ) -> (f64, Adapter<f64>) {
     let mut grads = adapter.zeros_like();
     let n: usize = seqs
         .iter()
         .map(|(_, t)| t.iter().filter(|&&b| b).count())
         .sum();
-    let mut ws = TrainWorkspace::new(model, adapter, 16);
+    let shape = WorkspaceShape {
+        capacity: 16,
+        chunk,
+        saved: SavedDtype::F32,
+    };
+    let mut ws = TrainWorkspace::with_shape(model, adapter, shape);
     let mut loss = 0.0;
     for (k, (ids, targets)) in seqs.iter().enumerate() {
         loss += forward_backward(
@@ -66,6 +72,11 @@ fn loss_and_grads(
 }
 
 fn check(spec: &Spec, lora: LoraConfig) {
+    check_chunked(spec, lora, 16);
+}
+
+/// `chunk`: tokens per MLP/projection chunk of the training pass (16 = unchunked here).
+fn check_chunked(spec: &Spec, lora: LoraConfig, chunk: usize) {
     let model = Model::from_file(
         Arc::new(GgufFile::from_bytes(synth::build(spec)).unwrap()),
         2,
@@ -88,7 +99,7 @@ fn check(spec: &Spec, lora: LoraConfig) {
             vec![false, false, false, true, false, true],
         ),
     ];
-    let (_, grads) = loss_and_grads(&model, &adapter, &seqs);
+    let (_, grads) = loss_and_grads(&model, &adapter, &seqs, chunk);
     // Central differences over every parameter.
     let mut analytic = Vec::new();
     let mut numeric = Vec::new();
@@ -111,7 +122,7 @@ fn check(spec: &Spec, lora: LoraConfig) {
                     let v = if which == 0 { &mut p.a[e] } else { &mut p.b[e] };
                     let old = *v;
                     *v = old + delta;
-                    let (l, _) = loss_and_grads(&model, &adapter, &seqs);
+                    let (l, _) = loss_and_grads(&model, &adapter, &seqs, chunk);
                     let p = adapter.pairs_mut().nth(pi).unwrap();
                     if which == 0 {
                         p.a[e] = old
@@ -193,5 +204,20 @@ fn only_the_middle_layer_adapted() {
             targets: vec![Target::K, Target::O, Target::Gate],
             ..LoraConfig::default()
         },
+    );
+}
+
+#[test]
+fn token_chunked_recompute_with_dropout() {
+    // Chunks of 3 tokens over sequences of 10 and 6: chunk edges inside both records.
+    check_chunked(
+        &tiny("qwen2", false),
+        LoraConfig {
+            r: 2,
+            alpha: 4.0,
+            dropout: 0.2,
+            ..LoraConfig::default()
+        },
+        3,
     );
 }

@@ -23,13 +23,13 @@ impl<F> LoraRef<'_, F> {
     }
 }
 
-/// `u (T, r) ← x (T, in) · Aᵀ`, then `y (T, out) += s · u · Bᵀ`.
-pub fn lora_forward<F: Real>(y: &mut [F], u: &mut [F], x: &[F], l: LoraRef<'_, F>) {
-    let (inp, out) = l.dims();
+/// `u (T, r) ← x (T, in) · Aᵀ` (only `l.a` and `l.r` are used).
+pub fn lora_input<F: Real>(u: &mut [F], x: &[F], l: LoraRef<'_, F>) {
+    let inp = l.a.len() / l.r.max(1);
     let t = x.len() / inp.max(1);
     assert!(
-        x.len() == t * inp && y.len() == t * out && u.len() == t * l.r,
-        "lora forward: sizes"
+        x.len() == t * inp && u.len() == t * l.r,
+        "lora input: sizes"
     );
     gemm(
         u,
@@ -41,6 +41,17 @@ pub fn lora_forward<F: Real>(y: &mut [F], u: &mut [F], x: &[F], l: LoraRef<'_, F
         inp,
         false,
     );
+}
+
+/// `u (T, r) ← x (T, in) · Aᵀ`, then `y (T, out) += s · u · Bᵀ`.
+pub fn lora_forward<F: Real>(y: &mut [F], u: &mut [F], x: &[F], l: LoraRef<'_, F>) {
+    let (inp, out) = l.dims();
+    let t = x.len() / inp.max(1);
+    assert!(
+        x.len() == t * inp && y.len() == t * out && u.len() == t * l.r,
+        "lora forward: sizes"
+    );
+    lora_input(u, x, l);
     gemm_scaled(
         y,
         out,

@@ -1,12 +1,15 @@
 //! The training pass over one sequence: forward with per-block activation checkpointing
-//! (only each adapted block's input is kept), the output head and cross-entropy fused and
-//! chunked over target rows (never the whole T × V logits), then the blocks in reverse —
-//! each recomputed from its checkpoint and differentiated — down to the lowest adapted
-//! block. Nothing below it is computed in backward.
+//! (only each adapted block's input is kept, optionally as f16/bf16), the output head and
+//! cross-entropy fused and chunked over target rows (never the whole T × V logits), then
+//! the blocks in reverse — each block's attention half recomputed from its checkpoint, its
+//! MLP and projections recomputed chunk by chunk inside the backward — down to the lowest
+//! adapted block. Nothing below it is computed in backward.
 
-use super::block::{block_backward, block_forward, BackwardScratch, BlockCtx, BlockState, Dropout};
+use super::block::{block_attention, block_forward, BlockCtx, BlockState, ChunkScratch, Dropout};
+use super::block_backward::{block_backward, BackwardScratch};
+use super::config::ModelConfig;
 use super::forward::Model;
-use crate::error::{ModelError, Result};
+use crate::error::{Error, ModelError, Result};
 use crate::kernels::loss::cross_entropy_backward;
 use crate::kernels::num::add_into;
 use crate::kernels::{
@@ -17,18 +20,76 @@ use crate::lora::Adapter;
 /// Rows of logits formed at once by the fused head + loss.
 pub const LOSS_ROWS: usize = 64;
 
-/// Buffers of training passes over sequences of up to `capacity` tokens.
+/// How the per-block checkpoints (saved activations) are stored. `F32` is exact; the
+/// halves are the one lossy memory saving, used only when asked or when a plan needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SavedDtype {
+    F32,
+    F16,
+    BF16,
+}
+
+impl SavedDtype {
+    pub fn bytes(self) -> usize {
+        match self {
+            SavedDtype::F32 => 4,
+            SavedDtype::F16 | SavedDtype::BF16 => 2,
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<SavedDtype> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(SavedDtype::F32),
+            "f16" => Ok(SavedDtype::F16),
+            "bf16" => Ok(SavedDtype::BF16),
+            other => Err(Error::InvalidArgument(format!(
+                "saved-activation type {other:?}: expected f32, f16 or bf16"
+            ))),
+        }
+    }
+}
+
+/// Shape of a training workspace: the longest sequence, the token chunk of the MLP and
+/// projections, and how checkpoints are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkspaceShape {
+    pub capacity: usize,
+    pub chunk: usize,
+    pub saved: SavedDtype,
+}
+
+impl WorkspaceShape {
+    /// Unchunked, exact storage.
+    pub fn plain(capacity: usize) -> Self {
+        WorkspaceShape {
+            capacity,
+            chunk: capacity,
+            saved: SavedDtype::F32,
+        }
+    }
+}
+
+/// One block's saved input.
+#[derive(Debug)]
+enum Saved<F> {
+    Full(Vec<F>),
+    Half(Vec<u16>),
+}
+
+/// Buffers of training passes, sized once.
 #[derive(Debug)]
 pub struct TrainWorkspace<F> {
-    capacity: usize,
-    /// Residual stream (T, C).
+    shape: WorkspaceShape,
+    /// Residual stream and a restored block input, (T, C).
     x: Vec<F>,
-    /// Input of every adapted block (T, C) — the activation checkpoints.
-    checkpoints: Vec<Vec<F>>,
-    /// Keys and values of the block being processed (T, kv_dim).
+    x_in: Vec<F>,
+    /// Input of every adapted block — the activation checkpoints.
+    checkpoints: Vec<Saved<F>>,
+    /// Keys and values of the block being processed, (T, kv_dim).
     k: Vec<F>,
     v: Vec<F>,
     state: BlockState<F>,
+    chunk: ChunkScratch<F>,
     scratch: BackwardScratch<F>,
     /// Final norm output and its reciprocal RMS.
     xf: Vec<F>,
@@ -42,25 +103,67 @@ pub struct TrainWorkspace<F> {
     drows: Vec<F>,
     cos: Vec<F>,
     sin: Vec<F>,
+    positions: Vec<usize>,
+    preds: Vec<(usize, usize)>,
+}
+
+/// Bytes a workspace of this shape holds (what [`TrainWorkspace::new`] allocates).
+pub fn workspace_bytes<F: Real>(
+    cfg: &ModelConfig,
+    adapter: &Adapter<F>,
+    shape: WorkspaceShape,
+) -> usize {
+    let (c, kvd, half) = (cfg.n_embd, cfg.kv_dim(), cfg.rope_dim / 2);
+    let rank = adapter.pairs().map(|p| p.r).max().unwrap_or(0);
+    let dropout = adapter.config.dropout > 0.0;
+    let n_ckpt = cfg.n_layer - adapter.lowest_layer().unwrap_or(cfg.n_layer);
+    let f = std::mem::size_of::<F>();
+    let (t, ch) = (shape.capacity, shape.chunk.min(shape.capacity).max(1));
+    f * t * (2 * c) // x, x_in
+        + n_ckpt * t * c * if shape.saved == SavedDtype::F32 { f } else { 2 }
+        + f * t * 2 * kvd
+        + BlockState::<F>::bytes_for(cfg, t)
+        + ChunkScratch::<F>::bytes_for(cfg, ch, rank, dropout)
+        + BackwardScratch::<F>::bytes_for(cfg, t, ch, rank, dropout)
+        + f * t * (3 * c + 1 + 2 * half)
+        + f * LOSS_ROWS * (2 * c + cfg.n_vocab)
+        + t * (std::mem::size_of::<usize>() + std::mem::size_of::<(usize, usize)>())
 }
 
 impl<F: Real> TrainWorkspace<F> {
-    /// Buffers for `capacity` tokens of `model` training `adapter`.
+    /// Plain buffers for sequences of up to `capacity` tokens of `model` training `adapter`.
     pub fn new(model: &Model, adapter: &Adapter<F>, capacity: usize) -> Self {
+        TrainWorkspace::with_shape(model, adapter, WorkspaceShape::plain(capacity))
+    }
+
+    /// Buffers of the given shape (see `memory::Plan`).
+    pub fn with_shape(model: &Model, adapter: &Adapter<F>, shape: WorkspaceShape) -> Self {
         let cfg = &model.cfg;
         let (c, kvd, half) = (cfg.n_embd, cfg.kv_dim(), cfg.rope_dim / 2);
+        let capacity = shape.capacity.max(1);
+        let chunk = shape.chunk.clamp(1, capacity);
         let rank = adapter.pairs().map(|p| p.r).max().unwrap_or(0);
         let dropout = adapter.config.dropout > 0.0;
         let lowest = adapter.lowest_layer().unwrap_or(cfg.n_layer);
         let z = |n: usize| vec![F::ZERO; n];
+        let saved = |_| match shape.saved {
+            SavedDtype::F32 => Saved::Full(z(capacity * c)),
+            _ => Saved::Half(vec![0u16; capacity * c]),
+        };
         TrainWorkspace {
-            capacity,
+            shape: WorkspaceShape {
+                capacity,
+                chunk,
+                saved: shape.saved,
+            },
             x: z(capacity * c),
-            checkpoints: (lowest..cfg.n_layer).map(|_| z(capacity * c)).collect(),
+            x_in: z(capacity * c),
+            checkpoints: (lowest..cfg.n_layer).map(saved).collect(),
             k: z(capacity * kvd),
             v: z(capacity * kvd),
-            state: BlockState::new(cfg, capacity, rank, dropout),
-            scratch: BackwardScratch::new(cfg, capacity, rank, dropout),
+            state: BlockState::new(cfg, capacity),
+            chunk: ChunkScratch::new(cfg, chunk, rank, dropout),
+            scratch: BackwardScratch::new(cfg, capacity, chunk, rank, dropout),
             xf: z(capacity * c),
             rstd_f: z(capacity),
             dx: z(capacity * c),
@@ -70,11 +173,45 @@ impl<F: Real> TrainWorkspace<F> {
             drows: z(LOSS_ROWS * c),
             cos: z(capacity * half),
             sin: z(capacity * half),
+            positions: Vec::with_capacity(capacity),
+            preds: Vec::with_capacity(capacity),
         }
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.shape.capacity
+    }
+
+    pub fn shape(&self) -> WorkspaceShape {
+        self.shape
+    }
+}
+
+fn save<F: Real>(dst: &mut Saved<F>, x: &[F], dtype: SavedDtype) {
+    match dst {
+        Saved::Full(v) => v[..x.len()].copy_from_slice(x),
+        Saved::Half(v) => {
+            for (d, &s) in v.iter_mut().zip(x) {
+                *d = match dtype {
+                    SavedDtype::BF16 => half::bf16::from_f64(s.to_f64()).to_bits(),
+                    _ => half::f16::from_f64(s.to_f64()).to_bits(),
+                };
+            }
+        }
+    }
+}
+
+fn restore<F: Real>(src: &Saved<F>, x: &mut [F], dtype: SavedDtype) {
+    match src {
+        Saved::Full(v) => x.copy_from_slice(&v[..x.len()]),
+        Saved::Half(v) => {
+            for (d, &s) in x.iter_mut().zip(v) {
+                *d = F::from_f64(match dtype {
+                    SavedDtype::BF16 => half::bf16::from_bits(s).to_f64(),
+                    _ => half::f16::from_bits(s).to_f64(),
+                });
+            }
+        }
     }
 }
 
@@ -96,10 +233,10 @@ pub fn forward_backward<F: Real>(
 ) -> Result<f64> {
     let cfg = &model.cfg;
     let (t, c) = (ids.len(), cfg.n_embd);
-    if t > ws.capacity {
+    if t > ws.shape.capacity {
         return Err(ModelError::ContextOverflow {
             len: t,
-            context: ws.capacity,
+            context: ws.shape.capacity,
         }
         .into());
     }
@@ -119,12 +256,19 @@ pub fn forward_backward<F: Real>(
     for (i, &id) in ids.iter().enumerate() {
         model.weights.embed(id, &mut ws.x[i * c..(i + 1) * c])?;
     }
-    let positions: Vec<usize> = (0..t).collect();
+    ws.positions.clear();
+    ws.positions.extend(0..t);
     rope_table(
         &mut ws.cos[..t * half],
         &mut ws.sin[..t * half],
-        &positions,
+        &ws.positions,
         model.inv_freq(),
+    );
+    ws.preds.clear();
+    ws.preds.extend(
+        (0..t.saturating_sub(1))
+            .filter(|&i| targets.get(i + 1).copied().unwrap_or(false))
+            .map(|i| (i, ids[i + 1] as usize)),
     );
     let p = adapter.config.dropout;
     let dropout = |l: usize| {
@@ -133,13 +277,16 @@ pub fn forward_backward<F: Real>(
             key: dropout_key ^ ((l as u64) << 40),
         })
     };
+    let saved_dtype = ws.shape.saved;
     model.install(|| {
         let TrainWorkspace {
             x,
+            x_in,
             checkpoints,
             k,
             v,
             state,
+            chunk,
             scratch,
             xf,
             rstd_f,
@@ -150,10 +297,12 @@ pub fn forward_backward<F: Real>(
             drows,
             cos,
             sin,
+            preds,
             ..
         } = ws;
-        let (x, dx, dxf, xf) = (
+        let (x, x_in, dx, dxf, xf) = (
             &mut x[..t * c],
+            &mut x_in[..t * c],
             &mut dx[..t * c],
             &mut dxf[..t * c],
             &mut xf[..t * c],
@@ -171,9 +320,9 @@ pub fn forward_backward<F: Real>(
         // Forward, keeping each adapted block's input.
         for l in 0..cfg.n_layer {
             if l >= lowest {
-                checkpoints[l - lowest][..t * c].copy_from_slice(x);
+                save(&mut checkpoints[l - lowest], x, saved_dtype);
             }
-            block_forward(&ctx(l), x, k, v, 0, state, l + 1 == cfg.n_layer);
+            block_forward(&ctx(l), x, k, v, 0, state, chunk, l + 1 == cfg.n_layer);
         }
         rmsnorm_forward(
             xf,
@@ -187,10 +336,6 @@ pub fn forward_backward<F: Real>(
         let head = model.weights.matrix(&model.weights.output);
         let v_n = cfg.n_vocab;
         dxf.fill(F::ZERO);
-        let preds: Vec<(usize, usize)> = (0..t.saturating_sub(1))
-            .filter(|&i| targets.get(i + 1).copied().unwrap_or(false))
-            .map(|i| (i, ids[i + 1] as usize))
-            .collect();
         let mut loss = 0f64;
         for group in preds.chunks(LOSS_ROWS) {
             let n = group.len();
@@ -212,14 +357,16 @@ pub fn forward_backward<F: Real>(
         dx.fill(F::ZERO);
         rmsnorm_backward(dx, dxf, x, &model.weights.output_norm, &rstd_f[..t]);
 
-        // Blocks in reverse; the top block's activations are still in `state`.
+        // Blocks in reverse. The top block's attention state is still in `state`; every
+        // other block's attention half is recomputed from its checkpoint (the MLP is
+        // recomputed chunk by chunk inside block_backward).
+        let kvd = cfg.kv_dim();
         for l in (lowest..cfg.n_layer).rev() {
-            let x_in = &checkpoints[l - lowest][..t * c];
+            restore(&checkpoints[l - lowest], x_in, saved_dtype);
             if l + 1 != cfg.n_layer {
                 x.copy_from_slice(x_in);
-                block_forward(&ctx(l), x, k, v, 0, state, true);
+                block_attention(&ctx(l), x, k, v, 0, state, chunk, true);
             }
-            let kvd = cfg.kv_dim();
             block_backward(
                 &ctx(l),
                 Some(&mut grads.layers[l]),
@@ -228,6 +375,7 @@ pub fn forward_backward<F: Real>(
                 &k[..t * kvd],
                 &v[..t * kvd],
                 state,
+                chunk,
                 scratch,
                 l > lowest,
             );

@@ -7,22 +7,25 @@
 //! out = x_mid + h·Wdᵀ + LoRA
 //! ```
 //!
-//! [`block_forward`] leaves every intermediate the backward pass needs in a [`BlockState`];
-//! [`block_backward`] walks the same steps in reverse (read the two side by side), adding
-//! into the adapter gradients and turning d(out) into d(x). W0 never gets a gradient.
+//! Memory grows with a token *chunk*, not with T, wherever it can: the projections, norms
+//! and the MLP run chunk by chunk; only the attention state — x_mid, q, att and the
+//! log-sum-exp (k and v live in the caller's cache or buffer) — covers all T tokens. The
+//! backward pass (`block_backward.rs`, read side by side with this file) recomputes each
+//! chunk's norms, MLP activations and LoRA inputs from x_in and x_mid. W0 never gets a
+//! gradient.
 
 use super::config::ModelConfig;
 use super::weights::{LayerWeights, MatrixRef, Weights};
 use crate::kernels::num::{add_into, Real};
 use crate::kernels::{
-    attention_backward, attention_forward, lora_backward, lora_forward, matmul_backward_input,
-    matmul_forward, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward,
-    swiglu_backward, swiglu_forward, AttnShape,
+    attention_forward, lora_forward, matmul_forward, rmsnorm_forward, rope_forward, swiglu_forward,
+    AttnShape, LoraRef,
 };
 use crate::lora::{LayerAdapter, LoraPair, Target};
 
-/// Inverted dropout on the LoRA input path, with masks derived from a key and the element
-/// index, so the backward pass regenerates exactly the forward's mask without storing it.
+/// Inverted dropout on the LoRA input path, with masks derived from a key and the element's
+/// index in the whole (T, in) input, so the backward pass regenerates exactly the forward's
+/// mask, chunk by chunk, without storing it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Dropout {
     pub p: f32,
@@ -39,16 +42,13 @@ impl Dropout {
         ((z >> 40) as f32 / (1u64 << 24) as f32) >= p
     }
 
-    fn target_key(&self, t: Target) -> u64 {
-        self.key ^ ((t.index() as u64 + 1) << 56)
-    }
-
-    /// `out = mask ⊙ x / (1 − p)` (also the gradient's own form).
-    fn apply<F: Real>(&self, t: Target, x: &[F], out: &mut [F]) {
-        let key = self.target_key(t);
+    /// `out = mask ⊙ x / (1 − p)` for target `t`, where `x` starts at element `offset` of the
+    /// whole input (also the gradient's own form).
+    pub(crate) fn apply<F: Real>(&self, t: Target, x: &[F], out: &mut [F], offset: usize) {
+        let key = self.key ^ ((t.index() as u64 + 1) << 56);
         let s = F::from_f64(1.0 / (1.0 - self.p as f64));
         for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-            *o = if Dropout::keep(key, i, self.p) {
+            *o = if Dropout::keep(key, offset + i, self.p) {
                 v * s
             } else {
                 F::ZERO
@@ -70,25 +70,34 @@ pub struct BlockCtx<'a, F> {
 }
 
 impl<F: Real> BlockCtx<'_, F> {
-    fn lw(&self) -> &LayerWeights {
+    pub(crate) fn lw(&self) -> &LayerWeights {
         &self.weights.layers[self.layer]
     }
 
-    fn pair(&self, t: Target) -> Option<&LoraPair<F>> {
+    pub(crate) fn pair(&self, t: Target) -> Option<&LoraPair<F>> {
         self.lora.and_then(|l| l[t.index()].as_ref())
     }
 
-    fn shape(&self) -> AttnShape {
+    pub(crate) fn shape(&self) -> AttnShape {
         AttnShape {
             n_head: self.cfg.n_head,
             n_head_kv: self.cfg.n_head_kv,
             head_dim: self.cfg.head_dim,
         }
     }
+
+    /// RoPE rows of tokens `r0 .. r1`.
+    pub(crate) fn rope_rows(&self, r0: usize, r1: usize) -> (&[F], &[F]) {
+        let half = self.cfg.rope_dim / 2;
+        (
+            &self.cos[r0 * half..r1 * half],
+            &self.sin[r0 * half..r1 * half],
+        )
+    }
 }
 
 /// The base matrix of a target.
-fn base(lw: &LayerWeights, t: Target) -> &MatrixRef {
+pub(crate) fn base(lw: &LayerWeights, t: Target) -> &MatrixRef {
     match t {
         Target::Q => &lw.wq,
         Target::K => &lw.wk,
@@ -100,66 +109,35 @@ fn base(lw: &LayerWeights, t: Target) -> &MatrixRef {
     }
 }
 
-/// Intermediates of one block for up to `capacity` tokens.
+/// The attention state of one block over all T tokens (what the backward pass keeps).
 #[derive(Debug)]
 pub struct BlockState<F> {
     capacity: usize,
-    pub(crate) xn1: Vec<F>,
-    pub(crate) rstd1: Vec<F>,
-    /// Queries after bias and RoPE.
-    pub(crate) q: Vec<F>,
-    pub(crate) att: Vec<F>,
-    pub(crate) lse: Vec<F>,
+    /// Residual after attention, (T, C).
     pub(crate) x_mid: Vec<F>,
-    pub(crate) xn2: Vec<F>,
-    pub(crate) rstd2: Vec<F>,
-    pub(crate) gate: Vec<F>,
-    pub(crate) up: Vec<F>,
-    pub(crate) h: Vec<F>,
-    pub(crate) proj: Vec<F>,
-    /// `u = dropout(x)·Aᵀ` per target, (T, r).
-    pub(crate) lora_u: [Vec<F>; 7],
-    /// Dropped-out LoRA input, (T, widest input).
-    pub(crate) dropped: Vec<F>,
+    /// Queries after bias and RoPE, (T, q_dim).
+    pub(crate) q: Vec<F>,
+    /// Attention output, (T, q_dim).
+    pub(crate) att: Vec<F>,
+    /// Log-sum-exp of each query row and head, (T, n_head).
+    pub(crate) lse: Vec<F>,
 }
 
 impl<F: Real> BlockState<F> {
-    pub fn new(cfg: &ModelConfig, capacity: usize, max_rank: usize, dropout: bool) -> Self {
-        let (c, qd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.n_ff);
+    pub fn new(cfg: &ModelConfig, capacity: usize) -> Self {
         let z = |n: usize| vec![F::ZERO; capacity * n];
-        let widest = c.max(qd).max(ff);
         BlockState {
             capacity,
-            xn1: z(c),
-            rstd1: z(1),
-            q: z(qd),
-            att: z(qd),
+            x_mid: z(cfg.n_embd),
+            q: z(cfg.q_dim()),
+            att: z(cfg.q_dim()),
             lse: z(cfg.n_head),
-            x_mid: z(c),
-            xn2: z(c),
-            rstd2: z(1),
-            gate: z(ff),
-            up: z(ff),
-            h: z(ff),
-            proj: z(c.max(qd)),
-            lora_u: std::array::from_fn(|_| z(max_rank)),
-            dropped: if dropout { z(widest) } else { Vec::new() },
         }
     }
 
     /// Bytes held for `capacity` tokens.
-    pub fn bytes_for(cfg: &ModelConfig, capacity: usize, max_rank: usize, dropout: bool) -> usize {
-        let (c, qd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.n_ff);
-        let widest = c.max(qd).max(ff);
-        let per_token = 3 * c
-            + 2
-            + 2 * qd
-            + cfg.n_head
-            + 3 * ff
-            + c.max(qd)
-            + 7 * max_rank
-            + if dropout { widest } else { 0 };
-        std::mem::size_of::<F>() * capacity * per_token
+    pub fn bytes_for(cfg: &ModelConfig, capacity: usize) -> usize {
+        std::mem::size_of::<F>() * capacity * (cfg.n_embd + 2 * cfg.q_dim() + cfg.n_head)
     }
 
     pub fn capacity(&self) -> usize {
@@ -167,24 +145,106 @@ impl<F: Real> BlockState<F> {
     }
 }
 
-/// `y ← x·W0ᵀ + s·(dropout(x)·Aᵀ)·Bᵀ` for target `t` (bias not included).
-fn linear_forward<F: Real>(
+/// Per-chunk workspace of the forward pass (and the backward pass's recompute).
+#[derive(Debug)]
+pub struct ChunkScratch<F> {
+    rows: usize,
+    pub(crate) xn: Vec<F>,
+    pub(crate) rstd: Vec<F>,
+    pub(crate) gate: Vec<F>,
+    pub(crate) up: Vec<F>,
+    pub(crate) h: Vec<F>,
+    pub(crate) proj: Vec<F>,
+    /// `u = dropout(x)·Aᵀ` per target, (rows, r).
+    pub(crate) lora_u: [Vec<F>; 7],
+    /// Dropped-out LoRA input, (rows, widest input).
+    pub(crate) dropped: Vec<F>,
+}
+
+impl<F: Real> ChunkScratch<F> {
+    pub fn new(cfg: &ModelConfig, rows: usize, max_rank: usize, dropout: bool) -> Self {
+        let (c, qd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.n_ff);
+        let z = |n: usize| vec![F::ZERO; rows * n];
+        ChunkScratch {
+            rows,
+            xn: z(c),
+            rstd: z(1),
+            gate: z(ff),
+            up: z(ff),
+            h: z(ff),
+            proj: z(c.max(qd)),
+            lora_u: std::array::from_fn(|_| z(max_rank)),
+            dropped: if dropout {
+                z(c.max(qd).max(ff))
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Bytes held for `rows` tokens.
+    pub fn bytes_for(cfg: &ModelConfig, rows: usize, max_rank: usize, dropout: bool) -> usize {
+        let (c, qd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.n_ff);
+        let per =
+            c + 1 + 3 * ff + c.max(qd) + 7 * max_rank + if dropout { c.max(qd).max(ff) } else { 0 };
+        std::mem::size_of::<F>() * rows * per
+    }
+
+    /// Tokens per chunk.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+/// `u (rows, r) ← dropout(x)·Aᵀ` for target `t` on the chunk starting at token `r0`.
+pub(crate) fn lora_input<F: Real>(
+    ctx: &BlockCtx<'_, F>,
+    t: Target,
+    x: &[F],
+    r0: usize,
+    u: &mut [F],
+    dropped: &mut [F],
+) -> Option<()> {
+    let p = ctx.pair(t)?;
+    let inp = p.in_dim;
+    let rows = x.len() / inp;
+    let u = &mut u[..rows * p.r];
+    let a_only = LoraRef {
+        a: &p.a,
+        b: &[],
+        r: p.r,
+        scale: F::ZERO,
+    };
+    match ctx.dropout {
+        Some(d) => {
+            let xd = &mut dropped[..x.len()];
+            d.apply(t, x, xd, r0 * inp);
+            crate::kernels::lora::lora_input(u, xd, a_only);
+        }
+        None => crate::kernels::lora::lora_input(u, x, a_only),
+    }
+    Some(())
+}
+
+/// `y ← x·W0ᵀ + s·(dropout(x)·Aᵀ)·Bᵀ` for target `t` on the chunk starting at token `r0`
+/// (bias not included); keeps `u`.
+pub(crate) fn linear_forward<F: Real>(
     ctx: &BlockCtx<'_, F>,
     t: Target,
     y: &mut [F],
     x: &[F],
+    r0: usize,
     u: &mut [F],
     dropped: &mut [F],
 ) {
-    let m = base(ctx.lw(), t);
-    matmul_forward(y, x, &ctx.weights.matrix(m));
+    matmul_forward(y, x, &ctx.weights.matrix(base(ctx.lw(), t)));
     if let Some(p) = ctx.pair(t) {
-        let rows = x.len() / m.cols;
+        let rows = x.len() / p.in_dim;
         let u = &mut u[..rows * p.r];
         match ctx.dropout {
             Some(d) => {
                 let xd = &mut dropped[..x.len()];
-                d.apply(t, x, xd);
+                d.apply(t, x, xd, r0 * p.in_dim);
                 lora_forward(y, u, xd, p.view());
             }
             None => lora_forward(y, u, x, p.view()),
@@ -192,50 +252,7 @@ fn linear_forward<F: Real>(
     }
 }
 
-/// Gradient of [`linear_forward`]: adds `dy·W0` (when `dx` is given) and the LoRA part into
-/// `dx`, and the adapter gradients into `grad`.
-#[allow(clippy::too_many_arguments)]
-fn linear_backward<F: Real>(
-    ctx: &BlockCtx<'_, F>,
-    t: Target,
-    mut dx: Option<&mut [F]>,
-    grad: Option<&mut LoraPair<F>>,
-    dy: &[F],
-    x: &[F],
-    u: &[F],
-    scratch: &mut LoraScratch<F>,
-) {
-    let m = base(ctx.lw(), t);
-    if let Some(dx) = dx.as_deref_mut() {
-        matmul_backward_input(dx, dy, &ctx.weights.matrix(m));
-    }
-    let (Some(p), Some(g)) = (ctx.pair(t), grad) else {
-        return;
-    };
-    let rows = x.len() / m.cols;
-    let (u, du) = (&u[..rows * p.r], &mut scratch.du[..rows * p.r]);
-    match ctx.dropout {
-        Some(d) => {
-            let xd = &mut scratch.dropped[..x.len()];
-            d.apply(t, x, xd);
-            match dx {
-                Some(dx) => {
-                    let dxl = &mut scratch.lora_dx[..x.len()];
-                    dxl.fill(F::ZERO);
-                    lora_backward(Some(&mut *dxl), &mut g.a, &mut g.b, du, dy, xd, u, p.view());
-                    // The mask is the same linear map on the way back.
-                    let masked = &mut scratch.dropped[..x.len()];
-                    d.apply(t, dxl, masked);
-                    add_into(dx, masked);
-                }
-                None => lora_backward(None, &mut g.a, &mut g.b, du, dy, xd, u, p.view()),
-            }
-        }
-        None => lora_backward(dx, &mut g.a, &mut g.b, du, dy, x, u, p.view()),
-    }
-}
-
-fn add_bias<F: Real>(y: &mut [F], bias: Option<&[f32]>) {
+pub(crate) fn add_bias<F: Real>(y: &mut [F], bias: Option<&[f32]>) {
     if let Some(b) = bias {
         for row in y.chunks_exact_mut(b.len()) {
             for (v, &bb) in row.iter_mut().zip(b) {
@@ -245,37 +262,110 @@ fn add_bias<F: Real>(y: &mut [F], bias: Option<&[f32]>) {
     }
 }
 
-/// Runs the block on `x` (T, C) in place, for positions `pos0 .. pos0+T`. Keys and values
-/// of those positions are written to rows `pos0 ..` of `kc`/`vc` (a cache, or a training
-/// buffer), and attention reads rows `0 .. pos0+T`. With `keep_lse`, the attention
+/// The attention half of the block on `x` (T, C), in place: `x ← x_mid`, also kept in
+/// `st`. Keys and values of positions `pos0 ..` go to rows `pos0 ..` of `kc`/`vc` (a cache,
+/// or a training buffer), and attention reads rows `0 .. pos0+T`. With `keep_lse`, the
 /// log-sum-exp is kept for the backward pass.
-pub fn block_forward<F: Real>(
+#[allow(clippy::too_many_arguments)]
+pub fn block_attention<F: Real>(
     ctx: &BlockCtx<'_, F>,
     x: &mut [F],
     kc: &mut [F],
     vc: &mut [F],
     pos0: usize,
     st: &mut BlockState<F>,
+    ch: &mut ChunkScratch<F>,
     keep_lse: bool,
 ) {
     let cfg = ctx.cfg;
     let lw = ctx.lw();
-    let (c, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+    let (c, qd, kvd) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim());
     let t = x.len() / c;
     assert!(
         t <= st.capacity,
         "block: {t} tokens exceed the state capacity {}",
         st.capacity
     );
-    let BlockState {
-        xn1,
-        rstd1,
-        q,
-        att,
+    let ChunkScratch {
+        rows,
+        xn,
+        rstd,
+        proj,
+        lora_u,
+        dropped,
+        ..
+    } = ch;
+    let rows = *rows;
+    let [u_q, u_k, u_v, u_o, ..] = lora_u;
+    for r0 in (0..t).step_by(rows) {
+        let r1 = (r0 + rows).min(t);
+        let n = r1 - r0;
+        let (cos, sin) = ctx.rope_rows(r0, r1);
+        let xn = &mut xn[..n * c];
+        rmsnorm_forward(
+            xn,
+            &mut rstd[..n],
+            &x[r0 * c..r1 * c],
+            &lw.attn_norm,
+            cfg.rms_eps,
+        );
+        let q = &mut st.q[r0 * qd..r1 * qd];
+        linear_forward(ctx, Target::Q, q, xn, r0, u_q, dropped);
+        add_bias(q, lw.bq.as_deref());
+        rope_forward(q, cfg.n_head, cfg.head_dim, cos, sin, cfg.rope_style);
+        let k = &mut kc[(pos0 + r0) * kvd..(pos0 + r1) * kvd];
+        linear_forward(ctx, Target::K, k, xn, r0, u_k, dropped);
+        add_bias(k, lw.bk.as_deref());
+        rope_forward(k, cfg.n_head_kv, cfg.head_dim, cos, sin, cfg.rope_style);
+        let v = &mut vc[(pos0 + r0) * kvd..(pos0 + r1) * kvd];
+        linear_forward(ctx, Target::V, v, xn, r0, u_v, dropped);
+        add_bias(v, lw.bv.as_deref());
+    }
+    let n_kv = (pos0 + t) * kvd;
+    let lse = if keep_lse {
+        Some(&mut st.lse[..t * cfg.n_head])
+    } else {
+        None
+    };
+    attention_forward(
+        &mut st.att[..t * qd],
         lse,
-        x_mid,
-        xn2,
-        rstd2,
+        &st.q[..t * qd],
+        &kc[..n_kv],
+        &vc[..n_kv],
+        pos0,
+        ctx.shape(),
+    );
+    for r0 in (0..t).step_by(rows) {
+        let r1 = (r0 + rows).min(t);
+        let proj = &mut proj[..(r1 - r0) * c];
+        linear_forward(
+            ctx,
+            Target::O,
+            proj,
+            &st.att[r0 * qd..r1 * qd],
+            r0,
+            u_o,
+            dropped,
+        );
+        add_into(&mut x[r0 * c..r1 * c], proj);
+    }
+    st.x_mid[..t * c].copy_from_slice(x);
+}
+
+/// The MLP half on one chunk of rows (`x` holds x_mid of tokens `r0 ..`, in place → out).
+pub(crate) fn mlp_chunk<F: Real>(
+    ctx: &BlockCtx<'_, F>,
+    x: &mut [F],
+    r0: usize,
+    ch: &mut ChunkScratch<F>,
+) {
+    let cfg = ctx.cfg;
+    let (c, ff) = (cfg.n_embd, cfg.n_ff);
+    let n = x.len() / c;
+    let ChunkScratch {
+        xn,
+        rstd,
         gate,
         up,
         h,
@@ -283,302 +373,39 @@ pub fn block_forward<F: Real>(
         lora_u,
         dropped,
         ..
-    } = st;
-    let [u_q, u_k, u_v, u_o, u_g, u_u, u_d] = lora_u;
-    let (xn1, q, att, x_mid, xn2) = (
-        &mut xn1[..t * c],
-        &mut q[..t * qd],
-        &mut att[..t * qd],
-        &mut x_mid[..t * c],
-        &mut xn2[..t * c],
+    } = ch;
+    let [.., u_g, u_u, u_d] = lora_u;
+    let (xn, gate, up, h, proj) = (
+        &mut xn[..n * c],
+        &mut gate[..n * ff],
+        &mut up[..n * ff],
+        &mut h[..n * ff],
+        &mut proj[..n * c],
     );
-    let (gate, up, h, proj) = (
-        &mut gate[..t * ff],
-        &mut up[..t * ff],
-        &mut h[..t * ff],
-        &mut proj[..t * c],
-    );
-
-    rmsnorm_forward(xn1, &mut rstd1[..t], x, &lw.attn_norm, cfg.rms_eps);
-    linear_forward(ctx, Target::Q, q, xn1, u_q, dropped);
-    add_bias(q, lw.bq.as_deref());
-    rope_forward(
-        q,
-        cfg.n_head,
-        cfg.head_dim,
-        ctx.cos,
-        ctx.sin,
-        cfg.rope_style,
-    );
-    let k = &mut kc[pos0 * kvd..(pos0 + t) * kvd];
-    linear_forward(ctx, Target::K, k, xn1, u_k, dropped);
-    add_bias(k, lw.bk.as_deref());
-    rope_forward(
-        k,
-        cfg.n_head_kv,
-        cfg.head_dim,
-        ctx.cos,
-        ctx.sin,
-        cfg.rope_style,
-    );
-    let v = &mut vc[pos0 * kvd..(pos0 + t) * kvd];
-    linear_forward(ctx, Target::V, v, xn1, u_v, dropped);
-    add_bias(v, lw.bv.as_deref());
-    let n_kv = (pos0 + t) * kvd;
-    let lse = if keep_lse {
-        Some(&mut lse[..t * cfg.n_head])
-    } else {
-        None
-    };
-    attention_forward(att, lse, q, &kc[..n_kv], &vc[..n_kv], pos0, ctx.shape());
-    linear_forward(ctx, Target::O, proj, att, u_o, dropped);
-    add_into(x, proj);
-    x_mid.copy_from_slice(x);
-
-    rmsnorm_forward(xn2, &mut rstd2[..t], x, &lw.ffn_norm, cfg.rms_eps);
-    linear_forward(ctx, Target::Gate, gate, xn2, u_g, dropped);
-    linear_forward(ctx, Target::Up, up, xn2, u_u, dropped);
+    rmsnorm_forward(xn, &mut rstd[..n], x, &ctx.lw().ffn_norm, cfg.rms_eps);
+    linear_forward(ctx, Target::Gate, gate, xn, r0, u_g, dropped);
+    linear_forward(ctx, Target::Up, up, xn, r0, u_u, dropped);
     swiglu_forward(h, gate, up);
-    linear_forward(ctx, Target::Down, proj, h, u_d, dropped);
+    linear_forward(ctx, Target::Down, proj, h, r0, u_d, dropped);
     add_into(x, proj);
 }
 
-/// Scratch of one target's LoRA backward, (T, r) and (T, widest input).
-#[derive(Debug)]
-pub struct LoraScratch<F> {
-    du: Vec<F>,
-    dropped: Vec<F>,
-    lora_dx: Vec<F>,
-}
-
-/// Gradient buffers one block's backward pass works in, for up to `capacity` tokens.
-#[derive(Debug)]
-pub struct BackwardScratch<F> {
-    dxn: Vec<F>,
-    datt: Vec<F>,
-    dq: Vec<F>,
-    dk: Vec<F>,
-    dv: Vec<F>,
-    delta: Vec<F>,
-    dh: Vec<F>,
-    dgate: Vec<F>,
-    dup: Vec<F>,
-    lora: LoraScratch<F>,
-}
-
-impl<F: Real> BackwardScratch<F> {
-    pub fn new(cfg: &ModelConfig, capacity: usize, max_rank: usize, dropout: bool) -> Self {
-        let (c, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
-        let z = |n: usize| vec![F::ZERO; capacity * n];
-        let widest = c.max(qd).max(ff);
-        BackwardScratch {
-            dxn: z(c),
-            datt: z(qd),
-            dq: z(qd),
-            dk: z(kvd),
-            dv: z(kvd),
-            delta: z(cfg.n_head),
-            dh: z(ff),
-            dgate: z(ff),
-            dup: z(ff),
-            lora: LoraScratch {
-                du: z(max_rank),
-                dropped: if dropout { z(widest) } else { Vec::new() },
-                lora_dx: if dropout { z(widest) } else { Vec::new() },
-            },
-        }
-    }
-
-    /// Bytes held for `capacity` tokens.
-    pub fn bytes_for(cfg: &ModelConfig, capacity: usize, max_rank: usize, dropout: bool) -> usize {
-        let (c, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
-        let widest = c.max(qd).max(ff);
-        let per_token = c
-            + 2 * qd
-            + 2 * kvd
-            + cfg.n_head
-            + 3 * ff
-            + max_rank
-            + if dropout { 2 * widest } else { 0 };
-        std::mem::size_of::<F>() * capacity * per_token
-    }
-}
-
-/// Backward through the block whose forward (from input `x_in`, at positions `0 .. T`)
-/// left `st` and the keys/values `k`, `v` (T, kv_dim). On entry `dx` holds d(out); on
-/// return d(x_in) — unless `need_dx` is false (the lowest adapted block), when the input
-/// gradient is skipped and `dx` is left partial. Adapter gradients are added into `grads`.
+/// The whole block on `x` (T, C) in place (see [`block_attention`] for the cache).
 #[allow(clippy::too_many_arguments)]
-pub fn block_backward<F: Real>(
+pub fn block_forward<F: Real>(
     ctx: &BlockCtx<'_, F>,
-    grads: Option<&mut LayerAdapter<F>>,
-    dx: &mut [F],
-    x_in: &[F],
-    k: &[F],
-    v: &[F],
-    st: &BlockState<F>,
-    sc: &mut BackwardScratch<F>,
-    need_dx: bool,
+    x: &mut [F],
+    kc: &mut [F],
+    vc: &mut [F],
+    pos0: usize,
+    st: &mut BlockState<F>,
+    ch: &mut ChunkScratch<F>,
+    keep_lse: bool,
 ) {
-    let cfg = ctx.cfg;
-    let lw = ctx.lw();
-    let (c, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
-    let t = x_in.len() / c;
-    let [gq, gk, gv, go, gg, gu, gd] = match grads {
-        Some([a, b, c2, d, e, f, h]) => [
-            a.as_mut(),
-            b.as_mut(),
-            c2.as_mut(),
-            d.as_mut(),
-            e.as_mut(),
-            f.as_mut(),
-            h.as_mut(),
-        ],
-        None => Default::default(),
-    };
-    let u = |tg: Target| &st.lora_u[tg.index()][..];
-    let BackwardScratch {
-        dxn,
-        datt,
-        dq,
-        dk,
-        dv,
-        delta,
-        dh,
-        dgate,
-        dup,
-        lora,
-    } = sc;
-    let (dxn, datt, dq, dk, dv) = (
-        &mut dxn[..t * c],
-        &mut datt[..t * qd],
-        &mut dq[..t * qd],
-        &mut dk[..t * kvd],
-        &mut dv[..t * kvd],
-    );
-    let (dh, dgate, dup) = (&mut dh[..t * ff], &mut dgate[..t * ff], &mut dup[..t * ff]);
-
-    // out = x_mid + down(h): d(x_mid) starts as dx; d(h) from the down projection.
-    dh.fill(F::ZERO);
-    linear_backward(
-        ctx,
-        Target::Down,
-        Some(&mut *dh),
-        gd,
-        dx,
-        &st.h[..t * ff],
-        u(Target::Down),
-        lora,
-    );
-    dgate.fill(F::ZERO);
-    dup.fill(F::ZERO);
-    swiglu_backward(dgate, dup, dh, &st.gate[..t * ff], &st.up[..t * ff]);
-    dxn.fill(F::ZERO);
-    let xn2 = &st.xn2[..t * c];
-    linear_backward(
-        ctx,
-        Target::Gate,
-        Some(&mut *dxn),
-        gg,
-        dgate,
-        xn2,
-        u(Target::Gate),
-        lora,
-    );
-    linear_backward(
-        ctx,
-        Target::Up,
-        Some(&mut *dxn),
-        gu,
-        dup,
-        xn2,
-        u(Target::Up),
-        lora,
-    );
-    rmsnorm_backward(dx, dxn, &st.x_mid[..t * c], &lw.ffn_norm, &st.rstd2[..t]);
-
-    // x_mid = x_in + o(att): d(att) from the output projection of d(x_mid).
-    datt.fill(F::ZERO);
-    let att = &st.att[..t * qd];
-    linear_backward(
-        ctx,
-        Target::O,
-        Some(&mut *datt),
-        go,
-        dx,
-        att,
-        u(Target::O),
-        lora,
-    );
-    dq.fill(F::ZERO);
-    dk.fill(F::ZERO);
-    dv.fill(F::ZERO);
-    let lse = &st.lse[..t * cfg.n_head];
-    attention_backward(
-        dq,
-        dk,
-        dv,
-        &mut delta[..t * cfg.n_head],
-        datt,
-        &st.q[..t * qd],
-        k,
-        v,
-        att,
-        lse,
-        ctx.shape(),
-    );
-    rope_backward(
-        dq,
-        cfg.n_head,
-        cfg.head_dim,
-        ctx.cos,
-        ctx.sin,
-        cfg.rope_style,
-    );
-    rope_backward(
-        dk,
-        cfg.n_head_kv,
-        cfg.head_dim,
-        ctx.cos,
-        ctx.sin,
-        cfg.rope_style,
-    );
-
-    // q, k, v = projections of xn1 = rmsnorm(x_in).
-    let xn1 = &st.xn1[..t * c];
-    dxn.fill(F::ZERO);
-    let mut dxn = need_dx.then_some(dxn);
-    linear_backward(
-        ctx,
-        Target::Q,
-        dxn.as_deref_mut(),
-        gq,
-        dq,
-        xn1,
-        u(Target::Q),
-        lora,
-    );
-    linear_backward(
-        ctx,
-        Target::K,
-        dxn.as_deref_mut(),
-        gk,
-        dk,
-        xn1,
-        u(Target::K),
-        lora,
-    );
-    linear_backward(
-        ctx,
-        Target::V,
-        dxn.as_deref_mut(),
-        gv,
-        dv,
-        xn1,
-        u(Target::V),
-        lora,
-    );
-    if let Some(dxn) = dxn {
-        rmsnorm_backward(dx, dxn, x_in, &lw.attn_norm, &st.rstd1[..t]);
+    block_attention(ctx, x, kc, vc, pos0, st, ch, keep_lse);
+    let c = ctx.cfg.n_embd;
+    let rows = ch.rows();
+    for (i, xc) in x.chunks_mut(rows * c).enumerate() {
+        mlp_chunk(ctx, xc, i * rows, ch);
     }
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::block::{block_forward, BlockCtx, BlockState};
+use super::block::{block_forward, BlockCtx, BlockState, ChunkScratch};
 use super::config::ModelConfig;
 use super::weights::Weights;
 use crate::error::{Error, ModelError, Result};
@@ -157,6 +157,7 @@ impl Model {
                 cos,
                 sin,
                 state,
+                chunk,
                 ..
             } = act;
             let x = &mut x[..t * c];
@@ -171,7 +172,7 @@ impl Model {
                     sin: &sin[..t * half],
                 };
                 let (kc, vc) = cache.layer_mut(l);
-                block_forward(&ctx, x, kc, vc, pos0, state, false);
+                block_forward(&ctx, x, kc, vc, pos0, state, chunk, false);
             }
             rmsnorm_forward(
                 &mut xn[..t * c],
@@ -279,7 +280,12 @@ pub struct Activations {
     cos: Vec<f32>,
     sin: Vec<f32>,
     state: BlockState<f32>,
+    chunk: ChunkScratch<f32>,
 }
+
+/// Tokens per MLP/projection chunk in inference: memory stays at this many rows of the
+/// feed-forward width however long the prompt.
+pub const INFERENCE_CHUNK: usize = 256;
 
 impl Activations {
     /// Buffers for `capacity` tokens of model `cfg`, with room for adapters up to
@@ -297,7 +303,8 @@ impl Activations {
             rstd: z(1),
             cos: z(half),
             sin: z(half),
-            state: BlockState::new(cfg, capacity, max_rank, false),
+            state: BlockState::new(cfg, capacity),
+            chunk: ChunkScratch::new(cfg, capacity.clamp(1, INFERENCE_CHUNK), max_rank, false),
         }
     }
 
@@ -318,7 +325,13 @@ impl Activations {
     /// Bytes held for `capacity` tokens.
     pub fn bytes_for(cfg: &ModelConfig, capacity: usize, max_rank: usize) -> usize {
         4 * capacity * (2 * cfg.n_embd + 1 + cfg.rope_dim)
-            + BlockState::<f32>::bytes_for(cfg, capacity, max_rank, false)
+            + BlockState::<f32>::bytes_for(cfg, capacity)
+            + ChunkScratch::<f32>::bytes_for(
+                cfg,
+                capacity.clamp(1, INFERENCE_CHUNK),
+                max_rank,
+                false,
+            )
     }
 
     /// Tokens per forward call.

@@ -4,6 +4,7 @@
 
 pub mod backward;
 pub mod block;
+pub mod block_backward;
 pub mod config;
 pub mod forward;
 pub mod weights;

@@ -8,7 +8,7 @@ use super::schedule::Schedule;
 use crate::data::TokenRecord;
 use crate::error::{Error, Result};
 use crate::lora::Adapter;
-use crate::model::backward::{forward_backward, TrainWorkspace};
+use crate::model::backward::{forward_backward, TrainWorkspace, WorkspaceShape};
 use crate::model::Model;
 
 /// Optimizer and schedule settings of a run.
@@ -69,12 +69,24 @@ pub struct Trainer<'m> {
 }
 
 impl<'m> Trainer<'m> {
-    /// A trainer for sequences of up to `max_len` tokens.
+    /// A trainer for sequences of up to `max_len` tokens, with plain (unchunked, exact)
+    /// buffers.
     pub fn new(
         model: &'m Model,
         adapter: Adapter,
         cfg: TrainConfig,
         max_len: usize,
+    ) -> Result<Trainer<'m>> {
+        Trainer::with_shape(model, adapter, cfg, WorkspaceShape::plain(max_len.max(1)))
+    }
+
+    /// A trainer whose buffers have the given shape (chunking and checkpoint storage, as a
+    /// memory plan chose them).
+    pub fn with_shape(
+        model: &'m Model,
+        adapter: Adapter,
+        cfg: TrainConfig,
+        shape: WorkspaceShape,
     ) -> Result<Trainer<'m>> {
         adapter.check_fits(&model.cfg)?;
         if !(cfg.lr.is_finite() && cfg.lr >= 0.0) {
@@ -89,7 +101,7 @@ impl<'m> Trainer<'m> {
                 cfg.clip
             )));
         }
-        let ws = TrainWorkspace::new(model, &adapter, max_len.max(1));
+        let ws = TrainWorkspace::with_shape(model, &adapter, shape);
         let grads = adapter.zeros_like();
         let opt = AdamW::new(cfg.adamw, &adapter);
         Ok(Trainer {
