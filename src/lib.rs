@@ -14,6 +14,9 @@
 //! - [`tokenizer`]: the model's tokenizer from GGUF metadata (SentencePiece and byte-level
 //!   BPE), streaming decoding, chat templates.
 //! - [`data`]: token records (JSONL); [`eval`]: per-record and mean cross-entropy.
+//! - [`lora`]: LoRA configuration and adapters; PEFT and llama.cpp GGUF adapter files;
+//!   several adapters at once; merging into (and out of) the base file.
+//! - [`train`]: AdamW, schedules, record order, the trainer.
 //! - `cli` (feature `cli`): the `pocketlora` command line.
 
 #![deny(unsafe_op_in_unsafe_fn)]

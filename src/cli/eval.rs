@@ -19,9 +19,10 @@ pub struct EvalArgs {
     /// JSONL records {"ids": [...], "mask": [...]}; mask[i] = 1 scores token i.
     #[arg(long)]
     data: PathBuf,
-    /// Apply this LoRA adapter (PEFT directory).
+    /// Apply a LoRA adapter: PEFT directory or llama.cpp GGUF adapter, optionally
+    /// PATH:WEIGHT; repeat to apply the weighted sum of several.
     #[arg(long)]
-    adapter: Option<PathBuf>,
+    adapter: Vec<String>,
     /// Print one JSON object {"per_record": [...], "loss": x, "n_targets": n}.
     #[arg(long)]
     json: bool,
@@ -33,8 +34,7 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> Result<()> {
     let records = read_ids_jsonl(&a.data)?;
     let mut model = Model::open(&a.model, a.threads)?;
-    if let Some(dir) = &a.adapter {
-        let adapter = crate::lora::peft::load(dir, &model.cfg)?;
+    if let Some(adapter) = super::adapters::load_all(&a.adapter, &model.cfg)? {
         model.set_adapter(Some(std::sync::Arc::new(adapter)))?;
     }
     let report = evaluate(&model, &records)?;

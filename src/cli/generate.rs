@@ -51,9 +51,10 @@ pub struct GenerateArgs {
     /// instead of text.
     #[arg(long)]
     ids: bool,
-    /// Apply this LoRA adapter (PEFT directory).
+    /// Apply a LoRA adapter: PEFT directory or llama.cpp GGUF adapter, optionally
+    /// PATH:WEIGHT; repeat to apply the weighted sum of several.
     #[arg(long)]
-    adapter: Option<PathBuf>,
+    adapter: Vec<String>,
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -65,8 +66,7 @@ fn io_err(e: std::io::Error) -> Error {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let mut model = Model::open(&a.model, a.threads)?;
-    if let Some(dir) = &a.adapter {
-        let adapter = crate::lora::peft::load(dir, &model.cfg)?;
+    if let Some(adapter) = super::adapters::load_all(&a.adapter, &model.cfg)? {
         model.set_adapter(Some(std::sync::Arc::new(adapter)))?;
     }
     let file = model.weights.file();

@@ -1,13 +1,16 @@
 //! The `pocketlora` command line: one file per subcommand. Every failure becomes one line
 //! on stderr and a non-zero exit status (see `main.rs`).
 
+mod adapters;
 pub mod args;
 mod config_file;
 mod demo;
 mod eval;
+mod export;
 mod generate;
 mod inspect;
 mod interrupt;
+mod merge;
 mod progress;
 mod tokenize;
 mod train;
@@ -42,6 +45,10 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Fine-tune a LoRA adapter on token records; the base model stays frozen.
     Train(Box<train::TrainArgs>),
+    /// Write an adapter as a llama.cpp GGUF adapter or a PEFT directory.
+    Export(export::ExportArgs),
+    /// Merge an adapter into the base model's weights (or take it out with --unmerge).
+    Merge(merge::MergeArgs),
 }
 
 /// Parses the process arguments and runs the chosen subcommand.
@@ -61,5 +68,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Train(a) => train::run(*a),
+        Command::Export(a) => export::run(a),
+        Command::Merge(a) => merge::run(a),
     }
 }

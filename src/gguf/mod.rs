@@ -60,7 +60,10 @@
 //! [`GgufWriter`] builds version 3 files with the same rules; files it writes always read
 //! back. [`GgufWriter::write_file`] replaces files atomically (temporary file, fsync, rename).
 //! Its layout (tensors in insertion order, each padded to the alignment) is llama.cpp's: a
-//! llama.cpp file read and written back through it comes out byte-identical.
+//! llama.cpp file read and written back through it comes out byte-identical. Tensors can
+//! also be declared without their bytes ([`GgufWriter::declare_tensor`]) and streamed when
+//! the file is written ([`GgufWriter::write_streaming`]), so a file larger than memory (a
+//! merged model) is produced piece by piece.
 //!
 //! ```
 //! use pocketlora::gguf::{GgufFile, GgufWriter, Value};
@@ -84,7 +87,7 @@ pub mod writer;
 
 pub use reader::{GgufFile, TensorInfo, TensorView};
 pub use types::{Array, Value, ValueType};
-pub use writer::GgufWriter;
+pub use writer::{GgufWriter, StreamedTensor};
 
 pub use crate::error::GgufError;
 

@@ -29,7 +29,22 @@ struct PendingTensor {
     name: String,
     ty: GgmlType,
     dims: Vec<u64>,
-    data: Vec<u8>,
+    n_bytes: u64,
+    /// `None` for a tensor declared with [`GgufWriter::declare_tensor`], whose bytes come
+    /// from the `fill` callback of [`GgufWriter::write_streaming`].
+    data: Option<Vec<u8>>,
+}
+
+/// A tensor the `fill` callback of [`GgufWriter::write_streaming`] must write: exactly
+/// `n_bytes` bytes of `ty` with dims `dims` (ggml order).
+#[derive(Clone, Copy, Debug)]
+pub struct StreamedTensor<'a> {
+    /// Position in insertion order.
+    pub index: usize,
+    pub name: &'a str,
+    pub ty: GgmlType,
+    pub dims: &'a [u64],
+    pub n_bytes: u64,
 }
 
 impl Default for GgufWriter {
@@ -127,7 +142,29 @@ impl GgufWriter {
         dims: &[u64],
         data: Vec<u8>,
     ) -> crate::Result<()> {
-        let name = name.into();
+        self.push_tensor(name.into(), ty, dims, Some(data))
+    }
+
+    /// Declares a tensor without its bytes: [`GgufWriter::write_streaming`] asks for them
+    /// when the file is written, so a large file never has to be held in memory. The same
+    /// checks as [`GgufWriter::add_tensor`] apply. A writer with declared tensors can only be
+    /// written by [`GgufWriter::write_streaming`] / [`GgufWriter::write_file_streaming`].
+    pub fn declare_tensor(
+        &mut self,
+        name: impl Into<String>,
+        ty: GgmlType,
+        dims: &[u64],
+    ) -> crate::Result<()> {
+        self.push_tensor(name.into(), ty, dims, None)
+    }
+
+    fn push_tensor(
+        &mut self,
+        name: String,
+        ty: GgmlType,
+        dims: &[u64],
+        data: Option<Vec<u8>>,
+    ) -> crate::Result<()> {
         let invalid = |reason: String| GgufError::InvalidTensor {
             name: name.clone(),
             reason,
@@ -143,18 +180,21 @@ impl GgufWriter {
             return Err(invalid(reason).into());
         }
         let n_bytes = tensor_size(&name, ty, dims).map_err(|e| invalid(e.to_string()))?;
-        if data.len() as u64 != n_bytes {
-            let reason = format!(
-                "{} bytes of data, but {ty} {dims:?} takes {n_bytes}",
-                data.len()
-            );
-            return Err(invalid(reason).into());
+        if let Some(data) = &data {
+            if data.len() as u64 != n_bytes {
+                let reason = format!(
+                    "{} bytes of data, but {ty} {dims:?} takes {n_bytes}",
+                    data.len()
+                );
+                return Err(invalid(reason).into());
+            }
         }
         self.tensor_index.insert(name.clone(), self.tensors.len());
         self.tensors.push(PendingTensor {
             name,
             ty,
             dims: dims.to_vec(),
+            n_bytes,
             data,
         });
         Ok(())
@@ -169,21 +209,97 @@ impl GgufWriter {
     }
 
     /// Writes the file to `w` (buffer it: this issues many small writes). Fails with
-    /// [`io::ErrorKind::InvalidInput`] when [`GgufWriter::validate`] fails, before writing.
-    pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<()> {
-        self.validate()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let (meta, offsets) = self.encode_meta();
-        w.write_all(&meta)?;
-        let mut pos = meta.len() as u64;
-        for (t, &offset) in self.tensors.iter().zip(&offsets) {
-            let start = meta.len() as u64 + offset;
-            write_zeros(&mut w, start - pos)?;
-            w.write_all(&t.data)?;
-            pos = start + t.data.len() as u64;
+    /// [`io::ErrorKind::InvalidInput`] when [`GgufWriter::validate`] fails, before writing,
+    /// or when a tensor was only declared (use [`GgufWriter::write_streaming`]).
+    pub fn write_to<W: Write>(&self, w: W) -> io::Result<()> {
+        if let Some(t) = self.tensors.iter().find(|t| t.data.is_none()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "tensor {:?} was declared without data; write the file with write_streaming",
+                    t.name
+                ),
+            ));
         }
-        write_zeros(&mut w, pos.next_multiple_of(self.alignment) - pos)?;
-        w.flush()
+        self.write_streaming(w, |_, _| Ok(())).map_err(|e| match e {
+            crate::Error::Io { source, .. } => source,
+            other => io::Error::new(io::ErrorKind::InvalidInput, other.to_string()),
+        })
+    }
+
+    /// Writes the file to `w`, asking `fill` for the bytes of every tensor declared with
+    /// [`GgufWriter::declare_tensor`], in insertion order, as they are due: `fill` must write
+    /// exactly [`StreamedTensor::n_bytes`] bytes to the sink it is given (in as many pieces
+    /// as it likes), or the write fails with [`GgufError::InvalidTensor`]. Tensors added
+    /// with their data are written as they are. Only the header is ever held in memory.
+    pub fn write_streaming<W: Write>(
+        &self,
+        mut w: W,
+        mut fill: impl FnMut(StreamedTensor<'_>, &mut dyn Write) -> crate::Result<()>,
+    ) -> crate::Result<()> {
+        let io_err = |e| crate::Error::io("<gguf output>", e);
+        self.validate()?;
+        let (meta, offsets) = self.encode_meta();
+        w.write_all(&meta).map_err(io_err)?;
+        let mut pos = meta.len() as u64;
+        for (i, (t, &offset)) in self.tensors.iter().zip(&offsets).enumerate() {
+            let start = meta.len() as u64 + offset;
+            write_zeros(&mut w, start - pos).map_err(io_err)?;
+            match &t.data {
+                Some(d) => w.write_all(d).map_err(io_err)?,
+                None => {
+                    let mut sink = CountingWriter {
+                        inner: &mut w,
+                        written: 0,
+                        limit: t.n_bytes,
+                    };
+                    let info = StreamedTensor {
+                        index: i,
+                        name: &t.name,
+                        ty: t.ty,
+                        dims: &t.dims,
+                        n_bytes: t.n_bytes,
+                    };
+                    fill(info, &mut sink)?;
+                    if sink.written != t.n_bytes {
+                        return Err(GgufError::InvalidTensor {
+                            name: t.name.clone(),
+                            reason: format!(
+                                "{} bytes were streamed, but {} {:?} takes {}",
+                                sink.written, t.ty, t.dims, t.n_bytes
+                            ),
+                        }
+                        .into());
+                    }
+                }
+            }
+            pos = start + t.n_bytes;
+        }
+        write_zeros(&mut w, pos.next_multiple_of(self.alignment) - pos).map_err(io_err)?;
+        w.flush().map_err(io_err)
+    }
+
+    /// [`GgufWriter::write_streaming`] into `path`, atomically (see
+    /// [`GgufWriter::write_file`]): a failure leaves any existing file untouched.
+    pub fn write_file_streaming(
+        &self,
+        path: impl AsRef<Path>,
+        fill: impl FnMut(StreamedTensor<'_>, &mut dyn Write) -> crate::Result<()>,
+    ) -> crate::Result<()> {
+        let path = path.as_ref();
+        self.validate()?;
+        let mut failure = None;
+        let written = crate::fsutil::write_atomic(path, |w| {
+            self.write_streaming(w, fill).map_err(|e| {
+                let text = e.to_string();
+                failure = Some(e);
+                io::Error::other(text)
+            })
+        });
+        match (written, failure) {
+            (Err(_), Some(e)) => Err(e),
+            (r, _) => r,
+        }
     }
 
     /// The whole file in memory.
@@ -230,7 +346,7 @@ impl GgufWriter {
             out.extend_from_slice(&t.ty.id().to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
             offsets.push(offset);
-            offset = (offset + t.data.len() as u64).next_multiple_of(self.alignment);
+            offset = (offset + t.n_bytes).next_multiple_of(self.alignment);
         }
         let padded = (out.len() as u64).next_multiple_of(self.alignment);
         out.resize(padded as usize, 0);
@@ -291,6 +407,35 @@ fn put_value(out: &mut Vec<u8>, value: &Value) {
         Value::U64(v) => out.extend_from_slice(&v.to_le_bytes()),
         Value::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
         Value::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
+    }
+}
+
+/// Passes bytes through and counts them; refuses to go past `limit`.
+struct CountingWriter<'a, W> {
+    inner: &'a mut W,
+    written: u64,
+    limit: u64,
+}
+
+impl<W: Write> Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.written + buf.len() as u64 > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "tensor data overflows: {} bytes past its {} bytes",
+                    self.written + buf.len() as u64 - self.limit,
+                    self.limit
+                ),
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -6,8 +6,11 @@
 //! llama-architecture GGUF stores attn_q/attn_k rows permuted for adjacent-pair RoPE (as
 //! llama.cpp's converter does), and adapters here live in GGUF order, so the q/k `lora_B`
 //! rows are permuted on the way out and back on the way in; qwen2 is not permuted.
-//! Per-module ranks come from the tensor shapes; `alpha_pattern` / `rank_pattern` keys are
-//! matched as module-name suffixes, as PEFT does.
+//! Per-module ranks come from the tensor shapes and must agree with `r` / `rank_pattern`;
+//! `alpha_pattern` / `rank_pattern` keys are regular expressions matched against the end of
+//! the module name as PEFT matches them (first key in file order). Saving writes the
+//! patterns back for every module whose rank or scale differs from the config's, and
+//! target modules by full name when the adapted blocks do not all share one target set.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -104,17 +107,61 @@ pub fn to_tensors(adapter: &Adapter, model: &ModelConfig) -> Vec<(String, Vec<us
 
 fn config_json(adapter: &Adapter, model: &ModelConfig, base_model: &str) -> Value {
     let c = &adapter.config;
-    let layers = match c.layers.resolve(model.n_layer) {
-        Ok(on) if on.iter().all(|&b| b) => Value::Null,
-        Ok(on) => json!(on
+    // Per-module ranks and alphas that differ from the config's: PEFT's patterns, keyed by
+    // the full module name (PEFT matches keys as `(.*\.)?KEY$`; a full name matches only
+    // its own module).
+    let mut rank_pattern = serde_json::Map::new();
+    let mut alpha_pattern = serde_json::Map::new();
+    for (i, t, p) in adapter.entries() {
+        if p.r != c.r {
+            rank_pattern.insert(module_name(i, t), json!(p.r));
+        }
+        let expected = scale_for(c.alpha, p.r, c.rslora);
+        if (p.scale - expected).abs() > 1e-6 * expected.abs().max(p.scale.abs()) {
+            let root = if c.rslora {
+                (p.r as f64).sqrt()
+            } else {
+                p.r as f64
+            };
+            alpha_pattern.insert(module_name(i, t), json!(p.scale as f64 * root));
+        }
+    }
+    // Adapted blocks and their targets: one target list over a set of blocks when every
+    // adapted block has the same targets, otherwise every module by its full name.
+    let per_layer: Vec<Vec<Target>> = adapter
+        .layers
+        .iter()
+        .map(|l| {
+            Target::ALL
+                .into_iter()
+                .filter(|t| l[t.index()].is_some())
+                .collect()
+        })
+        .collect();
+    let adapted: Vec<usize> = (0..per_layer.len())
+        .filter(|&i| !per_layer[i].is_empty())
+        .collect();
+    let regular = adapted
+        .windows(2)
+        .all(|w| per_layer[w[0]] == per_layer[w[1]]);
+    let (targets, layers): (Vec<String>, Value) = if regular && !adapted.is_empty() {
+        let targets = per_layer[adapted[0]]
             .iter()
-            .enumerate()
-            .filter(|(_, &b)| b)
-            .map(|(i, _)| i)
-            .collect::<Vec<_>>()),
-        Err(_) => Value::Null,
+            .map(|t| t.hf_module().to_string())
+            .collect();
+        let layers = if adapted.len() == model.n_layer {
+            Value::Null
+        } else {
+            json!(adapted)
+        };
+        (targets, layers)
+    } else {
+        let names = adapter
+            .entries()
+            .map(|(i, t, _)| module_name(i, t))
+            .collect();
+        (names, Value::Null)
     };
-    let targets: Vec<&str> = c.targets.iter().map(|t| t.hf_module()).collect();
     json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -130,8 +177,8 @@ fn config_json(adapter: &Adapter, model: &ModelConfig, base_model: &str) -> Valu
         "init_lora_weights": true,
         "inference_mode": true,
         "modules_to_save": null,
-        "rank_pattern": {},
-        "alpha_pattern": {},
+        "rank_pattern": rank_pattern,
+        "alpha_pattern": alpha_pattern,
         "use_dora": false,
         "revision": null,
     })
@@ -177,7 +224,8 @@ pub fn load(dir: &Path, model: &ModelConfig) -> Result<Adapter> {
         .get("lora_dropout")
         .and_then(Value::as_f64)
         .unwrap_or(0.0) as f32;
-    let alpha_pattern: Vec<(String, f32)> = pattern(&cfg, "alpha_pattern");
+    let alpha_pattern = Pattern::parse(&cfg, &text, "alpha_pattern").map_err(&err)?;
+    let rank_pattern = Pattern::parse(&cfg, &text, "rank_pattern").map_err(&err)?;
 
     let w_path = dir.join(WEIGHTS_FILE);
     let (tensors, _) = safetensors::read(&w_path)?;
@@ -203,20 +251,23 @@ pub fn load(dir: &Path, model: &ModelConfig) -> Result<Adapter> {
             .get(&b_key)
             .ok_or_else(|| werr(format!("{key:?} has no matching {b_key:?}")))?;
         let (out, inp) = target_shape(model, t);
+        let module = module_name(layer, t);
         let rank = a.shape.first().copied().unwrap_or(0);
         if a.shape != [rank, inp] || b.shape != [out, rank] || rank == 0 {
             return Err(werr(format!(
-                "{}: lora_A {:?} / lora_B {:?} do not fit the model's {out}×{inp} weight — trained for another base model?",
-                module_name(layer, t),
+                "{key}: lora_A {:?} / lora_B {:?} do not fit the base model's {} ({out}×{inp}, so lora_A [r, {inp}] and lora_B [{out}, r]) — trained for another base model?",
                 a.shape,
-                b.shape
+                b.shape,
+                t.gguf_tensor()
             )));
         }
-        let module = module_name(layer, t);
-        let a_alpha = alpha_pattern
-            .iter()
-            .find(|(k, _)| suffix_match(&module, k))
-            .map_or(alpha, |(_, v)| *v);
+        let want_rank = rank_pattern.lookup(&module).map_or(r, |v| v as usize);
+        if rank != want_rank {
+            return Err(werr(format!(
+                "{key}: rank {rank}, but adapter_config.json gives {module} rank {want_rank} (r / rank_pattern)"
+            )));
+        }
+        let a_alpha = alpha_pattern.lookup(&module).map_or(alpha, |v| v as f32);
         let b_rows = match permuted_heads(model, t) {
             Some(h) => permute_rows(&b.data, rank, h, true),
             None => b.data.clone(),
@@ -267,21 +318,49 @@ pub fn load(dir: &Path, model: &ModelConfig) -> Result<Adapter> {
     Ok(Adapter { config, layers })
 }
 
-/// `{"module suffix": number}` entries of a pattern map.
-fn pattern(cfg: &Value, key: &str) -> Vec<(String, f32)> {
-    cfg.get(key)
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v as f32)))
-                .collect()
-        })
-        .unwrap_or_default()
+/// A `rank_pattern` / `alpha_pattern` map: regular-expression keys, matched as PEFT's
+/// `get_pattern_key` does — `re.match(rf"(.*\.)?({key})$", module)`, the first key in the
+/// file's order that matches wins.
+struct Pattern {
+    /// (compiled key, value), in file order.
+    keys: Vec<(regex_lite::Regex, f64)>,
 }
 
-/// PEFT matches pattern keys against the end of a module's name (at a dot boundary).
-fn suffix_match(module: &str, key: &str) -> bool {
-    module == key || module.ends_with(&format!(".{key}"))
+impl Pattern {
+    fn parse(cfg: &Value, text: &str, field: &str) -> std::result::Result<Pattern, String> {
+        let Some(map) = cfg.get(field).and_then(Value::as_object) else {
+            return Ok(Pattern { keys: Vec::new() });
+        };
+        // serde_json sorts object keys; PEFT takes the first match in file order, so order
+        // the keys by where they appear in the text after the field's name.
+        let after = text
+            .find(&format!("\"{field}\""))
+            .map_or(text, |i| &text[i..]);
+        let mut keys = Vec::with_capacity(map.len());
+        for (k, v) in map {
+            let v = v
+                .as_f64()
+                .ok_or_else(|| format!("{field}[{k:?}] is not a number"))?;
+            let re = regex_lite::Regex::new(&format!("^(?:.*\\.)?(?:{k})$")).map_err(|e| {
+                format!("{field} key {k:?} is not a regular expression PEFT could use: {e}")
+            })?;
+            let quoted = serde_json::to_string(k).unwrap_or_default();
+            let pos = after.find(&quoted).unwrap_or(usize::MAX);
+            keys.push((pos, re, v));
+        }
+        keys.sort_by_key(|(pos, _, _)| *pos);
+        Ok(Pattern {
+            keys: keys.into_iter().map(|(_, re, v)| (re, v)).collect(),
+        })
+    }
+
+    /// The value of the first key matching `module`.
+    fn lookup(&self, module: &str) -> Option<f64> {
+        self.keys
+            .iter()
+            .find(|(re, _)| re.is_match(module))
+            .map(|(_, v)| *v)
+    }
 }
 
 /// (block, target) of `base_model.model.model.layers.{i}.{parent}.{module}.lora_A[.default].weight`.
@@ -332,14 +411,24 @@ mod tests {
             None
         );
         assert_eq!(parse_key("base_model.model.lm_head.lora_A.weight"), None);
-        assert!(suffix_match("model.layers.1.self_attn.q_proj", "q_proj"));
-        assert!(suffix_match(
-            "model.layers.1.self_attn.q_proj",
-            "layers.1.self_attn.q_proj"
-        ));
-        assert!(!suffix_match(
-            "model.layers.11.self_attn.q_proj",
-            "1.self_attn.q_proj"
-        ));
+    }
+
+    #[test]
+    fn patterns_match_as_peft_does_first_key_in_file_order() {
+        let text = r#"{"rank_pattern": {"q_proj": 8, "layers.1.self_attn.q_proj": 2,
+            "^model.layers.[23].mlp.*": 6, "1.self_attn.v_proj": 5}}"#;
+        let cfg: Value = serde_json::from_str(text).unwrap();
+        let p = Pattern::parse(&cfg, text, "rank_pattern").unwrap();
+        // "q_proj" comes first in the file, so it wins over the more specific key.
+        assert_eq!(p.lookup("model.layers.1.self_attn.q_proj"), Some(8.0));
+        assert_eq!(p.lookup("model.layers.2.mlp.up_proj"), Some(6.0));
+        assert_eq!(p.lookup("model.layers.4.mlp.up_proj"), None);
+        // Keys match whole dot-separated suffixes only.
+        assert_eq!(p.lookup("model.layers.1.self_attn.v_proj"), Some(5.0));
+        assert_eq!(p.lookup("model.layers.11.self_attn.v_proj"), None);
+        assert_eq!(p.lookup("model.layers.0.self_attn.xq_proj"), None);
+        let bad = r#"{"alpha_pattern": {"(": 1}}"#;
+        let cfg: Value = serde_json::from_str(bad).unwrap();
+        assert!(Pattern::parse(&cfg, bad, "alpha_pattern").is_err());
     }
 }

@@ -105,7 +105,8 @@ impl Model {
 
     /// Runs `tokens` at positions `cache.len() ..` through every block, appending their keys
     /// and values to `cache`, and leaves the final-normed hidden states in `act.hidden()`
-    /// (tokens.len(), n_embd). At most `act.capacity()` tokens per call.
+    /// (tokens.len(), n_embd). At most `act.capacity()` tokens per call. Applies the
+    /// model's adapter ([`Model::set_adapter`]), if any.
     pub fn forward(
         &self,
         tokens: &[u32],
@@ -115,8 +116,10 @@ impl Model {
         self.forward_with(tokens, cache, act, self.adapter.as_deref())
     }
 
-    /// [`Model::forward`] with an explicit adapter instead of the model's own (for example
-    /// the one a trainer is training); `act` must have room for its rank.
+    /// [`Model::forward`] with an explicit adapter (or none) instead of the model's own: one
+    /// shared model can serve requests with different adapters, and a trainer's adapter can
+    /// be used as it trains. `act` must have room for the adapter's rank
+    /// ([`Activations::for_adapter`]).
     pub fn forward_with(
         &self,
         tokens: &[u32],
@@ -125,6 +128,16 @@ impl Model {
         adapter: Option<&Adapter>,
     ) -> Result<()> {
         let cfg = &self.cfg;
+        if let Some(a) = adapter {
+            a.check_fits(cfg)?;
+            let rank = max_rank(Some(a));
+            if rank > act.max_rank {
+                return Err(Error::InvalidArgument(format!(
+                    "the adapter has rank {rank}, but the activation buffers were made for rank {} at most",
+                    act.max_rank
+                )));
+            }
+        }
         let t = tokens.len();
         if t > act.capacity() {
             return Err(Error::InvalidArgument(format!(
@@ -195,6 +208,11 @@ impl Model {
         let head = self.weights.matrix(&self.weights.output);
         self.install(|| matmul_forward(logits, hidden, &head));
     }
+}
+
+/// The largest rank of an adapter's pairs (0 without one).
+fn max_rank(adapter: Option<&Adapter>) -> usize {
+    adapter.map_or(0, |a| a.pairs().map(|p| p.r).max().unwrap_or(0))
 }
 
 /// Keys and values of every layer for positions `0 .. len`, room for `capacity`.
@@ -270,6 +288,7 @@ impl KvCache {
 #[derive(Debug)]
 pub struct Activations {
     capacity: usize,
+    max_rank: usize,
     n_embd: usize,
     t: usize,
     x: Vec<f32>,
@@ -293,6 +312,7 @@ impl Activations {
         let z = |n: usize| vec![0f32; capacity * n];
         Activations {
             capacity,
+            max_rank,
             n_embd: c,
             t: 0,
             x: z(c),
@@ -310,14 +330,13 @@ impl Activations {
         Activations::for_adapter(&model.cfg, model.adapter().map(|a| &**a), capacity)
     }
 
-    /// Buffers for running a model of `cfg` with `adapter`.
+    /// Buffers for running a model of configuration `cfg` with `adapter`.
     pub fn for_adapter(
         cfg: &ModelConfig,
         adapter: Option<&Adapter>,
         capacity: usize,
     ) -> Activations {
-        let rank = adapter.map_or(0, |a| a.pairs().map(|p| p.r).max().unwrap_or(0));
-        Activations::new(cfg, capacity, rank)
+        Activations::new(cfg, capacity, max_rank(adapter))
     }
 
     /// Bytes held for `capacity` tokens.
