@@ -9,7 +9,11 @@ use clap::{ArgGroup, Args};
 
 use super::args::parse_ids;
 use crate::error::{Error, Result};
-use crate::infer::{end_of_generation_ids, generate, GenerateParams, SamplerConfig};
+use crate::infer::{
+    end_of_generation_ids, generate_limited, GenerateLimits, GenerateParams, SamplerConfig,
+};
+use crate::memory::heap;
+use crate::memory::plan::{gemm_slab_per_thread, plan_generation, GenerateRequest};
 use crate::model::Model;
 use crate::tokenizer::chat::{ChatTemplate, Message};
 use crate::tokenizer::Tokenizer;
@@ -55,6 +59,10 @@ pub struct GenerateArgs {
     /// PATH:WEIGHT; repeat to apply the weighted sum of several.
     #[arg(long)]
     adapter: Vec<String>,
+    /// Memory budget (K/M/G suffixes): prompt chunk and KV cache are planned to fit, or the
+    /// run is refused.
+    #[arg(long, value_parser = super::args::parse_size)]
+    budget: Option<u64>,
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -120,9 +128,40 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             None => end_of_generation_ids(file)?,
         },
     };
+    let limits = match a.budget {
+        Some(budget) => {
+            let max_rank = model
+                .adapter()
+                .map_or(0, |ad| ad.pairs().map(|p| p.r).max().unwrap_or(0));
+            let req = GenerateRequest {
+                model: &model.cfg,
+                prompt_len: prompt.len(),
+                max_new: a.n,
+                max_rank,
+                threads: model.threads(),
+                budget,
+                loaded_bytes: heap::current() as u64,
+                gemm_slab: gemm_slab_per_thread(),
+            };
+            let plan = plan_generation(&req)?;
+            if plan.threads < model.threads() {
+                model.set_threads(plan.threads)?;
+            }
+            for n in &plan.notes {
+                eprintln!("memory plan: {n}");
+            }
+            plan.limits
+        }
+        None => GenerateLimits::default(),
+    };
+    model.warm_up_threads();
+    let adapter = model.adapter().cloned();
+    let generate = |prompt: &[u32], params: &GenerateParams, f: &mut dyn FnMut(u32) -> bool| {
+        generate_limited(&model, adapter.as_deref(), prompt, params, limits, f)
+    };
     let mut out = std::io::stdout().lock();
     if a.ids {
-        let (new, _) = generate(&model, &prompt, &params, |_| true)?;
+        let (new, _) = generate(&prompt, &params, &mut |_| true)?;
         let all: Vec<String> = prompt.iter().chain(&new).map(|t| t.to_string()).collect();
         writeln!(out, "{}", all.join(" ")).map_err(io_err)?;
         return Ok(());
@@ -139,7 +178,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     }
     out.flush().map_err(io_err)?;
     let mut failure: Option<Error> = None;
-    generate(&model, &prompt, &params, |id| {
+    generate(&prompt, &params, &mut |id| {
         let step = dec.push(id).and_then(|p| {
             out.write_all(p.as_bytes())
                 .and_then(|()| out.flush())

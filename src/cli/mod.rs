@@ -11,6 +11,7 @@ mod generate;
 mod inspect;
 mod interrupt;
 mod merge;
+mod plan;
 mod progress;
 mod tokenize;
 mod train;
@@ -43,6 +44,8 @@ pub enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Mean cross-entropy of token records ({"ids": [...], "mask": [...]} per line).
     Eval(eval::EvalArgs),
+    /// The memory plan a `train` run with these flags would get (needs --budget).
+    Plan(Box<train::TrainArgs>),
     /// Fine-tune a LoRA adapter on token records; the base model stays frozen.
     Train(Box<train::TrainArgs>),
     /// Write an adapter as a llama.cpp GGUF adapter or a PEFT directory.
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Train(a) => train::run(*a),
+        Command::Plan(a) => plan::run(*a),
         Command::Export(a) => export::run(a),
         Command::Merge(a) => merge::run(a),
     }

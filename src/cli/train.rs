@@ -174,13 +174,17 @@ fn check_agrees(recorded: &Value, now: &Value) -> Result<()> {
 }
 
 /// Re-reads the command line with the config file's flags first, so explicit flags win.
-fn with_config_file(a: TrainArgs) -> Result<TrainArgs> {
+pub(super) fn with_config_file(a: TrainArgs) -> Result<TrainArgs> {
     let Some(cfg) = &a.config else { return Ok(a) };
-    let mut argv: Vec<String> = vec!["pocketlora".into(), "train".into()];
+    // The subcommand as given (train or plan), then the file's flags, then the command line's.
+    let sub = std::env::args().nth(1).unwrap_or_else(|| "train".into());
+    let mut argv: Vec<String> = vec!["pocketlora".into(), sub];
     argv.extend(super::config_file::expand(cfg)?);
     argv.extend(std::env::args().skip(2));
     match super::Cli::try_parse_from_args(&argv) {
-        Ok(super::Command::Train(t)) => Ok(TrainArgs { config: None, ..*t }),
+        Ok(super::Command::Train(t)) | Ok(super::Command::Plan(t)) => {
+            Ok(TrainArgs { config: None, ..*t })
+        }
         Ok(_) => Err(Error::InvalidArgument(
             "--config: not a train command".into(),
         )),
@@ -191,7 +195,7 @@ fn with_config_file(a: TrainArgs) -> Result<TrainArgs> {
     }
 }
 
-fn load_records(
+pub(super) fn load_records(
     path: &Path,
     model: &Model,
     a: &TrainArgs,

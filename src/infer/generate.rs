@@ -52,6 +52,24 @@ pub fn generate(
     )
 }
 
+/// Memory limits of a generation (from a memory plan): tokens per prompt-processing call
+/// and positions the KV cache holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenerateLimits {
+    pub prompt_chunk: usize,
+    /// At most this many positions (capped by the model's context).
+    pub context: usize,
+}
+
+impl Default for GenerateLimits {
+    fn default() -> Self {
+        GenerateLimits {
+            prompt_chunk: PROMPT_CHUNK,
+            context: usize::MAX,
+        }
+    }
+}
+
 /// [`generate`] with an explicit adapter (or none) instead of the model's own — e.g. the
 /// adapter a trainer is training, without a reload.
 pub fn generate_with(
@@ -59,6 +77,25 @@ pub fn generate_with(
     adapter: Option<&Adapter>,
     prompt: &[u32],
     params: &GenerateParams,
+    on_token: impl FnMut(u32) -> bool,
+) -> Result<(Vec<u32>, StopReason)> {
+    generate_limited(
+        model,
+        adapter,
+        prompt,
+        params,
+        GenerateLimits::default(),
+        on_token,
+    )
+}
+
+/// [`generate_with`] inside memory limits.
+pub fn generate_limited(
+    model: &Model,
+    adapter: Option<&Adapter>,
+    prompt: &[u32],
+    params: &GenerateParams,
+    limits: GenerateLimits,
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, StopReason)> {
     params.sampler.validate().map_err(Error::InvalidArgument)?;
@@ -84,9 +121,21 @@ pub fn generate_with(
         }
         .into());
     }
-    let capacity = (prompt.len() + params.max_new).min(cfg.n_ctx);
+    let context = cfg.n_ctx.min(limits.context);
+    if prompt.len() > context {
+        return Err(ModelError::ContextOverflow {
+            len: prompt.len(),
+            context,
+        }
+        .into());
+    }
+    let capacity = (prompt.len() + params.max_new).min(context);
     let mut cache = KvCache::new(cfg, capacity)?;
-    let mut act = Activations::for_adapter(cfg, adapter, PROMPT_CHUNK.min(prompt.len()));
+    let mut act = Activations::for_adapter(
+        cfg,
+        adapter,
+        limits.prompt_chunk.clamp(1, PROMPT_CHUNK).min(prompt.len()),
+    );
     let mut logits = vec![0f32; cfg.n_vocab];
     let mut sampler = Sampler::new(params.sampler);
     for chunk in prompt.chunks(act.capacity()) {

@@ -3,5 +3,8 @@
 pub mod generate;
 pub mod sampler;
 
-pub use generate::{end_of_generation_ids, generate, generate_with, GenerateParams, StopReason};
+pub use generate::{
+    end_of_generation_ids, generate, generate_limited, generate_with, GenerateLimits,
+    GenerateParams, StopReason,
+};
 pub use sampler::{Sampler, SamplerConfig};

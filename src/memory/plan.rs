@@ -356,6 +356,117 @@ fn plan_with_threads(
     Err((need, items))
 }
 
+/// What a generation needs planned.
+#[derive(Clone, Debug)]
+pub struct GenerateRequest<'a> {
+    pub model: &'a ModelConfig,
+    pub prompt_len: usize,
+    pub max_new: usize,
+    /// Largest adapter rank applied (0: none).
+    pub max_rank: usize,
+    pub threads: usize,
+    pub budget: u64,
+    /// Heap already in use (model metadata, tokenizer, adapters).
+    pub loaded_bytes: u64,
+    pub gemm_slab: u64,
+}
+
+/// A generation plan: its table and the limits it sets.
+#[derive(Clone, Debug)]
+pub struct GeneratePlan {
+    pub budget: u64,
+    pub items: Vec<(&'static str, u64)>,
+    pub total: u64,
+    pub limits: crate::infer::GenerateLimits,
+    pub threads: usize,
+    pub notes: Vec<String>,
+}
+
+/// Plans a generation inside `req.budget`: the fastest prompt chunk that fits, then fewer
+/// cached positions (generation then stops earlier), then fewer threads.
+pub fn plan_generation(req: &GenerateRequest<'_>) -> Result<GeneratePlan> {
+    let m = req.model;
+    let widest = m.n_embd.max(m.q_dim()).max(m.n_ff);
+    let want_ctx = (req.prompt_len + req.max_new).min(m.n_ctx).max(1);
+    let mut best_need = u64::MAX;
+    for threads in (1..=req.threads.max(1)).rev() {
+        let t64 = threads as u64;
+        let fixed: Vec<(&'static str, u64)> = vec![
+            ("model metadata, tokenizer, adapters", req.loaded_bytes),
+            ("logits and sampler", (m.n_vocab * (4 + 8)) as u64),
+            (
+                "matmul panels (per thread)",
+                t64 * matmul_scratch_bytes(widest, m.n_vocab.max(widest), threads) as u64,
+            ),
+            (
+                "gemm buffers (per thread)",
+                t64 * (req.gemm_slab + GEMM_PACKING_PER_THREAD),
+            ),
+            (
+                "runtime (allocator, stacks)",
+                RUNTIME_BASE + t64 * RUNTIME_PER_THREAD,
+            ),
+        ];
+        let fixed_total: u64 = fixed.iter().map(|x| x.1).sum();
+        let mut chunks = vec![req
+            .prompt_len
+            .clamp(1, crate::infer::generate::PROMPT_CHUNK)];
+        while chunks.last().is_some_and(|&c| c / 2 >= MIN_CHUNK) {
+            let c = chunks[chunks.len() - 1] / 2;
+            chunks.push(c);
+        }
+        let mut contexts = vec![want_ctx];
+        let mut c = want_ctx;
+        while c / 2 > req.prompt_len {
+            c /= 2;
+            contexts.push(c);
+        }
+        contexts.push(req.prompt_len.max(1) + 1);
+        for &ctx in &contexts {
+            for &chunk in &chunks {
+                let act = Activations::bytes_for(m, chunk, req.max_rank) as u64;
+                let kv = KvCache::bytes_for(m, ctx) as u64;
+                let total = fixed_total + act + kv;
+                best_need = best_need.min(total);
+                if total <= req.budget {
+                    let mut items = fixed.clone();
+                    items.push(("activations", act));
+                    items.push(("KV cache", kv));
+                    let mut notes = Vec::new();
+                    if ctx < want_ctx {
+                        notes.push(format!(
+                            "KV cache limited to {ctx} positions to fit: generation stops there"
+                        ));
+                    }
+                    if chunk < req.prompt_len.min(crate::infer::generate::PROMPT_CHUNK) {
+                        notes.push(format!("prompt read {chunk} tokens at a time to fit"));
+                    }
+                    if threads < req.threads {
+                        notes.push(format!("{threads} worker threads instead of {} to fit their per-thread buffers", req.threads));
+                    }
+                    let limits = crate::infer::GenerateLimits {
+                        prompt_chunk: chunk,
+                        context: ctx,
+                    };
+                    return Ok(GeneratePlan {
+                        budget: req.budget,
+                        items,
+                        total,
+                        limits,
+                        threads,
+                        notes,
+                    });
+                }
+            }
+        }
+    }
+    Err(Error::InvalidArgument(format!(
+        "the memory budget of {} is too small to generate: the smallest plan needs {} ({best_need} bytes)",
+        human(req.budget),
+        human(best_need)
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
