@@ -141,3 +141,117 @@ fn a_budget_too_small_is_refused_up_front() {
     assert!(!out.exists(), "nothing is written when the plan is refused");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Bench, not a test (ignored by default; numbers go in the notes):
+/// `cargo test --release --test budget -- --ignored --nocapture big_models`.
+/// A TinyLlama-1.1B-shaped Q4_0 model (random weights, written here) at `--budget 256M` and a
+/// SmolLM2-135M-shaped Q8_0 one at `--budget 64M`, r 8 all-linear, seq 512, 2 steps:
+/// RssAnon and heap peaks, tokens/s and the plan's choices.
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore]
+fn big_models_inside_their_budgets() {
+    use common::synth::{build, Spec};
+    use pocketlora::quant::GgmlType;
+    let dir = std::env::temp_dir().join("pocketlora-budget-bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shapes = [
+        (
+            "tinyllama-1.1b-q4_0",
+            2048usize,
+            22usize,
+            32usize,
+            4usize,
+            5632usize,
+            32000usize,
+            GgmlType::Q4_0,
+            "256M",
+            256u64 << 20,
+        ),
+        (
+            "smollm2-135m-q8_0",
+            576,
+            30,
+            9,
+            3,
+            1536,
+            49152,
+            GgmlType::Q8_0,
+            "64M",
+            64 << 20,
+        ),
+    ];
+    for (name, c, l, h, kv, ff, v, ty, budget, bytes) in shapes {
+        let path = dir.join(format!("{name}.gguf"));
+        if !path.exists() {
+            let spec = Spec {
+                name: "bench",
+                arch: "llama",
+                n_vocab: v,
+                n_embd: c,
+                n_layer: l,
+                n_head: h,
+                n_head_kv: kv,
+                n_ff: ff,
+                n_ctx: 2048,
+                tied: false,
+                qkv_bias: false,
+                rope_base: 10000.0,
+                embd_ty: ty,
+                output_ty: ty,
+                matrix_types: [ty; 7],
+                rope_linear: None,
+                rope_freqs: None,
+                seed: 3,
+            };
+            std::fs::write(&path, build(&spec)).unwrap();
+        }
+        let data = dir.join(format!("{name}.jsonl"));
+        let ids: Vec<String> = (0..512u32)
+            .map(|i| (1 + (i * 7919) % (v as u32 - 1)).to_string())
+            .collect();
+        std::fs::write(&data, format!("{{\"ids\": [{}]}}\n", ids.join(", "))).unwrap();
+        let out = dir.join(format!("{name}-adapter"));
+        let args = [
+            "train",
+            "--model",
+            path.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--rank",
+            "8",
+            "--seq-len",
+            "512",
+            "--batch",
+            "1",
+            "--steps",
+            "2",
+            "--budget",
+            budget,
+            "--json",
+        ];
+        let (rss, o) = run_sampled(&args);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let done: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap())
+                .unwrap();
+        let heap = done["peak_heap_bytes"].as_u64().unwrap();
+        eprintln!(
+            "{name} at {budget}: RssAnon peak {:.1} MiB, heap peak {:.1} MiB, plan {:.1} MiB, {:.1} tokens/s, chunk {}, saved {}, threads {}",
+            rss as f64 / 1048576.0,
+            heap as f64 / 1048576.0,
+            done["plan"]["total_bytes"].as_u64().unwrap() as f64 / 1048576.0,
+            done["tokens_per_s"].as_f64().unwrap(),
+            done["plan"]["chunk"],
+            done["plan"]["saved_activations"],
+            done["plan"]["threads"]
+        );
+        assert!(rss <= bytes && heap <= bytes, "{name}: over the budget");
+    }
+}
