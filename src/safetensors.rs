@@ -147,13 +147,26 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Contents, String> {
     }
     Ok((tensors, metadata))
 }
-
 /// The bytes of a safetensors file holding `tensors` (name, shape, values) in `dtype`.
 pub fn encode(
     tensors: &[(String, Vec<usize>, &[f32])],
     dtype: Dtype,
     metadata: &BTreeMap<String, String>,
 ) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = encode_to(&mut out, tensors, dtype, metadata);
+    out
+}
+
+/// Streams a safetensors file into `w`: the header, then each tensor's values converted on
+/// the way (no copy of the data is held).
+pub fn encode_to(
+    w: &mut dyn std::io::Write,
+    tensors: &[(String, Vec<usize>, &[f32])],
+    dtype: Dtype,
+    metadata: &BTreeMap<String, String>,
+) -> std::io::Result<()> {
     let mut header = Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), json!(metadata));
@@ -179,29 +192,35 @@ pub fn encode(
     while (head.len() + 8) % 8 != 0 {
         head.push(b' ');
     }
-    let mut out = Vec::with_capacity(8 + head.len() + offset);
-    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
-    out.extend_from_slice(&head);
+    w.write_all(&(head.len() as u64).to_le_bytes())?;
+    w.write_all(&head)?;
+    let mut buf = [0u8; 4096];
     for (_, _, data) in &sorted {
-        for &v in data.iter() {
-            match dtype {
-                Dtype::F32 => out.extend_from_slice(&v.to_le_bytes()),
-                Dtype::F16 => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+        for chunk in data.chunks(4096 / elem) {
+            let mut n = 0;
+            for &v in chunk {
+                match dtype {
+                    Dtype::F32 => buf[n..n + 4].copy_from_slice(&v.to_le_bytes()),
+                    Dtype::F16 => {
+                        buf[n..n + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes())
+                    }
+                }
+                n += elem;
             }
+            w.write_all(&buf[..n])?;
         }
     }
-    out
+    Ok(())
 }
 
-/// Writes `tensors` to `path` atomically.
+/// Writes `tensors` to `path` atomically, streaming (memory stays small whatever the size).
 pub fn write(
     path: &Path,
     tensors: &[(String, Vec<usize>, &[f32])],
     dtype: Dtype,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let bytes = encode(tensors, dtype, metadata);
-    write_atomic(path, |w| w.write_all(&bytes))
+    write_atomic(path, |w| encode_to(w, tensors, dtype, metadata))
 }
 
 #[cfg(test)]

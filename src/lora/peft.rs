@@ -79,11 +79,21 @@ pub fn save(
 ) -> Result<()> {
     adapter.check_fits(model)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let owned = to_tensors(adapter, model);
-    let refs: Vec<(String, Vec<usize>, &[f32])> = owned
-        .iter()
-        .map(|(n, s, d)| (n.clone(), s.clone(), &d[..]))
+    // Borrow every tensor; only the q/k B matrices that change row order are copied (they
+    // are out × r, small), so saving needs no second copy of the adapter.
+    let permuted: Vec<Option<Vec<f32>>> = adapter
+        .entries()
+        .map(|(_, t, p)| permuted_heads(model, t).map(|h| permute_rows(&p.b, p.r, h, false)))
         .collect();
+    let mut refs: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+    for ((i, t, p), perm) in adapter.entries().zip(&permuted) {
+        refs.push((tensor_key(i, t, 'A'), vec![p.r, p.in_dim], &p.a));
+        refs.push((
+            tensor_key(i, t, 'B'),
+            vec![p.out_dim, p.r],
+            perm.as_deref().unwrap_or(&p.b),
+        ));
+    }
     let meta: BTreeMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     safetensors::write(&dir.join(WEIGHTS_FILE), &refs, dtype, &meta)?;
     let config = config_json(adapter, model, base_model);
