@@ -317,6 +317,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
             data.display()
         )));
     }
+    // What loading cost, before the adapter exists (the plan counts the adapter itself).
+    let heap_data = heap::current();
+    let loading_peak = heap::peak();
     let adapter = match &a.init_adapter {
         Some(dir) => peft::load(dir, &model.cfg)?,
         None => Adapter::new(
@@ -350,8 +353,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
         seed: a.seed,
     };
     // Plan the memory before anything big is allocated.
-    let heap_data = heap::current();
-    let loading_peak = heap::peak();
     let plan = match a.budget {
         Some(budget) => {
             let longest = records

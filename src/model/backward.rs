@@ -11,7 +11,6 @@ use super::config::ModelConfig;
 use super::forward::Model;
 use crate::error::{Error, ModelError, Result};
 use crate::kernels::loss::cross_entropy_backward;
-use crate::kernels::num::add_into;
 use crate::kernels::{
     matmul_backward_input, matmul_forward, rmsnorm_backward, rmsnorm_forward, rope_table, Real,
 };
@@ -103,7 +102,7 @@ pub struct TrainWorkspace<F> {
     /// Input of every `segment`-th adapted block — the activation checkpoints.
     checkpoints: Vec<Saved<F>>,
     /// Inputs of the other blocks of the segment being differentiated, (T, C) each.
-    segment_inputs: Vec<Vec<F>>,
+    segment_inputs: Vec<Saved<F>>,
     /// Keys and values of the block being processed, (T, kv_dim).
     k: Vec<F>,
     v: Vec<F>,
@@ -111,11 +110,10 @@ pub struct TrainWorkspace<F> {
     chunk: ChunkScratch<F>,
     scratch: BackwardScratch<F>,
     /// Final norm output and its reciprocal RMS.
-    xf: Vec<F>,
-    rstd_f: Vec<F>,
+    /// Reciprocal RMS of the final norm for the target rows of one loss group.
+    rstd_rows: Vec<F>,
     /// Gradients of the residual stream and of the final norm's output, (T, C).
     dx: Vec<F>,
-    dxf: Vec<F>,
     /// Fused head + loss: gathered hidden rows, logits and the rows' gradients.
     rows: Vec<F>,
     logits: Vec<F>,
@@ -158,12 +156,12 @@ pub fn workspace_bytes(cfg: &ModelConfig, g: AdapterGeometry, shape: WorkspaceSh
     let rows = shape.loss_rows.max(1);
     f * t * (2 * c) // x, x_in
         + stored * (t * c * shape.saved.bytes() + std::mem::size_of::<Saved<f32>>())
-        + (seg.min(g.checkpoints.max(1)) - 1) * (f * t * c + std::mem::size_of::<Vec<f32>>())
+        + (seg.min(g.checkpoints.max(1)) - 1) * (t * c * shape.saved.bytes() + std::mem::size_of::<Saved<f32>>())
         + f * t * 2 * kvd
         + BlockState::<f32>::bytes_for(cfg, t)
         + ChunkScratch::<f32>::bytes_for(cfg, ch, g.max_rank, g.dropout)
         + BackwardScratch::<f32>::bytes_for(cfg, t, ch, g.max_rank, g.dropout)
-        + f * t * (3 * c + 1 + 2 * half)
+        + f * (t * (c + 2 * half) + rows)
         + f * rows * (2 * c + cfg.n_vocab)
         + t * (std::mem::size_of::<usize>() + std::mem::size_of::<(usize, usize)>())
 }
@@ -202,18 +200,14 @@ impl<F: Real> TrainWorkspace<F> {
             x: z(capacity * c),
             x_in: z(capacity * c),
             checkpoints: (0..n_ckpt.div_ceil(seg)).map(saved).collect(),
-            segment_inputs: (1..seg.min(n_ckpt.max(1)))
-                .map(|_| z(capacity * c))
-                .collect(),
+            segment_inputs: (1..seg.min(n_ckpt.max(1))).map(saved).collect(),
             k: z(capacity * kvd),
             v: z(capacity * kvd),
             state: BlockState::new(cfg, capacity),
             chunk: ChunkScratch::new(cfg, chunk, rank, dropout),
             scratch: BackwardScratch::new(cfg, capacity, chunk, rank, dropout),
-            xf: z(capacity * c),
-            rstd_f: z(capacity),
+            rstd_rows: z(rows),
             dx: z(capacity * c),
-            dxf: z(capacity * c),
             rows: z(rows * c),
             logits: z(rows * cfg.n_vocab),
             drows: z(rows * c),
@@ -337,10 +331,8 @@ pub fn forward_backward<F: Real>(
             state,
             chunk,
             scratch,
-            xf,
-            rstd_f,
+            rstd_rows,
             dx,
-            dxf,
             rows,
             logits,
             drows,
@@ -349,13 +341,7 @@ pub fn forward_backward<F: Real>(
             preds,
             ..
         } = ws;
-        let (x, x_in, dx, dxf, xf) = (
-            &mut x[..t * c],
-            &mut x_in[..t * c],
-            &mut dx[..t * c],
-            &mut dxf[..t * c],
-            &mut xf[..t * c],
-        );
+        let (x, x_in, dx) = (&mut x[..t * c], &mut x_in[..t * c], &mut dx[..t * c]);
         let (cos, sin) = (&cos[..t * half], &sin[..t * half]);
         let ctx = |l: usize| BlockCtx {
             cfg,
@@ -373,23 +359,20 @@ pub fn forward_backward<F: Real>(
             }
             block_forward(&ctx(l), x, k, v, 0, state, chunk, l + 1 == cfg.n_layer);
         }
-        rmsnorm_forward(
-            xf,
-            &mut rstd_f[..t],
-            x,
-            &model.weights.output_norm,
-            cfg.rms_eps,
-        );
 
         // Fused output head + cross-entropy + its backward, LOSS_ROWS target rows at a time.
         let head = model.weights.matrix(&model.weights.output);
         let v_n = cfg.n_vocab;
-        dxf.fill(F::ZERO);
+        // Only target rows go through the final norm, the head and the loss; their
+        // gradients flow straight back into d(x).
+        dx.fill(F::ZERO);
+        let norm_w = &model.weights.output_norm;
         let mut loss = 0f64;
         for group in preds.chunks(loss_rows) {
             let n = group.len();
             for (j, &(i, _)) in group.iter().enumerate() {
-                rows[j * c..(j + 1) * c].copy_from_slice(&xf[i * c..(i + 1) * c]);
+                let (xr, row) = (&x[i * c..(i + 1) * c], &mut rows[j * c..(j + 1) * c]);
+                rmsnorm_forward(row, &mut rstd_rows[j..j + 1], xr, norm_w, cfg.rms_eps);
             }
             let lg = &mut logits[..n * v_n];
             matmul_forward(lg, &rows[..n * c], &head);
@@ -400,11 +383,16 @@ pub fn forward_backward<F: Real>(
             dr.fill(F::ZERO);
             matmul_backward_input(dr, lg, &head);
             for (j, &(i, _)) in group.iter().enumerate() {
-                add_into(&mut dxf[i * c..(i + 1) * c], &dr[j * c..(j + 1) * c]);
+                let (dxr, xr) = (&mut dx[i * c..(i + 1) * c], &x[i * c..(i + 1) * c]);
+                rmsnorm_backward(
+                    dxr,
+                    &dr[j * c..(j + 1) * c],
+                    xr,
+                    norm_w,
+                    &rstd_rows[j..j + 1],
+                );
             }
         }
-        dx.fill(F::ZERO);
-        rmsnorm_backward(dx, dxf, x, &model.weights.output_norm, &rstd_f[..t]);
 
         // Blocks in reverse, segment by segment. A segment's first block input is its
         // checkpoint; the others are recomputed (full block forwards) into
@@ -423,15 +411,16 @@ pub fn forward_backward<F: Real>(
                 x.copy_from_slice(x_in);
                 for l in s0..s1 - 1 {
                     block_forward(&ctx(l), x, k, v, 0, state, chunk, false);
-                    segment_inputs[l - s0][..t * c].copy_from_slice(x);
+                    save(&mut segment_inputs[l - s0], x, saved_dtype);
                 }
             }
             for l in (s0..s1).rev() {
-                let x_l: &[F] = if l == s0 {
-                    x_in
-                } else {
-                    &segment_inputs[l - s0 - 1][..t * c]
-                };
+                if l > s0 {
+                    restore(&segment_inputs[l - s0 - 1], x_in, saved_dtype);
+                } else if s1 - s0 > 1 {
+                    restore(&checkpoints[si], x_in, saved_dtype);
+                }
+                let x_l: &[F] = x_in;
                 if seg > 1 || l + 1 != cfg.n_layer {
                     x.copy_from_slice(x_l);
                     block_attention(&ctx(l), x, k, v, 0, state, chunk, true);
