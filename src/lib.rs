@@ -9,6 +9,8 @@
 //! - [`quant`]: ggml tensor types, block layouts, reference (de)quantization.
 //! - [`kernels`]: forward ops as free functions over slices (matmul over quantized panels,
 //!   RMSNorm, RoPE, attention, SwiGLU).
+//! - [`simd`]: run-time ISA dispatch (AVX2, AVX-512, VNNI, NEON, dotprod, i8mm) of the hot
+//!   kernels, with their scalar twins.
 //! - [`model`]: configuration from GGUF metadata, weights, the forward pass.
 //! - [`infer`]: sampling and generation.
 //! - [`tokenizer`]: the model's tokenizer from GGUF metadata (SentencePiece and byte-level
@@ -31,6 +33,7 @@ pub mod lora;
 pub mod model;
 pub mod quant;
 pub mod safetensors;
+pub mod simd;
 pub mod tokenizer;
 pub mod train;
 
