@@ -31,12 +31,11 @@
 //! Other float types than f32 (the f64 gradient checks) take a plain path through the
 //! `gemm` crate.
 
-use std::cell::RefCell;
-
 use rayon::prelude::*;
 
 use super::gemm::{gemm, MatRef};
 use super::num::{dot, Real};
+use super::scratch::{with_f32, with_i32, with_u8};
 use crate::error::QuantError;
 use crate::quant::reference::f16_to_f32;
 use crate::quant::GgmlType;
@@ -182,35 +181,6 @@ pub fn panel_rows(cols: usize) -> usize {
 pub fn matmul_scratch_bytes(cols: usize) -> usize {
     4 * panel_rows(cols) * cols
 }
-
-// ------------------------------------------------------------------------------------------
-// Grow-only per-thread scratch.
-
-thread_local! {
-    static F32_BUFS: [RefCell<Vec<f32>>; 4] = const { [RefCell::new(Vec::new()), RefCell::new(Vec::new()), RefCell::new(Vec::new()), RefCell::new(Vec::new())] };
-    static U8_BUFS: [RefCell<Vec<u8>>; 2] = const { [RefCell::new(Vec::new()), RefCell::new(Vec::new())] };
-    static I32_BUFS: [RefCell<Vec<i32>>; 2] = const { [RefCell::new(Vec::new()), RefCell::new(Vec::new())] };
-}
-
-macro_rules! with_buf {
-    ($name:ident, $tl:ident, $t:ty) => {
-        fn $name<R>(slot: usize, n: usize, f: impl FnOnce(&mut [$t]) -> R) -> R {
-            $tl.with(|cells| {
-                let mut buf = cells[slot].borrow_mut();
-                if buf.len() < n {
-                    buf.resize(n, Default::default());
-                }
-                f(&mut buf[..n])
-            })
-        }
-    };
-}
-with_buf!(with_f32, F32_BUFS, f32);
-with_buf!(with_u8, U8_BUFS, u8);
-with_buf!(with_i32, I32_BUFS, i32);
-
-// Slots: f32 0 = the caller's packed operand, 1 = a task's panel, 2/3 = a task's temporaries;
-// u8/i32 0 = the caller's packed operand, 1 = a task's panel.
 
 // ------------------------------------------------------------------------------------------
 // Entry points.

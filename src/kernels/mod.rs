@@ -14,6 +14,7 @@ pub mod matmul;
 pub mod num;
 pub mod rmsnorm;
 pub mod rope;
+pub mod scratch;
 pub mod swiglu;
 
 pub use attention::{attention_backward, attention_forward, AttnShape};

@@ -167,6 +167,7 @@ pub fn forward_backward<F: Real>(
             dropout: dropout(l),
             cos,
             sin,
+            precision: model.precision(),
         };
         // Forward, keeping each adapted block's input.
         for l in 0..cfg.n_layer {
@@ -184,7 +185,10 @@ pub fn forward_backward<F: Real>(
         );
 
         // Fused output head + cross-entropy + its backward, LOSS_ROWS target rows at a time.
-        let head = model.weights.matrix(&model.weights.output);
+        let head = model
+            .weights
+            .matrix(&model.weights.output)
+            .with_precision(model.precision());
         let v_n = cfg.n_vocab;
         dxf.fill(F::ZERO);
         let preds: Vec<(usize, usize)> = (0..t.saturating_sub(1))

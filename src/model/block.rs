@@ -17,7 +17,7 @@ use crate::kernels::num::{add_into, Real};
 use crate::kernels::{
     attention_backward, attention_forward, lora_backward, lora_forward, matmul_backward_input,
     matmul_forward, rmsnorm_backward, rmsnorm_forward, rope_backward, rope_forward,
-    swiglu_backward, swiglu_forward, AttnShape,
+    swiglu_backward, swiglu_forward, AttnShape, Precision, QMatrix,
 };
 use crate::lora::{LayerAdapter, LoraPair, Target};
 
@@ -67,11 +67,20 @@ pub struct BlockCtx<'a, F> {
     /// RoPE angles of the T positions, (T, rope_dim/2) each.
     pub cos: &'a [F],
     pub sin: &'a [F],
+    /// Arithmetic of the products with W0.
+    pub precision: Precision,
 }
 
 impl<F: Real> BlockCtx<'_, F> {
     fn lw(&self) -> &LayerWeights {
         &self.weights.layers[self.layer]
+    }
+
+    /// The base matrix of target `t`, multiplied in this context's precision.
+    fn matrix(&self, t: Target) -> QMatrix<'_> {
+        self.weights
+            .matrix(base(self.lw(), t))
+            .with_precision(self.precision)
     }
 
     fn pair(&self, t: Target) -> Option<&LoraPair<F>> {
@@ -176,8 +185,8 @@ fn linear_forward<F: Real>(
     u: &mut [F],
     dropped: &mut [F],
 ) {
-    let m = base(ctx.lw(), t);
-    matmul_forward(y, x, &ctx.weights.matrix(m));
+    let m = ctx.matrix(t);
+    matmul_forward(y, x, &m);
     if let Some(p) = ctx.pair(t) {
         let rows = x.len() / m.cols;
         let u = &mut u[..rows * p.r];
@@ -205,9 +214,9 @@ fn linear_backward<F: Real>(
     u: &[F],
     scratch: &mut LoraScratch<F>,
 ) {
-    let m = base(ctx.lw(), t);
+    let m = ctx.matrix(t);
     if let Some(dx) = dx.as_deref_mut() {
-        matmul_backward_input(dx, dy, &ctx.weights.matrix(m));
+        matmul_backward_input(dx, dy, &m);
     }
     let (Some(p), Some(g)) = (ctx.pair(t), grad) else {
         return;
@@ -330,7 +339,16 @@ pub fn block_forward<F: Real>(
     } else {
         None
     };
-    attention_forward(att, lse, q, &kc[..n_kv], &vc[..n_kv], pos0, ctx.shape());
+    attention_forward(
+        att,
+        lse,
+        q,
+        &kc[..n_kv],
+        &vc[..n_kv],
+        pos0,
+        ctx.shape(),
+        None,
+    );
     linear_forward(ctx, Target::O, proj, att, u_o, dropped);
     add_into(x, proj);
     x_mid.copy_from_slice(x);
@@ -526,6 +544,7 @@ pub fn block_backward<F: Real>(
         att,
         lse,
         ctx.shape(),
+        None,
     );
     rope_backward(
         dq,

@@ -34,7 +34,47 @@
 //! Kernels never allocate; all bounds are checked here, once per call, so the per-ISA code
 //! only sees in-bounds addresses.
 
+pub mod ew;
 pub mod scalar;
+
+/// The element-wise kernels of [`ew`], listed once: `$m!` receives every kernel's name and
+/// signature (after the extra tokens given).
+macro_rules! ew_list {
+    ($m:ident $(, $x:tt)*) => {
+        $m! { $($x,)*
+            exp_slice(x: &mut [f32]);
+            softmax_tile(st: &mut [f32], rows: usize, n: usize, ld: usize, m: &mut [f32], l: &mut [f32], corr: &mut [f32]);
+            probs_tile(st: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32]);
+            dsoftmax_tile(ds: &mut [f32], p: &[f32], rows: usize, n: usize, ld: usize, delta: &[f32]);
+            scale_rows(y: &mut [f32], rows: usize, n: usize, ld: usize, scale: &[f32]);
+            swiglu(h: &mut [f32], g: &[f32], u: &[f32]);
+            swiglu_back(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32]);
+            adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 6]);
+            rmsnorm_row(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) -> f32;
+            rmsnorm_back_row(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], r: f32);
+        }
+    };
+}
+
+macro_rules! ew_struct {
+    ($($name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {
+        /// Element-wise kernels of one level: the bodies of [`ew`], compiled with the level's
+        /// features. Slices are indexed safely inside; sizes are the caller's contract (a
+        /// short slice panics).
+        #[derive(Clone, Copy)]
+        pub struct Ew {
+            $(pub $name: fn($($ty),*) $(-> $ret)?,)*
+        }
+
+        impl Ew {
+            /// The bodies compiled for the baseline target (the scalar twins).
+            pub fn plain() -> Ew {
+                Ew { $($name: ew::$name,)* }
+            }
+        }
+    };
+}
+ew_list!(ew_struct);
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
@@ -349,6 +389,21 @@ impl<'a> SharedColumns<'a> {
     where
         F: Fn(usize, ColumnPart<'_>) + Sync + Send,
     {
+        let items = vec![(); bounds.len().saturating_sub(1)];
+        self.par_parts_zip(bounds, items, |i, part, ()| f(i, part));
+    }
+
+    /// As [`SharedColumns::par_parts`], handing part `i` also `items[i]` (one per part).
+    pub fn par_parts_zip<T, F>(&mut self, bounds: &[usize], items: Vec<T>, f: F)
+    where
+        T: Send,
+        F: Fn(usize, ColumnPart<'_>, T) + Sync + Send,
+    {
+        assert_eq!(
+            items.len() + 1,
+            bounds.len().max(1),
+            "SharedColumns: one item per part"
+        );
         assert!(
             bounds.windows(2).all(|w| w[0] <= w[1]) && bounds.last().is_none_or(|&b| b <= self.ld),
             "SharedColumns: bounds must increase within the row"
@@ -365,7 +420,11 @@ impl<'a> SharedColumns<'a> {
                 _marker: PhantomData,
             })
             .collect();
-        parts.into_par_iter().enumerate().for_each(|(i, p)| f(i, p));
+        parts
+            .into_par_iter()
+            .zip(items)
+            .enumerate()
+            .for_each(|(i, (p, item))| f(i, p, item));
     }
 }
 
@@ -417,8 +476,6 @@ pub(crate) type I8GemmFn = fn(&I8Rows<'_>, &I8Lanes<'_>, usize, &mut Out<'_>);
 pub(crate) type DotFn = fn(&[f32], &[f32]) -> f32;
 /// Dequantizes one row (length-checked) or returns false for types it does not handle.
 pub(crate) type DequantFn = fn(crate::quant::GgmlType, &[u8], &mut [f32]) -> bool;
-/// In-place element-wise map.
-pub(crate) type MapFn = fn(&mut [f32]);
 /// [`pack_cols_body`] compiled for a level.
 pub(crate) type PackColsFn =
     fn(Int8Layout, &[f32], usize, usize, usize, usize, &mut [u8], &mut [f32]);
@@ -434,8 +491,9 @@ pub struct Kernels {
     i8gemm: I8GemmFn,
     dot: DotFn,
     dequant: DequantFn,
-    exp: MapFn,
     pack_cols: PackColsFn,
+    /// Element-wise kernels.
+    pub ew: Ew,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -587,9 +645,9 @@ impl Kernels {
         (self.pack_cols)(self.int8, panel, blocks, ld, total, b0, vals, d)
     }
 
-    /// `x ← exp(x)` element-wise (relative error ≤ 2e-7 over the f32 range; exp(−∞) = 0).
+    /// `x ← exp(x)` element-wise (≤ 2 ulp; exp(−∞) = 0).
     pub fn exp(&self, x: &mut [f32]) {
-        (self.exp)(x)
+        (self.ew.exp_slice)(x)
     }
 }
 
@@ -718,6 +776,391 @@ pub(crate) fn pack_cols_body(
                     for (l, w) in word.iter().enumerate() {
                         vb[base + l * g..base + l * g + 4]
                             .copy_from_slice(&(w ^ flip).to_le_bytes());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vals(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                g == w || (g - w).abs() <= tol * (1.0 + w.abs()) || (g.is_nan() && w.is_nan()),
+                "{what}: element {i}: {g} vs {w}"
+            );
+        }
+    }
+
+    const ODD: [usize; 6] = [0, 1, 31, 33, 255, 4097];
+
+    #[test]
+    fn sgemm_equals_the_scalar_twin_over_odd_shapes_strides_and_outputs() {
+        let twin = scalar::kernels();
+        for level in Level::available() {
+            let k = Kernels::for_level(level).unwrap();
+            for (m, n, kk) in [
+                (0, 5, 3),
+                (1, 1, 1),
+                (13, 31, 7),
+                (31, 33, 64),
+                (25, 17, 255),
+                (3, 4097, 2),
+                (40, 64, 0),
+            ] {
+                for (rs, cs) in [(kk.max(1), 1), (1, m.max(1))] {
+                    let r = vals(m.max(1) * kk.max(1) + 3, 1);
+                    let ldb = n + 5;
+                    let l = vals(kk.max(1) * ldb, 2);
+                    for (ors, ocs, acc) in [(n + 2, 1, false), (1, m + 1, true)] {
+                        let len = m.max(1) * ors.max(1) + n.max(1) * ocs.max(1) + 8;
+                        let mut want = vals(len, 3);
+                        let mut got = want.clone();
+                        let g = Sgemm {
+                            m,
+                            n,
+                            k: kk,
+                            r: &r,
+                            rs,
+                            cs,
+                            l: &l,
+                            ldb,
+                            alpha: 0.75,
+                        };
+                        twin.sgemm(&g, &mut Out::new(&mut want, ors, ocs, acc));
+                        k.sgemm(&g, &mut Out::new(&mut got, ors, ocs, acc));
+                        close(
+                            &format!("sgemm {level:?} {m}x{n}x{kk}"),
+                            &got,
+                            &want,
+                            1e-5 * (kk as f32).max(1.0),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn i8gemm_equals_its_definition_for_every_operand_form() {
+        for level in Level::available() {
+            let k = Kernels::for_level(level).unwrap();
+            let lay = k.int8;
+            let nt = lay.nt;
+            for (rows, blocks, n) in [
+                (1usize, 1usize, 1usize),
+                (7, 3, nt),
+                (5, 2, nt - 1),
+                (13, 9, 3),
+                (3, 0, 2),
+            ] {
+                for unsigned_rows in [false, true] {
+                    // The forms each level takes: signed × signed, or (VNNI) exactly one side
+                    // unsigned.
+                    let lanes_unsigned = lay.unsigned_weights && !unsigned_rows;
+                    if (unsigned_rows || lanes_unsigned) != lay.unsigned_weights {
+                        continue;
+                    }
+                    let stride = 32 * blocks + 4;
+                    let rv: Vec<u8> = vals(rows * stride, 4)
+                        .iter()
+                        .map(|v| {
+                            if unsigned_rows {
+                                (v.abs() * 255.0) as u8
+                            } else {
+                                (v * 127.0) as i8 as u8
+                            }
+                        })
+                        .collect();
+                    let lv: Vec<u8> = vals(blocks * 32 * nt, 5)
+                        .iter()
+                        .map(|v| {
+                            if lanes_unsigned {
+                                (v.abs() * 255.0) as u8
+                            } else {
+                                (v * 127.0) as i8 as u8
+                            }
+                        })
+                        .collect();
+                    let rd = vals(rows * blocks.max(1), 6);
+                    let ld = vals(blocks * nt, 7);
+                    let ls = vals(blocks * nt, 8);
+                    let rc: Vec<i32> = (0..rows * blocks.max(1))
+                        .map(|i| i as i32 * 37 - 500)
+                        .collect();
+                    let lc: Vec<i32> = (0..blocks * nt).map(|i| 250 - i as i32 * 11).collect();
+                    let rmin = vals(rows * blocks.max(1), 9);
+                    for with_min in [false, true] {
+                        let r = I8Rows {
+                            rows,
+                            blocks,
+                            vals: &rv,
+                            stride,
+                            unsigned: unsigned_rows,
+                            d: &rd,
+                            d_stride: blocks.max(1),
+                            corr: lanes_unsigned.then_some(&rc[..]),
+                            min: with_min.then_some(&rmin[..]),
+                        };
+                        let l = I8Lanes {
+                            blocks,
+                            vals: &lv,
+                            unsigned: lanes_unsigned,
+                            d: &ld,
+                            sum: &ls,
+                            corr: unsigned_rows.then_some(&lc[..]),
+                        };
+                        // f64 definition; the tolerance is relative to the size of the terms
+                        // (the integer sums reach 32·255·127 and the corrections cancel them).
+                        let term = |i: usize, j: usize| -> (f64, f64) {
+                            let (mut sum, mut mag) = (0f64, 0f64);
+                            for b in 0..blocks {
+                                let mut s = r.corr.map_or(0, |c| c[i * blocks + b]) as i64
+                                    + l.corr.map_or(0, |c| c[b * nt + j]) as i64;
+                                for e in 0..32 {
+                                    let x = rv[i * stride + 32 * b + e];
+                                    let y = lv[scalar::lane_byte(lay, b, e, j)];
+                                    let x = if unsigned_rows {
+                                        x as i64
+                                    } else {
+                                        x as i8 as i64
+                                    };
+                                    let y = if lanes_unsigned {
+                                        y as i64
+                                    } else {
+                                        y as i8 as i64
+                                    };
+                                    s += x * y;
+                                }
+                                let t =
+                                    s as f64 * rd[i * blocks + b] as f64 * ld[b * nt + j] as f64;
+                                let mt = if with_min {
+                                    rmin[i * blocks + b] as f64 * ls[b * nt + j] as f64
+                                } else {
+                                    0.0
+                                };
+                                sum += t - mt;
+                                mag += t.abs() + mt.abs();
+                            }
+                            (sum, mag)
+                        };
+                        for (ors, ocs) in [(n + 1, 1), (1, rows + 2)] {
+                            let len = rows * ors + n * ocs + 4;
+                            let base = vals(len, 10);
+                            let mut twin = base.clone();
+                            let mut got = base.clone();
+                            scalar::i8gemm_layout(
+                                &r,
+                                &l,
+                                n,
+                                &mut Out::new(&mut twin, ors, ocs, true),
+                                lay,
+                            );
+                            k.i8gemm(&r, &l, n, &mut Out::new(&mut got, ors, ocs, true));
+                            for i in 0..rows {
+                                for j in 0..n {
+                                    let at = i * ors + j * ocs;
+                                    let (want, mag) = term(i, j);
+                                    let want = want + base[at] as f64;
+                                    for (who, v) in [("twin", twin[at]), ("kernel", got[at])] {
+                                        assert!(
+                                            (v as f64 - want).abs() <= 1e-6 * (mag + 1.0),
+                                            "i8gemm {who} {level:?} {rows}x{blocks}x{n} ({i},{j}): {v} vs {want}"
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exp_is_within_one_ulp_of_f64_and_handles_special_values() {
+        for level in Level::available() {
+            let k = Kernels::for_level(level).unwrap();
+            let mut x: Vec<f32> = (0..20001).map(|i| -110.0 + i as f32 * 0.01).collect();
+            x.extend([
+                f32::NEG_INFINITY,
+                f32::INFINITY,
+                f32::NAN,
+                0.0,
+                -0.0,
+                88.72,
+                88.73,
+                -87.5,
+                -103.0,
+            ]);
+            let mut y = x.clone();
+            k.exp(&mut y);
+            for (&a, &b) in x.iter().zip(&y) {
+                let want = (a as f64).exp() as f32;
+                if a.is_nan() {
+                    assert!(b.is_nan());
+                } else if want.is_infinite() || want == 0.0 {
+                    assert_eq!(b, want, "exp({a}) on {level:?}");
+                } else {
+                    let ulps = (b.to_bits() as i64 - want.to_bits() as i64).abs();
+                    assert!(ulps <= 1, "exp({a}) = {b} vs {want} on {level:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn element_wise_kernels_equal_their_plain_twins_over_odd_lengths() {
+        let twin = Ew::plain();
+        for level in Level::available() {
+            let e = Kernels::for_level(level).unwrap().ew;
+            for n in ODD {
+                let (g, u, dh) = (vals(n, 1), vals(n, 2), vals(n, 3));
+                let g: Vec<f32> = g.iter().map(|v| v * 12.0).collect();
+                let (mut h1, mut h2) = (vec![0f32; n], vec![0f32; n]);
+                (twin.swiglu)(&mut h1, &g, &u);
+                (e.swiglu)(&mut h2, &g, &u);
+                close("swiglu", &h2, &h1, 1e-6);
+                let (mut dg1, mut du1) = (vals(n, 4), vals(n, 5));
+                let (mut dg2, mut du2) = (dg1.clone(), du1.clone());
+                (twin.swiglu_back)(&mut dg1, &mut du1, &dh, &g, &u);
+                (e.swiglu_back)(&mut dg2, &mut du2, &dh, &g, &u);
+                close("swiglu dg", &dg2, &dg1, 1e-6);
+                close("swiglu du", &du2, &du1, 1e-6);
+                let (mut p1, mut m1, mut v1) = (
+                    vals(n, 6),
+                    vals(n, 7),
+                    vals(n, 8).iter().map(|x| x.abs()).collect::<Vec<_>>(),
+                );
+                let (mut p2, mut m2, mut v2) = (p1.clone(), m1.clone(), v1.clone());
+                let kk = [0.9, 0.999, 0.01, 1.3, 1e-8, 0.999];
+                (twin.adamw)(&mut p1, &g, &mut m1, &mut v1, kk);
+                (e.adamw)(&mut p2, &g, &mut m2, &mut v2, kk);
+                close("adamw", &p2, &p1, 1e-6);
+                if n > 0 {
+                    let w = vals(n, 9);
+                    let (mut o1, mut o2) = (vec![0f32; n], vec![0f32; n]);
+                    let r1 = (twin.rmsnorm_row)(&mut o1, &u, &w, 1e-5);
+                    let r2 = (e.rmsnorm_row)(&mut o2, &u, &w, 1e-5);
+                    close("rmsnorm", &o2, &o1, 1e-5);
+                    close("rstd", &[r2], &[r1], 1e-5);
+                    let (mut d1, mut d2) = (vals(n, 10), vals(n, 10));
+                    (twin.rmsnorm_back_row)(&mut d1, &dh, &u, &w, r1);
+                    (e.rmsnorm_back_row)(&mut d2, &dh, &u, &w, r1);
+                    close("rmsnorm back", &d2, &d1, 1e-5);
+                }
+            }
+            // Tiles: keys × queries with masked entries.
+            for (rows, n) in [(1usize, 1usize), (31, 33), (64, 32), (33, 70)] {
+                let ld = n + 3;
+                let mut st: Vec<f32> = vals(rows * ld, 11).iter().map(|v| v * 8.0).collect();
+                for (i, x) in st.iter_mut().enumerate() {
+                    if i % 7 == 3 {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+                let mk = || (vec![f32::NEG_INFINITY; n], vec![0f32; n], vec![0f32; n]);
+                let (mut a1, mut m1, mut l1, mut c1) = (st.clone(), mk().0, mk().1, mk().2);
+                let (mut a2, mut m2, mut l2, mut c2) = (st.clone(), mk().0, mk().1, mk().2);
+                for _ in 0..2 {
+                    (twin.softmax_tile)(&mut a1, rows, n, ld, &mut m1, &mut l1, &mut c1);
+                    (e.softmax_tile)(&mut a2, rows, n, ld, &mut m2, &mut l2, &mut c2);
+                }
+                close("softmax tile", &a2, &a1, 1e-6);
+                close("softmax sums", &l2, &l1, 1e-6);
+                close("softmax corr", &c2, &c1, 1e-6);
+                let lse = vals(n, 12);
+                let (mut p1, mut p2) = (st.clone(), st.clone());
+                (twin.probs_tile)(&mut p1, rows, n, ld, &lse);
+                (e.probs_tile)(&mut p2, rows, n, ld, &lse);
+                close("probs", &p2, &p1, 1e-6);
+                let (mut d1, mut d2) = (vals(rows * ld, 13), vals(rows * ld, 13));
+                (twin.dsoftmax_tile)(&mut d1, &p1, rows, n, ld, &lse);
+                (e.dsoftmax_tile)(&mut d2, &p1, rows, n, ld, &lse);
+                close("dsoftmax", &d2, &d1, 1e-6);
+                (twin.scale_rows)(&mut d1, rows.min(n), n, ld, &lse);
+                (e.scale_rows)(&mut d2, rows.min(n), n, ld, &lse);
+                close("scale rows", &d2, &d1, 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn dequantization_equals_the_reference_for_every_type_and_odd_row_lengths() {
+        use crate::quant::{dequantize_row, quantize, GgmlType};
+        for level in Level::available() {
+            let k = Kernels::for_level(level).unwrap();
+            for ty in [
+                GgmlType::Q8_0,
+                GgmlType::Q4_0,
+                GgmlType::Q4_K,
+                GgmlType::Q6_K,
+                GgmlType::F16,
+                GgmlType::BF16,
+                GgmlType::F32,
+            ] {
+                for blocks in [1usize, 3, 33] {
+                    let n = blocks * ty.block_size().max(32);
+                    let bytes = quantize(ty, &vals(n, 14), n).unwrap();
+                    let mut want = vec![0f32; n];
+                    dequantize_row(ty, &bytes, &mut want).unwrap();
+                    let mut got = vec![f32::NAN; n];
+                    k.dequantize_row(ty, &bytes, &mut got);
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{ty} on {level:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pack_cols_puts_every_byte_where_the_layout_says() {
+        for level in Level::available() {
+            let k = Kernels::for_level(level).unwrap();
+            let lay = k.int8;
+            let (blocks, ld) = (2usize, 2 * lay.nt);
+            let panel = vals(blocks * 32 * ld, 15);
+            let mut v = vec![0u8; blocks * 32 * ld];
+            let mut d = vec![0f32; blocks * ld];
+            k.pack_cols(&panel, blocks, ld, blocks, 0, &mut v, &mut d);
+            for lb in 0..ld / lay.nt {
+                for b in 0..blocks {
+                    for j in 0..lay.nt {
+                        let col = lb * lay.nt + j;
+                        let x: Vec<f32> = (0..32).map(|e| panel[(32 * b + e) * ld + col]).collect();
+                        let mut q = [0i8; 32];
+                        let (s, _) = quantize_block(&x, &mut q);
+                        assert_eq!(d[(lb * blocks + b) * lay.nt + j], s);
+                        for (e, &qq) in q.iter().enumerate() {
+                            let at = lb * blocks * 32 * lay.nt + scalar::lane_byte(lay, b, e, j);
+                            let want = if lay.unsigned_weights {
+                                (qq as i32 + 128) as u8
+                            } else {
+                                qq as u8
+                            };
+                            assert_eq!(v[at], want, "{level:?} lane {col} block {b} byte {e}");
+                        }
                     }
                 }
             }

@@ -17,8 +17,8 @@ pub(super) fn kernels() -> Kernels {
         i8gemm,
         dot,
         dequant: |_: GgmlType, _: &[u8], _: &mut [f32]| false,
-        exp,
         pack_cols: super::pack_cols_body,
+        ew: super::Ew::plain(),
     }
 }
 
@@ -95,10 +95,4 @@ pub fn lane_byte(layout: Int8Layout, b: usize, e: usize, j: usize) -> usize {
 
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     crate::kernels::num::dot(a, b)
-}
-
-pub fn exp(x: &mut [f32]) {
-    for v in x {
-        *v = v.exp();
-    }
 }

@@ -11,6 +11,25 @@ use std::arch::x86_64::*;
 use super::{I8Lanes, I8Rows, Int8Layout, Kernels, Level, Out, Sgemm};
 use crate::quant::GgmlType;
 
+/// The element-wise kernels of [`super::ew`] compiled with `$feat`.
+macro_rules! ew_table {
+    ($feat:literal, $($name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {
+        super::Ew {
+            $($name: {
+                #[target_feature(enable = $feat)]
+                unsafe fn inner($($arg: $ty),*) $(-> $ret)? {
+                    super::ew::$name($($arg),*)
+                }
+                fn outer($($arg: $ty),*) $(-> $ret)? {
+                    // SAFETY: only placed in a table built after `supported` saw `$feat`.
+                    unsafe { inner($($arg),*) }
+                }
+                outer
+            },)*
+        }
+    };
+}
+
 /// Whether the CPU has the features of `level`.
 pub(super) fn supported(level: Level) -> bool {
     let avx2 = is_x86_feature_detected!("avx2")
@@ -48,8 +67,8 @@ pub(super) fn kernels(level: Level) -> Option<Kernels> {
             i8gemm: i8gemm_avx2,
             dot: dot_avx2,
             dequant: dequant_avx2,
-            exp: exp_avx2,
             pack_cols: pack_cols_avx2,
+            ew: ew_list!(ew_table, "avx2,fma"),
         },
         Level::Avx512 | Level::Avx512Vnni => Kernels {
             level,
@@ -71,8 +90,8 @@ pub(super) fn kernels(level: Level) -> Option<Kernels> {
             },
             dot: dot_avx512,
             dequant: dequant_avx512,
-            exp: exp_avx512,
             pack_cols: pack_cols_avx512,
+            ew: ew_list!(ew_table, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"),
         },
         _ => return None,
     })
@@ -179,16 +198,6 @@ unsafe fn pack_cols512(lay: Int8Layout, a: PackArgs<'_>, v: &mut [u8], d: &mut [
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pack_cols256(lay: Int8Layout, a: PackArgs<'_>, v: &mut [u8], d: &mut [f32]) {
     super::pack_cols_body(lay, a.0, a.1, a.2, a.3, a.4, v, d)
-}
-
-fn exp_avx512(x: &mut [f32]) {
-    // SAFETY: table built after AVX-512 F was detected.
-    unsafe { exp512_slice(x) }
-}
-
-fn exp_avx2(x: &mut [f32]) {
-    // SAFETY: table built after AVX2/FMA were detected.
-    unsafe { exp256_slice(x) }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -931,105 +940,4 @@ unsafe fn dequant256(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
 #[inline(always)]
 fn f16_to_f32(h: u16) -> f32 {
     crate::quant::reference::f16_to_f32(h)
-}
-
-// ------------------------------------------------------------------------------------------
-// exp: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial), ≤ 2 ulp.
-
-const EXP_HI: f32 = 88.376_26;
-const EXP_LO: f32 = -103.972_08;
-const LOG2E: f32 = std::f32::consts::LOG2_E;
-const C1: f32 = 0.693_359_4;
-const C2: f32 = -2.121_944_4e-4;
-const P: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    0.166_666_65,
-    0.5,
-];
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-fn exp512(x: __m512) -> __m512 {
-    let x = _mm512_max_ps(
-        _mm512_min_ps(x, _mm512_set1_ps(EXP_HI + 12.0)),
-        _mm512_set1_ps(EXP_LO),
-    );
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
-    );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(C1), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(C2), r);
-    let mut p = _mm512_set1_ps(P[0]);
-    for &c in &P[1..] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    }
-    let r2 = _mm512_mul_ps(r, r);
-    let y = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
-    _mm512_scalef_ps(y, n)
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-unsafe fn exp512_slice(x: &mut [f32]) {
-    let n = x.len();
-    let p = x.as_mut_ptr();
-    let mut i = 0;
-    while i < n {
-        let m = mask16(n - i);
-        // SAFETY: lane i < n; masked lanes untouched.
-        unsafe {
-            let v = _mm512_maskz_loadu_ps(m, p.add(i));
-            _mm512_mask_storeu_ps(p.add(i), m, exp512(v));
-        }
-        i += 16;
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn exp256(x: __m256) -> __m256 {
-    let below = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-87.336_55));
-    let x = _mm256_max_ps(
-        _mm256_min_ps(x, _mm256_set1_ps(EXP_HI)),
-        _mm256_set1_ps(-87.336_55),
-    );
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-        x,
-        _mm256_set1_ps(LOG2E),
-    ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(C1), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(C2), r);
-    let mut p = _mm256_set1_ps(P[0]);
-    for &c in &P[1..] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-    }
-    let r2 = _mm256_mul_ps(r, r);
-    let y = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
-    let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
-        _mm256_cvtps_epi32(n),
-        _mm256_set1_epi32(127),
-    ));
-    let y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-    _mm256_andnot_ps(below, y)
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp256_slice(x: &mut [f32]) {
-    let n = x.len();
-    let p = x.as_mut_ptr();
-    let mut i = 0;
-    while i + 8 <= n {
-        // SAFETY: i + 8 ≤ n.
-        unsafe { _mm256_storeu_ps(p.add(i), exp256(_mm256_loadu_ps(p.add(i)))) };
-        i += 8;
-    }
-    if i < n {
-        let mut buf = [0f32; 8];
-        buf[..n - i].copy_from_slice(&x[i..]);
-        // SAFETY: `buf` holds 8 floats.
-        unsafe { _mm256_storeu_ps(buf.as_mut_ptr(), exp256(_mm256_loadu_ps(buf.as_ptr()))) };
-        x[i..].copy_from_slice(&buf[..n - i]);
-    }
 }
