@@ -127,6 +127,19 @@ impl<'a> QMatrix<'a> {
         self
     }
 
+    /// Rows `r0 .. r1` as a matrix of their own.
+    pub fn rows_range(&self, r0: usize, r1: usize) -> QMatrix<'a> {
+        assert!(
+            r0 <= r1 && r1 <= self.rows,
+            "QMatrix::rows_range: out of range"
+        );
+        QMatrix {
+            rows: r1 - r0,
+            data: &self.data[r0 * self.row_bytes..r1 * self.row_bytes],
+            ..*self
+        }
+    }
+
     /// The encoded bytes of row `r`.
     pub fn row(&self, r: usize) -> &'a [u8] {
         &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]

@@ -1,21 +1,24 @@
 //! The training pass over one sequence: forward with per-block activation checkpointing
-//! (only each adapted block's input is kept), the output head and cross-entropy fused and
-//! chunked over target rows (never the whole T × V logits), then the blocks in reverse —
-//! each recomputed from its checkpoint and differentiated — down to the lowest adapted
-//! block. Nothing below it is computed in backward.
+//! (only each adapted block's input is kept), the output head and cross-entropy fused over
+//! panels of the vocabulary (never the whole T × V logits: a first pass keeps each target
+//! row's running log-sum-exp, a second recomputes each panel's logits, turns them into
+//! `softmax − onehot` and multiplies back — each panel of the head is read twice, with all
+//! target rows at once, which the int8 path needs to amortize its weight repacking), then
+//! the blocks in reverse — each recomputed from its checkpoint and differentiated — down to
+//! the lowest adapted block. Nothing below it is computed in backward.
 
 use super::block::{block_backward, block_forward, BackwardScratch, BlockCtx, BlockState, Dropout};
 use super::forward::Model;
 use crate::error::{ModelError, Result};
-use crate::kernels::loss::cross_entropy_backward;
+use crate::kernels::loss::{lse_update_rows, softmax_from_lse_rows};
 use crate::kernels::num::add_into;
 use crate::kernels::{
     matmul_backward_input, matmul_forward, rmsnorm_backward, rmsnorm_forward, rope_table, Real,
 };
 use crate::lora::Adapter;
 
-/// Rows of logits formed at once by the fused head + loss.
-pub const LOSS_ROWS: usize = 64;
+/// Vocabulary rows per panel of the fused head + loss.
+pub const HEAD_PANEL: usize = 8192;
 
 /// Buffers of training passes over sequences of up to `capacity` tokens.
 #[derive(Debug)]
@@ -36,10 +39,15 @@ pub struct TrainWorkspace<F> {
     /// Gradients of the residual stream and of the final norm's output, (T, C).
     dx: Vec<F>,
     dxf: Vec<F>,
-    /// Fused head + loss: gathered hidden rows, logits and the rows' gradients.
+    /// Fused head + loss: gathered target rows (T, C), one panel of their logits
+    /// (T, HEAD_PANEL), the rows' gradients (T, C), running max / log-sum-exp / target logit
+    /// per row (T) and the running sums (T, f64).
     rows: Vec<F>,
     logits: Vec<F>,
     drows: Vec<F>,
+    row_max: Vec<F>,
+    row_target: Vec<F>,
+    row_sum: Vec<f64>,
     cos: Vec<F>,
     sin: Vec<F>,
 }
@@ -65,9 +73,12 @@ impl<F: Real> TrainWorkspace<F> {
             rstd_f: z(capacity),
             dx: z(capacity * c),
             dxf: z(capacity * c),
-            rows: z(LOSS_ROWS * c),
-            logits: z(LOSS_ROWS * cfg.n_vocab),
-            drows: z(LOSS_ROWS * c),
+            rows: z(capacity * c),
+            logits: z(capacity * HEAD_PANEL.min(cfg.n_vocab)),
+            drows: z(capacity * c),
+            row_max: z(capacity),
+            row_target: z(capacity),
+            row_sum: vec![0f64; capacity],
             cos: z(capacity * half),
             sin: z(capacity * half),
         }
@@ -148,6 +159,9 @@ pub fn forward_backward<F: Real>(
             rows,
             logits,
             drows,
+            row_max,
+            row_target,
+            row_sum,
             cos,
             sin,
             ..
@@ -184,7 +198,7 @@ pub fn forward_backward<F: Real>(
             cfg.rms_eps,
         );
 
-        // Fused output head + cross-entropy + its backward, LOSS_ROWS target rows at a time.
+        // Fused output head + cross-entropy + its backward over vocabulary panels.
         let head = model
             .weights
             .matrix(&model.weights.output)
@@ -195,23 +209,56 @@ pub fn forward_backward<F: Real>(
             .filter(|&i| targets.get(i + 1).copied().unwrap_or(false))
             .map(|i| (i, ids[i + 1] as usize))
             .collect();
+        let n = preds.len();
+        for (j, &(i, _)) in preds.iter().enumerate() {
+            rows[j * c..(j + 1) * c].copy_from_slice(&xf[i * c..(i + 1) * c]);
+        }
+        let rows = &rows[..n * c];
+        let (m, s, zt) = (&mut row_max[..n], &mut row_sum[..n], &mut row_target[..n]);
+        m.fill(F::NEG_INFINITY);
+        s.fill(0.0);
+        let panel = HEAD_PANEL.min(v_n);
+        // Pass 1: each row's log-sum-exp and target logit.
+        let mut v0 = 0;
+        while v0 < v_n {
+            let vp = panel.min(v_n - v0);
+            let lg = &mut logits[..n * vp];
+            matmul_forward(lg, rows, &head.rows_range(v0, v0 + vp));
+            lse_update_rows(lg, n, vp, vp, m, s);
+            for (j, &(_, tgt)) in preds.iter().enumerate() {
+                if (v0..v0 + vp).contains(&tgt) {
+                    zt[j] = lg[j * vp + tgt - v0];
+                }
+            }
+            v0 += vp;
+        }
         let mut loss = 0f64;
-        for group in preds.chunks(LOSS_ROWS) {
-            let n = group.len();
-            for (j, &(i, _)) in group.iter().enumerate() {
-                rows[j * c..(j + 1) * c].copy_from_slice(&xf[i * c..(i + 1) * c]);
+        for j in 0..n {
+            let lse = m[j].to_f64() + s[j].ln();
+            loss += lse - zt[j].to_f64();
+            m[j] = F::from_f64(lse);
+        }
+        let lse = &*m;
+        // Pass 2: the same logits again, softmax − onehot, back through the head.
+        let dr = &mut drows[..n * c];
+        dr.fill(F::ZERO);
+        let mut v0 = 0;
+        while v0 < v_n {
+            let vp = panel.min(v_n - v0);
+            let sub = head.rows_range(v0, v0 + vp);
+            let lg = &mut logits[..n * vp];
+            matmul_forward(lg, rows, &sub);
+            softmax_from_lse_rows(lg, n, vp, vp, lse, loss_scale);
+            for (j, &(_, tgt)) in preds.iter().enumerate() {
+                if (v0..v0 + vp).contains(&tgt) {
+                    lg[j * vp + tgt - v0] -= F::from_f64(loss_scale);
+                }
             }
-            let lg = &mut logits[..n * v_n];
-            matmul_forward(lg, &rows[..n * c], &head);
-            for (j, &(_, tgt)) in group.iter().enumerate() {
-                loss += cross_entropy_backward(&mut lg[j * v_n..(j + 1) * v_n], tgt, loss_scale);
-            }
-            let dr = &mut drows[..n * c];
-            dr.fill(F::ZERO);
-            matmul_backward_input(dr, lg, &head);
-            for (j, &(i, _)) in group.iter().enumerate() {
-                add_into(&mut dxf[i * c..(i + 1) * c], &dr[j * c..(j + 1) * c]);
-            }
+            matmul_backward_input(dr, lg, &sub);
+            v0 += vp;
+        }
+        for (j, &(i, _)) in preds.iter().enumerate() {
+            add_into(&mut dxf[i * c..(i + 1) * c], &dr[j * c..(j + 1) * c]);
         }
         dx.fill(F::ZERO);
         rmsnorm_backward(dx, dxf, x, &model.weights.output_norm, &rstd_f[..t]);

@@ -162,17 +162,17 @@ pub fn swiglu_back(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f
     }
 }
 
-/// AdamW update of one tensor (torch semantics); `k = [β1, β2, lr/bc1, 1/√bc2, ε, decay]`.
+/// AdamW update of one tensor (torch semantics); `k = [β1, β2, lr/bc1, √bc2, ε, decay]`.
 #[inline(always)]
 pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 6]) {
-    let [b1, b2, step, inv_bc2, eps, decay] = k;
+    let [b1, b2, step, bc2_sqrt, eps, decay] = k;
     let n = p.len().min(g.len()).min(m.len()).min(v.len());
     let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
     for i in 0..n {
         p[i] *= decay;
         m[i] += (g[i] - m[i]) * (1.0 - b1);
         v[i] = v[i] * b2 + (1.0 - b2) * g[i] * g[i];
-        let denom = v[i].sqrt() * inv_bc2 + eps;
+        let denom = v[i].sqrt() / bc2_sqrt + eps;
         p[i] -= step * m[i] / denom;
     }
 }
@@ -225,5 +225,53 @@ pub fn rmsnorm_back_row(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], r: f32
     let k = r * r * r * s / n as f32;
     for i in 0..n {
         dx[i] += r * w[i] * dy[i] - x[i] * k;
+    }
+}
+
+/// Online log-sum-exp over a panel of columns, row by row: for each of `rows` rows of `x`
+/// (`n` values, rows `ld` apart), `m ← max(m, max x)` and `s ← s·e^(m_old − m) + Σ e^(x − m)`
+/// (sums in f64).
+#[inline(always)]
+pub fn lse_rows(x: &[f32], rows: usize, n: usize, ld: usize, m: &mut [f32], s: &mut [f64]) {
+    for j in 0..rows {
+        let row = &x[j * ld..j * ld + n];
+        let mut mx = [f32::NEG_INFINITY; 16];
+        let chunks = n / 16;
+        for c in 0..chunks {
+            for l in 0..16 {
+                mx[l] = mx[l].max(row[16 * c + l]);
+            }
+        }
+        let mut mrow = m[j];
+        for &v in mx.iter().chain(&row[16 * chunks..]) {
+            mrow = mrow.max(v);
+        }
+        let shift = if mrow == f32::NEG_INFINITY { 0.0 } else { mrow };
+        let mut acc = [0f64; 16];
+        for c in 0..chunks {
+            for l in 0..16 {
+                acc[l] += exp(row[16 * c + l] - shift) as f64;
+            }
+        }
+        let mut sum = 0f64;
+        for a in acc {
+            sum += a;
+        }
+        for &v in &row[16 * chunks..] {
+            sum += exp(v - shift) as f64;
+        }
+        s[j] = s[j] * exp(m[j] - shift) as f64 + sum;
+        m[j] = mrow;
+    }
+}
+
+/// `x ← scale · exp(x − lse)` row by row (softmax from a known log-sum-exp).
+#[inline(always)]
+pub fn softmax_rows(x: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32], scale: f32) {
+    for j in 0..rows {
+        let z = lse[j];
+        for v in &mut x[j * ld..j * ld + n] {
+            *v = exp(*v - z) * scale;
+        }
     }
 }

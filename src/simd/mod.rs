@@ -52,6 +52,8 @@ macro_rules! ew_list {
             adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 6]);
             rmsnorm_row(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) -> f32;
             rmsnorm_back_row(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], r: f32);
+            lse_rows(x: &[f32], rows: usize, n: usize, ld: usize, m: &mut [f32], s: &mut [f64]);
+            softmax_rows(x: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32], scale: f32);
         }
     };
 }
