@@ -448,7 +448,7 @@ fn forward_int8(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>
                     .for_each(|(tb, (((v, d), s), c))| {
                         let t0 = tb * nt;
                         let tn = nt.min(t - t0);
-                        simd::pack_lanes(lay, &x[t0 * cols..], tn, cols, cols, offset, v, d, s, c);
+                        k.pack_lanes(&x[t0 * cols..], tn, cols, offset, v, d, s, c);
                     });
                 let lanes = PackedLanes {
                     nt,
@@ -510,7 +510,6 @@ fn decode_rows(
 ) -> bool {
     let cols = w.cols;
     let nb = cols / 32;
-    let lo = if offset == 0 { -127 } else { -128 };
     for i in 0..n {
         let src = w.row(r0 + i);
         let (v, dr) = (
@@ -518,33 +517,8 @@ fn decode_rows(
             &mut d[i * nb..(i + 1) * nb],
         );
         match w.ty {
-            GgmlType::Q8_0 => {
-                for ((blk, out), dd) in src
-                    .chunks_exact(34)
-                    .zip(v.chunks_exact_mut(32))
-                    .zip(dr.iter_mut())
-                {
-                    *dd = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
-                    for (o, &q) in out.iter_mut().zip(&blk[2..]) {
-                        *o = ((q as i8 as i32).max(lo) + offset) as u8;
-                    }
-                }
-            }
-            GgmlType::Q4_0 => {
-                for ((blk, out), dd) in src
-                    .chunks_exact(18)
-                    .zip(v.chunks_exact_mut(32))
-                    .zip(dr.iter_mut())
-                {
-                    *dd = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
-                    let (lo16, hi16) = out.split_at_mut(16);
-                    for j in 0..16 {
-                        let q = blk[2 + j];
-                        lo16[j] = (((q & 15) as i32 - 8) + offset) as u8;
-                        hi16[j] = (((q >> 4) as i32 - 8) + offset) as u8;
-                    }
-                }
-            }
+            GgmlType::Q8_0 => (k.ew.decode_q8_0)(src, v, dr, offset),
+            GgmlType::Q4_0 => (k.ew.decode_q4_0)(src, v, dr, offset),
             GgmlType::Q4_K => {
                 let mr = &mut min[i * nb..(i + 1) * nb];
                 for (s, blk) in src.chunks_exact(144).enumerate() {
@@ -607,13 +581,8 @@ fn backward_int8(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatrix<
                     .zip(qc.par_chunks_mut(nbr))
                     .enumerate()
                     .for_each(|(i, ((v, d), c))| {
-                        quantize_row_blocks(
-                            &dy[i * rows..(i + 1) * rows],
-                            v,
-                            d,
-                            c,
-                            if unsigned { 128 } else { 0 },
-                        )
+                        let off = if unsigned { 128 } else { 0 };
+                        (k.ew.quantize_row)(&dy[i * rows..(i + 1) * rows], v, d, c, off)
                     });
                 let (qv, qd, qc) = (&*qv, &*qd, &*qc);
                 let bs = w.ty.block_size();
@@ -685,28 +654,6 @@ fn backward_int8(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatrix<
             });
         });
     });
-}
-
-/// Quantizes one row per 32 values (zero-padded to `v.len()`): values in `v`, scales in
-/// `d`, and `corr = −offset · Σ q` per block.
-fn quantize_row_blocks(x: &[f32], v: &mut [u8], d: &mut [f32], corr: &mut [i32], offset: i32) {
-    let mut q = [0i8; 32];
-    for (b, (vb, (db, cb))) in v
-        .chunks_exact_mut(32)
-        .zip(d.iter_mut().zip(corr.iter_mut()))
-        .enumerate()
-    {
-        let lo = (32 * b).min(x.len());
-        let hi = (32 * b + 32).min(x.len());
-        let mut buf = [0f32; 32];
-        buf[..hi - lo].copy_from_slice(&x[lo..hi]);
-        let (scale, s) = simd::quantize_block(&buf, &mut q);
-        for (o, &qq) in vb.iter_mut().zip(&q) {
-            *o = qq as u8;
-        }
-        *db = scale;
-        *cb = -offset * s;
-    }
 }
 
 // ------------------------------------------------------------------------------------------

@@ -54,6 +54,10 @@ macro_rules! ew_list {
             rmsnorm_back_row(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], r: f32);
             lse_rows(x: &[f32], rows: usize, n: usize, ld: usize, m: &mut [f32], s: &mut [f64]);
             softmax_rows(x: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32], scale: f32);
+            pack_lanes(lay: Int8Layout, x: &[f32], rows: usize, ldx: usize, offset: i32, vals: &mut [u8], d: &mut [f32], sum: &mut [f32], corr: &mut [i32]);
+            quantize_row(x: &[f32], v: &mut [u8], d: &mut [f32], corr: &mut [i32], offset: i32);
+            decode_q8_0(src: &[u8], v: &mut [u8], d: &mut [f32], offset: i32);
+            decode_q4_0(src: &[u8], v: &mut [u8], d: &mut [f32], offset: i32);
         }
     };
 }
@@ -647,78 +651,46 @@ impl Kernels {
         (self.pack_cols)(self.int8, panel, blocks, ld, total, b0, vals, d)
     }
 
+    /// Quantizes `rows` rows of `x` (`k` = `d.len() / nt` blocks of 32 values each, rows `ldx`
+    /// apart) into the lane operand of the int8 kernel for this level (i8, lane `j` = row `j`;
+    /// lanes past `rows` are zero): per 32 values, scale max|x|/127, round half to even.
+    /// `offset` is the weights' value offset; the lane correction is `−offset · Σ q`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pack_lanes(
+        &self,
+        x: &[f32],
+        rows: usize,
+        ldx: usize,
+        offset: i32,
+        vals: &mut [u8],
+        d: &mut [f32],
+        sum: &mut [f32],
+        corr: &mut [i32],
+    ) {
+        let nt = self.int8.nt;
+        let nb = d.len() / nt;
+        assert!(
+            rows <= nt && (self.int8.group == 4 || self.int8.group == 8),
+            "pack_lanes: shape"
+        );
+        assert!(
+            rows == 0 || (rows - 1) * ldx + 32 * nb <= x.len(),
+            "pack_lanes: x"
+        );
+        assert!(
+            vals.len() >= nb * 32 * nt && sum.len() >= nb * nt && corr.len() >= nb * nt,
+            "pack_lanes: buffers"
+        );
+        (self.ew.pack_lanes)(self.int8, x, rows, ldx, offset, vals, d, sum, corr)
+    }
+
     /// `x ← exp(x)` element-wise (≤ 2 ulp; exp(−∞) = 0).
     pub fn exp(&self, x: &mut [f32]) {
         (self.ew.exp_slice)(x)
     }
 }
 
-/// Quantizes `rows` rows of `x` (each `k` values, `k` a multiple of 32, rows `ldx` apart)
-/// into the lane operand of the int8 kernel for `layout` (i8, lane `j` = row `j`; lanes past
-/// `rows` are zero): per 32 values, scale max|x|/127 and round half to even. `offset` is the
-/// weights' value offset; the lane correction is `−offset · Σ q`.
-#[allow(clippy::too_many_arguments)]
-pub fn pack_lanes(
-    layout: Int8Layout,
-    x: &[f32],
-    rows: usize,
-    k: usize,
-    ldx: usize,
-    offset: i32,
-    vals: &mut [u8],
-    d: &mut [f32],
-    sum: &mut [f32],
-    corr: &mut [i32],
-) {
-    let (nt, g) = (layout.nt, layout.group);
-    assert!(k % 32 == 0 && rows <= nt, "pack_lanes: shape");
-    assert!(
-        rows == 0 || (rows - 1) * ldx + k <= x.len(),
-        "pack_lanes: x"
-    );
-    let nb = k / 32;
-    assert!(
-        vals.len() >= nb * 32 * nt
-            && d.len() >= nb * nt
-            && sum.len() >= nb * nt
-            && corr.len() >= nb * nt,
-        "pack_lanes: buffers"
-    );
-    let mut q = [0i8; 32];
-    for b in 0..nb {
-        let vb = &mut vals[b * 32 * nt..(b + 1) * 32 * nt];
-        for j in 0..nt {
-            let (scale, s) = if j < rows {
-                quantize_block(&x[j * ldx + 32 * b..][..32], &mut q)
-            } else {
-                q = [0; 32];
-                (0.0, 0)
-            };
-            for (e, &v) in q.iter().enumerate() {
-                vb[((e / g) * nt + j) * g + e % g] = v as u8;
-            }
-            d[b * nt + j] = scale;
-            sum[b * nt + j] = scale * s as f32;
-            corr[b * nt + j] = -offset * s;
-        }
-    }
-}
-
-/// Quantizes 32 values to i8 with scale d = max|x|/127, q = round(x/d) (half to even, as
-/// `cvtps2dq`); returns d and Σ q.
-#[inline]
-pub fn quantize_block(x: &[f32], q: &mut [i8; 32]) -> (f32, i32) {
-    let amax = x.iter().fold(0f32, |a, &v| a.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-    let mut s = 0i32;
-    for (o, &v) in q.iter_mut().zip(x) {
-        let r = crate::quant::reference::nearest_int(v * id).clamp(-127, 127);
-        *o = r as i8;
-        s += r;
-    }
-    (d, s)
-}
+pub use ew::quantize_block;
 
 /// The body of [`Kernels::pack_cols`] (sizes checked), compiled per level: columns in
 /// chunks of 16 lanes, rows in groups of the layout's byte group.

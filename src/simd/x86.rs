@@ -17,9 +17,11 @@ macro_rules! ew_table {
         super::Ew {
             $($name: {
                 #[target_feature(enable = $feat)]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn inner($($arg: $ty),*) $(-> $ret)? {
                     super::ew::$name($($arg),*)
                 }
+                #[allow(clippy::too_many_arguments)]
                 fn outer($($arg: $ty),*) $(-> $ret)? {
                     // SAFETY: only placed in a table built after `supported` saw `$feat`.
                     unsafe { inner($($arg),*) }
@@ -304,17 +306,20 @@ unsafe fn tile512<const MR: usize, const NV: usize>(
             }
         }
     } else {
-        let mut buf = [0f32; 32];
-        for (i, row) in acc.iter().enumerate() {
+        // Lane-major writes: for each lane, the MR rows' values (adjacent when rs = 1).
+        let mut buf = [[0f32; 32]; MR];
+        for (row, b) in acc.iter().zip(buf.iter_mut()) {
             for (v, &a) in row.iter().enumerate() {
-                // SAFETY: `buf` holds 32 floats, v < 2.
-                unsafe { _mm512_storeu_ps(buf.as_mut_ptr().add(16 * v), _mm512_mul_ps(a, alpha)) };
+                // SAFETY: each `buf` row holds 32 floats, v < 2.
+                unsafe { _mm512_storeu_ps(b.as_mut_ptr().add(16 * v), _mm512_mul_ps(a, alpha)) };
             }
-            for (j, &x) in buf[..nn].iter().enumerate() {
+        }
+        for j in 0..nn {
+            for (i, b) in buf.iter().enumerate() {
                 let at = (i0 + i) * out.rs + (j0 + j) * out.cs;
                 // SAFETY: (i0 + i, j0 + j) is inside the checked output view.
                 let o = unsafe { &mut *c.add(at) };
-                *o = if out.accumulate { *o + x } else { x };
+                *o = if out.accumulate { *o + b[j] } else { b[j] };
             }
         }
     }
@@ -655,16 +660,19 @@ unsafe fn store_tile512<const MR: usize, const NV: usize>(
             }
         }
     } else {
-        let mut buf = [0f32; 32];
-        for (i, row) in acc.iter().enumerate() {
+        // Lane-major writes: for each lane, the MR rows' values (adjacent when rs = 1).
+        let mut buf = [[0f32; 32]; MR];
+        for (row, b) in acc.iter().zip(buf.iter_mut()) {
             for (v, &a) in row.iter().enumerate() {
-                // SAFETY: `buf` holds 32 floats and v < 2.
-                unsafe { _mm512_storeu_ps(buf.as_mut_ptr().add(16 * v), a) };
+                // SAFETY: each `buf` row holds 32 floats and v < 2.
+                unsafe { _mm512_storeu_ps(b.as_mut_ptr().add(16 * v), a) };
             }
-            for (j, &x) in buf[..n].iter().enumerate() {
+        }
+        for j in 0..n {
+            for (i, b) in buf.iter().enumerate() {
                 // SAFETY: (i0 + i, j) inside the checked output view.
                 let o = unsafe { &mut *c.add((i0 + i) * out.rs + j * out.cs) };
-                *o = if out.accumulate { *o + x } else { x };
+                *o = if out.accumulate { *o + b[j] } else { b[j] };
             }
         }
     }
