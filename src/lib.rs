@@ -16,10 +16,13 @@
 //! - [`tokenizer`]: the model's tokenizer from GGUF metadata (SentencePiece and byte-level
 //!   BPE), streaming decoding, chat templates.
 //! - [`data`]: token records (JSONL); [`eval`]: per-record and mean cross-entropy.
+//! - [`bench`]: model shapes as random-weight GGUF files, the FMA peak, FLOP counts and
+//!   memory readings for `pocketlora bench`.
 //! - `cli` (feature `cli`): the `pocketlora` command line.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod bench;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod data;

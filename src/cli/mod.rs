@@ -2,6 +2,7 @@
 //! on stderr and a non-zero exit status (see `main.rs`).
 
 pub mod args;
+mod bench;
 mod eval;
 mod generate;
 mod inspect;
@@ -35,6 +36,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Fine-tune a LoRA adapter on token records; the base model stays frozen.
     Train(train::TrainArgs),
+    /// Speed and memory on this machine: FMA peak, kernels, prompt processing, training,
+    /// generation.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the process arguments and runs the chosen subcommand.
@@ -45,5 +49,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Train(a) => train::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

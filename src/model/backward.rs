@@ -18,7 +18,7 @@ use crate::kernels::{
 use crate::lora::Adapter;
 
 /// Vocabulary rows per panel of the fused head + loss.
-pub const HEAD_PANEL: usize = 8192;
+pub const HEAD_PANEL: usize = 2048;
 
 /// Buffers of training passes over sequences of up to `capacity` tokens.
 #[derive(Debug)]

@@ -498,6 +498,8 @@ pub struct Kernels {
     dot: DotFn,
     dequant: DequantFn,
     pack_cols: PackColsFn,
+    /// FMA chains of the peak microbenchmark and FLOPs per iteration.
+    peak: (fn(usize) -> f32, usize),
     /// Element-wise kernels.
     pub ew: Ew,
 }
@@ -682,6 +684,17 @@ impl Kernels {
             "pack_lanes: buffers"
         );
         (self.ew.pack_lanes)(self.int8, x, rows, ldx, offset, vals, d, sum, corr)
+    }
+
+    /// Runs `iters` iterations of independent fused multiply-add chains in this level's
+    /// widest registers (the FMA peak microbenchmark); see [`Kernels::fma_peak_flops_per_iter`].
+    pub fn fma_peak(&self, iters: usize) -> f32 {
+        (self.peak.0)(iters)
+    }
+
+    /// FLOPs one [`Kernels::fma_peak`] iteration performs.
+    pub fn fma_peak_flops_per_iter(&self) -> usize {
+        self.peak.1
     }
 
     /// `x ← exp(x)` element-wise (≤ 2 ulp; exp(−∞) = 0).

@@ -18,6 +18,7 @@ pub(super) fn kernels() -> Kernels {
         dot,
         dequant: |_: GgmlType, _: &[u8], _: &mut [f32]| false,
         pack_cols: super::pack_cols_body,
+        peak: (peak, 2 * 8),
         ew: super::Ew::plain(),
     }
 }
@@ -95,4 +96,19 @@ pub fn lane_byte(layout: Int8Layout, b: usize, e: usize, j: usize) -> usize {
 
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     crate::kernels::num::dot(a, b)
+}
+
+/// Eight independent multiply-add chains (the scalar FMA "peak").
+pub fn peak(iters: usize) -> f32 {
+    let mut a = [1.0f32, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7];
+    let (b, c) = (
+        std::hint::black_box(0.999_999f32),
+        std::hint::black_box(1e-7f32),
+    );
+    for _ in 0..iters {
+        for x in a.iter_mut() {
+            *x = x.mul_add(b, c);
+        }
+    }
+    a.iter().sum()
 }
