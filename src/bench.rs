@@ -228,7 +228,7 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
     };
     let c = s.n_embd;
     let scale = |cols: usize| 1.7 / (cols as f32).sqrt();
-    matrix(&mut w, "token_embd.weight".into(), s.n_vocab, c, 1.0)?;
+    matrix(&mut w, "token_embd.weight".into(), s.n_vocab, c, scale(c))?;
     for l in 0..s.n_layer {
         let b = format!("blk.{l}");
         let sd = 1000 + 10 * l as u64;

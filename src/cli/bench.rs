@@ -45,8 +45,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// exact (f32 on dequantized panels) or fast (int8 activations).
-    #[arg(long, default_value = "exact")]
-    precision: String,
+    #[arg(long, default_value = "exact", value_parser = crate::cli::args::parse_precision)]
+    precision: Precision,
     /// Memory budget (accepted and reported; planning under a budget is not implemented yet).
     #[arg(long, value_parser = crate::cli::args::parse_size)]
     budget: Option<u64>,
@@ -153,12 +153,7 @@ fn kernel_section(
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    let precision = Precision::parse(&a.precision).ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "--precision {:?}: expected exact or fast",
-            a.precision
-        ))
-    })?;
+    let precision = a.precision;
     if a.seq_len < 2 {
         return Err(Error::InvalidArgument(
             "--seq-len must be at least 2".into(),

@@ -57,6 +57,9 @@ pub struct GenerateArgs {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Arithmetic of the products with the frozen weights: exact (f32) or fast (int8).
+    #[arg(long, default_value = "exact", value_parser = crate::cli::args::parse_precision)]
+    precision: crate::kernels::Precision,
 }
 
 fn io_err(e: std::io::Error) -> Error {
@@ -65,6 +68,7 @@ fn io_err(e: std::io::Error) -> Error {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let mut model = Model::open(&a.model, a.threads)?;
+    model.set_precision(a.precision);
     if let Some(dir) = &a.adapter {
         let adapter = crate::lora::peft::load(dir, &model.cfg)?;
         model.set_adapter(Some(std::sync::Arc::new(adapter)))?;

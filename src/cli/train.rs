@@ -88,6 +88,9 @@ pub struct TrainArgs {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Arithmetic of the products with the frozen weights: exact (f32) or fast (int8).
+    #[arg(long, default_value = "exact", value_parser = crate::cli::args::parse_precision)]
+    precision: crate::kernels::Precision,
     /// One JSON object per line: {"event": "step", ...} and a final {"event": "done", ...}.
     #[arg(long)]
     json: bool,
@@ -99,7 +102,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
             "--batch and --grad-accum must be at least 1".into(),
         ));
     }
-    let model = Model::open(&a.model, a.threads)?;
+    let mut model = Model::open(&a.model, a.threads)?;
+    model.set_precision(a.precision);
     let seq_len = a.seq_len.unwrap_or(model.cfg.n_ctx);
     if seq_len < 2 {
         return Err(Error::InvalidArgument(format!(

@@ -1154,3 +1154,48 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod perf_probe {
+    use super::*;
+
+    /// Not a check: single-thread f32 micro-gemm efficiency against the FMA loop, interleaved.
+    /// `cargo test --release --lib perf_probe -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn sgemm_efficiency() {
+        let k = kernels();
+        let (m, n, kk) = (60usize, 32usize, 2048usize);
+        let r: Vec<f32> = (0..m * kk).map(|i| (i % 7) as f32 * 0.1).collect();
+        let l: Vec<f32> = (0..kk * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let mut c = vec![0f32; m * n];
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            let reps = 200;
+            for _ in 0..reps {
+                let g = Sgemm {
+                    m,
+                    n,
+                    k: kk,
+                    r: &r,
+                    rs: kk,
+                    cs: 1,
+                    l: &l,
+                    ldb: n,
+                    alpha: 1.0,
+                };
+                k.sgemm(&g, &mut Out::new(&mut c, 1, m, false));
+            }
+            let gf = (2 * m * n * kk * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
+            let t = std::time::Instant::now();
+            let iters = 5_000_000;
+            std::hint::black_box(k.fma_peak(iters));
+            let peak =
+                (k.fma_peak_flops_per_iter() * iters) as f64 / t.elapsed().as_secs_f64() / 1e9;
+            println!(
+                "sgemm {gf:.1} GFLOP/s, fma peak {peak:.1} GFLOP/s, ratio {:.2}",
+                gf / peak
+            );
+        }
+    }
+}
