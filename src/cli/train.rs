@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::infer::sampler::Rng;
 use crate::lora::{peft, Adapter, LayerSelection, LoraConfig, LoraInit, Target};
 use crate::memory::heap;
-use crate::memory::plan::{gemm_slab_per_thread, human, plan_training, TrainRequest};
+use crate::memory::plan::{human, plan_training, TrainRequest};
 use crate::model::backward::{SavedDtype, WorkspaceShape};
 use crate::model::Model;
 use crate::tokenizer::chat::ChatTemplate;
@@ -130,6 +130,9 @@ pub struct TrainArgs {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Arithmetic of the products with the frozen weights: exact (f32) or fast (int8).
+    #[arg(long, default_value = "exact", value_parser = crate::cli::args::parse_precision)]
+    pub precision: crate::kernels::Precision,
     /// One JSON object per line: step, eval, checkpoint and done events.
     #[arg(long)]
     pub json: bool,
@@ -150,6 +153,7 @@ fn recorded(a: &TrainArgs, model: &Path, threads: usize) -> Value {
         "seq_len": a.seq_len, "shuffle": a.shuffle, "clip": a.clip, "weight_decay": a.weight_decay, "seed": a.seed,
         "valid": a.valid.as_deref().and_then(name), "valid_split": a.valid_split, "eval_every": a.eval_every,
         "patience": a.patience, "no_mask_prompt": a.no_mask_prompt, "skip_bad_lines": a.skip_bad_lines, "threads": threads,
+        "precision": a.precision.name(),
     })
 }
 
@@ -285,6 +289,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let mut model = Model::open(&model_path, a.threads)?;
     let heap_model = heap::current();
     heap::reset_peak();
+    model.set_precision(a.precision);
     let seq_len = a.seq_len.unwrap_or(model.cfg.n_ctx);
     if seq_len < 2 {
         return Err(Error::InvalidArgument(format!(
@@ -375,7 +380,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 validation: !valid.is_empty(),
                 keep_best: a.patience.is_some(),
                 saved,
-                gemm_slab: gemm_slab_per_thread(),
+                precision: a.precision,
             };
             let plan = plan_training(&req)?;
             if plan.threads < model.threads() {
@@ -403,7 +408,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
         (None, None) => None,
     };
     // Per-thread kernel buffers now, not during the first steps.
-    model.warm_up_threads();
     if let (Some(p), false) = (&plan, quiet) {
         eprintln!("memory plan:\n{}", p.to_text());
     }

@@ -50,23 +50,18 @@ impl AdamW {
         let bc2_sqrt = (1.0 - c.beta2.powi(self.t as i32)).sqrt();
         let step_size = lr / bc1;
         let decay = 1.0 - lr * c.weight_decay;
-        let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
-            for i in 0..p.len() {
-                p[i] *= decay;
-                m[i] += (g[i] - m[i]) * (1.0 - c.beta1);
-                v[i] = v[i] * c.beta2 + (1.0 - c.beta2) * g[i] * g[i];
-                let denom = v[i].sqrt() / bc2_sqrt + c.eps;
-                p[i] -= step_size * m[i] / denom;
-            }
-        };
-        let pairs = params
+        let k = [c.beta1, c.beta2, step_size, bc2_sqrt, c.eps, decay];
+        let update = crate::simd::kernels().ew.adamw;
+        let pairs: Vec<_> = params
             .pairs_mut()
             .zip(grads.pairs())
-            .zip(self.m.pairs_mut().zip(self.v.pairs_mut()));
-        for ((p, g), (m, v)) in pairs {
-            update(&mut p.a, &g.a, &mut m.a, &mut v.a);
-            update(&mut p.b, &g.b, &mut m.b, &mut v.b);
-        }
+            .zip(self.m.pairs_mut().zip(self.v.pairs_mut()))
+            .collect();
+        use rayon::prelude::*;
+        pairs.into_par_iter().for_each(|((p, g), (m, v))| {
+            update(&mut p.a, &g.a, &mut m.a, &mut v.a, k);
+            update(&mut p.b, &g.b, &mut m.b, &mut v.b, k);
+        });
     }
 }
 

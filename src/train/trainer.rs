@@ -161,7 +161,8 @@ impl<'m> Trainer<'m> {
         } else {
             super::adamw::grad_norm(&self.grads)
         };
-        self.opt.step(&mut self.adapter, &self.grads, lr);
+        let (opt, adapter, grads) = (&mut self.opt, &mut self.adapter, &self.grads);
+        self.model.install(|| opt.step(adapter, grads, lr));
         Ok(StepStats {
             step: self.step,
             loss: loss / n as f64,
