@@ -570,9 +570,8 @@ fn backward_f32(
     let per = 2 * t * d + 2 * t;
     with_f32(3, nh * per, |partial| {
         let mut dqs = SharedColumns::new(dq, width);
-        let bounds: Vec<usize> = (0..=nh).map(|h| h * d).collect();
-        let heads: Vec<&mut [f32]> = partial.chunks_mut(per).collect();
-        dqs.par_parts_zip(&bounds, heads, |h, mut dq_part, ph| {
+        let heads = partial.par_chunks_mut(per);
+        dqs.par_parts_zip(nh * d, d, heads, |h, mut dq_part, ph| {
             let (dkh, rest) = ph.split_at_mut(t * d);
             let (dvh, rest) = rest.split_at_mut(t * d);
             let (dh, lh) = rest.split_at_mut(t);

@@ -316,11 +316,7 @@ fn backward_f32(
     rows_product(k, du, r, dy, out, b, out, scale, false);
     // dA (r × in) += duᵀ · x, by columns of dA.
     let width = 128;
-    let bounds: Vec<usize> = (0..inp.div_ceil(width))
-        .map(|i| i * width)
-        .chain(std::iter::once(inp))
-        .collect();
-    SharedColumns::new(da, inp).par_parts(&bounds, |_, mut part| {
+    SharedColumns::new(da, inp).par_parts(inp, width, |_, mut part| {
         let (c0, c1) = part.columns();
         k.sgemm(
             &Sgemm {

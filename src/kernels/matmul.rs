@@ -328,14 +328,6 @@ pub(crate) fn backward_f32(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w:
 // ------------------------------------------------------------------------------------------
 // Exact forward: dequantized panels × tokens packed transposed.
 
-/// Task boundaries `0, chunk, 2·chunk, …, n`.
-fn bounds(n: usize, chunk: usize) -> Vec<usize> {
-    (0..n.div_ceil(chunk))
-        .map(|i| i * chunk)
-        .chain(std::iter::once(n))
-        .collect()
-}
-
 /// Splits `n` items into tasks of `chunk` (a multiple of `align`) so that every thread gets
 /// work: at most `max_chunk`, at least `align`.
 fn task_chunk(n: usize, max_chunk: usize, align: usize) -> usize {
@@ -355,7 +347,7 @@ fn forward_panels(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'
         let xt = &*xt;
         let p = panel_rows(cols);
         let chunk = task_chunk(rows, p, 12);
-        SharedColumns::new(y, rows).par_parts(&bounds(rows, chunk), |_, mut part| {
+        SharedColumns::new(y, rows).par_parts(rows, chunk, |_, mut part| {
             let (r0, r1) = part.columns();
             let n = r1 - r0;
             with_f32(1, n * cols, |panel| {
@@ -398,7 +390,7 @@ fn pack_transposed(blk: &mut [f32], x: &[f32], t0: usize, t: usize, cols: usize)
 fn forward_gemv(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>) {
     let (rows, cols) = (w.rows, w.cols);
     let group = task_chunk(rows, 4096, 8);
-    SharedColumns::new(y, rows).par_parts(&bounds(rows, group), |_, mut part| {
+    SharedColumns::new(y, rows).par_parts(rows, group, |_, mut part| {
         let (r0, r1) = part.columns();
         let mut out = part.out(0, r0, 1, rows, false);
         with_f32(1, cols, |row| {
@@ -422,7 +414,7 @@ fn backward_panels(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatri
     let align = bs.max(16).div_ceil(bs) * bs;
     let width = task_chunk(cols, 512.max(align), align).min(cols.div_ceil(bs) * bs);
     let p = 128;
-    SharedColumns::new(dx, cols).par_parts(&bounds(cols, width), |_, mut part| {
+    SharedColumns::new(dx, cols).par_parts(cols, width, |_, mut part| {
         let (c0, c1) = part.columns();
         let cw = c1 - c0;
         with_f32(1, p * cw, |panel| {
@@ -524,7 +516,7 @@ fn forward_int8(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>
                     corr,
                 };
                 let chunk = task_chunk(rows, (4 * PANEL_BYTES / cols).max(16), 16);
-                SharedColumns::new(y, rows).par_parts(&bounds(rows, chunk), |_, mut part| {
+                SharedColumns::new(y, rows).par_parts(rows, chunk, |_, mut part| {
                     let (r0, r1) = part.columns();
                     let n = r1 - r0;
                     with_u8(1, n * cols, |pv| {
@@ -655,7 +647,7 @@ fn backward_int8(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatrix<
                 let width = task_chunk(cols, 512.max(align), align).min(cols.div_ceil(bs) * bs);
                 // Up to `p` rows of W (the reduction) are packed per pass, so that each dx
                 // element is written once per pass.
-                SharedColumns::new(dx, cols).par_parts(&bounds(cols, width), |_, mut part| {
+                SharedColumns::new(dx, cols).par_parts(cols, width, |_, mut part| {
                     let (c0, c1) = part.columns();
                     let cw = c1 - c0;
                     // Panels are zero-padded to whole lane blocks and whole 32-row blocks.

@@ -96,3 +96,19 @@ impl ScratchNeed {
         n
     }
 }
+
+/// Grows this thread's buffers to at least `need` now, so later kernel calls within it do
+/// not allocate (a trainer reserves its planned scratch on every worker up front).
+pub fn reserve(need: &ScratchNeed) {
+    fn grow<T: Default + Clone>(cells: &[RefCell<Vec<T>>], sizes: &[usize]) {
+        for (c, &n) in cells.iter().zip(sizes) {
+            let mut b = c.borrow_mut();
+            if b.len() < n {
+                b.resize(n, T::default());
+            }
+        }
+    }
+    F32_BUFS.with(|c| grow(c, &need.f32));
+    U8_BUFS.with(|c| grow(c, &need.u8));
+    I32_BUFS.with(|c| grow(c, &need.i32));
+}

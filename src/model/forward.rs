@@ -74,6 +74,13 @@ impl Model {
         Ok(())
     }
 
+    /// Grows every worker thread's kernel scratch to `need` now (see
+    /// [`crate::memory::plan::kernel_scratch_need`]), so that steps do not allocate it.
+    pub fn reserve_scratch(&self, need: crate::kernels::scratch::ScratchNeed) {
+        self.pool
+            .broadcast(|_| crate::kernels::scratch::reserve(&need));
+    }
+
     /// Runs `f` on the model's thread pool.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         self.pool.install(f)

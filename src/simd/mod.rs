@@ -378,6 +378,21 @@ pub struct ColumnPart<'a> {
 // lifetime.
 unsafe impl Send for ColumnPart<'_> {}
 
+/// A [`SharedColumns`] pointer handed to the tasks that build its disjoint parts.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+// SAFETY: the pointer is only turned into `ColumnPart`s of disjoint columns (see above).
+unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`: shared only to build disjoint parts.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 impl<'a> SharedColumns<'a> {
     pub fn new(c: &'a mut [f32], ld: usize) -> Self {
         assert!(ld > 0 && c.len() % ld == 0, "SharedColumns: not whole rows");
@@ -389,48 +404,45 @@ impl<'a> SharedColumns<'a> {
         }
     }
 
-    /// Runs `f(part_index, part)` in parallel for the column ranges `bounds[i]..bounds[i+1]`
-    /// (increasing, ending at most at `ld`).
-    pub fn par_parts<F>(&mut self, bounds: &[usize], f: F)
+    /// Runs `f(i, part)` in parallel for the column ranges `i·chunk .. min((i+1)·chunk,
+    /// end)` covering `0 .. end` (`end` at most the row length). Allocates nothing.
+    pub fn par_parts<F>(&mut self, end: usize, chunk: usize, f: F)
     where
         F: Fn(usize, ColumnPart<'_>) + Sync + Send,
     {
-        let items = vec![(); bounds.len().saturating_sub(1)];
-        self.par_parts_zip(bounds, items, |i, part, ()| f(i, part));
+        let n = end.div_ceil(chunk.max(1));
+        self.par_parts_zip(end, chunk, rayon::iter::repeat_n((), n), |i, part, ()| {
+            f(i, part)
+        });
     }
 
-    /// As [`SharedColumns::par_parts`], handing part `i` also `items[i]` (one per part).
-    pub fn par_parts_zip<T, F>(&mut self, bounds: &[usize], items: Vec<T>, f: F)
+    /// As [`SharedColumns::par_parts`], handing part `i` also the `i`-th item of `items`
+    /// (exactly one per part).
+    pub fn par_parts_zip<I, F>(&mut self, end: usize, chunk: usize, items: I, f: F)
     where
-        T: Send,
-        F: Fn(usize, ColumnPart<'_>, T) + Sync + Send,
+        I: rayon::iter::IndexedParallelIterator,
+        F: Fn(usize, ColumnPart<'_>, I::Item) + Sync + Send,
     {
-        assert_eq!(
-            items.len() + 1,
-            bounds.len().max(1),
-            "SharedColumns: one item per part"
-        );
-        assert!(
-            bounds.windows(2).all(|w| w[0] <= w[1]) && bounds.last().is_none_or(|&b| b <= self.ld),
-            "SharedColumns: bounds must increase within the row"
-        );
         use rayon::prelude::*;
-        let parts: Vec<ColumnPart<'_>> = bounds
-            .windows(2)
-            .map(|w| ColumnPart {
-                ptr: self.ptr,
-                len: self.len,
-                ld: self.ld,
-                c0: w[0],
-                c1: w[1],
+        let chunk = chunk.max(1);
+        let n = end.div_ceil(chunk);
+        assert!(
+            end <= self.ld,
+            "SharedColumns: parts must lie within the row"
+        );
+        assert_eq!(items.len(), n, "SharedColumns: one item per part");
+        let (ptr, len, ld) = (SendPtr(self.ptr), self.len, self.ld);
+        items.enumerate().for_each(|(i, item)| {
+            let part = ColumnPart {
+                ptr: ptr.get(),
+                len,
+                ld,
+                c0: i * chunk,
+                c1: ((i + 1) * chunk).min(end),
                 _marker: PhantomData,
-            })
-            .collect();
-        parts
-            .into_par_iter()
-            .zip(items)
-            .enumerate()
-            .for_each(|(i, (p, item))| f(i, p, item));
+            };
+            f(i, part, item)
+        });
     }
 }
 

@@ -52,16 +52,27 @@ impl AdamW {
         let decay = 1.0 - lr * c.weight_decay;
         let k = [c.beta1, c.beta2, step_size, bc2_sqrt, c.eps, decay];
         let update = crate::simd::kernels().ew.adamw;
-        let pairs: Vec<_> = params
-            .pairs_mut()
-            .zip(grads.pairs())
-            .zip(self.m.pairs_mut().zip(self.v.pairs_mut()))
-            .collect();
+        // In parallel over layers (allocates nothing); the pairs of a layer in turn.
         use rayon::prelude::*;
-        pairs.into_par_iter().for_each(|((p, g), (m, v))| {
-            update(&mut p.a, &g.a, &mut m.a, &mut v.a, k);
-            update(&mut p.b, &g.b, &mut m.b, &mut v.b, k);
-        });
+        params
+            .layers
+            .par_iter_mut()
+            .zip(grads.layers.par_iter())
+            .zip(
+                self.m
+                    .layers
+                    .par_iter_mut()
+                    .zip(self.v.layers.par_iter_mut()),
+            )
+            .for_each(|((pl, gl), (ml, vl))| {
+                let pairs = pl.iter_mut().zip(gl).zip(ml.iter_mut().zip(vl.iter_mut()));
+                for ((p, g), (m, v)) in pairs {
+                    if let (Some(p), Some(g), Some(m), Some(v)) = (p, g, m, v) {
+                        update(&mut p.a, &g.a, &mut m.a, &mut v.a, k);
+                        update(&mut p.b, &g.b, &mut m.b, &mut v.b, k);
+                    }
+                }
+            });
     }
 }
 

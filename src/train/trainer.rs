@@ -102,6 +102,17 @@ impl<'m> Trainer<'m> {
             )));
         }
         let ws = TrainWorkspace::with_shape(model, &adapter, shape);
+        // Every worker's kernel scratch, as planned, now: steps then allocate nothing.
+        let shape = ws.shape();
+        model.reserve_scratch(crate::memory::plan::kernel_scratch_need(
+            &model.cfg,
+            adapter.pairs().map(|p| p.r).max().unwrap_or(0),
+            shape.chunk,
+            shape.capacity,
+            shape.loss_rows,
+            model.precision(),
+            true,
+        ));
         let grads = adapter.zeros_like();
         let opt = AdamW::new(cfg.adamw, &adapter);
         Ok(Trainer {
