@@ -71,10 +71,7 @@ fn bench_train_step(c: &mut Criterion) {
             let ids: Vec<u32> = (0..seq)
                 .map(|i| 1 + (i * 7919 % (model.cfg.n_vocab - 1)) as u32)
                 .collect();
-            let rec = TokenRecord {
-                targets: (0..seq).map(|i| i > 0).collect(),
-                ids,
-            };
+            let rec = TokenRecord::new(ids, (0..seq).map(|i| i > 0).collect());
             let lora = LoraConfig {
                 r: 8,
                 alpha: 16.0,

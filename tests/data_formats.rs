@@ -158,10 +158,7 @@ fn ids_are_taken_as_given_and_need_no_tokenizer() {
     let d = load_dataset(&p, None, None, LoadOptions::default()).unwrap();
     assert_eq!(
         d.records,
-        vec![TokenRecord {
-            ids: vec![1, 5, 9],
-            targets: vec![false, false, true]
-        }]
+        vec![TokenRecord::new(vec![1, 5, 9], vec![false, false, true])]
     );
     std::fs::remove_dir_all(&dir).ok();
 }

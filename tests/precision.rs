@@ -78,10 +78,7 @@ fn random_records(n_vocab: usize, n: usize, len: usize) -> Vec<TokenRecord> {
             let ids: Vec<u32> = (0..len)
                 .map(|i| 3 + ((i * 7919 + k * 104_729) % (n_vocab - 3)) as u32)
                 .collect();
-            TokenRecord {
-                targets: (0..len).map(|i| i > 0).collect(),
-                ids,
-            }
+            TokenRecord::new(ids, (0..len).map(|i| i > 0).collect())
         })
         .collect()
 }

@@ -311,10 +311,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             total_steps: 1_000_000,
             ..TrainConfig::default()
         };
-        let rec = TokenRecord {
-            targets: (0..t).map(|i| i > 0).collect(),
-            ids: ids.clone(),
-        };
+        let rec = TokenRecord::new(ids.clone(), (0..t).map(|i| i > 0).collect());
         let mut trainer = Trainer::new(model, adapter, tc, t)?;
         let first = trainer.step(&[&rec])?;
         let mut times = Vec::new();

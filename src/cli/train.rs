@@ -87,6 +87,11 @@ pub struct TrainArgs {
     /// Truncate records to this many tokens (default: the model's context length).
     #[arg(long)]
     pub seq_len: Option<usize>,
+    /// Pack several short records into each sequence of --seq-len tokens, attention kept
+    /// inside each record (document masking: no record's loss changes). With --budget, the
+    /// plan keeps --seq-len (give a shorter one to fit a smaller budget).
+    #[arg(long)]
+    pub pack: bool,
     /// Reshuffle the records every epoch (seeded by --seed).
     #[arg(long)]
     pub shuffle: bool,
@@ -150,7 +155,7 @@ fn recorded(a: &TrainArgs, model: &Path, threads: usize) -> Value {
         "dropout": a.dropout, "targets": a.targets, "layers": a.layers, "init": a.init,
         "init_adapter": a.init_adapter.as_ref().map(|p| p.display().to_string()), "lr": a.lr, "schedule": a.schedule,
         "warmup": a.warmup, "steps": a.steps, "epochs": a.epochs, "batch": a.batch, "grad_accum": a.grad_accum,
-        "seq_len": a.seq_len, "shuffle": a.shuffle, "clip": a.clip, "weight_decay": a.weight_decay, "seed": a.seed,
+        "seq_len": a.seq_len, "pack": a.pack, "shuffle": a.shuffle, "clip": a.clip, "weight_decay": a.weight_decay, "seed": a.seed,
         "valid": a.valid.as_deref().and_then(name), "valid_split": a.valid_split, "eval_every": a.eval_every,
         "patience": a.patience, "no_mask_prompt": a.no_mask_prompt, "skip_bad_lines": a.skip_bad_lines, "threads": threads,
         "precision": a.precision.name(),
@@ -322,6 +327,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
             data.display()
         )));
     }
+    if a.pack {
+        let before = records.len();
+        records = crate::data::pack(records, seq_len);
+        if !quiet {
+            eprintln!(
+                "packed {before} records into {} sequences of up to {seq_len} tokens",
+                records.len()
+            );
+        }
+    }
     // What loading cost, before the adapter exists (the plan counts the adapter itself).
     let heap_data = heap::current();
     let loading_peak = heap::peak();
@@ -369,7 +384,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
             let req = TrainRequest {
                 model: &model.cfg,
                 lora: &adapter.config,
-                seq_len: a.seq_len.map(|s| s.min(longest)),
+                seq_len: if a.pack {
+                    Some(seq_len.min(longest))
+                } else {
+                    a.seq_len.map(|s| s.min(longest))
+                },
                 max_seq_len: longest,
                 threads: model.threads(),
                 budget,

@@ -129,6 +129,8 @@ pub struct TrainWorkspace<F> {
     cos: Vec<F>,
     sin: Vec<F>,
     positions: Vec<usize>,
+    /// Per token, the first position of its document (packed sequences).
+    starts: Vec<usize>,
     preds: Vec<(usize, usize)>,
 }
 
@@ -172,7 +174,7 @@ pub fn workspace_bytes(cfg: &ModelConfig, g: AdapterGeometry, shape: WorkspaceSh
         + f * (t * (c + 2 * half) + rows)
         + f * rows * (2 * c + HEAD_PANEL.min(cfg.n_vocab) + 2)
         + 8 * rows
-        + t * (std::mem::size_of::<usize>() + std::mem::size_of::<(usize, usize)>())
+        + t * (2 * std::mem::size_of::<usize>() + std::mem::size_of::<(usize, usize)>())
 }
 
 impl<F: Real> TrainWorkspace<F> {
@@ -226,6 +228,7 @@ impl<F: Real> TrainWorkspace<F> {
             cos: z(capacity * half),
             sin: z(capacity * half),
             positions: Vec::with_capacity(capacity),
+            starts: Vec::with_capacity(capacity),
             preds: Vec::with_capacity(capacity),
         }
     }
@@ -283,6 +286,35 @@ pub fn forward_backward<F: Real>(
     dropout_key: u64,
     ws: &mut TrainWorkspace<F>,
 ) -> Result<f64> {
+    forward_backward_packed(
+        model,
+        adapter,
+        grads,
+        ids,
+        targets,
+        &[],
+        loss_scale,
+        dropout_key,
+        ws,
+    )
+}
+
+/// [`forward_backward`] over a packed sequence: documents begin at 0 and at each of
+/// `doc_starts` (increasing). Each token attends only within its document and its RoPE
+/// position counts from its document's start, so every document gets the loss and the
+/// gradient it would get alone (document masking).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_backward_packed<F: Real>(
+    model: &Model,
+    adapter: &Adapter<F>,
+    grads: &mut Adapter<F>,
+    ids: &[u32],
+    targets: &[bool],
+    doc_starts: &[u32],
+    loss_scale: f64,
+    dropout_key: u64,
+    ws: &mut TrainWorkspace<F>,
+) -> Result<f64> {
     let cfg = &model.cfg;
     let (t, c) = (ids.len(), cfg.n_embd);
     if t > ws.shape.capacity {
@@ -308,8 +340,29 @@ pub fn forward_backward<F: Real>(
     for (i, &id) in ids.iter().enumerate() {
         model.weights.embed(id, &mut ws.x[i * c..(i + 1) * c])?;
     }
+    if doc_starts
+        .iter()
+        .zip(doc_starts.iter().skip(1))
+        .any(|(a, b)| a >= b)
+        || doc_starts.iter().any(|&d| d == 0 || d as usize >= t.max(1))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "packed sequence of {t} tokens: document starts {doc_starts:?} must increase within 1..{t}"
+        )));
+    }
     ws.positions.clear();
-    ws.positions.extend(0..t);
+    ws.starts.clear();
+    let mut next = doc_starts.iter().map(|&d| d as usize).peekable();
+    let mut start = 0;
+    for i in 0..t {
+        if next.peek() == Some(&i) {
+            start = i;
+            next.next();
+        }
+        ws.positions.push(i - start);
+        ws.starts.push(start);
+    }
+    let packed = !doc_starts.is_empty();
     rope_table(
         &mut ws.cos[..t * half],
         &mut ws.sin[..t * half],
@@ -354,6 +407,7 @@ pub fn forward_backward<F: Real>(
             cos,
             sin,
             preds,
+            starts,
             ..
         } = ws;
         let (x, x_in, dx) = (&mut x[..t * c], &mut x_in[..t * c], &mut dx[..t * c]);
@@ -367,7 +421,7 @@ pub fn forward_backward<F: Real>(
             cos,
             sin,
             precision: model.precision(),
-            starts: None,
+            starts: packed.then_some(&starts[..t]),
         };
         // Forward, keeping the input of every `seg`-th adapted block.
         for l in 0..cfg.n_layer {

@@ -8,7 +8,7 @@ use super::schedule::Schedule;
 use crate::data::TokenRecord;
 use crate::error::{Error, Result};
 use crate::lora::Adapter;
-use crate::model::backward::{forward_backward, TrainWorkspace, WorkspaceShape};
+use crate::model::backward::{forward_backward_packed, TrainWorkspace, WorkspaceShape};
 use crate::model::Model;
 
 /// Optimizer and schedule settings of a run.
@@ -156,12 +156,13 @@ impl<'m> Trainer<'m> {
             let key = self.cfg.seed
                 ^ (self.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
                 ^ ((k as u64) << 20);
-            loss += forward_backward(
+            loss += forward_backward_packed(
                 self.model,
                 &self.adapter,
                 &mut self.grads,
                 &r.ids,
                 &r.targets,
+                &r.doc_starts,
                 1.0 / n as f64,
                 key,
                 &mut self.ws,
