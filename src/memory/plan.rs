@@ -271,6 +271,10 @@ fn plan_with_threads(
         ),
         ("model metadata and tokenizer", req.tokenizer_bytes),
         ("data", req.data_bytes),
+        (
+            "saving (checkpoint headers, PEFT row order)",
+            crate::lora::peft::save_extra_bytes(m, req.lora, 4).unwrap_or(0),
+        ),
     ];
     if req.keep_best {
         fixed.push(("best adapter (early stopping)", 4 * n));
