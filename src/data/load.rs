@@ -116,14 +116,9 @@ pub fn load_dataset(
     })
 }
 
-/// Splits off a seeded sample of ⌈fraction·n⌉ records (at least one, and one is always left
-/// to train on) for validation: returns (training, validation), each in file order.
-pub fn hold_out(
-    records: Vec<TokenRecord>,
-    fraction: f64,
-    seed: u64,
-) -> (Vec<TokenRecord>, Vec<TokenRecord>) {
-    let n = records.len();
+/// Which of `n` records a validation split of `fraction` holds out: a seeded sample of
+/// ⌈fraction·n⌉ (at least one, and at least one left to train on when n ≥ 2).
+pub fn held_out(n: usize, fraction: f64, seed: u64) -> Vec<bool> {
     let k = ((n as f64 * fraction).ceil() as usize).clamp(1, n.saturating_sub(1).max(1));
     let mut idx: Vec<usize> = (0..n).collect();
     let mut rng = Rng::new(seed ^ 0x5EED_5EED);
@@ -132,6 +127,17 @@ pub fn hold_out(
     }
     let mut held = vec![false; n];
     idx[..k.min(n)].iter().for_each(|&i| held[i] = true);
+    held
+}
+
+/// Splits `records` as [`held_out`] says: returns (training, validation), each in file
+/// order.
+pub fn hold_out(
+    records: Vec<TokenRecord>,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<TokenRecord>, Vec<TokenRecord>) {
+    let held = held_out(records.len(), fraction, seed);
     let (v, t): (Vec<_>, Vec<_>) = records.into_iter().enumerate().partition(|(i, _)| held[*i]);
     (
         t.into_iter().map(|(_, r)| r).collect(),
