@@ -221,17 +221,136 @@ fn constants() -> Vec<(String, i64)> {
 }
 
 fn header() -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("include/pocketlora.h");
-    let h = std::fs::read_to_string(p).unwrap();
-    // Without comments.
+    without_comments(&read("include/pocketlora.h"))
+}
+
+/// A file of this crate.
+fn read(rel: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// C source without its comments.
+fn without_comments(h: &str) -> String {
     let mut code = String::new();
-    let mut rest = h.as_str();
+    let mut rest = h;
     while let Some(i) = rest.find("/*") {
         code.push_str(&rest[..i]);
         rest = &rest[i + 2..];
         rest = rest.find("*/").map_or("", |j| &rest[j + 2..]);
     }
     code + rest
+}
+
+/// C code as tokens (identifiers and numbers whole, every other character alone), so that
+/// spacing does not matter.
+fn tokens(code: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut word = String::new();
+    for c in code.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        if !word.is_empty() {
+            out.push(std::mem::take(&mut word));
+        }
+        if !c.is_whitespace() {
+            out.push(c.to_string());
+        }
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+/// The top-level declarations of C code without comments (split at `;` outside braces), as
+/// tokens; preprocessor lines, and the C++-only lines between `#ifdef __cplusplus` and
+/// `#endif`, left out.
+fn declarations(code: &str) -> Vec<Vec<String>> {
+    let mut c_only = String::new();
+    let mut in_cplusplus = false;
+    for line in code.lines() {
+        let l = line.trim_start();
+        if l.starts_with("#ifdef __cplusplus") {
+            in_cplusplus = true;
+        } else if l.starts_with("#endif") {
+            in_cplusplus = false;
+        } else if !in_cplusplus && !l.starts_with('#') {
+            c_only += line;
+            c_only.push('\n');
+        }
+    }
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut depth = 0;
+    for t in tokens(&c_only) {
+        match t.as_str() {
+            "{" => depth += 1,
+            "}" => depth -= 1,
+            ";" if depth == 0 => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(t);
+    }
+    out
+}
+
+/// The members of a `typedef enum|struct NAME { ... } NAME` declaration (split at `,` or
+/// `;`), or `None` for any other declaration.
+fn members(decl: &[String]) -> Option<Vec<Vec<String>>> {
+    let open = decl.iter().position(|t| t == "{")?;
+    let close = decl.iter().rposition(|t| t == "}")?;
+    let sep = if decl[1] == "enum" { "," } else { ";" };
+    let mut out: Vec<Vec<String>> = decl[open + 1..close]
+        .split(|t| t == sep)
+        .map(<[String]>::to_vec)
+        .collect();
+    if out.last().is_some_and(Vec::is_empty) {
+        out.pop();
+    }
+    Some(out)
+}
+
+/// Every declaration issue 9 fixed (tests/issue9_api.h, copied from the issue) stands in the
+/// header: functions, handles and callback types token for token; the result codes and
+/// structs with the issue's members first, in order (the header may append members).
+#[test]
+fn the_issue_declarations_stand_in_the_header() {
+    let header = declarations(&header());
+    let fixed = declarations(&without_comments(&read("tests/issue9_api.h")));
+    assert_eq!(fixed.len(), 21, "the declarations of the issue");
+    for want in &fixed {
+        let text = want.join(" ");
+        match members(want) {
+            None => assert!(
+                header.contains(want),
+                "the header does not declare, as issue 9 fixed it: {text}"
+            ),
+            Some(want_members) => {
+                // typedef enum|struct NAME { ... } NAME: the same head and tail.
+                let head = &want[..want.iter().position(|t| t == "{").unwrap()];
+                let tail = &want[want.iter().rposition(|t| t == "}").unwrap()..];
+                let got = header
+                    .iter()
+                    .find(|d| d.starts_with(head) && d.ends_with(tail) && d.len() > head.len())
+                    .unwrap_or_else(|| panic!("the header has no {}", head.join(" ")));
+                let got_members = members(got).unwrap();
+                assert!(
+                    got_members.len() >= want_members.len()
+                        && got_members[..want_members.len()] == want_members[..],
+                    "{} does not begin with the members issue 9 fixed:\n  issue:  {:?}\n  header: {:?}",
+                    head.join(" "),
+                    want_members,
+                    got_members
+                );
+            }
+        }
+    }
 }
 
 /// Each `typedef struct NAME { ... } NAME;` of the header with its field names in order.

@@ -960,6 +960,10 @@ pub unsafe extern "C" fn plora_trainer_run(
                 return Err(state("the run did not start"));
             };
             let total = run.total_steps();
+            if *finished {
+                // Every step is done, or validation stopped the run early.
+                return Ok(());
+            }
             let before = run.trainer().steps_done();
             let until = if steps == 0 {
                 total
@@ -1001,6 +1005,18 @@ pub unsafe extern "C" fn plora_trainer_run(
                 }
             });
             let done = run.trainer().steps_done();
+            // The run is over: validate at its end, as the command line does.
+            let res = match res {
+                Ok(steps_out) if done >= total || steps_out.finish == Finish::EarlyStopped => run
+                    .final_validation(&steps_out, |ev| {
+                        if let Event::Eval { loss, .. } = ev {
+                            *last_valid = Some(loss);
+                        }
+                        true
+                    })
+                    .map(|()| steps_out),
+                other => other,
+            };
             // Checkpoint what this call did, whatever ended it.
             if s.checkpoint_dir.is_some() && done > *checkpointed_at {
                 match run.checkpoint() {
@@ -1014,7 +1030,7 @@ pub unsafe extern "C" fn plora_trainer_run(
             if steps_out.finish == Finish::Interrupted {
                 let cancelled = cancel.swap(false, Ordering::SeqCst);
                 let why = if cancelled && !stopped_by_callback {
-                    "cancelled by plora_trainer_cancel()"
+                    "cancelled by plora_trainer_cancel() (or plora_trainer_free)"
                 } else {
                     "stopped by the progress callback"
                 };

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use pocketlora_core::gguf::{GgufFile, GgufWriter, Value};
+
 fn ffi_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -353,4 +355,49 @@ fn misuse_gives_error_codes_not_crashes() {
         out.lines().filter(|l| l.starts_with("ok ")).count() > 40,
         "{out}"
     );
+}
+
+#[test]
+fn callbacks_and_cancel_stop_training_at_once() {
+    let out = c_test("cancel", Link::Static, &[]);
+    assert!(out.contains("ok - cancel from a second thread"), "{out}");
+}
+
+/// A copy of the bundled model with a ChatML template, for chat records and prompts.
+fn chat_model(dir: &Path) -> PathBuf {
+    let f = GgufFile::open(asset("aidreams260K-q8_0.gguf")).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in f.metadata() {
+        w.set(k.clone(), v.clone());
+    }
+    w.set(
+        "tokenizer.chat_template",
+        Value::String(
+            "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}".into(),
+        ),
+    );
+    for tv in f.tensor_views() {
+        w.add_tensor(
+            tv.info.name.clone(),
+            tv.info.ty,
+            &tv.info.dims,
+            tv.data.to_vec(),
+        )
+        .unwrap();
+    }
+    let p = dir.join("aidreams-chatml.gguf");
+    w.write_file(&p).unwrap();
+    p
+}
+
+#[test]
+fn the_rest_of_the_api_works_from_c() {
+    let dir = work_dir("api-model");
+    let chat = chat_model(&dir);
+    let out = c_test("api", Link::Static, &[chat.to_str().unwrap()]);
+    assert!(
+        out.contains("equals 6 straight steps, bit for bit"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

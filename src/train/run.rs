@@ -346,14 +346,7 @@ impl<'m> Run<'m> {
     ) -> Result<Summary> {
         let finish = steps.finish;
         let step = self.trainer.steps_done();
-        if !self.valid.is_empty()
-            && steps.evaluated_at != Some(step)
-            && finish != Finish::Interrupted
-        {
-            let (loss, _) = self.eval_step()?;
-            let best = self.best.as_ref().map_or(loss, |b| b.0);
-            on_event(Event::Eval { step, loss, best });
-        }
+        self.final_validation(&steps, &mut on_event)?;
         let dir = self.checkpoint()?;
         on_event(Event::Checkpoint { step, dir: &dir });
         peft::save(
@@ -380,6 +373,26 @@ impl<'m> Run<'m> {
             tokens_per_s: steps.seen_tokens as f64 / seconds.max(1e-9),
             adapter_dir: self.opts.out.clone(),
         })
+    }
+
+    /// The validation at the end of a run: unless [`Run::run_until`] was interrupted or
+    /// has just validated at this step (or there is no validation data), validates and
+    /// reports it (the best adapter is tracked as during the run).
+    pub fn final_validation(
+        &mut self,
+        steps: &Steps,
+        mut on_event: impl FnMut(Event<'_>) -> bool,
+    ) -> Result<()> {
+        let step = self.trainer.steps_done();
+        if !self.valid.is_empty()
+            && steps.evaluated_at != Some(step)
+            && steps.finish != Finish::Interrupted
+        {
+            let (loss, _) = self.eval_step()?;
+            let best = self.best.as_ref().map_or(loss, |b| b.0);
+            on_event(Event::Eval { step, loss, best });
+        }
+        Ok(())
     }
 
     /// The run's result: with early stopping, the best adapter so far; otherwise the

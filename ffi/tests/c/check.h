@@ -42,6 +42,15 @@ static void expect_true(int cond, const char *what, int line) {
 #define EXPECT_OK(call) expect_status((call), PLORA_OK, #call, __LINE__)
 #define EXPECT_TRUE(cond) expect_true((cond) ? 1 : 0, #cond, __LINE__)
 
+/* Writes `text` to the file `path` (a test's input data). */
+static inline void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
 static int check_summary(void) {
     printf("# %d checks, %d failed\n", checks_run, checks_failed);
     return checks_failed == 0 ? 0 : 1;

@@ -20,14 +20,6 @@ static const char *scratch(const char *dir, const char *name) {
     return path_buf;
 }
 
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
-
 /* Progress callback that tries calls on its own trainer (they must say "busy"). */
 struct reentry {
     plora_trainer *t;
