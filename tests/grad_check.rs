@@ -48,10 +48,14 @@ fn loss_and_grads(
         .iter()
         .map(|(_, t)| t.iter().filter(|&&b| b).count())
         .sum();
-    let shape = WorkspaceShape {
-        capacity: 16,
-        chunk,
-        saved: SavedDtype::F32,
+    // chunk 0 asks for √L checkpointing (a checkpoint every 2 blocks) with 5 logit rows.
+    let shape = match chunk {
+        0 => WorkspaceShape {
+            segment: 2,
+            loss_rows: 5,
+            ..WorkspaceShape::plain(16)
+        },
+        c => WorkspaceShape::chunked(16, c, SavedDtype::F32),
     };
     let mut ws = TrainWorkspace::with_shape(model, adapter, shape);
     let mut loss = 0.0;
@@ -219,5 +223,18 @@ fn token_chunked_recompute_with_dropout() {
             ..LoraConfig::default()
         },
         3,
+    );
+}
+
+#[test]
+fn segmented_checkpoints_and_few_logit_rows() {
+    check_chunked(
+        &tiny("llama", false),
+        LoraConfig {
+            r: 2,
+            alpha: 3.0,
+            ..LoraConfig::default()
+        },
+        0,
     );
 }

@@ -63,18 +63,19 @@ fn chunked_recompute_equals_the_plain_path() {
     // At the default learning rate (2e-4): AdamW turns float rounding in near-zero
     // gradients into update differences proportional to the rate.
     let (plain_losses, plain) = train(&model, &records, WorkspaceShape::plain(128), 5, 2e-4);
-    for chunk in [7usize, 32] {
-        let (losses, a) = train(
-            &model,
-            &records,
-            WorkspaceShape {
-                capacity: 128,
-                chunk,
-                saved: SavedDtype::F32,
-            },
-            5,
-            2e-4,
-        );
+    // Token chunks of 7 and 32; √L checkpointing (every 2 and 3 blocks) with 8 logit rows.
+    for (chunk, segment, loss_rows) in [
+        (7usize, 1usize, 64usize),
+        (32, 1, 64),
+        (128, 2, 8),
+        (7, 3, 8),
+    ] {
+        let shape = WorkspaceShape {
+            segment,
+            loss_rows,
+            ..WorkspaceShape::chunked(128, chunk, SavedDtype::F32)
+        };
+        let (losses, a) = train(&model, &records, shape, 5, 2e-4);
         for (x, y) in losses.iter().zip(&plain_losses) {
             assert!(
                 (x - y).abs() / y.abs() < 1e-5,
@@ -123,11 +124,7 @@ fn chunked_gradients_equal_plain_gradients_per_tensor() {
     };
     let plain = grads(WorkspaceShape::plain(128));
     for chunk in [5usize, 16, 33] {
-        let g = grads(WorkspaceShape {
-            capacity: 128,
-            chunk,
-            saved: SavedDtype::F32,
-        });
+        let g = grads(WorkspaceShape::chunked(128, chunk, SavedDtype::F32));
         for (p, q) in g.pairs().zip(plain.pairs()) {
             let (ea, eb) = (rel(&p.a, &q.a), rel(&p.b, &q.b));
             assert!(
@@ -147,11 +144,7 @@ fn half_precision_checkpoints_stay_within_one_percent() {
         let (lossy, _) = train(
             &model,
             &records,
-            WorkspaceShape {
-                capacity: 128,
-                chunk: 128,
-                saved,
-            },
+            WorkspaceShape::chunked(128, 128, saved),
             20,
             3e-3,
         );

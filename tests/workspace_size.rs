@@ -28,9 +28,9 @@ fn the_planned_workspace_is_what_gets_allocated() {
                 ..LoraConfig::default()
             },
             WorkspaceShape {
-                capacity: 256,
-                chunk: 16,
-                saved: SavedDtype::BF16,
+                segment: 2,
+                loss_rows: 8,
+                ..WorkspaceShape::chunked(256, 16, SavedDtype::BF16)
             },
         ),
     ] {

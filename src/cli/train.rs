@@ -202,8 +202,28 @@ pub(super) fn load_records(
     quiet: bool,
 ) -> Result<Vec<TokenRecord>> {
     let file = model.weights.file();
-    let tok = Tokenizer::from_gguf(file).ok();
-    let chat = ChatTemplate::from_gguf(file).ok();
+    // Token-id files need no tokenizer (building one for a large vocabulary costs memory).
+    let ids_only = !path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("txt"))
+        && std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| !l.trim().is_empty())
+                    .map(|l| crate::data::DataFormat::detect(l) == Ok(crate::data::DataFormat::Ids))
+            })
+            .unwrap_or(false);
+    let tok = if ids_only {
+        None
+    } else {
+        Tokenizer::from_gguf(file).ok()
+    };
+    let chat = if ids_only {
+        None
+    } else {
+        ChatTemplate::from_gguf(file).ok()
+    };
     let opts = LoadOptions {
         encode: EncodeOptions {
             mask_prompt: !a.no_mask_prompt,
@@ -284,6 +304,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
             data.display()
         )));
     }
+    // What loading cost, before the adapter exists (the plan counts the adapter itself).
+    let heap_data = heap::current();
+    let loading_peak = heap::peak();
     let adapter = match &a.init_adapter {
         Some(dir) => peft::load(dir, &model.cfg)?,
         None => Adapter::new(
@@ -317,8 +340,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
         seed: a.seed,
     };
     // Plan the memory before anything big is allocated.
-    let heap_data = heap::current();
-    let loading_peak = heap::peak();
     let plan = match a.budget {
         Some(budget) => {
             let longest = records
@@ -364,11 +385,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 .map(|r| r.ids.len())
                 .max()
                 .unwrap_or(1);
-            Some(WorkspaceShape {
-                capacity: longest,
-                chunk: longest,
-                saved: s,
-            })
+            Some(WorkspaceShape::chunked(longest, longest, s))
         }
         (None, None) => None,
     };

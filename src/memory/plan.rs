@@ -58,6 +58,11 @@ pub fn gemm_slab_per_thread() -> u64 {
 /// Smallest token chunk the planner will use.
 pub const MIN_CHUNK: usize = 16;
 
+/// Blocks per checkpoint segment the planner tries (1 = a checkpoint per block).
+pub const SEGMENTS: [usize; 4] = [1, 2, 4, 8];
+/// Logit rows at once in the fused head + loss the planner tries.
+pub const LOSS_ROW_CHOICES: [usize; 3] = [64, 16, 8];
+
 /// What is being planned.
 #[derive(Clone, Debug)]
 pub struct TrainRequest<'a> {
@@ -104,7 +109,7 @@ impl Plan {
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect();
         json!({"budget_bytes": self.budget, "total_bytes": self.total, "items": items, "seq_len": self.shape.capacity, "threads": self.threads,
-               "chunk": self.shape.chunk, "saved_activations": format!("{:?}", self.shape.saved).to_lowercase(), "notes": self.notes})
+               "chunk": self.shape.chunk, "segment": self.shape.segment, "loss_rows": self.shape.loss_rows, "saved_activations": format!("{:?}", self.shape.saved).to_lowercase(), "notes": self.notes})
     }
 
     /// The table as text lines.
@@ -122,8 +127,8 @@ impl Plan {
             human(self.budget)
         );
         s += &format!(
-            "  sequence length {}, token chunk {}, saved activations {:?}, {} threads\n",
-            self.shape.capacity, self.shape.chunk, self.shape.saved, self.threads
+            "  sequence length {}, token chunk {}, checkpoint every {} blocks, {} logit rows, saved activations {:?}, {} threads\n",
+            self.shape.capacity, self.shape.chunk, self.shape.segment, self.shape.loss_rows, self.shape.saved, self.threads
         );
         for n in &self.notes {
             s += &format!("  {n}\n");
@@ -274,16 +279,25 @@ fn plan_with_threads(
             Some(s) => vec![s],
             None => vec![SavedDtype::F32, SavedDtype::BF16],
         };
-        saved
-            .iter()
-            .flat_map(|&s| {
-                chunks.iter().map(move |&ch| WorkspaceShape {
-                    capacity: t,
-                    chunk: ch,
-                    saved: s,
-                })
-            })
-            .collect()
+        // Exact choices before the lossy one: for each storage type, every segment length
+        // (recompute), fewer logit rows, smaller chunks.
+        let mut out = Vec::new();
+        for &s in &saved {
+            for segment in SEGMENTS {
+                for loss_rows in LOSS_ROW_CHOICES {
+                    for &ch in &chunks {
+                        out.push(WorkspaceShape {
+                            capacity: t,
+                            chunk: ch,
+                            saved: s,
+                            segment,
+                            loss_rows,
+                        });
+                    }
+                }
+            }
+        }
+        out
     };
     let lengths: Vec<usize> = match req.seq_len {
         Some(t) => vec![t],
@@ -312,6 +326,18 @@ fn plan_with_threads(
                 ));
                 items.extend(extra(t));
                 let mut notes = Vec::new();
+                if shape.segment > 1 {
+                    notes.push(format!(
+                        "a checkpoint every {} blocks, the others recomputed in backward, to fit",
+                        shape.segment
+                    ));
+                }
+                if shape.loss_rows < crate::model::backward::LOSS_ROWS {
+                    notes.push(format!(
+                        "logits formed {} rows at a time to fit",
+                        shape.loss_rows
+                    ));
+                }
                 if shape.chunk < t {
                     notes.push(format!(
                         "projections and MLP recomputed in chunks of {} tokens to fit",

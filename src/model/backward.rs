@@ -11,7 +11,6 @@ use super::config::ModelConfig;
 use super::forward::Model;
 use crate::error::{Error, ModelError, Result};
 use crate::kernels::loss::cross_entropy_backward;
-use crate::kernels::num::add_into;
 use crate::kernels::{
     matmul_backward_input, matmul_forward, rmsnorm_backward, rmsnorm_forward, rope_table, Real,
 };
@@ -50,21 +49,38 @@ impl SavedDtype {
 }
 
 /// Shape of a training workspace: the longest sequence, the token chunk of the MLP and
-/// projections, and how checkpoints are stored.
+/// projections, how checkpoints are stored, how many blocks share one checkpoint, and the
+/// rows of logits formed at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkspaceShape {
     pub capacity: usize,
     pub chunk: usize,
     pub saved: SavedDtype,
+    /// Blocks per checkpoint segment: 1 keeps every adapted block's input; k keeps every
+    /// k-th and recomputes the others inside backward (√L-style, one more forward pass).
+    pub segment: usize,
+    /// Target rows whose logits (rows × vocabulary) exist at once in the fused head + loss.
+    pub loss_rows: usize,
 }
 
 impl WorkspaceShape {
-    /// Unchunked, exact storage.
+    /// Unchunked, exact storage, a checkpoint per block.
     pub fn plain(capacity: usize) -> Self {
         WorkspaceShape {
             capacity,
             chunk: capacity,
             saved: SavedDtype::F32,
+            segment: 1,
+            loss_rows: LOSS_ROWS,
+        }
+    }
+
+    /// `plain` with another token chunk and checkpoint storage.
+    pub fn chunked(capacity: usize, chunk: usize, saved: SavedDtype) -> Self {
+        WorkspaceShape {
+            chunk,
+            saved,
+            ..WorkspaceShape::plain(capacity)
         }
     }
 }
@@ -83,8 +99,10 @@ pub struct TrainWorkspace<F> {
     /// Residual stream and a restored block input, (T, C).
     x: Vec<F>,
     x_in: Vec<F>,
-    /// Input of every adapted block — the activation checkpoints.
+    /// Input of every `segment`-th adapted block — the activation checkpoints.
     checkpoints: Vec<Saved<F>>,
+    /// Inputs of the other blocks of the segment being differentiated, (T, C) each.
+    segment_inputs: Vec<Saved<F>>,
     /// Keys and values of the block being processed, (T, kv_dim).
     k: Vec<F>,
     v: Vec<F>,
@@ -92,11 +110,10 @@ pub struct TrainWorkspace<F> {
     chunk: ChunkScratch<F>,
     scratch: BackwardScratch<F>,
     /// Final norm output and its reciprocal RMS.
-    xf: Vec<F>,
-    rstd_f: Vec<F>,
+    /// Reciprocal RMS of the final norm for the target rows of one loss group.
+    rstd_rows: Vec<F>,
     /// Gradients of the residual stream and of the final norm's output, (T, C).
     dx: Vec<F>,
-    dxf: Vec<F>,
     /// Fused head + loss: gathered hidden rows, logits and the rows' gradients.
     rows: Vec<F>,
     logits: Vec<F>,
@@ -134,14 +151,18 @@ pub fn workspace_bytes(cfg: &ModelConfig, g: AdapterGeometry, shape: WorkspaceSh
         shape.capacity.max(1),
         shape.chunk.clamp(1, shape.capacity.max(1)),
     );
+    let seg = shape.segment.max(1);
+    let stored = g.checkpoints.div_ceil(seg);
+    let rows = shape.loss_rows.max(1);
     f * t * (2 * c) // x, x_in
-        + g.checkpoints * (t * c * shape.saved.bytes() + std::mem::size_of::<Saved<f32>>())
+        + stored * (t * c * shape.saved.bytes() + std::mem::size_of::<Saved<f32>>())
+        + (seg.min(g.checkpoints.max(1)) - 1) * (t * c * shape.saved.bytes() + std::mem::size_of::<Saved<f32>>())
         + f * t * 2 * kvd
         + BlockState::<f32>::bytes_for(cfg, t)
         + ChunkScratch::<f32>::bytes_for(cfg, ch, g.max_rank, g.dropout)
         + BackwardScratch::<f32>::bytes_for(cfg, t, ch, g.max_rank, g.dropout)
-        + f * t * (3 * c + 1 + 2 * half)
-        + f * LOSS_ROWS * (2 * c + cfg.n_vocab)
+        + f * (t * (c + 2 * half) + rows)
+        + f * rows * (2 * c + cfg.n_vocab)
         + t * (std::mem::size_of::<usize>() + std::mem::size_of::<(usize, usize)>())
 }
 
@@ -157,6 +178,8 @@ impl<F: Real> TrainWorkspace<F> {
         let (c, kvd, half) = (cfg.n_embd, cfg.kv_dim(), cfg.rope_dim / 2);
         let capacity = shape.capacity.max(1);
         let chunk = shape.chunk.clamp(1, capacity);
+        let seg = shape.segment.max(1);
+        let rows = shape.loss_rows.max(1);
         let rank = adapter.pairs().map(|p| p.r).max().unwrap_or(0);
         let dropout = adapter.config.dropout > 0.0;
         let lowest = adapter.lowest_layer().unwrap_or(cfg.n_layer);
@@ -165,27 +188,29 @@ impl<F: Real> TrainWorkspace<F> {
             SavedDtype::F32 => Saved::Full(z(capacity * c)),
             _ => Saved::Half(vec![0u16; capacity * c]),
         };
+        let n_ckpt = cfg.n_layer - lowest;
         TrainWorkspace {
             shape: WorkspaceShape {
                 capacity,
                 chunk,
                 saved: shape.saved,
+                segment: seg,
+                loss_rows: rows,
             },
             x: z(capacity * c),
             x_in: z(capacity * c),
-            checkpoints: (lowest..cfg.n_layer).map(saved).collect(),
+            checkpoints: (0..n_ckpt.div_ceil(seg)).map(saved).collect(),
+            segment_inputs: (1..seg.min(n_ckpt.max(1))).map(saved).collect(),
             k: z(capacity * kvd),
             v: z(capacity * kvd),
             state: BlockState::new(cfg, capacity),
             chunk: ChunkScratch::new(cfg, chunk, rank, dropout),
             scratch: BackwardScratch::new(cfg, capacity, chunk, rank, dropout),
-            xf: z(capacity * c),
-            rstd_f: z(capacity),
+            rstd_rows: z(rows),
             dx: z(capacity * c),
-            dxf: z(capacity * c),
-            rows: z(LOSS_ROWS * c),
-            logits: z(LOSS_ROWS * cfg.n_vocab),
-            drows: z(LOSS_ROWS * c),
+            rows: z(rows * c),
+            logits: z(rows * cfg.n_vocab),
+            drows: z(rows * c),
             cos: z(capacity * half),
             sin: z(capacity * half),
             positions: Vec::with_capacity(capacity),
@@ -293,20 +318,21 @@ pub fn forward_backward<F: Real>(
         })
     };
     let saved_dtype = ws.shape.saved;
+    let seg = ws.shape.segment.max(1);
+    let loss_rows = ws.shape.loss_rows.max(1);
     model.install(|| {
         let TrainWorkspace {
             x,
             x_in,
             checkpoints,
+            segment_inputs,
             k,
             v,
             state,
             chunk,
             scratch,
-            xf,
-            rstd_f,
+            rstd_rows,
             dx,
-            dxf,
             rows,
             logits,
             drows,
@@ -315,13 +341,7 @@ pub fn forward_backward<F: Real>(
             preds,
             ..
         } = ws;
-        let (x, x_in, dx, dxf, xf) = (
-            &mut x[..t * c],
-            &mut x_in[..t * c],
-            &mut dx[..t * c],
-            &mut dxf[..t * c],
-            &mut xf[..t * c],
-        );
+        let (x, x_in, dx) = (&mut x[..t * c], &mut x_in[..t * c], &mut dx[..t * c]);
         let (cos, sin) = (&cos[..t * half], &sin[..t * half]);
         let ctx = |l: usize| BlockCtx {
             cfg,
@@ -332,30 +352,27 @@ pub fn forward_backward<F: Real>(
             cos,
             sin,
         };
-        // Forward, keeping each adapted block's input.
+        // Forward, keeping the input of every `seg`-th adapted block.
         for l in 0..cfg.n_layer {
-            if l >= lowest {
-                save(&mut checkpoints[l - lowest], x, saved_dtype);
+            if l >= lowest && (l - lowest) % seg == 0 {
+                save(&mut checkpoints[(l - lowest) / seg], x, saved_dtype);
             }
             block_forward(&ctx(l), x, k, v, 0, state, chunk, l + 1 == cfg.n_layer);
         }
-        rmsnorm_forward(
-            xf,
-            &mut rstd_f[..t],
-            x,
-            &model.weights.output_norm,
-            cfg.rms_eps,
-        );
 
         // Fused output head + cross-entropy + its backward, LOSS_ROWS target rows at a time.
         let head = model.weights.matrix(&model.weights.output);
         let v_n = cfg.n_vocab;
-        dxf.fill(F::ZERO);
+        // Only target rows go through the final norm, the head and the loss; their
+        // gradients flow straight back into d(x).
+        dx.fill(F::ZERO);
+        let norm_w = &model.weights.output_norm;
         let mut loss = 0f64;
-        for group in preds.chunks(LOSS_ROWS) {
+        for group in preds.chunks(loss_rows) {
             let n = group.len();
             for (j, &(i, _)) in group.iter().enumerate() {
-                rows[j * c..(j + 1) * c].copy_from_slice(&xf[i * c..(i + 1) * c]);
+                let (xr, row) = (&x[i * c..(i + 1) * c], &mut rows[j * c..(j + 1) * c]);
+                rmsnorm_forward(row, &mut rstd_rows[j..j + 1], xr, norm_w, cfg.rms_eps);
             }
             let lg = &mut logits[..n * v_n];
             matmul_forward(lg, &rows[..n * c], &head);
@@ -366,34 +383,61 @@ pub fn forward_backward<F: Real>(
             dr.fill(F::ZERO);
             matmul_backward_input(dr, lg, &head);
             for (j, &(i, _)) in group.iter().enumerate() {
-                add_into(&mut dxf[i * c..(i + 1) * c], &dr[j * c..(j + 1) * c]);
+                let (dxr, xr) = (&mut dx[i * c..(i + 1) * c], &x[i * c..(i + 1) * c]);
+                rmsnorm_backward(
+                    dxr,
+                    &dr[j * c..(j + 1) * c],
+                    xr,
+                    norm_w,
+                    &rstd_rows[j..j + 1],
+                );
             }
         }
-        dx.fill(F::ZERO);
-        rmsnorm_backward(dx, dxf, x, &model.weights.output_norm, &rstd_f[..t]);
 
-        // Blocks in reverse. The top block's attention state is still in `state`; every
-        // other block's attention half is recomputed from its checkpoint (the MLP is
-        // recomputed chunk by chunk inside block_backward).
+        // Blocks in reverse, segment by segment. A segment's first block input is its
+        // checkpoint; the others are recomputed (full block forwards) into
+        // `segment_inputs`. Each block's attention half is recomputed from its input (the
+        // MLP is recomputed chunk by chunk inside block_backward) — except the top block's
+        // when nothing ran since the forward pass, whose state is still in `state`.
         let kvd = cfg.kv_dim();
-        for l in (lowest..cfg.n_layer).rev() {
-            restore(&checkpoints[l - lowest], x_in, saved_dtype);
-            if l + 1 != cfg.n_layer {
-                x.copy_from_slice(x_in);
-                block_attention(&ctx(l), x, k, v, 0, state, chunk, true);
-            }
-            block_backward(
-                &ctx(l),
-                Some(&mut grads.layers[l]),
-                dx,
-                x_in,
-                &k[..t * kvd],
-                &v[..t * kvd],
-                state,
-                chunk,
-                scratch,
-                l > lowest,
+        let n_seg = (cfg.n_layer - lowest).div_ceil(seg);
+        for si in (0..n_seg).rev() {
+            let (s0, s1) = (
+                lowest + si * seg,
+                (lowest + (si + 1) * seg).min(cfg.n_layer),
             );
+            restore(&checkpoints[si], x_in, saved_dtype);
+            if s1 - s0 > 1 {
+                x.copy_from_slice(x_in);
+                for l in s0..s1 - 1 {
+                    block_forward(&ctx(l), x, k, v, 0, state, chunk, false);
+                    save(&mut segment_inputs[l - s0], x, saved_dtype);
+                }
+            }
+            for l in (s0..s1).rev() {
+                if l > s0 {
+                    restore(&segment_inputs[l - s0 - 1], x_in, saved_dtype);
+                } else if s1 - s0 > 1 {
+                    restore(&checkpoints[si], x_in, saved_dtype);
+                }
+                let x_l: &[F] = x_in;
+                if seg > 1 || l + 1 != cfg.n_layer {
+                    x.copy_from_slice(x_l);
+                    block_attention(&ctx(l), x, k, v, 0, state, chunk, true);
+                }
+                block_backward(
+                    &ctx(l),
+                    Some(&mut grads.layers[l]),
+                    dx,
+                    x_l,
+                    &k[..t * kvd],
+                    &v[..t * kvd],
+                    state,
+                    chunk,
+                    scratch,
+                    l > lowest,
+                );
+            }
         }
         Ok(loss)
     })
