@@ -302,6 +302,11 @@ typedef struct plora_memory_plan {
     uint32_t chunk;            /* training: token chunk of the recomputed projections;
                                   generation: prompt tokens per forward call */
     uint32_t saved_activations;/* training: PLORA_SAVED_F32/BF16/F16 chosen; generation: 0 */
+    uint32_t segment;          /* training: blocks per checkpoint segment (1: every block's input
+                                  kept; k: every k-th kept, the others recomputed in backward);
+                                  generation: 0 */
+    uint32_t loss_rows;        /* training: target rows whose logits exist at once in the fused
+                                  output head + loss (fewer: less memory); generation: 0 */
     uint32_t n_items;
     plora_plan_item items[PLORA_PLAN_MAX_ITEMS];
 } plora_memory_plan;

@@ -16,7 +16,7 @@ use pocketlora_core::tokenizer::chat::Message;
 use crate::adapter::{self, plora_adapter};
 use crate::cstr;
 use crate::model::{self, plora_model, ModelObj};
-use crate::plan::MemoryPlan;
+use crate::plan::{MemoryPlan, Shape};
 use crate::status::{fail, guard, guard_void, invalid, FResult, Status};
 
 /// `plora_token_fn`
@@ -328,17 +328,15 @@ pub unsafe extern "C" fn plora_generate_plan(
             max_tokens as usize,
             max_rank as usize,
         )?;
-        let value = MemoryPlan::new(
-            m.obj.budget,
-            p.total,
-            p.threads,
-            (
-                p.limits.context.min(m.obj.model.cfg.n_ctx),
-                p.limits.prompt_chunk,
-            ),
-            0,
-            &p.items,
-        );
+        let shape = Shape {
+            threads: p.threads,
+            seq_len: p.limits.context.min(m.obj.model.cfg.n_ctx),
+            chunk: p.limits.prompt_chunk,
+            saved_activations: 0,
+            segment: 0,
+            loss_rows: 0,
+        };
+        let value = MemoryPlan::new(m.obj.budget, p.total, shape, &p.items);
         // SAFETY: caller contract.
         unsafe { cstr::write_sized(out, value, "plora_memory_plan") }
     })

@@ -133,6 +133,8 @@ fn rust_layouts() -> Vec<Layout> {
             seq_len,
             chunk,
             saved_activations,
+            segment,
+            loss_rows,
             n_items,
             items
         ]

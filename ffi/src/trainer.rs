@@ -26,7 +26,7 @@ use crate::adapter::{self, plora_adapter};
 use crate::cstr;
 use crate::handles::{self, Handle, Kind, Object};
 use crate::model::{self, check_ids, plora_model, ModelObj};
-use crate::plan::MemoryPlan;
+use crate::plan::{MemoryPlan, Shape};
 use crate::status::{fail, guard, guard_void, invalid, state, FResult, Status};
 
 /// Opaque C type `plora_trainer`.
@@ -881,14 +881,15 @@ pub unsafe extern "C" fn plora_trainer_plan(t: *mut plora_trainer, out: *mut Mem
                 Some(p) => p.clone(),
                 None => st.make_plan()?,
             };
-            let value = MemoryPlan::new(
-                st.shared.obj.budget,
-                plan.total,
-                plan.threads,
-                (plan.shape.capacity, plan.shape.chunk),
-                saved_code(plan.shape.saved),
-                &plan.items,
-            );
+            let shape = Shape {
+                threads: plan.threads,
+                seq_len: plan.shape.capacity,
+                chunk: plan.shape.chunk,
+                saved_activations: saved_code(plan.shape.saved),
+                segment: plan.shape.segment,
+                loss_rows: plan.shape.loss_rows,
+            };
+            let value = MemoryPlan::new(st.shared.obj.budget, plan.total, shape, &plan.items);
             // SAFETY: caller contract; size checked.
             unsafe { out.write_unaligned(value) };
             Ok(())

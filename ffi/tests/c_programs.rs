@@ -366,25 +366,13 @@ fn callbacks_and_cancel_stop_training_at_once() {
 /// A copy of the bundled model with a ChatML template, for chat records and prompts.
 fn chat_model(dir: &Path) -> PathBuf {
     let f = GgufFile::open(asset("aidreams260K-q8_0.gguf")).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in f.metadata() {
-        w.set(k.clone(), v.clone());
-    }
+    let mut w = GgufWriter::copy_of(&f).unwrap();
     w.set(
         "tokenizer.chat_template",
         Value::String(
             "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}".into(),
         ),
     );
-    for tv in f.tensor_views() {
-        w.add_tensor(
-            tv.info.name.clone(),
-            tv.info.ty,
-            &tv.info.dims,
-            tv.data.to_vec(),
-        )
-        .unwrap();
-    }
     let p = dir.join("aidreams-chatml.gguf");
     w.write_file(&p).unwrap();
     p

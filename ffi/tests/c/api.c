@@ -190,7 +190,8 @@ int main(int argc, char **argv) {
     EXPECT_OK(plora_trainer_plan(t, &plan));
     EXPECT_TRUE(plan.n_items > 5 && plan.total_bytes == plan_sum(&plan) && plan.budget_bytes == 0 &&
                 plan.threads == 2 && plan.seq_len > 10 && plan.chunk == plan.seq_len &&
-                plan.saved_activations == PLORA_SAVED_F32);
+                plan.saved_activations == PLORA_SAVED_F32 && plan.segment == 1 &&
+                plan.loss_rows == 64);
     printf("# unconstrained training plan: %llu bytes, %u items, largest \"%s\" %llu\n",
            (unsigned long long)plan.total_bytes, plan.n_items, plan.items[0].name,
            (unsigned long long)plan.items[0].bytes);
@@ -225,7 +226,8 @@ int main(int argc, char **argv) {
     EXPECT_OK(plora_model_open(model_path, 1, 0, &mb));
     EXPECT_OK(plora_generate_plan(mb, 1, 1, 0, &gp));
     EXPECT_TRUE(gp.total_bytes == plan_sum(&gp) && gp.seq_len == 2 && gp.chunk == 1 &&
-                gp.threads == 1 && gp.saved_activations == 0);
+                gp.threads == 1 && gp.saved_activations == 0 && gp.segment == 0 &&
+                gp.loss_rows == 0);
     plora_model_free(mb);
     EXPECT_OK(plora_model_open(model_path, 1, gp.total_bytes + (64 << 10), &mb));
     cfg = facts_config();
@@ -248,6 +250,29 @@ int main(int argc, char **argv) {
     EXPECT_TRUE(plan.budget_bytes == train_need + (1 << 20) && plan.total_bytes <= plan.budget_bytes);
     EXPECT_OK(plora_generate_plan(mb, 8, 32, 16, &gp));
     EXPECT_TRUE(gp.total_bytes <= gp.budget_bytes);
+    plora_trainer_free(t);
+    plora_model_free(mb);
+    /* 1 MiB less than the unconstrained plan (more than what the heap measured at
+     * plora_model_open varies by): the plan reshapes itself to fit. */
+    cfg = facts_config();
+    EXPECT_OK(plora_trainer_new(m, &cfg, &t));
+    add_facts(t);
+    EXPECT_OK(plora_trainer_plan(t, &plan));
+    uint64_t facts_need = plan.total_bytes;
+    plora_trainer_free(t);
+    EXPECT_OK(plora_model_open(model_path, 2, facts_need - (1 << 20), &mb));
+    EXPECT_OK(plora_trainer_new(mb, &cfg, &t));
+    add_facts(t);
+    EXPECT_OK(plora_trainer_plan(t, &plan));
+    EXPECT_TRUE(plan.total_bytes <= plan.budget_bytes &&
+                (plan.segment > 1 || plan.loss_rows < 64 || plan.chunk < plan.seq_len ||
+                 plan.saved_activations != PLORA_SAVED_F32 || plan.threads < 2));
+    printf("# unconstrained %llu bytes; a budget of %llu bytes: chunk %u of %u, a checkpoint every %u blocks, %u logit "
+           "rows, saved activations %u, %u threads\n",
+           (unsigned long long)facts_need, (unsigned long long)plan.budget_bytes, plan.chunk,
+           plan.seq_len, plan.segment,
+           plan.loss_rows, plan.saved_activations, plan.threads);
+    EXPECT_OK(plora_trainer_run(t, 1, NULL, NULL));
     plora_trainer_free(t);
     plora_model_free(mb);
 
