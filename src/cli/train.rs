@@ -9,9 +9,8 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 
 use super::interrupt;
-use crate::data::{load_dataset, EncodeOptions, LoadOptions, TokenRecord};
+use crate::data::{hold_out, load_dataset, EncodeOptions, LoadOptions, TokenRecord};
 use crate::error::{Error, Result};
-use crate::infer::sampler::Rng;
 use crate::lora::{peft, Adapter, LayerSelection, LoraConfig, LoraInit, Target};
 use crate::memory::heap;
 use crate::memory::plan::{human, plan_training, TrainRequest};
@@ -307,19 +306,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         None => Vec::new(),
     };
     if let Some(f) = a.valid_split {
-        // A seeded sample of ceil(f·n) records, the rest kept in file order.
-        let n = records.len();
-        let k = ((n as f64 * f).ceil() as usize).clamp(1, n.saturating_sub(1).max(1));
-        let mut idx: Vec<usize> = (0..n).collect();
-        let mut rng = Rng::new(a.seed ^ 0x5EED_5EED);
-        for i in (1..n).rev() {
-            idx.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-        }
-        let mut held = vec![false; n];
-        idx[..k].iter().for_each(|&i| held[i] = true);
-        let (v, t): (Vec<_>, Vec<_>) = records.into_iter().enumerate().partition(|(i, _)| held[*i]);
-        valid = v.into_iter().map(|(_, r)| r).collect();
-        records = t.into_iter().map(|(_, r)| r).collect();
+        (records, valid) = hold_out(records, f, a.seed);
     }
     if records.iter().all(|r| r.n_targets() == 0) {
         return Err(Error::InvalidArgument(format!(

@@ -238,7 +238,7 @@ pub fn plan_training(req: &TrainRequest<'_>) -> Result<Plan> {
         .take(3)
         .map(|(k, v)| format!("{k} {}", human(*v)))
         .collect();
-    Err(Error::InvalidArgument(format!(
+    Err(Error::Budget(format!(
         "the memory budget of {} is too small: the smallest plan needs {} ({} bytes; biggest items: {})",
         human(req.budget),
         human(need),
@@ -550,7 +550,7 @@ pub fn plan_generation(req: &GenerateRequest<'_>) -> Result<GeneratePlan> {
             }
         }
     }
-    Err(Error::InvalidArgument(format!(
+    Err(Error::Budget(format!(
         "the memory budget of {} is too small to generate: the smallest plan needs {} ({best_need} bytes)",
         human(req.budget),
         human(best_need)

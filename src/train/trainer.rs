@@ -2,6 +2,14 @@
 //! own, gradients accumulated), the loss as the mean over every target token of the batch
 //! (token-weighted across records and micro-batches), clipping, the learning-rate schedule,
 //! and an AdamW update of A and B only.
+//!
+//! A step can be cancelled from another thread ([`Trainer::set_cancel_flag`]): the flag is
+//! checked before each record's forward and backward pass (one micro-step), and a raised
+//! flag ends the step with [`Error::Cancelled`] before the update — adapter, optimizer
+//! state and step count stay as they were after the previous step.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use super::adamw::{clip_grad_norm, AdamW, AdamWConfig};
 use super::schedule::Schedule;
@@ -66,6 +74,7 @@ pub struct Trainer<'m> {
     cfg: TrainConfig,
     ws: TrainWorkspace<f32>,
     step: usize,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl<'m> Trainer<'m> {
@@ -123,11 +132,31 @@ impl<'m> Trainer<'m> {
             cfg,
             ws,
             step: 0,
+            cancel: None,
         })
     }
 
+    /// A flag that, once raised (from any thread), makes the current or next [`Trainer::step`]
+    /// return [`Error::Cancelled`] before its next record, without updating anything. The
+    /// trainer never lowers it; its owner does.
+    pub fn set_cancel_flag(&mut self, flag: Option<Arc<AtomicBool>>) {
+        self.cancel = flag;
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
     /// One optimizer step over `batch` (all the records of the step: batch × grad-accum).
+    /// Returns [`Error::Cancelled`], having changed nothing but the gradient buffers, when
+    /// the cancel flag is raised before or during the step, and [`Error::Numeric`], also
+    /// without an update, when the loss or the gradient norm is not finite.
     pub fn step(&mut self, batch: &[&TokenRecord]) -> Result<StepStats> {
+        if self.cancelled() {
+            return Err(Error::Cancelled);
+        }
         let n: usize = batch.iter().map(|r| r.n_targets()).sum();
         let lr = self.cfg.schedule.lr(
             self.cfg.lr,
@@ -135,11 +164,12 @@ impl<'m> Trainer<'m> {
             self.cfg.warmup,
             self.cfg.total_steps,
         );
-        self.step += 1;
+        let step = self.step + 1;
         let seen = batch.iter().map(|r| r.ids.len()).sum();
         if n == 0 {
+            self.step = step;
             return Ok(StepStats {
-                step: self.step,
+                step,
                 loss: f64::NAN,
                 grad_norm: 0.0,
                 tokens: 0,
@@ -153,8 +183,11 @@ impl<'m> Trainer<'m> {
             if r.n_targets() == 0 {
                 continue;
             }
+            if self.cancelled() {
+                return Err(Error::Cancelled);
+            }
             let key = self.cfg.seed
-                ^ (self.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
                 ^ ((k as u64) << 20);
             loss += forward_backward_packed(
                 self.model,
@@ -173,11 +206,18 @@ impl<'m> Trainer<'m> {
         } else {
             super::adamw::grad_norm(&self.grads)
         };
+        let loss = loss / n as f64;
+        if !(loss.is_finite() && grad_norm.is_finite()) {
+            return Err(Error::Numeric(format!(
+                "step {step}: the loss is {loss} and the gradient norm {grad_norm}; the update was not applied (lower the learning rate?)"
+            )));
+        }
         let (opt, adapter, grads) = (&mut self.opt, &mut self.adapter, &self.grads);
         self.model.install(|| opt.step(adapter, grads, lr));
+        self.step = step;
         Ok(StepStats {
-            step: self.step,
-            loss: loss / n as f64,
+            step,
+            loss,
             grad_norm,
             tokens: n,
             seen_tokens: seen,
