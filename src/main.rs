@@ -7,6 +7,7 @@ use clap::Parser;
 static ALLOC: pocketlora::memory::heap::CountingAlloc = pocketlora::memory::heap::CountingAlloc;
 
 fn main() {
+    pocketlora::memory::heap::tune_system_allocator();
     let cli = match pocketlora::cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {

@@ -82,3 +82,32 @@ pub fn installed() -> bool {
 pub fn reset_peak() {
     PEAK.store(current(), Ordering::Relaxed);
 }
+
+/// Makes the system allocator hand freed memory back instead of keeping it: a fixed mmap
+/// threshold (glibc otherwise raises it to the largest block freed, so later big buffers
+/// come from arenas that keep their pages), a small trim threshold, and one arena for all
+/// threads (pocketlora's worker threads allocate only while buffers grow). With it the
+/// process's anonymous memory stays close to the heap in use, which the memory budget of
+/// the `pocketlora` CLI relies on. glibc only; elsewhere nothing to do.
+pub fn tune_system_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        const M_ARENA_MAX: i32 = -8;
+        for (param, value) in [
+            (M_MMAP_THRESHOLD, 128 << 10),
+            (M_TRIM_THRESHOLD, 256 << 10),
+            (M_ARENA_MAX, 1),
+        ] {
+            // SAFETY: glibc's mallopt takes two ints and only changes allocator settings;
+            // it is called before the program starts any thread.
+            unsafe {
+                mallopt(param, value);
+            }
+        }
+    }
+}
