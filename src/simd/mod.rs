@@ -810,6 +810,27 @@ mod tests {
 
     const ODD: [usize; 6] = [0, 1, 31, 33, 255, 4097];
 
+    /// Which paths a run exercises, pinned by CI (e.g. under qemu `-cpu max`):
+    /// `POCKETLORA_EXPECT_LEVELS` names the supported levels (weakest first, comma-separated)
+    /// and `POCKETLORA_EXPECT_LEVEL` the one [`kernels`] picks after `POCKETLORA_DISABLE`.
+    #[test]
+    fn detection_finds_the_levels_the_environment_expects() {
+        let names: Vec<&str> = Level::available().iter().map(|l| l.name()).collect();
+        let used = kernels().level;
+        eprintln!("simd levels available: {names:?}; in use: {}", used.name());
+        assert_eq!(names.first(), Some(&"scalar"));
+        assert!(Level::available().contains(&used));
+        for level in Level::available() {
+            assert_eq!(Kernels::for_level(level).map(|k| k.level), Some(level));
+        }
+        if let Ok(want) = std::env::var("POCKETLORA_EXPECT_LEVELS") {
+            assert_eq!(names.join(","), want, "POCKETLORA_EXPECT_LEVELS");
+        }
+        if let Ok(want) = std::env::var("POCKETLORA_EXPECT_LEVEL") {
+            assert_eq!(used.name(), want, "POCKETLORA_EXPECT_LEVEL");
+        }
+    }
+
     #[test]
     fn sgemm_equals_the_scalar_twin_over_odd_shapes_strides_and_outputs() {
         let twin = scalar::kernels();
