@@ -9,5 +9,5 @@ pub mod raw;
 
 pub use encode::{EncodeOptions, Encoder};
 pub use jsonl::{parse_ids_record, read_ids_jsonl, TokenRecord};
-pub use load::{load_dataset, Dataset, LoadOptions};
+pub use load::{load_dataset, parse_dataset, Dataset, LoadOptions};
 pub use raw::{DataFormat, RawRecord};

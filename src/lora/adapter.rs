@@ -200,6 +200,13 @@ impl<F: Real> Adapter<F> {
     }
 }
 
+/// The first value of `v` that is NaN or infinite, with its index.
+pub fn first_non_finite<F: Real>(v: &[F]) -> Option<(usize, f64)> {
+    v.iter()
+        .position(|x| !x.to_f64().is_finite())
+        .map(|i| (i, v[i].to_f64()))
+}
+
 /// Fills A (r, in): Kaiming-uniform U(−1/√in, 1/√in) (PEFT's default, kaiming_uniform_
 /// with a = √5) or Gaussian N(0, 1/r²) (PEFT's "gaussian").
 fn init_a<F: Real>(a: &mut [F], inp: usize, r: usize, init: LoraInit, rng: &mut Rng) {
