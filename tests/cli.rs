@@ -3,40 +3,8 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
+use common::cli::{assert_one_line_error, run, stderr, stdout};
 use common::{asset, golden, scratch_dir};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pocketlora"))
-        .args(args)
-        .output()
-        .expect("run pocketlora")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).expect("utf-8 stdout")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).expect("utf-8 stderr")
-}
-
-/// Fails unless the command failed with exactly one line on stderr containing `needle`.
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let e = stderr(o);
-    assert!(
-        !o.status.success(),
-        "expected failure, stdout: {}",
-        stdout(o)
-    );
-    assert_eq!(
-        e.trim_end().lines().count(),
-        1,
-        "stderr is not one line: {e:?}"
-    );
-    assert!(e.contains(needle), "stderr {e:?} lacks {needle:?}");
-}
 
 #[test]
 fn generate_prints_the_reference_ids() {
