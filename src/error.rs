@@ -59,6 +59,10 @@ pub enum Error {
         line: usize,
         msg: String,
     },
+    /// Training diverged: a loss or gradient that is not a finite number (the message names
+    /// the step, the block and the tensor; nothing was applied).
+    #[error("{0}")]
+    Numeric(String),
 }
 
 impl Error {

@@ -83,6 +83,9 @@ pub struct Summary {
     pub seconds: f64,
     pub tokens_per_s: f64,
     pub adapter_dir: PathBuf,
+    /// Batches skipped because their loss or gradient was not finite (with
+    /// [`Run::set_skip_nonfinite`]).
+    pub skipped_nonfinite: usize,
 }
 
 /// A training run in progress.
@@ -96,6 +99,7 @@ pub struct Run<'m> {
     total_steps: usize,
     best: Option<(f64, Adapter)>,
     evals_since_best: usize,
+    skip_nonfinite: bool,
 }
 
 impl<'m> Run<'m> {
@@ -143,7 +147,15 @@ impl<'m> Run<'m> {
             total_steps,
             best: None,
             evals_since_best: 0,
+            skip_nonfinite: false,
         })
+    }
+
+    /// Skip (and count, in [`Summary::skipped_nonfinite`]) batches whose loss or gradient is
+    /// not finite instead of ending the run with [`Error::Numeric`]. A whole epoch of such
+    /// batches in a row still ends it: the adapter itself has diverged then.
+    pub fn set_skip_nonfinite(&mut self, on: bool) {
+        self.skip_nonfinite = on;
     }
 
     /// Continues from the newest complete checkpoint in `out/checkpoints` (temporaries of
@@ -230,10 +242,26 @@ impl<'m> Run<'m> {
         let (mut first, mut last, mut seen) = (f64::NAN, f64::NAN, 0usize);
         let mut finish = Finish::Completed;
         let mut evaluated_at = None;
+        let (mut skipped, mut skipped_in_a_row) = (0usize, 0usize);
+        let per_epoch = self.train.len().div_ceil(per_step).max(1);
         while self.trainer.steps_done() < self.total_steps {
             let idx = self.order.take(per_step);
             let batch: Vec<&TokenRecord> = idx.iter().map(|&i| &self.train[i]).collect();
-            let stats = self.trainer.step(&batch)?;
+            let stats = match self.trainer.step(&batch) {
+                Ok(s) => s,
+                Err(Error::Numeric(msg)) if self.skip_nonfinite => {
+                    skipped += 1;
+                    skipped_in_a_row += 1;
+                    if skipped_in_a_row >= per_epoch {
+                        return Err(Error::Numeric(format!(
+                            "{msg}; {skipped_in_a_row} batches in a row (a whole epoch) were not finite, so the adapter itself has diverged"
+                        )));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            skipped_in_a_row = 0;
             seen += stats.seen_tokens;
             if first.is_nan() {
                 first = stats.loss;
@@ -306,6 +334,7 @@ impl<'m> Run<'m> {
             seconds,
             tokens_per_s: seen as f64 / seconds.max(1e-9),
             adapter_dir: self.opts.out.clone(),
+            skipped_nonfinite: skipped,
         })
     }
 

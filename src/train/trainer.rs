@@ -116,6 +116,9 @@ impl<'m> Trainer<'m> {
     }
 
     /// One optimizer step over `batch` (all the records of the step: batch × grad-accum).
+    /// When the loss or a gradient is not finite, returns [`Error::Numeric`] naming the
+    /// block and tensor, without an update: adapter, optimizer state and step count stay as
+    /// they were after the previous step.
     pub fn step(&mut self, batch: &[&TokenRecord]) -> Result<StepStats> {
         let n: usize = batch.iter().map(|r| r.n_targets()).sum();
         let lr = self.cfg.schedule.lr(
@@ -124,11 +127,12 @@ impl<'m> Trainer<'m> {
             self.cfg.warmup,
             self.cfg.total_steps,
         );
-        self.step += 1;
+        let step = self.step + 1;
         let seen = batch.iter().map(|r| r.ids.len()).sum();
         if n == 0 {
+            self.step = step;
             return Ok(StepStats {
-                step: self.step,
+                step,
                 loss: f64::NAN,
                 grad_norm: 0.0,
                 tokens: 0,
@@ -143,7 +147,7 @@ impl<'m> Trainer<'m> {
                 continue;
             }
             let key = self.cfg.seed
-                ^ (self.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
                 ^ ((k as u64) << 20);
             loss += forward_backward(
                 self.model,
@@ -161,10 +165,20 @@ impl<'m> Trainer<'m> {
         } else {
             super::adamw::grad_norm(&self.grads)
         };
+        let loss = loss / n as f64;
+        if !(loss.is_finite() && grad_norm.is_finite()) {
+            return Err(Error::Numeric(non_finite_message(
+                step,
+                loss,
+                grad_norm,
+                &self.grads,
+            )));
+        }
         self.opt.step(&mut self.adapter, &self.grads, lr);
+        self.step = step;
         Ok(StepStats {
-            step: self.step,
-            loss: loss / n as f64,
+            step,
+            loss,
             grad_norm,
             tokens: n,
             seen_tokens: seen,
@@ -217,4 +231,15 @@ impl<'m> Trainer<'m> {
     pub fn steps_done(&self) -> usize {
         self.step
     }
+}
+
+/// The text of [`Error::Numeric`] for a step whose loss or gradient norm is not finite.
+fn non_finite_message(step: usize, loss: f64, grad_norm: f64, grads: &Adapter) -> String {
+    let at = match grads.find_non_finite() {
+        Some(nf) => format!("first non-finite gradient (in backward order) at {nf}"),
+        None => "every gradient is finite; the loss itself (output logits) is not".into(),
+    };
+    format!(
+        "step {step}: the loss is {loss} and the gradient norm {grad_norm}; {at}; the update was not applied (lower the learning rate, or --skip-nonfinite)"
+    )
 }
