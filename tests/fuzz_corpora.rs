@@ -343,3 +343,25 @@ fn gguf_seeds_are_valid_models_and_adapters() {
     let tiny = fuzzing::tiny_model_config();
     gguf_adapter::from_file(&f, Path::new("a.gguf"), &tiny).unwrap();
 }
+
+/// Found by the tokenizer target (fuzz/regressions/tokenizer-bpe-offsets-split-a-character):
+/// GPT-2's byte-level BPE splits some characters between two tokens, whose offset ranges
+/// then ended inside the character, so slicing the text by them panicked.
+#[test]
+fn bpe_offsets_never_split_a_character() {
+    let gpt2 = &toks()[2];
+    let text = "\u{1d}\u{fffd}\u{fffd}\u{2581}\u{2581}x \u{a0}\u{3000}";
+    for parse_special in [false, true] {
+        let (ids, offs) = gpt2.encode_with_offsets(text, true, parse_special);
+        assert_eq!(ids.len(), offs.len());
+        // Each range slices the text (whole characters), and together, in order and
+        // without gaps, they cover it.
+        let mut covered = 0;
+        for r in &offs {
+            let _piece = &text[r.clone()];
+            assert!(r.start <= covered, "gap before {r:?}");
+            covered = covered.max(r.end);
+        }
+        assert_eq!(covered, text.len());
+    }
+}
