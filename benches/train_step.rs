@@ -2,7 +2,8 @@
 //! sequence lengths 128 and 512, on the bundled stories260K (Q8_0) and on a
 //! SmolLM2-135M-shaped llama with random Q8_0 weights written by the bench itself
 //! (576 wide, 30 blocks, 9 heads / 3 KV heads, SwiGLU 1536, vocabulary 49152, tied head).
-//! Throughput is reported in tokens (criterion's "elem/s").
+//! Throughput is reported in tokens (criterion's "elem/s"), for both precisions
+//! (`exact`, `fast`).
 //! Threads: `POCKETLORA_BENCH_THREADS` (default: all cores).
 
 #[path = "../tests/common/synth.rs"]
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pocketlora::data::TokenRecord;
+use pocketlora::kernels::Precision;
 use pocketlora::lora::{Adapter, LoraConfig};
 use pocketlora::model::Model;
 use pocketlora::quant::GgmlType;
@@ -58,15 +60,18 @@ fn bench_train_step(c: &mut Criterion) {
         ("stories260K-q8_0", stories),
         ("smollm2-135m-shape-q8_0", smol),
     ] {
-        let model = Model::open(&path, threads).expect("open model");
-        for seq in [128usize, 512] {
+        let mut model = Model::open(&path, threads).expect("open model");
+        for (precision, seq) in [
+            (Precision::Exact, 128usize),
+            (Precision::Exact, 512),
+            (Precision::Fast, 128),
+            (Precision::Fast, 512),
+        ] {
+            model.set_precision(precision);
             let ids: Vec<u32> = (0..seq)
                 .map(|i| 1 + (i * 7919 % (model.cfg.n_vocab - 1)) as u32)
                 .collect();
-            let rec = TokenRecord {
-                targets: (0..seq).map(|i| i > 0).collect(),
-                ids,
-            };
+            let rec = TokenRecord::new(ids, (0..seq).map(|i| i > 0).collect());
             let lora = LoraConfig {
                 r: 8,
                 alpha: 16.0,
@@ -81,9 +86,8 @@ fn bench_train_step(c: &mut Criterion) {
             };
             let mut trainer = Trainer::new(&model, adapter, cfg, seq).expect("trainer");
             group.throughput(Throughput::Elements(seq as u64));
-            group.bench_function(BenchmarkId::new(name, format!("seq{seq}")), |b| {
-                b.iter(|| trainer.step(&[&rec]).expect("step"))
-            });
+            let id = BenchmarkId::new(format!("{name}/{precision}"), format!("seq{seq}"));
+            group.bench_function(id, |b| b.iter(|| trainer.step(&[&rec]).expect("step")));
         }
     }
     group.finish();

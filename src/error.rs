@@ -59,6 +59,13 @@ pub enum Error {
         line: usize,
         msg: String,
     },
+    /// A memory budget that cannot be met (the message names the smallest one that would).
+    #[error("{0}")]
+    Budget(String),
+    /// The work was cancelled (a cancel flag was raised) before it finished; nothing was
+    /// half-applied.
+    #[error("cancelled")]
+    Cancelled,
     /// Training diverged: a loss or gradient that is not a finite number (the message names
     /// the step, the block and the tensor; nothing was applied).
     #[error("{0}")]

@@ -9,7 +9,7 @@ use crate::lora::Adapter;
 use crate::model::{Activations, KvCache, Model};
 
 /// Rows of logits computed at once.
-const LOGIT_ROWS: usize = 64;
+pub const LOGIT_ROWS: usize = 64;
 
 /// Losses of an evaluation run.
 #[derive(Clone, Debug, PartialEq)]

@@ -9,6 +9,8 @@
 //! - [`quant`]: ggml tensor types, block layouts, reference (de)quantization.
 //! - [`kernels`]: forward ops as free functions over slices (matmul over quantized panels,
 //!   RMSNorm, RoPE, attention, SwiGLU).
+//! - [`simd`]: run-time ISA dispatch (AVX2, AVX-512, VNNI, NEON, dotprod, i8mm) of the hot
+//!   kernels, with their scalar twins.
 //! - [`model`]: configuration from GGUF metadata, weights, the forward pass.
 //! - [`infer`]: sampling and generation.
 //! - [`tokenizer`]: the model's tokenizer from GGUF metadata (SentencePiece and byte-level
@@ -17,10 +19,13 @@
 //! - [`lora`]: LoRA configuration and adapters; PEFT and llama.cpp GGUF adapter files;
 //!   several adapters at once; merging into (and out of) the base file.
 //! - [`train`]: AdamW, schedules, record order, the trainer.
+//! - [`bench`]: model shapes as random-weight GGUF files, the FMA peak, FLOP counts and
+//!   memory readings for `pocketlora bench`.
 //! - `cli` (feature `cli`): the `pocketlora` command line.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod bench;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod data;
@@ -37,6 +42,7 @@ pub mod memory;
 pub mod model;
 pub mod quant;
 pub mod safetensors;
+pub mod simd;
 pub mod tokenizer;
 pub mod train;
 

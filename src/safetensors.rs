@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::error::{Error, Result, SafetensorsError};
 use crate::fsutil::write_atomic;
@@ -228,9 +228,12 @@ pub fn encode_to(
     dtype: Dtype,
     metadata: &BTreeMap<String, String>,
 ) -> std::io::Result<()> {
-    let mut header = Map::new();
+    // The header is written as text directly (a JSON value tree of a thousand tensors would
+    // cost megabytes of heap for a moment), keys sorted as serde_json sorts them.
+    let mut head = String::from("{");
     if !metadata.is_empty() {
-        header.insert("__metadata__".into(), json!(metadata));
+        head.push_str("\"__metadata__\":");
+        head.push_str(&json!(metadata).to_string());
     }
     let mut offset = 0usize;
     let elem = match dtype {
@@ -239,16 +242,23 @@ pub fn encode_to(
     };
     let mut sorted: Vec<&(String, Vec<usize>, &[f32])> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let dt = if dtype == Dtype::F32 { "F32" } else { "F16" };
     for (name, shape, data) in &sorted {
         let n = data.len() * elem;
-        let dt = if dtype == Dtype::F32 { "F32" } else { "F16" };
-        header.insert(
-            name.clone(),
-            json!({"dtype": dt, "shape": shape, "data_offsets": [offset, offset + n]}),
-        );
+        if head.len() > 1 {
+            head.push(',');
+        }
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        head.push_str(&format!(
+            "{}:{{\"data_offsets\":[{offset},{}],\"dtype\":\"{dt}\",\"shape\":[{}]}}",
+            Value::String(name.clone()),
+            offset + n,
+            dims.join(",")
+        ));
         offset += n;
     }
-    let mut head = serde_json::to_vec(&Value::Object(header)).unwrap_or_default();
+    head.push('}');
+    let mut head = head.into_bytes();
     // Pad the header with spaces so the data starts 8-byte aligned, as the reference writer does.
     while (head.len() + 8) % 8 != 0 {
         head.push(b' ');

@@ -228,3 +228,31 @@ fn bad_options_fail_with_one_line() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn packing_keeps_the_first_step_loss_of_the_same_records() {
+    let dir = scratch_dir("cli-train-pack");
+    let first_loss = |extra: &[&str], out: &str| -> f64 {
+        let mut args = vec!["--steps", "1", "--seq-len", "256", "--rank", "4"];
+        args.extend_from_slice(extra);
+        let events = train(&dir.join(out), &args);
+        let step = events
+            .iter()
+            .find(|e| e["event"] == "step")
+            .expect("a step");
+        step["loss"].as_f64().unwrap()
+    };
+    // The ten records in one step, alone or packed into two sequences.
+    let alone = first_loss(&["--batch", "10"], "alone");
+    let packed = first_loss(&["--batch", "2", "--pack"], "packed");
+    assert!(
+        ((alone - packed) / alone).abs() < 1e-5,
+        "alone {alone}, packed {packed}"
+    );
+    // The adapter directory records the packing.
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("packed").join("pocketlora_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["config"]["pack"], true, "{cfg}");
+}

@@ -158,10 +158,7 @@ fn ids_are_taken_as_given_and_need_no_tokenizer() {
     let d = load_dataset(&p, None, None, LoadOptions::default()).unwrap();
     assert_eq!(
         d.records,
-        vec![TokenRecord {
-            ids: vec![1, 5, 9],
-            targets: vec![false, false, true]
-        }]
+        vec![TokenRecord::new(vec![1, 5, 9], vec![false, false, true])]
     );
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -226,20 +223,8 @@ fn malformed_lines_are_named_or_skipped_and_counted() {
 fn a_model_file_with_a_chat_template_provides_it() {
     // The bundled model has no template; give a copy one and read it back from the file.
     let f = GgufFile::open(asset("aidreams260K-q8_0.gguf")).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in f.metadata() {
-        w.set(k.clone(), v.clone());
-    }
+    let mut w = GgufWriter::copy_of(&f).unwrap();
     w.set("tokenizer.chat_template", Value::String(CHATML.into()));
-    for tv in f.tensor_views() {
-        w.add_tensor(
-            tv.info.name.clone(),
-            tv.info.ty,
-            &tv.info.dims,
-            tv.data.to_vec(),
-        )
-        .unwrap();
-    }
     let g = GgufFile::from_bytes(w.to_bytes()).unwrap();
     assert_eq!(
         ChatTemplate::from_gguf(&g).unwrap().name(),

@@ -465,19 +465,7 @@ fn bundled_models() {
 fn bundled_model_rewritten_by_the_writer_is_byte_identical() {
     let original = std::fs::read(asset("stories260K-q8_0.gguf")).unwrap();
     let f = GgufFile::from_bytes(original.clone()).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in f.metadata() {
-        w.set(k.clone(), v.clone());
-    }
-    for t in f.tensor_views() {
-        w.add_tensor(
-            t.info.name.clone(),
-            t.info.ty,
-            &t.info.dims,
-            t.data.to_vec(),
-        )
-        .unwrap();
-    }
+    let w = GgufWriter::copy_of(&f).unwrap();
     assert!(
         w.to_bytes() == original,
         "the writer reproduces llama.cpp's layout"

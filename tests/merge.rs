@@ -326,7 +326,7 @@ fn merges_refuse_what_they_cannot_write_before_writing() {
         &f,
         &adapter,
         &MergeOptions {
-            out_type: Some(GgmlType::Q5_0),
+            out_type: Some(GgmlType::Q5_1),
             ..MergeOptions::default()
         },
         None,
@@ -334,7 +334,7 @@ fn merges_refuse_what_they_cannot_write_before_writing() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("Q5_0") && e.contains("--type"), "{e}");
+    assert!(e.contains("Q5_1") && e.contains("--type"), "{e}");
     assert!(!out.exists());
     // An adapter for another model.
     let other = Model::open(asset("aidreams260K-q4_0.gguf"), 1).unwrap();

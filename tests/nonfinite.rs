@@ -35,10 +35,7 @@ fn poisoned_model() -> Model {
 }
 
 fn record(ids: &[u32]) -> TokenRecord {
-    TokenRecord {
-        ids: ids.to_vec(),
-        targets: (0..ids.len()).map(|i| i > 0).collect(),
-    }
+    TokenRecord::new(ids.to_vec(), (0..ids.len()).map(|i| i > 0).collect())
 }
 
 fn good() -> TokenRecord {

@@ -68,10 +68,7 @@ fn six_facts_are_learned_and_recalled() {
 
     let records: Vec<TokenRecord> = facts
         .iter()
-        .map(|f| TokenRecord {
-            ids: f.ids.clone(),
-            targets: (0..f.ids.len()).map(|i| i > 0).collect(),
-        })
+        .map(|f| TokenRecord::new(f.ids.clone(), (0..f.ids.len()).map(|i| i > 0).collect()))
         .collect();
     let lora = LoraConfig {
         r: 16,

@@ -18,7 +18,6 @@ static ALLOC: CountingAlloc = CountingAlloc;
 fn the_planned_workspace_is_what_gets_allocated() {
     let model = Model::open(asset("stories260K-q8_0.gguf"), 1).unwrap();
     // Let the worker thread finish starting (its own allocations) before measuring.
-    model.warm_up_threads();
     for (lora, shape) in [
         (LoraConfig::default(), WorkspaceShape::plain(200)),
         (

@@ -29,11 +29,15 @@ pub struct EvalArgs {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Arithmetic of the products with the frozen weights: exact (f32) or fast (int8).
+    #[arg(long, default_value = "exact", value_parser = crate::cli::args::parse_precision)]
+    precision: crate::kernels::Precision,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
     let records = read_ids_jsonl(&a.data)?;
     let mut model = Model::open(&a.model, a.threads)?;
+    model.set_precision(a.precision);
     if let Some(adapter) = super::adapters::load_all(&a.adapter, &model.cfg)? {
         model.set_adapter(Some(std::sync::Arc::new(adapter)))?;
     }

@@ -13,7 +13,7 @@ use crate::infer::{
     end_of_generation_ids, generate_limited, GenerateLimits, GenerateParams, SamplerConfig,
 };
 use crate::memory::heap;
-use crate::memory::plan::{gemm_slab_per_thread, plan_generation, GenerateRequest};
+use crate::memory::plan::{plan_generation, GenerateRequest};
 use crate::model::Model;
 use crate::tokenizer::chat::{ChatTemplate, Message};
 use crate::tokenizer::Tokenizer;
@@ -66,6 +66,9 @@ pub struct GenerateArgs {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Arithmetic of the products with the frozen weights: exact (f32) or fast (int8).
+    #[arg(long, default_value = "exact", value_parser = crate::cli::args::parse_precision)]
+    precision: crate::kernels::Precision,
 }
 
 fn io_err(e: std::io::Error) -> Error {
@@ -74,6 +77,7 @@ fn io_err(e: std::io::Error) -> Error {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let mut model = Model::open(&a.model, a.threads)?;
+    model.set_precision(a.precision);
     if let Some(adapter) = super::adapters::load_all(&a.adapter, &model.cfg)? {
         model.set_adapter(Some(std::sync::Arc::new(adapter)))?;
     }
@@ -141,7 +145,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
                 threads: model.threads(),
                 budget,
                 loaded_bytes: heap::current() as u64,
-                gemm_slab: gemm_slab_per_thread(),
+                precision: a.precision,
             };
             let plan = plan_generation(&req)?;
             if plan.threads < model.threads() {
@@ -154,7 +158,6 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         }
         None => GenerateLimits::default(),
     };
-    model.warm_up_threads();
     let adapter = model.adapter().cloned();
     let generate = |prompt: &[u32], params: &GenerateParams, f: &mut dyn FnMut(u32) -> bool| {
         generate_limited(&model, adapter.as_deref(), prompt, params, limits, f)

@@ -3,6 +3,7 @@
 
 mod adapters;
 pub mod args;
+mod bench;
 mod config_file;
 mod demo;
 mod eval;
@@ -52,6 +53,9 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Merge an adapter into the base model's weights (or take it out with --unmerge).
     Merge(merge::MergeArgs),
+    /// Speed and memory on this machine: FMA peak, kernels, prompt processing, training,
+    /// generation.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the process arguments and runs the chosen subcommand.
@@ -74,5 +78,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plan(a) => plan::run(*a),
         Command::Export(a) => export::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

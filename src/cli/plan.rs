@@ -6,7 +6,7 @@ use std::io::Write;
 use crate::error::{Error, Result};
 use crate::lora::{peft, LayerSelection, LoraConfig, LoraInit, Target};
 use crate::memory::heap;
-use crate::memory::plan::{gemm_slab_per_thread, plan_training, TrainRequest};
+use crate::memory::plan::{plan_training, TrainRequest};
 use crate::model::backward::SavedDtype;
 use crate::model::Model;
 
@@ -67,7 +67,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         validation,
         keep_best: a.patience.is_some(),
         saved,
-        gemm_slab: gemm_slab_per_thread(),
+        precision: a.precision,
     };
     let plan = plan_training(&req)?;
     let mut out = std::io::stdout().lock();

@@ -9,12 +9,11 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 
 use super::interrupt;
-use crate::data::{load_dataset, EncodeOptions, LoadOptions, TokenRecord};
+use crate::data::{hold_out, load_dataset, EncodeOptions, LoadOptions, TokenRecord};
 use crate::error::{Error, Result};
-use crate::infer::sampler::Rng;
 use crate::lora::{peft, Adapter, LayerSelection, LoraConfig, LoraInit, Target};
 use crate::memory::heap;
-use crate::memory::plan::{gemm_slab_per_thread, human, plan_training, TrainRequest};
+use crate::memory::plan::{human, plan_training, TrainRequest};
 use crate::model::backward::{SavedDtype, WorkspaceShape};
 use crate::model::Model;
 use crate::tokenizer::chat::ChatTemplate;
@@ -87,6 +86,11 @@ pub struct TrainArgs {
     /// Truncate records to this many tokens (default: the model's context length).
     #[arg(long)]
     pub seq_len: Option<usize>,
+    /// Pack several short records into each sequence of --seq-len tokens, attention kept
+    /// inside each record (document masking: no record's loss changes). With --budget, the
+    /// plan keeps --seq-len (give a shorter one to fit a smaller budget).
+    #[arg(long)]
+    pub pack: bool,
     /// Reshuffle the records every epoch (seeded by --seed).
     #[arg(long)]
     pub shuffle: bool,
@@ -134,6 +138,9 @@ pub struct TrainArgs {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Arithmetic of the products with the frozen weights: exact (f32) or fast (int8).
+    #[arg(long, default_value = "exact", value_parser = crate::cli::args::parse_precision)]
+    pub precision: crate::kernels::Precision,
     /// One JSON object per line: step, eval, checkpoint and done events.
     #[arg(long)]
     pub json: bool,
@@ -151,9 +158,10 @@ fn recorded(a: &TrainArgs, model: &Path, threads: usize) -> Value {
         "dropout": a.dropout, "targets": a.targets, "layers": a.layers, "init": a.init,
         "init_adapter": a.init_adapter.as_ref().map(|p| p.display().to_string()), "lr": a.lr, "schedule": a.schedule,
         "warmup": a.warmup, "steps": a.steps, "epochs": a.epochs, "batch": a.batch, "grad_accum": a.grad_accum,
-        "seq_len": a.seq_len, "shuffle": a.shuffle, "clip": a.clip, "weight_decay": a.weight_decay, "seed": a.seed,
+        "seq_len": a.seq_len, "pack": a.pack, "shuffle": a.shuffle, "clip": a.clip, "weight_decay": a.weight_decay, "seed": a.seed,
         "valid": a.valid.as_deref().and_then(name), "valid_split": a.valid_split, "eval_every": a.eval_every,
         "patience": a.patience, "no_mask_prompt": a.no_mask_prompt, "skip_bad_lines": a.skip_bad_lines, "threads": threads,
+        "precision": a.precision.name(),
     })
 }
 
@@ -289,6 +297,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let mut model = Model::open(&model_path, a.threads)?;
     let heap_model = heap::current();
     heap::reset_peak();
+    model.set_precision(a.precision);
     let seq_len = a.seq_len.unwrap_or(model.cfg.n_ctx);
     if seq_len < 2 {
         return Err(Error::InvalidArgument(format!(
@@ -301,25 +310,23 @@ pub fn run(a: TrainArgs) -> Result<()> {
         None => Vec::new(),
     };
     if let Some(f) = a.valid_split {
-        // A seeded sample of ceil(f·n) records, the rest kept in file order.
-        let n = records.len();
-        let k = ((n as f64 * f).ceil() as usize).clamp(1, n.saturating_sub(1).max(1));
-        let mut idx: Vec<usize> = (0..n).collect();
-        let mut rng = Rng::new(a.seed ^ 0x5EED_5EED);
-        for i in (1..n).rev() {
-            idx.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-        }
-        let mut held = vec![false; n];
-        idx[..k].iter().for_each(|&i| held[i] = true);
-        let (v, t): (Vec<_>, Vec<_>) = records.into_iter().enumerate().partition(|(i, _)| held[*i]);
-        valid = v.into_iter().map(|(_, r)| r).collect();
-        records = t.into_iter().map(|(_, r)| r).collect();
+        (records, valid) = hold_out(records, f, a.seed);
     }
     if records.iter().all(|r| r.n_targets() == 0) {
         return Err(Error::InvalidArgument(format!(
             "{}: no records with target tokens to train on",
             data.display()
         )));
+    }
+    if a.pack {
+        let before = records.len();
+        records = crate::data::pack(records, seq_len);
+        if !quiet {
+            eprintln!(
+                "packed {before} records into {} sequences of up to {seq_len} tokens",
+                records.len()
+            );
+        }
     }
     // What loading cost, before the adapter exists (the plan counts the adapter itself).
     let heap_data = heap::current();
@@ -368,7 +375,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
             let req = TrainRequest {
                 model: &model.cfg,
                 lora: &adapter.config,
-                seq_len: a.seq_len.map(|s| s.min(longest)),
+                seq_len: if a.pack {
+                    Some(seq_len.min(longest))
+                } else {
+                    a.seq_len.map(|s| s.min(longest))
+                },
                 max_seq_len: longest,
                 threads: model.threads(),
                 budget,
@@ -379,7 +390,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 validation: !valid.is_empty(),
                 keep_best: a.patience.is_some(),
                 saved,
-                gemm_slab: gemm_slab_per_thread(),
+                precision: a.precision,
             };
             let plan = plan_training(&req)?;
             if plan.threads < model.threads() {
@@ -407,7 +418,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
         (None, None) => None,
     };
     // Per-thread kernel buffers now, not during the first steps.
-    model.warm_up_threads();
     if let (Some(p), false) = (&plan, quiet) {
         eprintln!("memory plan:\n{}", p.to_text());
     }

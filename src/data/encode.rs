@@ -90,10 +90,7 @@ impl Encoder<'_> {
                         "the rendered conversation has no assistant tokens to train on".into(),
                     );
                 }
-                Ok(TokenRecord {
-                    ids: t.ids,
-                    targets,
-                })
+                Ok(TokenRecord::new(t.ids, targets))
             }
         }
     }
@@ -118,6 +115,6 @@ impl Encoder<'_> {
         if let Some(t) = targets.first_mut() {
             *t = false; // nothing predicts the first token
         }
-        TokenRecord { ids: out, targets }
+        TokenRecord::new(out, targets)
     }
 }

@@ -15,9 +15,21 @@ pub struct TokenRecord {
     pub ids: Vec<u32>,
     /// `targets[i]`: token `i` is predicted and scored. Always false at 0.
     pub targets: Vec<bool>,
+    /// Packed records ([`crate::data::pack`]): positions where a further document begins
+    /// (increasing, never 0). Empty: the record is one document.
+    pub doc_starts: Vec<u32>,
 }
 
 impl TokenRecord {
+    /// One document.
+    pub fn new(ids: Vec<u32>, targets: Vec<bool>) -> TokenRecord {
+        TokenRecord {
+            ids,
+            targets,
+            doc_starts: Vec::new(),
+        }
+    }
+
     /// Number of scored tokens.
     pub fn n_targets(&self) -> usize {
         self.targets.iter().filter(|&&t| t).count()
@@ -95,7 +107,7 @@ pub fn parse_ids_record(line: &str) -> std::result::Result<TokenRecord, String> 
         }
         Some(other) => return Err(format!("\"mask\" must be a list of 0/1, found {other}")),
     };
-    Ok(TokenRecord { ids, targets })
+    Ok(TokenRecord::new(ids, targets))
 }
 
 #[cfg(test)]

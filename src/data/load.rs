@@ -7,6 +7,7 @@ use super::encode::{EncodeOptions, Encoder};
 use super::raw::{parse_line, split_documents, DataFormat, RawRecord};
 use super::TokenRecord;
 use crate::error::{Error, Result};
+use crate::infer::sampler::Rng;
 use crate::tokenizer::chat::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 
@@ -126,4 +127,33 @@ pub fn parse_dataset(
         records,
         skipped,
     })
+}
+
+/// Which of `n` records a validation split of `fraction` holds out: a seeded sample of
+/// ⌈fraction·n⌉ (at least one, and at least one left to train on when n ≥ 2).
+pub fn held_out(n: usize, fraction: f64, seed: u64) -> Vec<bool> {
+    let k = ((n as f64 * fraction).ceil() as usize).clamp(1, n.saturating_sub(1).max(1));
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut rng = Rng::new(seed ^ 0x5EED_5EED);
+    for i in (1..n).rev() {
+        idx.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    let mut held = vec![false; n];
+    idx[..k.min(n)].iter().for_each(|&i| held[i] = true);
+    held
+}
+
+/// Splits `records` as [`held_out`] says: returns (training, validation), each in file
+/// order.
+pub fn hold_out(
+    records: Vec<TokenRecord>,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<TokenRecord>, Vec<TokenRecord>) {
+    let held = held_out(records.len(), fraction, seed);
+    let (v, t): (Vec<_>, Vec<_>) = records.into_iter().enumerate().partition(|(i, _)| held[*i]);
+    (
+        t.into_iter().map(|(_, r)| r).collect(),
+        v.into_iter().map(|(_, r)| r).collect(),
+    )
 }

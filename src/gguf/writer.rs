@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use super::parse::tensor_size;
+use super::reader::GgufFile;
 use super::types::{Array, Value};
 use super::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION};
 use crate::error::GgufError;
@@ -129,6 +130,24 @@ impl GgufWriter {
     /// The metadata pairs, in the order they will be written.
     pub fn metadata(&self) -> &[(String, Value)] {
         &self.metadata
+    }
+
+    /// A writer holding every metadata pair and tensor of `file`, in the file's order: to
+    /// change a few and write a new file (written unchanged, it is the same file).
+    pub fn copy_of(file: &GgufFile) -> crate::Result<Self> {
+        let mut w = GgufWriter::new();
+        for (k, v) in file.metadata() {
+            w.set(k.clone(), v.clone());
+        }
+        for tv in file.tensor_views() {
+            w.add_tensor(
+                tv.info.name.clone(),
+                tv.info.ty,
+                &tv.info.dims,
+                tv.data.to_vec(),
+            )?;
+        }
+        Ok(w)
     }
 
     /// Adds a tensor. `dims` are in ggml order (`dims[0]` is the row length); `data` must

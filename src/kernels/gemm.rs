@@ -116,23 +116,6 @@ pub fn gemm_scaled<F: Real>(
     }
 }
 
-/// Runs one tiny multiplication so that this thread's lazily allocated `gemm` buffers (a
-/// cache-sized slab per thread) exist before a measured or allocation-free phase.
-pub fn warm_up() {
-    let a = [1f32; 64];
-    let mut y = [0f32; 64];
-    gemm(
-        &mut y,
-        8,
-        MatRef::rows(&a, 8),
-        MatRef::rows(&a, 8),
-        8,
-        8,
-        8,
-        false,
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

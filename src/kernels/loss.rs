@@ -29,6 +29,61 @@ pub fn cross_entropy_backward<F: Real>(logits: &mut [F], target: usize, scale: f
     ce
 }
 
+/// Online log-sum-exp over a panel of logits, row by row: `rows` rows of `n` values (rows
+/// `ld` apart) update each row's running max `m` and sum `s` (of `e^(x − m)`, in f64).
+pub fn lse_update_rows<F: Real>(
+    x: &[F],
+    rows: usize,
+    n: usize,
+    ld: usize,
+    m: &mut [F],
+    s: &mut [f64],
+) {
+    assert!(
+        m.len() >= rows && s.len() >= rows && (rows == 0 || (rows - 1) * ld + n <= x.len()),
+        "lse_update_rows: sizes"
+    );
+    if let (Some(x), Some(m)) = (F::as_f32(x), F::as_f32_mut(m)) {
+        return (crate::simd::kernels().ew.lse_rows)(x, rows, n, ld, m, s);
+    }
+    for j in 0..rows {
+        let row = &x[j * ld..j * ld + n];
+        let mx = row.iter().fold(m[j], |a, &b| a.max(b));
+        let shift = if mx == F::NEG_INFINITY {
+            0.0
+        } else {
+            mx.to_f64()
+        };
+        let sum: f64 = row.iter().map(|&v| (v.to_f64() - shift).exp()).sum();
+        s[j] = s[j] * (m[j].to_f64() - shift).exp() + sum;
+        m[j] = mx;
+    }
+}
+
+/// `x ← scale · exp(x − lse)` row by row: the softmax of a panel of logits from each row's
+/// log-sum-exp over the whole row.
+pub fn softmax_from_lse_rows<F: Real>(
+    x: &mut [F],
+    rows: usize,
+    n: usize,
+    ld: usize,
+    lse: &[F],
+    scale: f64,
+) {
+    assert!(
+        lse.len() >= rows && (rows == 0 || (rows - 1) * ld + n <= x.len()),
+        "softmax_from_lse_rows: sizes"
+    );
+    if let (Some(lse), Some(x)) = (F::as_f32(lse), F::as_f32_mut(x)) {
+        return (crate::simd::kernels().ew.softmax_rows)(x, rows, n, ld, lse, scale as f32);
+    }
+    for j in 0..rows {
+        for v in &mut x[j * ld..j * ld + n] {
+            *v = F::from_f64((v.to_f64() - lse[j].to_f64()).exp() * scale);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::gradcheck::{assert_close, numeric, values};

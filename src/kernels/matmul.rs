@@ -2,33 +2,88 @@
 //! forward `Y = X · W0ᵀ` and, for training, the gradient to the input `dX += dY · W0`
 //! (W0 never gets a gradient).
 //!
-//! W0 is never dequantized whole: rows are dequantized into a small, cache-sized panel that
-//! is handed to the `gemm` crate's microkernels, panel after panel. Work is split on the
-//! current rayon pool:
-//! - many tokens (prompt processing, evaluation, training): each thread takes a contiguous
-//!   chunk of tokens and walks all panels, so output rows are disjoint, the dequantization
-//!   cost is amortised over the chunk, and every output element is reduced in one fixed
-//!   order (results do not depend on scheduling);
-//! - few tokens (generation): each thread takes a group of weight rows, dequantizes one row
-//!   at a time and dots it with every token.
+//! W0 is never dequantized whole. Two precisions ([`Precision`]):
 //!
-//! Panel scratch lives in a grow-only per-thread buffer ([`Real::with_scratch`]), so
-//! steady-state calls do not allocate once each thread has seen the largest width.
+//! - **exact** (f32): rows of W are dequantized into a cache-sized panel and multiplied by
+//!   the dispatched f32 micro-gemm ([`crate::simd::Sgemm`]). Forward: the panel is the
+//!   broadcast operand and the tokens, packed transposed once per call in blocks of 32, are
+//!   the vector operand, so each panel is dequantized once and reused by every token.
+//!   Backward: dY is the broadcast operand and the panel's rows are the vectors.
+//! - **fast** (int8): activations are quantized per 32 values (Q8_0-style: scale
+//!   max|x|/127) and multiplied by integer weights with integer dot products
+//!   ([`crate::simd::I8Rows`] × [`crate::simd::I8Lanes`]). Forward: Q8_0 and Q4_0 blocks are
+//!   repacked as they are (no new error beyond the activations' rounding), Q4_K keeps its
+//!   sub-block scales and minimums, any other type is dequantized and re-quantized per 32
+//!   (8-bit, like Q8_0). Backward (`dY · W`, whose reduction runs across W's blocks): dY is
+//!   quantized per 32 along its rows and each panel of W is dequantized and re-quantized
+//!   *transposed* (per 32 rows of each column) on the fly, amortized over all tokens. The
+//!   error this adds is measured by the tests below and reported in the README.
+//!
+//! Work is split on the current rayon pool over *output columns*: the forward splits W's
+//! rows, the backward W's columns. Each task dequantizes only its own part of W, every
+//! output element is reduced in one fixed order whatever the split (panel boundaries do not
+//! depend on the thread count), so results do not depend on scheduling. Few tokens
+//! (generation) take a dot-product path over groups of rows.
+//!
+//! Scratch lives in grow-only per-thread buffers, so steady-state calls do not allocate
+//! once each thread has seen the largest shape.
+//!
+//! Other float types than f32 (the f64 gradient checks) take a plain path through the
+//! `gemm` crate.
 
 use rayon::prelude::*;
 
 use super::gemm::{gemm, MatRef};
 use super::num::{dot, Real};
+use super::scratch::{with_f32, with_i32, with_u8, ScratchNeed};
 use crate::error::QuantError;
+use crate::quant::reference::f16_to_f32;
 use crate::quant::GgmlType;
+use crate::simd::{self, I8Lanes, I8Rows, Kernels, Sgemm, SharedColumns};
+
+/// Which arithmetic the matmuls over W0 use (`--precision`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f32 activations times dequantized f32 weights (the default; what the oracle tests
+    /// compare).
+    #[default]
+    Exact,
+    /// int8 activations (quantized per 32 values) times integer weights.
+    Fast,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Exact => "exact",
+            Precision::Fast => "fast",
+        }
+    }
+
+    /// Parses `exact` or `fast`.
+    pub fn parse(s: &str) -> Option<Precision> {
+        match s.to_ascii_lowercase().as_str() {
+            "exact" => Some(Precision::Exact),
+            "fast" => Some(Precision::Fast),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// A weight matrix of `rows` output features × `cols` input features, each row stored as
-/// `cols` elements of `ty` (GGUF `ne = [cols, rows]`).
+/// `cols` elements of `ty` (GGUF `ne = [cols, rows]`), and the precision its products use.
 #[derive(Clone, Copy, Debug)]
 pub struct QMatrix<'a> {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
+    pub precision: Precision,
     data: &'a [u8],
     row_bytes: usize,
 }
@@ -60,9 +115,29 @@ impl<'a> QMatrix<'a> {
             ty,
             rows,
             cols,
+            precision: Precision::Exact,
             data,
             row_bytes,
         })
+    }
+
+    /// The same matrix, multiplied with `precision`.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// Rows `r0 .. r1` as a matrix of their own.
+    pub fn rows_range(&self, r0: usize, r1: usize) -> QMatrix<'a> {
+        assert!(
+            r0 <= r1 && r1 <= self.rows,
+            "QMatrix::rows_range: out of range"
+        );
+        QMatrix {
+            rows: r1 - r0,
+            data: &self.data[r0 * self.row_bytes..r1 * self.row_bytes],
+            ..*self
+        }
     }
 
     /// The encoded bytes of row `r`.
@@ -78,25 +153,115 @@ impl<'a> QMatrix<'a> {
             }
         }
     }
+
+    /// Dequantizes columns `c0 .. c0 + width` (block-aligned) of rows `r0 .. r0 + n` into
+    /// `out` (n × width, row-major) with the dispatched kernels.
+    fn dequantize_cols(
+        &self,
+        k: &Kernels,
+        r0: usize,
+        n: usize,
+        c0: usize,
+        width: usize,
+        out: &mut [f32],
+    ) {
+        let bs = self.ty.block_size();
+        debug_assert!(c0 % bs == 0 && (width % bs == 0 || c0 + width == self.cols));
+        let (b0, b1) = (
+            c0 / bs * self.ty.type_size(),
+            (c0 + width) / bs * self.ty.type_size(),
+        );
+        for (i, dst) in out[..n * width].chunks_exact_mut(width).enumerate() {
+            k.dequantize_row(self.ty, &self.row(r0 + i)[b0..b1], dst);
+        }
+    }
 }
 
-/// Target size of one dequantized f32 panel (bytes): about a quarter of a typical L2.
-const PANEL_BYTES: usize = 256 * 1024;
-/// Below this many tokens per thread, the forward splits the weight rows instead.
-const MIN_TOKENS_PER_THREAD: usize = 16;
+/// Target bytes of one f32 panel of W: a fraction of a 1–2 MiB L2.
+const PANEL_BYTES: usize = 512 * 1024;
+/// Up to this many tokens, the forward takes the dot-product path.
+const GEMV_TOKENS: usize = 2;
+/// Tokens per packed block of the exact forward's vector operand.
+const NT: usize = 32;
 
-/// Rows per dequantized panel for a given row width.
+/// Rows per dequantized panel for a given row width (shape-only, so results do not depend
+/// on the thread count).
 pub fn panel_rows(cols: usize) -> usize {
-    (PANEL_BYTES / (4 * cols.max(1))).clamp(8, 512) / 8 * 8
+    (PANEL_BYTES / (4 * cols.max(1))).clamp(12, 480) / 12 * 12
 }
 
-/// Bytes of per-thread scratch the matmuls grow to (f32), for matrices up to `max_cols`
-/// wide and `max_rows` tall: the dequantized panel, and the few-token output block.
-pub fn matmul_scratch_bytes(max_cols: usize, max_rows: usize, threads: usize) -> usize {
-    let few_tokens =
-        (threads.max(1) * MIN_TOKENS_PER_THREAD) * max_rows.div_ceil(threads.max(1) * 4);
-    4 * (panel_rows(max_cols) * max_cols + few_tokens)
+/// Largest task width (columns of W) of the backward passes, for any block size.
+fn max_backward_width(cols: usize) -> usize {
+    512.min(cols.div_ceil(256) * 256).max(1)
 }
+
+/// Per-thread scratch f32 calls with up to `t` tokens and a `rows × cols` matrix need: the
+/// forward ([`matmul_forward`]) or the input gradient ([`matmul_backward_input`]), in
+/// `precision`. An upper bound for every weight type (the memory plan sums it). Few tokens
+/// take other paths, so the need is the larger of `t`'s and the few-token path's.
+pub fn scratch_need(
+    t: usize,
+    rows: usize,
+    cols: usize,
+    precision: Precision,
+    backward: bool,
+) -> ScratchNeed {
+    let few = t.min(GEMV_TOKENS);
+    scratch_need_exactly(t, rows, cols, precision, backward)
+        .max(scratch_need_exactly(few, rows, cols, precision, backward))
+}
+
+fn scratch_need_exactly(
+    t: usize,
+    rows: usize,
+    cols: usize,
+    precision: Precision,
+    backward: bool,
+) -> ScratchNeed {
+    let mut n = ScratchNeed::default();
+    if t == 0 || rows == 0 || cols == 0 {
+        return n;
+    }
+    let lay = simd::kernels().int8;
+    let nt = lay.nt.max(1);
+    let fast = precision == Precision::Fast;
+    if !backward {
+        if t <= GEMV_TOKENS {
+            n.f32[1] = cols;
+        } else if fast && cols % 32 == 0 {
+            let (nb, blocks) = (cols / 32, t.div_ceil(nt));
+            let per = nb * nt;
+            n.u8[0] = blocks * per * 32;
+            n.f32[0] = 2 * blocks * per;
+            n.i32[0] = blocks * per;
+            let chunk = ((4 * PANEL_BYTES / cols).max(16) / 16 * 16)
+                .max(16)
+                .min(rows);
+            n.u8[1] = chunk * cols;
+            n.f32[1] = 2 * chunk * nb + cols;
+        } else {
+            n.f32[0] = t.div_ceil(NT) * NT * cols;
+            let chunk = (panel_rows(cols) / 12 * 12).max(12).min(rows);
+            n.f32[1] = chunk * cols;
+        }
+    } else if fast && t > GEMV_TOKENS {
+        let nbr = rows.div_ceil(32);
+        n.u8[0] = t * nbr * 32;
+        n.f32[0] = t * nbr;
+        n.i32[0] = t * nbr;
+        let ld = max_backward_width(cols).max(nt).div_ceil(nt) * nt;
+        n.f32[1] = 32 * ld + max_backward_width(cols).max(nt);
+        let pb = ((2 << 20) / (32 * ld)).clamp(1, nbr);
+        n.u8[1] = pb * 32 * ld;
+        n.f32[2] = 2 * pb * ld;
+    } else {
+        n.f32[1] = 128 * max_backward_width(cols);
+    }
+    n
+}
+
+// ------------------------------------------------------------------------------------------
+// Entry points.
 
 /// `y (t, w.rows) ← x (t, w.cols) · Wᵀ`.
 pub fn matmul_forward<F: Real>(y: &mut [F], x: &[F], w: &QMatrix<'_>) {
@@ -110,21 +275,460 @@ pub fn matmul_forward<F: Real>(y: &mut [F], x: &[F], w: &QMatrix<'_>) {
     if t == 0 || rows == 0 {
         return;
     }
-    let threads = rayon::current_num_threads().max(1);
-    if t >= threads * MIN_TOKENS_PER_THREAD {
-        let chunk = t.div_ceil(threads);
-        y.par_chunks_mut(chunk * rows)
-            .zip(x.par_chunks(chunk * cols))
-            .for_each(|(yc, xc)| forward_token_chunk(yc, xc, w));
-    } else {
-        forward_by_rows(y, x, t, w, threads);
+    match (F::as_f32(x), F::as_f32_mut(y)) {
+        (Some(x), Some(y)) => forward_f32(simd::kernels(), y, x, t, w),
+        _ => forward_generic(y, x, t, w),
     }
 }
 
-/// One thread's token chunk: every panel of W, dequantized once, through gemm.
-fn forward_token_chunk<F: Real>(y: &mut [F], x: &[F], w: &QMatrix<'_>) {
+/// `dx (t, w.cols) += dy (t, w.rows) · W`: the gradient of [`matmul_forward`] with respect
+/// to its input.
+pub fn matmul_backward_input<F: Real>(dx: &mut [F], dy: &[F], w: &QMatrix<'_>) {
     let (rows, cols) = (w.rows, w.cols);
-    let t = x.len() / cols;
+    assert!(
+        rows > 0 && dy.len() % rows == 0,
+        "matmul backward: dy is not a whole number of rows"
+    );
+    let t = dy.len() / rows;
+    assert_eq!(dx.len(), t * cols, "matmul backward: dx size");
+    if t == 0 || cols == 0 {
+        return;
+    }
+    match (F::as_f32(dy), F::as_f32_mut(dx)) {
+        (Some(dy), Some(dx)) => backward_f32(simd::kernels(), dx, dy, t, w),
+        _ => backward_generic(dx, dy, t, w),
+    }
+}
+
+/// Whether the int8 path takes this matrix (whole 32-blocks along the reduction).
+fn int8_ok(w: &QMatrix<'_>) -> bool {
+    w.precision == Precision::Fast && w.cols % 32 == 0
+}
+
+/// The f32 forward with the kernels of `k` (public to the crate for the tests and `bench`).
+pub(crate) fn forward_f32(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>) {
+    if t <= GEMV_TOKENS {
+        forward_gemv(k, y, x, t, w)
+    } else if int8_ok(w) {
+        forward_int8(k, y, x, t, w)
+    } else {
+        forward_panels(k, y, x, t, w)
+    }
+}
+
+/// The f32 input gradient with the kernels of `k`.
+pub(crate) fn backward_f32(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatrix<'_>) {
+    if w.precision == Precision::Fast && t > GEMV_TOKENS {
+        backward_int8(k, dx, dy, t, w)
+    } else {
+        backward_panels(k, dx, dy, t, w)
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Exact forward: dequantized panels × tokens packed transposed.
+
+/// Splits `n` items into tasks of `chunk` (a multiple of `align`) so that every thread gets
+/// work: at most `max_chunk`, at least `align`.
+fn task_chunk(n: usize, max_chunk: usize, align: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let per_thread = n.div_ceil(threads).div_ceil(align) * align;
+    per_thread.min(max_chunk / align * align).max(align)
+}
+
+fn forward_panels(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>) {
+    let (rows, cols) = (w.rows, w.cols);
+    let blocks = t.div_ceil(NT);
+    with_f32(0, blocks * NT * cols, |xt| {
+        // xt[tb][c][j] = x[tb·NT + j][c], zero past t.
+        xt.par_chunks_mut(NT * cols)
+            .enumerate()
+            .for_each(|(tb, blk)| pack_transposed(blk, x, tb * NT, t, cols));
+        let xt = &*xt;
+        let p = panel_rows(cols);
+        let chunk = task_chunk(rows, p, 12);
+        SharedColumns::new(y, rows).par_parts(rows, chunk, |_, mut part| {
+            let (r0, r1) = part.columns();
+            let n = r1 - r0;
+            with_f32(1, n * cols, |panel| {
+                w.dequantize_cols(k, r0, n, 0, cols, panel);
+                for tb in 0..blocks {
+                    let t0 = tb * NT;
+                    let tn = NT.min(t - t0);
+                    let mut out = part.out(t0, r0, 1, rows, false);
+                    k.sgemm(
+                        &Sgemm {
+                            m: n,
+                            n: tn,
+                            k: cols,
+                            r: panel,
+                            rs: cols,
+                            cs: 1,
+                            l: &xt[tb * NT * cols..(tb + 1) * NT * cols],
+                            ldb: NT,
+                            alpha: 1.0,
+                        },
+                        &mut out,
+                    );
+                }
+            });
+        });
+    });
+}
+
+/// `blk[c][j] = x[t0 + j][c]` for `j < NT` (zero past `t`).
+fn pack_transposed(blk: &mut [f32], x: &[f32], t0: usize, t: usize, cols: usize) {
+    let tn = NT.min(t - t0);
+    for (c, row) in blk.chunks_exact_mut(NT).enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = if j < tn { x[(t0 + j) * cols + c] } else { 0.0 };
+        }
+    }
+}
+
+/// Few tokens: groups of weight rows in parallel, one dequantized row at a time.
+fn forward_gemv(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>) {
+    let (rows, cols) = (w.rows, w.cols);
+    let group = task_chunk(rows, 4096, 8);
+    SharedColumns::new(y, rows).par_parts(rows, group, |_, mut part| {
+        let (r0, r1) = part.columns();
+        let mut out = part.out(0, r0, 1, rows, false);
+        with_f32(1, cols, |row| {
+            for r in r0..r1 {
+                w.dequantize_cols(k, r, 1, 0, cols, row);
+                for tok in 0..t {
+                    let v = k.dot(row, &x[tok * cols..(tok + 1) * cols]);
+                    out.put(tok * rows + r - r0, v);
+                }
+            }
+        });
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// Exact backward: dY (broadcast) × dequantized panels of W (vectors), column tasks.
+
+fn backward_panels(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatrix<'_>) {
+    let (rows, cols) = (w.rows, w.cols);
+    let bs = w.ty.block_size();
+    let align = bs.max(16).div_ceil(bs) * bs;
+    let width = task_chunk(cols, 512.max(align), align).min(cols.div_ceil(bs) * bs);
+    let p = 128;
+    SharedColumns::new(dx, cols).par_parts(cols, width, |_, mut part| {
+        let (c0, c1) = part.columns();
+        let cw = c1 - c0;
+        with_f32(1, p * cw, |panel| {
+            let mut n0 = 0;
+            while n0 < rows {
+                let n = p.min(rows - n0);
+                w.dequantize_cols(k, n0, n, c0, cw, panel);
+                // dx[:, c0..c0+cw] += dy[:, n0..n0+n] · panel.
+                let mut out = part.out(0, c0, cols, 1, true);
+                k.sgemm(
+                    &Sgemm {
+                        m: t,
+                        n: cw,
+                        k: n,
+                        r: &dy[n0..],
+                        rs: rows,
+                        cs: 1,
+                        l: panel,
+                        ldb: cw,
+                        alpha: 1.0,
+                    },
+                    &mut out,
+                );
+                n0 += n;
+            }
+        });
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// Fast forward: int8 activations × integer weights.
+
+/// The packed int8 lane operand of one call: `blocks` lane blocks of `nb` 32-blocks.
+struct PackedLanes<'a> {
+    nt: usize,
+    nb: usize,
+    vals: &'a [u8],
+    d: &'a [f32],
+    sum: &'a [f32],
+    corr: &'a [i32],
+}
+
+impl PackedLanes<'_> {
+    fn block(&self, tb: usize, corr: bool, unsigned: bool) -> I8Lanes<'_> {
+        let (nt, nb) = (self.nt, self.nb);
+        I8Lanes {
+            blocks: nb,
+            vals: &self.vals[tb * nb * 32 * nt..(tb + 1) * nb * 32 * nt],
+            unsigned,
+            d: &self.d[tb * nb * nt..(tb + 1) * nb * nt],
+            sum: &self.sum[tb * nb * nt..(tb + 1) * nb * nt],
+            corr: corr.then(|| &self.corr[tb * nb * nt..(tb + 1) * nb * nt]),
+        }
+    }
+}
+
+/// Offset that makes `ty`'s integer weights unsigned (when the kernel needs u8 weights):
+/// Q4_0's nibbles are `q − 8`, Q4_K's `q` (with a separate minimum), the rest i8.
+fn weight_offset(k: &Kernels, ty: GgmlType) -> i32 {
+    if !k.int8.unsigned_weights {
+        0
+    } else {
+        match ty {
+            GgmlType::Q4_0 => 8,
+            GgmlType::Q4_K => 0,
+            _ => 128,
+        }
+    }
+}
+
+fn forward_int8(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>) {
+    let (rows, cols) = (w.rows, w.cols);
+    let lay = k.int8;
+    let nt = lay.nt;
+    let nb = cols / 32;
+    let blocks = t.div_ceil(nt);
+    let offset = weight_offset(k, w.ty);
+    let per = nb * nt;
+    with_u8(0, blocks * per * 32, |vals| {
+        with_f32(0, 2 * blocks * per, |fs| {
+            with_i32(0, blocks * per, |corr| {
+                let (d, sum) = fs.split_at_mut(blocks * per);
+                vals.par_chunks_mut(per * 32)
+                    .zip(d.par_chunks_mut(per))
+                    .zip(sum.par_chunks_mut(per))
+                    .zip(corr.par_chunks_mut(per))
+                    .enumerate()
+                    .for_each(|(tb, (((v, d), s), c))| {
+                        let t0 = tb * nt;
+                        let tn = nt.min(t - t0);
+                        k.pack_lanes(&x[t0 * cols..], tn, cols, offset, v, d, s, c);
+                    });
+                let lanes = PackedLanes {
+                    nt,
+                    nb,
+                    vals,
+                    d,
+                    sum,
+                    corr,
+                };
+                let chunk = task_chunk(rows, (4 * PANEL_BYTES / cols).max(16), 16);
+                SharedColumns::new(y, rows).par_parts(rows, chunk, |_, mut part| {
+                    let (r0, r1) = part.columns();
+                    let n = r1 - r0;
+                    with_u8(1, n * cols, |pv| {
+                        with_f32(1, 2 * n * nb + cols, |pf| {
+                            let (pd, rest) = pf.split_at_mut(n * nb);
+                            let (pm, tmp) = rest.split_at_mut(n * nb);
+                            let has_min = decode_rows(k, w, r0, n, offset, pv, pd, pm, tmp);
+                            let rows_op = I8Rows {
+                                rows: n,
+                                blocks: nb,
+                                vals: pv,
+                                stride: cols,
+                                unsigned: lay.unsigned_weights,
+                                d: pd,
+                                d_stride: nb,
+                                corr: None,
+                                min: has_min.then_some(&*pm),
+                            };
+                            for tb in 0..blocks {
+                                let t0 = tb * nt;
+                                let tn = nt.min(t - t0);
+                                let mut out = part.out(t0, r0, 1, rows, false);
+                                let l = lanes.block(tb, lay.unsigned_weights, false);
+                                k.i8gemm(&rows_op, &l, tn, &mut out);
+                            }
+                        });
+                    });
+                });
+            });
+        });
+    });
+}
+
+/// Decodes rows `r0 .. r0 + n` of W into the int8 row operand: values (+ `offset`) in
+/// `vals` (n × cols), scales in `d` and, for Q4_K, minimums in `min` (n × cols/32 each).
+/// `tmp` (≥ cols floats) is scratch. Returns whether minimums apply.
+#[allow(clippy::too_many_arguments)]
+fn decode_rows(
+    k: &Kernels,
+    w: &QMatrix<'_>,
+    r0: usize,
+    n: usize,
+    offset: i32,
+    vals: &mut [u8],
+    d: &mut [f32],
+    min: &mut [f32],
+    tmp: &mut [f32],
+) -> bool {
+    let cols = w.cols;
+    let nb = cols / 32;
+    for i in 0..n {
+        let src = w.row(r0 + i);
+        let (v, dr) = (
+            &mut vals[i * cols..(i + 1) * cols],
+            &mut d[i * nb..(i + 1) * nb],
+        );
+        match w.ty {
+            GgmlType::Q8_0 => (k.ew.decode_q8_0)(src, v, dr, offset),
+            GgmlType::Q4_0 => (k.ew.decode_q4_0)(src, v, dr, offset),
+            GgmlType::Q4_K => {
+                let mr = &mut min[i * nb..(i + 1) * nb];
+                for (s, blk) in src.chunks_exact(144).enumerate() {
+                    let dall = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+                    let dmin = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+                    let scales: &[u8; 12] = blk[4..16].try_into().unwrap_or(&[0; 12]);
+                    for c in 0..4 {
+                        let qs = &blk[16 + 32 * c..16 + 32 * (c + 1)];
+                        for h in 0..2 {
+                            let j = 2 * c + h;
+                            let (sc, m) =
+                                crate::quant::reference::kquants::get_scale_min_k4(j, scales);
+                            dr[8 * s + j] = dall * sc as f32;
+                            mr[8 * s + j] = dmin * m as f32;
+                            let out = &mut v[256 * s + 32 * j..256 * s + 32 * (j + 1)];
+                            for (o, &q) in out.iter_mut().zip(qs) {
+                                *o = if h == 0 { q & 15 } else { q >> 4 };
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                let row = &mut tmp[..cols];
+                k.dequantize_row(w.ty, src, row);
+                let mut q = [0i8; 32];
+                for ((x, out), dd) in row
+                    .chunks_exact(32)
+                    .zip(v.chunks_exact_mut(32))
+                    .zip(dr.iter_mut())
+                {
+                    let (scale, _) = simd::quantize_block(x, &mut q);
+                    *dd = scale;
+                    for (o, &qq) in out.iter_mut().zip(&q) {
+                        *o = (qq as i32 + offset) as u8;
+                    }
+                }
+            }
+        }
+    }
+    w.ty == GgmlType::Q4_K
+}
+
+// ------------------------------------------------------------------------------------------
+// Fast backward: quantized dY rows × W panels re-quantized transposed.
+
+fn backward_int8(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatrix<'_>) {
+    let (rows, cols) = (w.rows, w.cols);
+    let lay = k.int8;
+    let nt = lay.nt;
+    let nbr = rows.div_ceil(32);
+    let rp = nbr * 32;
+    let unsigned = lay.unsigned_weights;
+    // dY quantized per 32 along its rows (zero-padded to whole blocks).
+    with_u8(0, t * rp, |qv| {
+        with_f32(0, t * nbr, |qd| {
+            with_i32(0, t * nbr, |qc| {
+                qv.par_chunks_mut(rp)
+                    .zip(qd.par_chunks_mut(nbr))
+                    .zip(qc.par_chunks_mut(nbr))
+                    .enumerate()
+                    .for_each(|(i, ((v, d), c))| {
+                        let off = if unsigned { 128 } else { 0 };
+                        (k.ew.quantize_row)(&dy[i * rows..(i + 1) * rows], v, d, c, off)
+                    });
+                let (qv, qd, qc) = (&*qv, &*qd, &*qc);
+                let bs = w.ty.block_size();
+                let align = nt.max(bs).div_ceil(bs) * bs;
+                let width = task_chunk(cols, 512.max(align), align).min(cols.div_ceil(bs) * bs);
+                // Up to `p` rows of W (the reduction) are packed per pass, so that each dx
+                // element is written once per pass.
+                SharedColumns::new(dx, cols).par_parts(cols, width, |_, mut part| {
+                    let (c0, c1) = part.columns();
+                    let cw = c1 - c0;
+                    // Panels are zero-padded to whole lane blocks and whole 32-row blocks.
+                    let lb = cw.div_ceil(nt);
+                    let ld = lb * nt;
+                    let pb = (2 << 20) / (32 * ld).max(1);
+                    let pb = pb.clamp(1, nbr);
+                    with_f32(1, 32 * ld + cw, |panel| {
+                        let (panel, row) = panel.split_at_mut(32 * ld);
+                        with_u8(1, pb * 32 * ld, |lv| {
+                            with_f32(2, 2 * pb * ld, |lf| {
+                                let (ldv, ls) = lf.split_at_mut(pb * ld);
+                                ls.fill(0.0);
+                                let mut nb0 = 0;
+                                while nb0 < nbr {
+                                    let nbp = pb.min(nbr - nb0);
+                                    for b in 0..nbp {
+                                        let r0 = 32 * (nb0 + b);
+                                        for (e, dst) in panel.chunks_exact_mut(ld).enumerate() {
+                                            if r0 + e < rows {
+                                                let row = &mut row[..cw];
+                                                w.dequantize_cols(k, r0 + e, 1, c0, cw, row);
+                                                dst[..cw].copy_from_slice(row);
+                                                dst[cw..].fill(0.0);
+                                            } else {
+                                                dst.fill(0.0);
+                                            }
+                                        }
+                                        k.pack_cols(panel, 1, ld, nbp, b, lv, ldv);
+                                    }
+                                    let rows_op = I8Rows {
+                                        rows: t,
+                                        blocks: nbp,
+                                        vals: &qv[32 * nb0..],
+                                        stride: rp,
+                                        unsigned: false,
+                                        d: &qd[nb0..],
+                                        d_stride: nbr,
+                                        corr: unsigned.then(|| &qc[nb0..]),
+                                        min: None,
+                                    };
+                                    for b in 0..lb {
+                                        let j0 = b * nt;
+                                        let lanes = I8Lanes {
+                                            blocks: nbp,
+                                            vals: &lv[b * nbp * 32 * nt..][..nbp * 32 * nt],
+                                            unsigned,
+                                            d: &ldv[b * nbp * nt..][..nbp * nt],
+                                            sum: &ls[..nbp * nt],
+                                            corr: None,
+                                        };
+                                        let mut out = part.out(0, c0 + j0, cols, 1, true);
+                                        k.i8gemm(&rows_op, &lanes, nt.min(cw - j0), &mut out);
+                                    }
+                                    nb0 += nbp;
+                                }
+                            });
+                        });
+                    });
+                });
+            });
+        });
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// Generic float types (f64 gradient checks): the gemm crate on dequantized panels.
+
+fn forward_generic<F: Real>(y: &mut [F], x: &[F], t: usize, w: &QMatrix<'_>) {
+    let (rows, cols) = (w.rows, w.cols);
+    if t <= GEMV_TOKENS {
+        for r in 0..rows {
+            F::with_scratch(0, cols, |row| {
+                w.dequantize_rows(r, row);
+                for tok in 0..t {
+                    y[tok * rows + r] = dot(row, &x[tok * cols..(tok + 1) * cols]);
+                }
+            });
+        }
+        return;
+    }
     let p = panel_rows(cols).min(rows);
     F::with_scratch(0, p * cols, |panel| {
         let mut r0 = 0;
@@ -147,95 +751,35 @@ fn forward_token_chunk<F: Real>(y: &mut [F], x: &[F], w: &QMatrix<'_>) {
     });
 }
 
-/// Few tokens: groups of weight rows in parallel, one dequantized row at a time.
-fn forward_by_rows<F: Real>(y: &mut [F], x: &[F], t: usize, w: &QMatrix<'_>, threads: usize) {
+fn backward_generic<F: Real>(dx: &mut [F], dy: &[F], t: usize, w: &QMatrix<'_>) {
     let (rows, cols) = (w.rows, w.cols);
-    let group = rows.div_ceil(threads * 4).max(1);
-    let dot_rows = |r0: usize, out: &mut [F]| {
-        // out: (n rows of W, t tokens), row-major.
-        F::with_scratch(0, cols, |row| {
-            for (i, o) in out.chunks_exact_mut(t).enumerate() {
-                w.dequantize_rows(r0 + i, row);
-                for (tok, v) in o.iter_mut().enumerate() {
-                    *v = dot(row, &x[tok * cols..(tok + 1) * cols]);
-                }
-            }
-        })
-    };
-    if t == 1 {
-        y.par_chunks_mut(group)
-            .enumerate()
-            .for_each(|(g, out)| dot_rows(g * group, out));
-        return;
-    }
-    // Several tokens: each group fills a (rows, t) block in its thread's second scratch,
-    // then writes it into y's columns under a lock (disjoint writes; no allocation).
-    let y = std::sync::Mutex::new(y);
-    (0..rows.div_ceil(group)).into_par_iter().for_each(|g| {
-        let r0 = g * group;
-        let n = group.min(rows - r0);
-        F::with_scratch(1, n * t, |out| {
-            dot_rows(r0, out);
-            let mut y = match y.lock() {
-                Ok(y) => y,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            for (i, o) in out.chunks_exact(t).enumerate() {
-                for (tok, &v) in o.iter().enumerate() {
-                    y[tok * rows + r0 + i] = v;
-                }
-            }
-        });
+    let p = panel_rows(cols).min(rows);
+    F::with_scratch(0, p * cols, |panel| {
+        let mut r0 = 0;
+        while r0 < rows {
+            let n = p.min(rows - r0);
+            let panel = &mut panel[..n * cols];
+            w.dequantize_rows(r0, panel);
+            gemm(
+                dx,
+                cols,
+                MatRef::rows(&dy[r0..], rows),
+                MatRef::rows(panel, cols),
+                t,
+                cols,
+                n,
+                true,
+            );
+            r0 += n;
+        }
     });
-}
-
-/// `dx (t, w.cols) += dy (t, w.rows) · W`: the gradient of [`matmul_forward`] with respect
-/// to its input. Tokens are split across threads; each thread walks all panels.
-pub fn matmul_backward_input<F: Real>(dx: &mut [F], dy: &[F], w: &QMatrix<'_>) {
-    let (rows, cols) = (w.rows, w.cols);
-    assert!(
-        rows > 0 && dy.len() % rows == 0,
-        "matmul backward: dy is not a whole number of rows"
-    );
-    let t = dy.len() / rows;
-    assert_eq!(dx.len(), t * cols, "matmul backward: dx size");
-    if t == 0 || cols == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = t.div_ceil(threads).max(1);
-    dx.par_chunks_mut(chunk * cols)
-        .zip(dy.par_chunks(chunk * rows))
-        .for_each(|(dxc, dyc)| {
-            let tc = dyc.len() / rows;
-            let p = panel_rows(cols).min(rows);
-            F::with_scratch(0, p * cols, |panel| {
-                let mut r0 = 0;
-                while r0 < rows {
-                    let n = p.min(rows - r0);
-                    let panel = &mut panel[..n * cols];
-                    w.dequantize_rows(r0, panel);
-                    // dx_chunk (tc, cols) += dy_chunk[:, r0..r0+n] (tc, n) · panel (n, cols)
-                    gemm(
-                        dxc,
-                        cols,
-                        MatRef::rows(&dyc[r0..], rows),
-                        MatRef::rows(panel, cols),
-                        tc,
-                        cols,
-                        n,
-                        true,
-                    );
-                    r0 += n;
-                }
-            });
-        });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::quant::quantize;
+    use crate::simd::Level;
 
     fn fill(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
@@ -252,56 +796,95 @@ mod tests {
         d
     }
 
+    const TYPES: [GgmlType; 8] = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::Q5_0,
+    ];
+
+    /// Tolerance of a product against the f64 product of the dequantized weights: f32
+    /// rounding for `exact`; for `fast`, the int8 rounding of activations (and of re-quantized
+    /// weights), relative to the sum of |terms|.
+    fn check(got: f32, want: f64, mag: f64, fast: bool, what: &str) {
+        let tol = if fast { 0.02 * mag } else { 1e-4 * (1.0 + mag) };
+        assert!(
+            (got as f64 - want).abs() <= tol,
+            "{what}: {got} vs {want} (|terms| {mag})"
+        );
+    }
+
+    fn quantizable(ty: GgmlType) -> bool {
+        crate::quant::can_quantize(ty)
+    }
+
     #[test]
-    fn forward_and_backward_match_the_dequantized_product_for_every_split() {
+    fn every_level_matches_the_dequantized_product_for_every_type_split_and_precision() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
             .unwrap();
-        for ty in [
-            GgmlType::F32,
-            GgmlType::F16,
-            GgmlType::BF16,
-            GgmlType::Q8_0,
-            GgmlType::Q4_0,
-            GgmlType::Q4_K,
-            GgmlType::Q6_K,
-        ] {
-            let cols = if ty.block_size() == 256 { 512 } else { 96 };
-            for rows in [1usize, 7, 33, 300] {
-                let wdata = quantize(ty, &fill(rows * cols, 7), cols).unwrap();
-                let w = QMatrix::new(ty, rows, cols, &wdata).unwrap();
-                let d = dense(&w);
-                for t in [1usize, 2, 5, 47, 130] {
-                    let x = fill(t * cols, 11 + t as u32);
-                    let mut y = vec![f32::NAN; t * rows];
-                    pool.install(|| matmul_forward(&mut y, &x, &w));
-                    for i in 0..t {
-                        for r in 0..rows {
-                            let want: f64 = (0..cols)
-                                .map(|c| x[i * cols + c] as f64 * d[r * cols + c])
-                                .sum();
-                            let got = y[i * rows + r] as f64;
-                            assert!(
-                                (got - want).abs() < 1e-3 * (1.0 + want.abs()),
-                                "fwd {ty} rows {rows} t {t}"
-                            );
-                        }
-                    }
-                    let dy = fill(t * rows, 5 + t as u32);
-                    let mut dx = vec![0.25f32; t * cols];
-                    pool.install(|| matmul_backward_input(&mut dx, &dy, &w));
-                    for i in 0..t {
-                        for c in 0..cols {
-                            let want: f64 = 0.25
-                                + (0..rows)
-                                    .map(|r| dy[i * rows + r] as f64 * d[r * cols + c])
-                                    .sum::<f64>();
-                            let got = dx[i * cols + c] as f64;
-                            assert!(
-                                (got - want).abs() < 1e-3 * (1.0 + want.abs()),
-                                "bwd {ty} rows {rows} t {t}"
-                            );
+        for level in Level::available() {
+            let k = Kernels::for_level(level).unwrap();
+            for ty in TYPES.into_iter().filter(|&t| quantizable(t)) {
+                let col_set: &[usize] = if ty.block_size() == 256 {
+                    &[256, 512]
+                } else if ty.block_size() == 32 {
+                    &[32, 96]
+                } else {
+                    &[1, 33, 96]
+                };
+                for &cols in col_set {
+                    for rows in [1usize, 7, 33, 300] {
+                        let wdata = quantize(ty, &fill(rows * cols, 7), cols).unwrap();
+                        for precision in [Precision::Exact, Precision::Fast] {
+                            let w = QMatrix::new(ty, rows, cols, &wdata)
+                                .unwrap()
+                                .with_precision(precision);
+                            let d = dense(&w);
+                            let fast = precision == Precision::Fast && cols % 32 == 0;
+                            for t in [1usize, 2, 3, 5, 31, 33, 47] {
+                                let x = fill(t * cols, 11 + t as u32);
+                                let mut y = vec![f32::NAN; t * rows];
+                                pool.install(|| forward_f32(&k, &mut y, &x, t, &w));
+                                for i in 0..t {
+                                    for r in 0..rows {
+                                        let terms = (0..cols)
+                                            .map(|c| x[i * cols + c] as f64 * d[r * cols + c]);
+                                        let want: f64 = terms.clone().sum();
+                                        let mag: f64 = terms.map(f64::abs).sum();
+                                        check(
+                                            y[i * rows + r],
+                                            want,
+                                            mag,
+                                            fast && t > GEMV_TOKENS,
+                                            &format!("fwd {level:?} {ty} {precision} rows {rows} cols {cols} t {t}"),
+                                        );
+                                    }
+                                }
+                                let dy = fill(t * rows, 5 + t as u32);
+                                let mut dx = vec![0.25f32; t * cols];
+                                pool.install(|| backward_f32(&k, &mut dx, &dy, t, &w));
+                                for i in 0..t {
+                                    for c in 0..cols {
+                                        let terms = (0..rows)
+                                            .map(|r| dy[i * rows + r] as f64 * d[r * cols + c]);
+                                        let want: f64 = 0.25 + terms.clone().sum::<f64>();
+                                        let mag: f64 = terms.map(f64::abs).sum();
+                                        check(
+                                            dx[i * cols + c],
+                                            want,
+                                            mag,
+                                            precision == Precision::Fast && t > GEMV_TOKENS,
+                                            &format!("bwd {level:?} {ty} {precision} rows {rows} cols {cols} t {t}"),
+                                        );
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -330,26 +913,42 @@ mod tests {
     }
 
     #[test]
-    fn deterministic_for_a_given_thread_count() {
+    fn deterministic_for_a_given_thread_count_in_both_precisions() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .unwrap();
         let (rows, cols, t) = (300usize, 96usize, 200usize);
         let wdata = quantize(GgmlType::Q4_0, &fill(rows * cols, 3), cols).unwrap();
-        let w = QMatrix::new(GgmlType::Q4_0, rows, cols, &wdata).unwrap();
-        let dy = fill(t * rows, 2);
-        let run = || {
-            let mut dx = vec![0f32; t * cols];
-            pool.install(|| matmul_backward_input(&mut dx, &dy, &w));
-            dx
-        };
-        let first = run();
-        for _ in 0..5 {
-            assert!(run()
-                .iter()
-                .zip(&first)
-                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        for precision in [Precision::Exact, Precision::Fast] {
+            let w = QMatrix::new(GgmlType::Q4_0, rows, cols, &wdata)
+                .unwrap()
+                .with_precision(precision);
+            let dy = fill(t * rows, 2);
+            let x = fill(t * cols, 4);
+            let run = || {
+                let mut dx = vec![0f32; t * cols];
+                let mut y = vec![0f32; t * rows];
+                pool.install(|| {
+                    matmul_backward_input(&mut dx, &dy, &w);
+                    matmul_forward(&mut y, &x, &w);
+                });
+                (dx, y)
+            };
+            let first = run();
+            for _ in 0..3 {
+                let again = run();
+                assert!(again
+                    .0
+                    .iter()
+                    .zip(&first.0)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+                assert!(again
+                    .1
+                    .iter()
+                    .zip(&first.1)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
         }
     }
 

@@ -14,11 +14,12 @@ pub mod matmul;
 pub mod num;
 pub mod rmsnorm;
 pub mod rope;
+pub mod scratch;
 pub mod swiglu;
 
 pub use attention::{attention_backward, attention_forward, AttnShape};
 pub use lora::{lora_backward, lora_forward, LoraRef};
-pub use matmul::{matmul_backward_input, matmul_forward, QMatrix};
+pub use matmul::{matmul_backward_input, matmul_forward, Precision, QMatrix};
 pub use num::Real;
 pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 pub use rope::{inverse_frequencies, rope_backward, rope_forward, rope_table, RopeStyle};

@@ -45,6 +45,10 @@ pub trait Real:
     /// Runs `f` with this thread's grow-only scratch of at least `n` elements (`slot`
     /// selects one of two independent buffers, so a kernel can hold two at once).
     fn with_scratch<R>(slot: usize, n: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+    /// The slice as f32, when this type is f32 (the SIMD kernels' type).
+    fn as_f32(x: &[Self]) -> Option<&[f32]>;
+    /// The mutable slice as f32, when this type is f32.
+    fn as_f32_mut(x: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 thread_local! {
@@ -53,7 +57,7 @@ thread_local! {
 }
 
 macro_rules! impl_real {
-    ($t:ty, $scratch:ident, $dequantize:expr) => {
+    ($t:ty, $scratch:ident, $dequantize:expr, $cast:expr, $cast_mut:expr) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -102,12 +106,39 @@ macro_rules! impl_real {
                     f(&mut buf[..n])
                 })
             }
+            #[inline]
+            fn as_f32(x: &[Self]) -> Option<&[f32]> {
+                $cast(x)
+            }
+            #[inline]
+            fn as_f32_mut(x: &mut [Self]) -> Option<&mut [f32]> {
+                $cast_mut(x)
+            }
         }
     };
 }
 
-impl_real!(f32, SCRATCH_F32, dequantize_row);
-impl_real!(f64, SCRATCH_F64, dequantize_row_f64);
+impl_real!(f32, SCRATCH_F32, dequantize_f32, Some, Some);
+impl_real!(f64, SCRATCH_F64, dequantize_row_f64, none, none_mut);
+
+fn none(_: &[f64]) -> Option<&[f32]> {
+    None
+}
+
+fn none_mut(_: &mut [f64]) -> Option<&mut [f32]> {
+    None
+}
+
+/// f32 rows through the dispatched (SIMD) dequantizer.
+fn dequantize_f32(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    match ty.bytes_for(dst.len() as u64) {
+        Some(b) if b == src.len() as u64 && crate::quant::can_dequantize(ty) => {
+            crate::simd::kernels().dequantize_row(ty, src, dst);
+            Ok(())
+        }
+        _ => dequantize_row(ty, src, dst),
+    }
+}
 
 /// f64 rows (gradient checks): dequantize to f32, then widen.
 fn dequantize_row_f64(ty: GgmlType, src: &[u8], dst: &mut [f64]) -> Result<(), QuantError> {

@@ -1,6 +1,11 @@
 //! RMSNorm: `y = x / sqrt(mean(x²) + eps) · w`, row by row, and its gradient.
 
+use rayon::prelude::*;
+
 use super::num::Real;
+
+/// Rows per parallel task of the f32 paths.
+const ROWS: usize = 16;
 
 /// Normalises each row of `x` (row length `c = w.len()`) into `out`, and stores each row's
 /// reciprocal RMS in `rstd` (kept for the backward pass).
@@ -16,6 +21,20 @@ pub fn rmsnorm_forward<F: Real>(out: &mut [F], rstd: &mut [F], x: &[F], w: &[f32
         out.len() == x.len() && rstd.len() == x.len() / c,
         "rmsnorm: buffer sizes"
     );
+    if let (Some(out), Some(rstd), Some(x)) =
+        (F::as_f32_mut(out), F::as_f32_mut(rstd), F::as_f32(x))
+    {
+        let row = crate::simd::kernels().ew.rmsnorm_row;
+        out.par_chunks_mut(ROWS * c)
+            .zip(rstd.par_chunks_mut(ROWS))
+            .zip(x.par_chunks(ROWS * c))
+            .for_each(|((o, r), x)| {
+                for ((o, r), x) in o.chunks_exact_mut(c).zip(r).zip(x.chunks_exact(c)) {
+                    *r = row(o, x, w, eps);
+                }
+            });
+        return;
+    }
     for ((xr, or), rs) in x
         .chunks_exact(c)
         .zip(out.chunks_exact_mut(c))
@@ -39,6 +58,29 @@ pub fn rmsnorm_backward<F: Real>(dx: &mut [F], dy: &[F], x: &[F], w: &[f32], rst
         dx.len() == x.len() && dy.len() == x.len() && rstd.len() * c == x.len(),
         "rmsnorm backward: sizes"
     );
+    if let (Some(dx), Some(dy), Some(x), Some(rstd)) = (
+        F::as_f32_mut(dx),
+        F::as_f32(dy),
+        F::as_f32(x),
+        F::as_f32(rstd),
+    ) {
+        let row = crate::simd::kernels().ew.rmsnorm_back_row;
+        dx.par_chunks_mut(ROWS * c)
+            .zip(dy.par_chunks(ROWS * c))
+            .zip(x.par_chunks(ROWS * c))
+            .zip(rstd.par_chunks(ROWS))
+            .for_each(|(((dx, dy), x), r)| {
+                for (((dx, dy), x), &r) in dx
+                    .chunks_exact_mut(c)
+                    .zip(dy.chunks_exact(c))
+                    .zip(x.chunks_exact(c))
+                    .zip(r)
+                {
+                    row(dx, dy, x, w, r);
+                }
+            });
+        return;
+    }
     for (((dxr, dyr), xr), &r) in dx
         .chunks_exact_mut(c)
         .zip(dy.chunks_exact(c))

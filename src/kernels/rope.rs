@@ -97,15 +97,15 @@ fn rope_apply<F: Real>(
         x.len() == rows * width && cos.len() == rows * half && half * 2 <= head_dim,
         "rope: sizes"
     );
-    for (t, row) in x.chunks_exact_mut(width).enumerate() {
-        let (c, s) = (
-            &cos[t * half..(t + 1) * half],
-            &sin[t * half..(t + 1) * half],
-        );
-        for head in row.chunks_exact_mut(head_dim) {
-            rotate(head, c, s, style, sign);
-        }
-    }
+    use rayon::prelude::*;
+    x.par_chunks_mut(width)
+        .zip(cos.par_chunks(half.max(1)))
+        .zip(sin.par_chunks(half.max(1)))
+        .for_each(|((row, c), s)| {
+            for head in row.chunks_exact_mut(head_dim) {
+                rotate(head, c, s, style, sign);
+            }
+        });
 }
 
 /// Rotates one head by the given angles (`sign = -1` rotates backwards, for the gradient).

@@ -1,6 +1,11 @@
 //! SwiGLU gating: `h = silu(g) · u`, with `silu(g) = g · sigmoid(g)`, and its gradient.
 
+use rayon::prelude::*;
+
 use super::num::Real;
+
+/// Elements per parallel task of the f32 paths.
+const CHUNK: usize = 16384;
 
 /// `h ← silu(gate) · up`, element by element. Shapes: (rows, ff) each.
 pub fn swiglu_forward<F: Real>(h: &mut [F], gate: &[F], up: &[F]) {
@@ -8,6 +13,14 @@ pub fn swiglu_forward<F: Real>(h: &mut [F], gate: &[F], up: &[F]) {
         gate.len() == up.len() && h.len() == up.len(),
         "swiglu: sizes differ"
     );
+    if let (Some(h), Some(gate), Some(up)) = (F::as_f32_mut(h), F::as_f32(gate), F::as_f32(up)) {
+        let f = crate::simd::kernels().ew.swiglu;
+        h.par_chunks_mut(CHUNK)
+            .zip(gate.par_chunks(CHUNK))
+            .zip(up.par_chunks(CHUNK))
+            .for_each(|((h, g), u)| f(h, g, u));
+        return;
+    }
     for ((o, &g), &u) in h.iter_mut().zip(gate).zip(up) {
         *o = silu(g) * u;
     }
@@ -20,6 +33,19 @@ pub fn swiglu_backward<F: Real>(dgate: &mut [F], dup: &mut [F], dh: &[F], gate: 
         dgate.len() == n && dup.len() == n && gate.len() == n && up.len() == n,
         "swiglu backward: sizes"
     );
+    let f32s = (F::as_f32(dh), F::as_f32(gate), F::as_f32(up));
+    if let ((Some(dh), Some(gate), Some(up)), Some(dgate), Some(dup)) =
+        (f32s, F::as_f32_mut(dgate), F::as_f32_mut(dup))
+    {
+        let f = crate::simd::kernels().ew.swiglu_back;
+        dgate
+            .par_chunks_mut(CHUNK)
+            .zip(dup.par_chunks_mut(CHUNK))
+            .zip(dh.par_chunks(CHUNK))
+            .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+            .for_each(|(((dg, du), dh), (g, u))| f(dg, du, dh, g, u));
+        return;
+    }
     for i in 0..n {
         let g = gate[i];
         let sig = sigmoid(g);

@@ -48,6 +48,23 @@ fn permuted_heads(model: &ModelConfig, t: Target) -> Option<usize> {
     }
 }
 
+/// Heap that saving an adapter of this configuration holds for a moment beyond the adapter
+/// itself: the q/k B matrices copied into PEFT's row order, and per tensor its name, shape
+/// and header text (a generous 512 bytes each, `copies` sets of tensors — a checkpoint
+/// writes parameters and both AdamW moments).
+pub fn save_extra_bytes(model: &ModelConfig, lora: &LoraConfig, copies: usize) -> Result<u64> {
+    let on = lora.layers.resolve(model.n_layer)?;
+    let layers = on.iter().filter(|&&b| b).count() as u64;
+    let mut permuted = 0u64;
+    for &t in &lora.targets {
+        if permuted_heads(model, t).is_some() {
+            permuted += (crate::lora::target_shape(model, t).0 * lora.r * 4) as u64;
+        }
+    }
+    let tensors = layers * 2 * lora.targets.len() as u64;
+    Ok(layers * permuted + tensors * 512 * copies.max(1) as u64)
+}
+
 /// Reorders the rows of `m` (rows × `cols`) from Hugging Face order to GGUF order
 /// (`to_gguf`) or back: within each head of `rows / heads` rows, HF row `s·d/2 + i` is GGUF
 /// row `2i + s` (llama.cpp's `permute`).

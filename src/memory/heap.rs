@@ -72,6 +72,12 @@ pub fn allocations() -> usize {
     ALLOCATIONS.load(Ordering::Relaxed)
 }
 
+/// Whether the process counts its heap (a binary installed [`CountingAlloc`]): any Rust
+/// program has allocated by the time it asks.
+pub fn installed() -> bool {
+    allocations() > 0
+}
+
 /// Starts a new peak measurement from the current use.
 pub fn reset_peak() {
     PEAK.store(current(), Ordering::Relaxed);

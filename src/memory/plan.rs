@@ -8,8 +8,8 @@
 //! flash-style attention (O(T) memory), and the fused, chunked output head + loss.
 //!
 //! What the budget covers: everything pocketlora allocates — adapter, gradients, AdamW
-//! moments, activations, workspaces, per-thread matmul panels and what the `gemm` crate
-//! allocates while it runs, KV cache, tokenizer, data — plus a fixed allowance for the
+//! moments, activations, workspaces, the kernels' per-thread scratch (dequantized panels,
+//! packed operands, attention tiles), KV cache, tokenizer, data — plus a fixed allowance for the
 //! process runtime (allocator and thread stacks), so that the anonymous memory of the
 //! `pocketlora` process stays inside it. The memory-mapped model file is file-backed and
 //! reported apart.
@@ -17,19 +17,15 @@
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::kernels::matmul::matmul_scratch_bytes;
+use crate::kernels::scratch::ScratchNeed;
+use crate::kernels::{attention, lora, matmul, AttnShape, Precision};
+use crate::lora::Target;
 use crate::lora::{target_shape, LoraConfig};
-use crate::model::backward::{workspace_bytes, AdapterGeometry, SavedDtype, WorkspaceShape};
+use crate::model::backward::{
+    workspace_bytes, AdapterGeometry, SavedDtype, WorkspaceShape, HEAD_PANEL,
+};
 use crate::model::{Activations, KvCache, ModelConfig};
 
-/// Heap the gemm crate allocates per thread while a multiplication runs (its packing
-/// buffers, sized by the caches; measured ≤ 258 KiB per thread for every shape from 64×64
-/// to 32000×2048 here — twice that is allowed). Its per-thread cache slab comes on top and
-/// is measured at run time ([`gemm_slab_per_thread`]).
-pub const GEMM_PACKING_PER_THREAD: u64 = 512 << 10;
-/// The gemm crate's per-thread slab when it cannot be measured (no counting allocator):
-/// the size seen on this machine (2 MiB, its L2 figure).
-pub const GEMM_SLAB_DEFAULT: u64 = 2 << 20;
 /// The process runtime outside pocketlora's counted allocations: allocator bookkeeping and
 /// arenas, thread stacks in use, the standard library (measured: the CLI's RssAnon exceeds
 /// its touched heap by under 1 MiB with two threads).
@@ -37,31 +33,13 @@ pub const RUNTIME_BASE: u64 = 1 << 20;
 /// Per worker thread: its stack in use and its allocator arena's fixed part.
 pub const RUNTIME_PER_THREAD: u64 = 128 << 10;
 
-/// Heap each worker thread keeps for the gemm crate (its lazily allocated cache slab),
-/// measured on a short-lived thread so the measurement itself does not stay. Falls back to
-/// [`GEMM_SLAB_DEFAULT`] when the process does not count its heap.
-pub fn gemm_slab_per_thread() -> u64 {
-    let delta = std::thread::scope(|s| {
-        s.spawn(|| {
-            let before = crate::memory::heap::current();
-            crate::kernels::gemm::warm_up();
-            (before, crate::memory::heap::current())
-        })
-        .join()
-    });
-    match delta {
-        Ok((0, 0)) | Err(_) => GEMM_SLAB_DEFAULT,
-        Ok((before, after)) => after.saturating_sub(before) as u64,
-    }
-}
-
 /// Smallest token chunk the planner will use.
 pub const MIN_CHUNK: usize = 16;
 
 /// Blocks per checkpoint segment the planner tries (1 = a checkpoint per block).
 pub const SEGMENTS: [usize; 4] = [1, 2, 4, 8];
 /// Logit rows at once in the fused head + loss the planner tries.
-pub const LOSS_ROW_CHOICES: [usize; 3] = [64, 16, 8];
+pub const LOSS_ROW_CHOICES: [usize; 4] = [256, 64, 16, 8];
 
 /// What is being planned.
 #[derive(Clone, Debug)]
@@ -83,8 +61,8 @@ pub struct TrainRequest<'a> {
     pub keep_best: bool,
     /// Saved-activation storage fixed by the user.
     pub saved: Option<SavedDtype>,
-    /// The gemm crate's cache slab per worker thread ([`gemm_slab_per_thread`]).
-    pub gemm_slab: u64,
+    /// Arithmetic of the products with W0 (its kernels need different scratch).
+    pub precision: Precision,
 }
 
 /// A plan: the table, the total, and the chosen shape.
@@ -165,6 +143,69 @@ pub fn adapter_params(model: &ModelConfig, lora: &LoraConfig) -> Result<u64> {
     Ok(per_layer * on.iter().filter(|&&b| b).count() as u64)
 }
 
+/// Kernel scratch per worker thread (its grow-only buffers,
+/// [`crate::kernels::scratch::ScratchNeed`]) for passes
+/// over `chunk` tokens through every linear map (adapters of rank `rank`), attention over
+/// `attn_tokens` (with its backward when `training`), and `head_rows` rows through the
+/// output head (one vocabulary panel at a time when training).
+pub fn kernel_scratch_per_thread(
+    m: &ModelConfig,
+    rank: usize,
+    chunk: usize,
+    attn_tokens: usize,
+    head_rows: usize,
+    precision: Precision,
+    training: bool,
+) -> u64 {
+    let need = kernel_scratch_need(m, rank, chunk, attn_tokens, head_rows, precision, training);
+    need.bytes() as u64
+}
+
+/// [`kernel_scratch_per_thread`] slot by slot.
+pub fn kernel_scratch_need(
+    m: &ModelConfig,
+    rank: usize,
+    chunk: usize,
+    attn_tokens: usize,
+    head_rows: usize,
+    precision: Precision,
+    training: bool,
+) -> ScratchNeed {
+    let mut need = attention::scratch_need(
+        attn_tokens,
+        AttnShape {
+            n_head: m.n_head,
+            n_head_kv: m.n_head_kv,
+            head_dim: m.head_dim,
+        },
+        training,
+    );
+    for t in Target::ALL {
+        let (out, inp) = target_shape(m, t);
+        need = need.max(matmul::scratch_need(chunk, out, inp, precision, false));
+        if training {
+            need = need.max(matmul::scratch_need(chunk, out, inp, precision, true));
+        }
+        if rank > 0 {
+            need = need.max(lora::scratch_need(inp, out, rank));
+        }
+    }
+    let head_out = if training {
+        HEAD_PANEL.min(m.n_vocab)
+    } else {
+        m.n_vocab
+    };
+    need = need.max(matmul::scratch_need(
+        head_rows, head_out, m.n_embd, precision, false,
+    ));
+    if training {
+        need = need.max(matmul::scratch_need(
+            head_rows, head_out, m.n_embd, precision, true,
+        ));
+    }
+    need
+}
+
 fn geometry(model: &ModelConfig, lora: &LoraConfig) -> Result<AdapterGeometry> {
     let on = lora.layers.resolve(model.n_layer)?;
     let lowest = on.iter().position(|&b| b).unwrap_or(model.n_layer);
@@ -197,7 +238,7 @@ pub fn plan_training(req: &TrainRequest<'_>) -> Result<Plan> {
         .take(3)
         .map(|(k, v)| format!("{k} {}", human(*v)))
         .collect();
-    Err(Error::InvalidArgument(format!(
+    Err(Error::Budget(format!(
         "the memory budget of {} is too small: the smallest plan needs {} ({} bytes; biggest items: {})",
         human(req.budget),
         human(need),
@@ -220,25 +261,20 @@ fn plan_with_threads(
         (Ok(n), Ok(g)) => (n, g),
         _ => return Err((u64::MAX, Vec::new())),
     };
-    let widest = m.n_embd.max(m.q_dim()).max(m.n_ff);
     let mut fixed: Vec<(&'static str, u64)> = vec![
         ("adapter (A, B)", 4 * n),
         ("gradients", 4 * n),
         ("AdamW moments", 8 * n),
-        (
-            "matmul panels (per thread)",
-            t64 * matmul_scratch_bytes(widest, m.n_vocab.max(widest), threads) as u64,
-        ),
-        (
-            "gemm buffers (per thread)",
-            t64 * (req.gemm_slab + GEMM_PACKING_PER_THREAD),
-        ),
         (
             "runtime (allocator, stacks)",
             RUNTIME_BASE + t64 * RUNTIME_PER_THREAD,
         ),
         ("model metadata and tokenizer", req.tokenizer_bytes),
         ("data", req.data_bytes),
+        (
+            "saving (checkpoint headers, PEFT row order)",
+            crate::lora::peft::save_extra_bytes(m, req.lora, 4).unwrap_or(0),
+        ),
     ];
     if req.keep_best {
         fixed.push(("best adapter (early stopping)", 4 * n));
@@ -262,9 +298,33 @@ fn plan_with_threads(
             Vec::new()
         }
     };
+    let scratch = |shape: WorkspaceShape| -> u64 {
+        let ch = shape.chunk.clamp(1, shape.capacity.max(1));
+        let rows = shape.loss_rows.clamp(1, shape.capacity.max(1));
+        let train =
+            kernel_scratch_per_thread(m, req.lora.r, ch, shape.capacity, rows, req.precision, true);
+        let valid = if req.validation {
+            let cap = shape
+                .capacity
+                .clamp(1, crate::infer::generate::PROMPT_CHUNK);
+            kernel_scratch_per_thread(
+                m,
+                req.lora.r,
+                cap,
+                cap,
+                crate::eval::LOGIT_ROWS,
+                req.precision,
+                false,
+            )
+        } else {
+            0
+        };
+        t64 * train.max(valid)
+    };
     let total_for = |shape: WorkspaceShape| -> u64 {
         fixed_total
             + workspace_bytes(m, g, shape) as u64
+            + scratch(shape)
             + extra(shape.capacity).iter().map(|x| x.1).sum::<u64>()
     };
     // Candidate shapes, fastest first: whole sequence, then smaller chunks, then halves.
@@ -324,6 +384,7 @@ fn plan_with_threads(
                     "activations and workspaces",
                     workspace_bytes(m, g, shape) as u64,
                 ));
+                items.push(("kernel scratch (per thread)", scratch(shape)));
                 items.extend(extra(t));
                 let mut notes = Vec::new();
                 if shape.segment > 1 {
@@ -394,7 +455,8 @@ pub struct GenerateRequest<'a> {
     pub budget: u64,
     /// Heap already in use (model metadata, tokenizer, adapters).
     pub loaded_bytes: u64,
-    pub gemm_slab: u64,
+    /// Arithmetic of the products with W0.
+    pub precision: Precision,
 }
 
 /// A generation plan: its table and the limits it sets.
@@ -412,7 +474,6 @@ pub struct GeneratePlan {
 /// cached positions (generation then stops earlier), then fewer threads.
 pub fn plan_generation(req: &GenerateRequest<'_>) -> Result<GeneratePlan> {
     let m = req.model;
-    let widest = m.n_embd.max(m.q_dim()).max(m.n_ff);
     let want_ctx = (req.prompt_len + req.max_new).min(m.n_ctx).max(1);
     let mut best_need = u64::MAX;
     for threads in (1..=req.threads.max(1)).rev() {
@@ -420,14 +481,6 @@ pub fn plan_generation(req: &GenerateRequest<'_>) -> Result<GeneratePlan> {
         let fixed: Vec<(&'static str, u64)> = vec![
             ("model metadata, tokenizer, adapters", req.loaded_bytes),
             ("logits and sampler", (m.n_vocab * (4 + 8)) as u64),
-            (
-                "matmul panels (per thread)",
-                t64 * matmul_scratch_bytes(widest, m.n_vocab.max(widest), threads) as u64,
-            ),
-            (
-                "gemm buffers (per thread)",
-                t64 * (req.gemm_slab + GEMM_PACKING_PER_THREAD),
-            ),
             (
                 "runtime (allocator, stacks)",
                 RUNTIME_BASE + t64 * RUNTIME_PER_THREAD,
@@ -452,12 +505,23 @@ pub fn plan_generation(req: &GenerateRequest<'_>) -> Result<GeneratePlan> {
             for &chunk in &chunks {
                 let act = Activations::bytes_for(m, chunk, req.max_rank) as u64;
                 let kv = KvCache::bytes_for(m, ctx) as u64;
-                let total = fixed_total + act + kv;
+                let scratch = t64
+                    * kernel_scratch_per_thread(
+                        m,
+                        req.max_rank,
+                        chunk,
+                        chunk,
+                        1,
+                        req.precision,
+                        false,
+                    );
+                let total = fixed_total + act + kv + scratch;
                 best_need = best_need.min(total);
                 if total <= req.budget {
                     let mut items = fixed.clone();
                     items.push(("activations", act));
                     items.push(("KV cache", kv));
+                    items.push(("kernel scratch (per thread)", scratch));
                     let mut notes = Vec::new();
                     if ctx < want_ctx {
                         notes.push(format!(
@@ -486,7 +550,7 @@ pub fn plan_generation(req: &GenerateRequest<'_>) -> Result<GeneratePlan> {
             }
         }
     }
-    Err(Error::InvalidArgument(format!(
+    Err(Error::Budget(format!(
         "the memory budget of {} is too small to generate: the smallest plan needs {} ({best_need} bytes)",
         human(req.budget),
         human(best_need)
@@ -531,7 +595,7 @@ mod tests {
             validation: false,
             keep_best: false,
             saved: None,
-            gemm_slab: 2 << 20,
+            precision: Precision::Exact,
         }
     }
 

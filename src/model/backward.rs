@@ -10,14 +10,17 @@ use super::block_backward::{block_backward, BackwardScratch};
 use super::config::ModelConfig;
 use super::forward::Model;
 use crate::error::{Error, ModelError, Result};
-use crate::kernels::loss::cross_entropy_backward;
+use crate::kernels::loss::{lse_update_rows, softmax_from_lse_rows};
 use crate::kernels::{
     matmul_backward_input, matmul_forward, rmsnorm_backward, rmsnorm_forward, rope_table, Real,
 };
 use crate::lora::Adapter;
 
-/// Rows of logits formed at once by the fused head + loss.
-pub const LOSS_ROWS: usize = 64;
+/// Target rows formed at once by the fused head + loss, unless a plan says fewer.
+pub const LOSS_ROWS: usize = 256;
+/// Vocabulary rows per panel of the fused head + loss: the logits that exist at once are
+/// (loss rows) × HEAD_PANEL, whatever the vocabulary.
+pub const HEAD_PANEL: usize = 2048;
 
 /// How the per-block checkpoints (saved activations) are stored. `F32` is exact; the
 /// halves are the one lossy memory saving, used only when asked or when a plan needs it.
@@ -59,7 +62,8 @@ pub struct WorkspaceShape {
     /// Blocks per checkpoint segment: 1 keeps every adapted block's input; k keeps every
     /// k-th and recomputes the others inside backward (√L-style, one more forward pass).
     pub segment: usize,
-    /// Target rows whose logits (rows × vocabulary) exist at once in the fused head + loss.
+    /// Target rows formed at once in the fused head + loss (their logits exist for one
+    /// vocabulary panel at a time).
     pub loss_rows: usize,
 }
 
@@ -114,13 +118,19 @@ pub struct TrainWorkspace<F> {
     rstd_rows: Vec<F>,
     /// Gradients of the residual stream and of the final norm's output, (T, C).
     dx: Vec<F>,
-    /// Fused head + loss: gathered hidden rows, logits and the rows' gradients.
+    /// Fused head + loss: gathered hidden rows, one vocabulary panel of their logits, the
+    /// rows' gradients; running max (then log-sum-exp), sum and target logit per row.
     rows: Vec<F>,
     logits: Vec<F>,
     drows: Vec<F>,
+    row_max: Vec<F>,
+    row_sum: Vec<f64>,
+    row_target: Vec<F>,
     cos: Vec<F>,
     sin: Vec<F>,
     positions: Vec<usize>,
+    /// Per token, the first position of its document (packed sequences).
+    starts: Vec<usize>,
     preds: Vec<(usize, usize)>,
 }
 
@@ -153,7 +163,7 @@ pub fn workspace_bytes(cfg: &ModelConfig, g: AdapterGeometry, shape: WorkspaceSh
     );
     let seg = shape.segment.max(1);
     let stored = g.checkpoints.div_ceil(seg);
-    let rows = shape.loss_rows.max(1);
+    let rows = shape.loss_rows.clamp(1, t);
     f * t * (2 * c) // x, x_in
         + stored * (t * c * shape.saved.bytes() + std::mem::size_of::<Saved<f32>>())
         + (seg.min(g.checkpoints.max(1)) - 1) * (t * c * shape.saved.bytes() + std::mem::size_of::<Saved<f32>>())
@@ -162,8 +172,9 @@ pub fn workspace_bytes(cfg: &ModelConfig, g: AdapterGeometry, shape: WorkspaceSh
         + ChunkScratch::<f32>::bytes_for(cfg, ch, g.max_rank, g.dropout)
         + BackwardScratch::<f32>::bytes_for(cfg, t, ch, g.max_rank, g.dropout)
         + f * (t * (c + 2 * half) + rows)
-        + f * rows * (2 * c + cfg.n_vocab)
-        + t * (std::mem::size_of::<usize>() + std::mem::size_of::<(usize, usize)>())
+        + f * rows * (2 * c + HEAD_PANEL.min(cfg.n_vocab) + 2)
+        + 8 * rows
+        + t * (2 * std::mem::size_of::<usize>() + std::mem::size_of::<(usize, usize)>())
 }
 
 impl<F: Real> TrainWorkspace<F> {
@@ -179,7 +190,7 @@ impl<F: Real> TrainWorkspace<F> {
         let capacity = shape.capacity.max(1);
         let chunk = shape.chunk.clamp(1, capacity);
         let seg = shape.segment.max(1);
-        let rows = shape.loss_rows.max(1);
+        let rows = shape.loss_rows.clamp(1, capacity);
         let rank = adapter.pairs().map(|p| p.r).max().unwrap_or(0);
         let dropout = adapter.config.dropout > 0.0;
         let lowest = adapter.lowest_layer().unwrap_or(cfg.n_layer);
@@ -209,11 +220,15 @@ impl<F: Real> TrainWorkspace<F> {
             rstd_rows: z(rows),
             dx: z(capacity * c),
             rows: z(rows * c),
-            logits: z(rows * cfg.n_vocab),
+            logits: z(rows * HEAD_PANEL.min(cfg.n_vocab)),
             drows: z(rows * c),
+            row_max: z(rows),
+            row_sum: vec![0f64; rows],
+            row_target: z(rows),
             cos: z(capacity * half),
             sin: z(capacity * half),
             positions: Vec::with_capacity(capacity),
+            starts: Vec::with_capacity(capacity),
             preds: Vec::with_capacity(capacity),
         }
     }
@@ -271,6 +286,35 @@ pub fn forward_backward<F: Real>(
     dropout_key: u64,
     ws: &mut TrainWorkspace<F>,
 ) -> Result<f64> {
+    forward_backward_packed(
+        model,
+        adapter,
+        grads,
+        ids,
+        targets,
+        &[],
+        loss_scale,
+        dropout_key,
+        ws,
+    )
+}
+
+/// [`forward_backward`] over a packed sequence: documents begin at 0 and at each of
+/// `doc_starts` (increasing). Each token attends only within its document and its RoPE
+/// position counts from its document's start, so every document gets the loss and the
+/// gradient it would get alone (document masking).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_backward_packed<F: Real>(
+    model: &Model,
+    adapter: &Adapter<F>,
+    grads: &mut Adapter<F>,
+    ids: &[u32],
+    targets: &[bool],
+    doc_starts: &[u32],
+    loss_scale: f64,
+    dropout_key: u64,
+    ws: &mut TrainWorkspace<F>,
+) -> Result<f64> {
     let cfg = &model.cfg;
     let (t, c) = (ids.len(), cfg.n_embd);
     if t > ws.shape.capacity {
@@ -296,8 +340,29 @@ pub fn forward_backward<F: Real>(
     for (i, &id) in ids.iter().enumerate() {
         model.weights.embed(id, &mut ws.x[i * c..(i + 1) * c])?;
     }
+    if doc_starts
+        .iter()
+        .zip(doc_starts.iter().skip(1))
+        .any(|(a, b)| a >= b)
+        || doc_starts.iter().any(|&d| d == 0 || d as usize >= t.max(1))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "packed sequence of {t} tokens: document starts {doc_starts:?} must increase within 1..{t}"
+        )));
+    }
     ws.positions.clear();
-    ws.positions.extend(0..t);
+    ws.starts.clear();
+    let mut next = doc_starts.iter().map(|&d| d as usize).peekable();
+    let mut start = 0;
+    for i in 0..t {
+        if next.peek() == Some(&i) {
+            start = i;
+            next.next();
+        }
+        ws.positions.push(i - start);
+        ws.starts.push(start);
+    }
+    let packed = !doc_starts.is_empty();
     rope_table(
         &mut ws.cos[..t * half],
         &mut ws.sin[..t * half],
@@ -336,9 +401,13 @@ pub fn forward_backward<F: Real>(
             rows,
             logits,
             drows,
+            row_max,
+            row_sum,
+            row_target,
             cos,
             sin,
             preds,
+            starts,
             ..
         } = ws;
         let (x, x_in, dx) = (&mut x[..t * c], &mut x_in[..t * c], &mut dx[..t * c]);
@@ -351,6 +420,8 @@ pub fn forward_backward<F: Real>(
             dropout: dropout(l),
             cos,
             sin,
+            precision: model.precision(),
+            starts: packed.then_some(&starts[..t]),
         };
         // Forward, keeping the input of every `seg`-th adapted block.
         for l in 0..cfg.n_layer {
@@ -360,11 +431,18 @@ pub fn forward_backward<F: Real>(
             block_forward(&ctx(l), x, k, v, 0, state, chunk, l + 1 == cfg.n_layer);
         }
 
-        // Fused output head + cross-entropy + its backward, LOSS_ROWS target rows at a time.
-        let head = model.weights.matrix(&model.weights.output);
+        // Fused output head + cross-entropy + its backward, `loss_rows` target rows at a
+        // time. Only target rows go through the final norm, the head and the loss; their
+        // gradients flow straight back into d(x). Per group, the head is read in panels of
+        // HEAD_PANEL vocabulary rows twice: a first pass keeps each row's running
+        // log-sum-exp and target logit, a second recomputes each panel's logits, turns them
+        // into `scale · (softmax − onehot)` and multiplies back through the panel.
+        let head = model
+            .weights
+            .matrix(&model.weights.output)
+            .with_precision(model.precision());
         let v_n = cfg.n_vocab;
-        // Only target rows go through the final norm, the head and the loss; their
-        // gradients flow straight back into d(x).
+        let panel = HEAD_PANEL.min(v_n).max(1);
         dx.fill(F::ZERO);
         let norm_w = &model.weights.output_norm;
         let mut loss = 0f64;
@@ -374,14 +452,46 @@ pub fn forward_backward<F: Real>(
                 let (xr, row) = (&x[i * c..(i + 1) * c], &mut rows[j * c..(j + 1) * c]);
                 rmsnorm_forward(row, &mut rstd_rows[j..j + 1], xr, norm_w, cfg.rms_eps);
             }
-            let lg = &mut logits[..n * v_n];
-            matmul_forward(lg, &rows[..n * c], &head);
-            for (j, &(_, tgt)) in group.iter().enumerate() {
-                loss += cross_entropy_backward(&mut lg[j * v_n..(j + 1) * v_n], tgt, loss_scale);
+            let rows = &rows[..n * c];
+            let (m, s, zt) = (&mut row_max[..n], &mut row_sum[..n], &mut row_target[..n]);
+            m.fill(F::NEG_INFINITY);
+            s.fill(0.0);
+            let mut v0 = 0;
+            while v0 < v_n {
+                let vp = panel.min(v_n - v0);
+                let lg = &mut logits[..n * vp];
+                matmul_forward(lg, rows, &head.rows_range(v0, v0 + vp));
+                lse_update_rows(lg, n, vp, vp, m, s);
+                for (j, &(_, tgt)) in group.iter().enumerate() {
+                    if (v0..v0 + vp).contains(&tgt) {
+                        zt[j] = lg[j * vp + tgt - v0];
+                    }
+                }
+                v0 += vp;
             }
+            for j in 0..n {
+                let lse = m[j].to_f64() + s[j].ln();
+                loss += lse - zt[j].to_f64();
+                m[j] = F::from_f64(lse);
+            }
+            let lse = &*m;
             let dr = &mut drows[..n * c];
             dr.fill(F::ZERO);
-            matmul_backward_input(dr, lg, &head);
+            let mut v0 = 0;
+            while v0 < v_n {
+                let vp = panel.min(v_n - v0);
+                let sub = head.rows_range(v0, v0 + vp);
+                let lg = &mut logits[..n * vp];
+                matmul_forward(lg, rows, &sub);
+                softmax_from_lse_rows(lg, n, vp, vp, lse, loss_scale);
+                for (j, &(_, tgt)) in group.iter().enumerate() {
+                    if (v0..v0 + vp).contains(&tgt) {
+                        lg[j * vp + tgt - v0] -= F::from_f64(loss_scale);
+                    }
+                }
+                matmul_backward_input(dr, lg, &sub);
+                v0 += vp;
+            }
             for (j, &(i, _)) in group.iter().enumerate() {
                 let (dxr, xr) = (&mut dx[i * c..(i + 1) * c], &x[i * c..(i + 1) * c]);
                 rmsnorm_backward(

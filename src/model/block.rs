@@ -19,7 +19,7 @@ use super::weights::{LayerWeights, MatrixRef, Weights};
 use crate::kernels::num::{add_into, Real};
 use crate::kernels::{
     attention_forward, lora_forward, matmul_forward, rmsnorm_forward, rope_forward, swiglu_forward,
-    AttnShape, LoraRef,
+    AttnShape, LoraRef, Precision, QMatrix,
 };
 use crate::lora::{LayerAdapter, LoraPair, Target};
 
@@ -67,11 +67,23 @@ pub struct BlockCtx<'a, F> {
     /// RoPE angles of the T positions, (T, rope_dim/2) each.
     pub cos: &'a [F],
     pub sin: &'a [F],
+    /// Arithmetic of the products with W0.
+    pub precision: Precision,
+    /// Document masking of packed sequences: token `i` attends to keys `starts[i] ..= i`
+    /// only (the first position of its record). `None`: plain causal attention.
+    pub starts: Option<&'a [usize]>,
 }
 
 impl<F: Real> BlockCtx<'_, F> {
     pub(crate) fn lw(&self) -> &LayerWeights {
         &self.weights.layers[self.layer]
+    }
+
+    /// The base matrix of target `t`, multiplied in this context's precision.
+    pub(crate) fn matrix(&self, t: Target) -> QMatrix<'_> {
+        self.weights
+            .matrix(base(self.lw(), t))
+            .with_precision(self.precision)
     }
 
     pub(crate) fn pair(&self, t: Target) -> Option<&LoraPair<F>> {
@@ -237,7 +249,7 @@ pub(crate) fn linear_forward<F: Real>(
     u: &mut [F],
     dropped: &mut [F],
 ) {
-    matmul_forward(y, x, &ctx.weights.matrix(base(ctx.lw(), t)));
+    matmul_forward(y, x, &ctx.matrix(t));
     if let Some(p) = ctx.pair(t) {
         let rows = x.len() / p.in_dim;
         let u = &mut u[..rows * p.r];
@@ -335,6 +347,7 @@ pub fn block_attention<F: Real>(
         &vc[..n_kv],
         pos0,
         ctx.shape(),
+        ctx.starts,
     );
     for r0 in (0..t).step_by(rows) {
         let r1 = (r0 + rows).min(t);

@@ -4,7 +4,7 @@
 //! state and the attention gradients cover all T tokens. Adds into the adapter gradients
 //! and turns d(out) into d(x_in).
 
-use super::block::{base, linear_forward, lora_input, BlockCtx, BlockState, ChunkScratch};
+use super::block::{linear_forward, lora_input, BlockCtx, BlockState, ChunkScratch};
 use super::config::ModelConfig;
 use crate::kernels::num::{add_into, Real};
 use crate::kernels::{
@@ -103,9 +103,9 @@ fn linear_backward<F: Real>(
     u: &[F],
     s: &mut LoraScratch<F>,
 ) {
-    let m = base(ctx.lw(), t);
+    let m = ctx.matrix(t);
     if let Some(dx) = dx.as_deref_mut() {
-        matmul_backward_input(dx, dy, &ctx.weights.matrix(m));
+        matmul_backward_input(dx, dy, &m);
     }
     let (Some(p), Some(g)) = (ctx.pair(t), grad) else {
         return;
@@ -298,6 +298,7 @@ pub fn block_backward<F: Real>(
         &st.att[..t * qd],
         lse,
         ctx.shape(),
+        ctx.starts,
     );
     let half = cfg.rope_dim / 2;
     let (cos, sin) = (&ctx.cos[..t * half], &ctx.sin[..t * half]);

@@ -10,7 +10,7 @@ use super::config::ModelConfig;
 use super::weights::Weights;
 use crate::error::{Error, ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::kernels::{inverse_frequencies, matmul_forward, rmsnorm_forward, rope_table};
+use crate::kernels::{inverse_frequencies, matmul_forward, rmsnorm_forward, rope_table, Precision};
 use crate::lora::Adapter;
 
 /// A loaded model, the thread pool its kernels run on, and the adapter (if any) that
@@ -22,6 +22,7 @@ pub struct Model {
     inv_freq: Vec<f64>,
     pool: Arc<rayon::ThreadPool>,
     adapter: Option<Arc<Adapter>>,
+    precision: Precision,
 }
 
 impl Model {
@@ -53,6 +54,7 @@ impl Model {
             inv_freq,
             pool: Arc::new(pool),
             adapter: None,
+            precision: Precision::Exact,
         })
     }
 
@@ -72,10 +74,11 @@ impl Model {
         Ok(())
     }
 
-    /// Makes every worker thread allocate its per-thread kernel buffers now (the gemm
-    /// crate's cache slab), so they can be measured and later steps do not allocate them.
-    pub fn warm_up_threads(&self) {
-        self.pool.broadcast(|_| crate::kernels::gemm::warm_up());
+    /// Grows every worker thread's kernel scratch to `need` now (see
+    /// [`crate::memory::plan::kernel_scratch_need`]), so that steps do not allocate it.
+    pub fn reserve_scratch(&self, need: crate::kernels::scratch::ScratchNeed) {
+        self.pool
+            .broadcast(|_| crate::kernels::scratch::reserve(&need));
     }
 
     /// Runs `f` on the model's thread pool.
@@ -96,6 +99,17 @@ impl Model {
         }
         self.adapter = adapter;
         Ok(())
+    }
+
+    /// The arithmetic of the products with the frozen weights (default: exact).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Sets the arithmetic of the products with the frozen weights for every following
+    /// forward, training and logits call.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
     }
 
     /// The adapter inference applies, if any.
@@ -187,6 +201,8 @@ impl Model {
                     dropout: None,
                     cos: &cos[..t * half],
                     sin: &sin[..t * half],
+                    precision: self.precision,
+                    starts: None,
                 };
                 let (kc, vc) = cache.layer_mut(l);
                 block_forward(&ctx, x, kc, vc, pos0, state, chunk, false);
@@ -205,7 +221,10 @@ impl Model {
 
     /// `logits (rows, n_vocab) ← hidden (rows, n_embd) · outputᵀ`.
     pub fn logits(&self, hidden: &[f32], logits: &mut [f32]) {
-        let head = self.weights.matrix(&self.weights.output);
+        let head = self
+            .weights
+            .matrix(&self.weights.output)
+            .with_precision(self.precision);
         self.install(|| matmul_forward(logits, hidden, &head));
     }
 }

@@ -48,7 +48,7 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
     reference::dequantize_fn(ty).is_some()
 }
 
-/// Whether [`quantize_row`] and [`quantize`] accept `ty` (F32, F16, BF16, Q8_0, Q4_0, Q4_K,
+/// Whether [`quantize_row`] and [`quantize`] accept `ty` (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K,
 /// Q6_K).
 pub fn can_quantize(ty: GgmlType) -> bool {
     reference::quantize_fn(ty).is_some()
@@ -66,7 +66,7 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Q
 }
 
 /// Quantizes `src.len()` elements into `dst`, which must hold exactly
-/// `ty.bytes_for(src.len())` bytes. Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K; other
+/// `ty.bytes_for(src.len())` bytes. Supported: F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q6_K; other
 /// types give [`QuantError::Unsupported`]. K-quants need a multiple of 256 elements.
 pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     let f = reference::quantize_fn(ty).ok_or(QuantError::Unsupported {

@@ -50,23 +50,29 @@ impl AdamW {
         let bc2_sqrt = (1.0 - c.beta2.powi(self.t as i32)).sqrt();
         let step_size = lr / bc1;
         let decay = 1.0 - lr * c.weight_decay;
-        let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
-            for i in 0..p.len() {
-                p[i] *= decay;
-                m[i] += (g[i] - m[i]) * (1.0 - c.beta1);
-                v[i] = v[i] * c.beta2 + (1.0 - c.beta2) * g[i] * g[i];
-                let denom = v[i].sqrt() / bc2_sqrt + c.eps;
-                p[i] -= step_size * m[i] / denom;
-            }
-        };
-        let pairs = params
-            .pairs_mut()
-            .zip(grads.pairs())
-            .zip(self.m.pairs_mut().zip(self.v.pairs_mut()));
-        for ((p, g), (m, v)) in pairs {
-            update(&mut p.a, &g.a, &mut m.a, &mut v.a);
-            update(&mut p.b, &g.b, &mut m.b, &mut v.b);
-        }
+        let k = [c.beta1, c.beta2, step_size, bc2_sqrt, c.eps, decay];
+        let update = crate::simd::kernels().ew.adamw;
+        // In parallel over layers (allocates nothing); the pairs of a layer in turn.
+        use rayon::prelude::*;
+        params
+            .layers
+            .par_iter_mut()
+            .zip(grads.layers.par_iter())
+            .zip(
+                self.m
+                    .layers
+                    .par_iter_mut()
+                    .zip(self.v.layers.par_iter_mut()),
+            )
+            .for_each(|((pl, gl), (ml, vl))| {
+                let pairs = pl.iter_mut().zip(gl).zip(ml.iter_mut().zip(vl.iter_mut()));
+                for ((p, g), (m, v)) in pairs {
+                    if let (Some(p), Some(g), Some(m), Some(v)) = (p, g, m, v) {
+                        update(&mut p.a, &g.a, &mut m.a, &mut v.a, k);
+                        update(&mut p.b, &g.b, &mut m.b, &mut v.b, k);
+                    }
+                }
+            });
     }
 }
 

@@ -29,7 +29,9 @@ impl RecordOrder {
     }
 
     fn reshuffle(&mut self) {
-        self.perm = (0..self.n).collect();
+        for (i, p) in self.perm.iter_mut().enumerate() {
+            *p = i;
+        }
         if self.shuffle {
             // Fisher–Yates with a per-epoch seed.
             let mut rng = Rng::new(self.seed ^ self.epoch.wrapping_mul(0xD6E8_FEB8_6659_FD93));
@@ -42,17 +44,22 @@ impl RecordOrder {
 
     /// The next `k` record indices.
     pub fn take(&mut self, k: usize) -> Vec<usize> {
-        let mut out = Vec::with_capacity(k);
-        while out.len() < k && self.n > 0 {
-            out.push(self.perm[self.pos]);
-            self.pos += 1;
-            if self.pos == self.n {
-                self.pos = 0;
-                self.epoch += 1;
-                self.reshuffle();
-            }
+        (0..k).map_while(|_| self.next_index()).collect()
+    }
+
+    /// The next record index (`None` without records). Allocates nothing.
+    pub fn next_index(&mut self) -> Option<usize> {
+        if self.n == 0 {
+            return None;
         }
-        out
+        let i = self.perm[self.pos];
+        self.pos += 1;
+        if self.pos == self.n {
+            self.pos = 0;
+            self.epoch += 1;
+            self.reshuffle();
+        }
+        Some(i)
     }
 
     /// Completed passes over the records.

@@ -3,6 +3,8 @@
 //! command line, the C ABI and tests drive the same loop.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -70,6 +72,21 @@ pub enum Finish {
     EarlyStopped,
     /// The event handler asked to stop (Ctrl-C, a cancel from an app).
     Interrupted,
+}
+
+/// What [`Run::run_until`] did.
+#[derive(Clone, Copy, Debug)]
+pub struct Steps {
+    pub finish: Finish,
+    /// Losses of the first and last step taken (NaN if none).
+    pub first_loss: f64,
+    pub last_loss: f64,
+    /// Tokens run through the model.
+    pub seen_tokens: usize,
+    /// The step validation last ran at, if it ran.
+    pub evaluated_at: Option<usize>,
+    /// Batches skipped because their loss or gradient was not finite (`--skip-nonfinite`).
+    pub skipped_nonfinite: usize,
 }
 
 /// How a run went.
@@ -193,7 +210,9 @@ impl<'m> Run<'m> {
         Ok(v.get("config").cloned())
     }
 
-    fn checkpoint(&self) -> Result<PathBuf> {
+    /// Writes a checkpoint of the run as it is now (at a step boundary) under
+    /// `out/checkpoints`; returns its directory.
+    pub fn checkpoint(&self) -> Result<PathBuf> {
         let state = RunState {
             step: self.trainer.steps_done(),
             adam_t: self.trainer.optimizer().t,
@@ -235,22 +254,62 @@ impl<'m> Run<'m> {
         Ok((loss, stop))
     }
 
-    /// Runs to the end (or until `on_event` returns false), then writes the adapter.
+    /// Runs to the end (or until `on_event` returns false, or the cancel flag is raised),
+    /// then writes the adapter ([`Run::run_until`], then [`Run::finish`]).
     pub fn run(&mut self, mut on_event: impl FnMut(Event<'_>) -> bool) -> Result<Summary> {
         let start = Instant::now();
+        let steps = self.run_until(self.total_steps, &mut on_event)?;
+        self.finish(steps, start, on_event)
+    }
+
+    /// A flag that, raised from any thread, ends the current step before its next record
+    /// (nothing of that step is applied, and the data cursor stays where the step began):
+    /// [`Run::run_until`] then returns with [`Finish::Interrupted`] at the last step
+    /// boundary. The run never lowers the flag; its owner does.
+    pub fn set_cancel_flag(&mut self, flag: Option<Arc<AtomicBool>>) {
+        self.trainer.set_cancel_flag(flag);
+    }
+
+    /// Optimizer steps the run was configured for.
+    pub fn total_steps(&self) -> usize {
+        self.total_steps
+    }
+
+    /// Takes steps until `until` steps are done (at most the run's total), the event
+    /// handler returns false, validation stops improving, or the cancel flag is raised.
+    /// Validates and checkpoints as configured along the way; writes nothing else. Can be
+    /// called again to continue.
+    pub fn run_until(
+        &mut self,
+        until: usize,
+        mut on_event: impl FnMut(Event<'_>) -> bool,
+    ) -> Result<Steps> {
+        let start = Instant::now();
+        let until = until.min(self.total_steps);
         let per_step = self.opts.batch * self.opts.grad_accum;
-        let (mut first, mut last, mut seen) = (f64::NAN, f64::NAN, 0usize);
-        let mut finish = Finish::Completed;
-        let mut evaluated_at = None;
-        let (mut skipped, mut skipped_in_a_row) = (0usize, 0usize);
+        let mut out = Steps {
+            finish: Finish::Completed,
+            first_loss: f64::NAN,
+            last_loss: f64::NAN,
+            seen_tokens: 0,
+            evaluated_at: None,
+            skipped_nonfinite: 0,
+        };
+        let mut skipped_in_a_row = 0usize;
         let per_epoch = self.train.len().div_ceil(per_step).max(1);
-        while self.trainer.steps_done() < self.total_steps {
+        while self.trainer.steps_done() < until {
+            let cursor = self.order.clone();
             let idx = self.order.take(per_step);
             let batch: Vec<&TokenRecord> = idx.iter().map(|&i| &self.train[i]).collect();
             let stats = match self.trainer.step(&batch) {
                 Ok(s) => s,
+                Err(Error::Cancelled) => {
+                    self.order = cursor;
+                    out.finish = Finish::Interrupted;
+                    break;
+                }
                 Err(Error::Numeric(msg)) if self.skip_nonfinite => {
-                    skipped += 1;
+                    out.skipped_nonfinite += 1;
                     skipped_in_a_row += 1;
                     if skipped_in_a_row >= per_epoch {
                         return Err(Error::Numeric(format!(
@@ -259,15 +318,18 @@ impl<'m> Run<'m> {
                     }
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.order = cursor;
+                    return Err(e);
+                }
             };
             skipped_in_a_row = 0;
-            seen += stats.seen_tokens;
-            if first.is_nan() {
-                first = stats.loss;
+            out.seen_tokens += stats.seen_tokens;
+            if out.first_loss.is_nan() {
+                out.first_loss = stats.loss;
             }
-            last = stats.loss;
-            let tps = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            out.last_loss = stats.loss;
+            let tps = out.seen_tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
             let mut go = on_event(Event::Step {
                 stats,
                 epoch: self.order.epoch(),
@@ -279,40 +341,44 @@ impl<'m> Run<'m> {
                 && step % self.opts.eval_every == 0
             {
                 let (loss, stop) = self.eval_step()?;
-                evaluated_at = Some(step);
+                out.evaluated_at = Some(step);
                 let best = self.best.as_ref().map_or(loss, |b| b.0);
                 go &= on_event(Event::Eval { step, loss, best });
                 if stop {
-                    finish = Finish::EarlyStopped;
+                    out.finish = Finish::EarlyStopped;
                 }
             }
             if self.opts.save_every > 0 && step % self.opts.save_every == 0 {
                 let dir = self.checkpoint()?;
                 go &= on_event(Event::Checkpoint { step, dir: &dir });
             }
-            if finish == Finish::EarlyStopped {
+            if out.finish == Finish::EarlyStopped {
                 break;
             }
             if !go {
-                finish = Finish::Interrupted;
+                out.finish = Finish::Interrupted;
                 break;
             }
         }
+        Ok(out)
+    }
+
+    /// Ends the run after [`Run::run_until`]: a last validation (unless interrupted or just
+    /// done), a checkpoint, the adapter (the best one under early stopping) and
+    /// `pocketlora_config.json` written to the output directory.
+    pub fn finish(
+        &mut self,
+        steps: Steps,
+        start: Instant,
+        mut on_event: impl FnMut(Event<'_>) -> bool,
+    ) -> Result<Summary> {
+        let finish = steps.finish;
         let step = self.trainer.steps_done();
-        if !self.valid.is_empty() && evaluated_at != Some(step) && finish != Finish::Interrupted {
-            let (loss, _) = self.eval_step()?;
-            let best = self.best.as_ref().map_or(loss, |b| b.0);
-            on_event(Event::Eval { step, loss, best });
-        }
+        self.final_validation(&steps, &mut on_event)?;
         let dir = self.checkpoint()?;
         on_event(Event::Checkpoint { step, dir: &dir });
-        // With early stopping, the best adapter is the result; otherwise the last one.
-        let result = match (&self.best, self.opts.patience) {
-            (Some((_, b)), Some(_)) => b,
-            _ => self.trainer.adapter(),
-        };
         peft::save(
-            result,
+            self.result_adapter(),
             &self.model.cfg,
             &self.opts.out,
             &self.opts.base_name,
@@ -328,14 +394,48 @@ impl<'m> Run<'m> {
         Ok(Summary {
             finish,
             steps: step,
-            first_loss: first,
-            last_loss: last,
+            first_loss: steps.first_loss,
+            last_loss: steps.last_loss,
             best_valid: self.best.as_ref().map(|b| b.0),
             seconds,
-            tokens_per_s: seen as f64 / seconds.max(1e-9),
+            tokens_per_s: steps.seen_tokens as f64 / seconds.max(1e-9),
             adapter_dir: self.opts.out.clone(),
-            skipped_nonfinite: skipped,
+            skipped_nonfinite: steps.skipped_nonfinite,
         })
+    }
+
+    /// The validation at the end of a run: unless [`Run::run_until`] was interrupted or
+    /// has just validated at this step (or there is no validation data), validates and
+    /// reports it (the best adapter is tracked as during the run).
+    pub fn final_validation(
+        &mut self,
+        steps: &Steps,
+        mut on_event: impl FnMut(Event<'_>) -> bool,
+    ) -> Result<()> {
+        let step = self.trainer.steps_done();
+        if !self.valid.is_empty()
+            && steps.evaluated_at != Some(step)
+            && steps.finish != Finish::Interrupted
+        {
+            let (loss, _) = self.eval_step()?;
+            let best = self.best.as_ref().map_or(loss, |b| b.0);
+            on_event(Event::Eval { step, loss, best });
+        }
+        Ok(())
+    }
+
+    /// The run's result: with early stopping, the best adapter so far; otherwise the
+    /// current one.
+    pub fn result_adapter(&self) -> &Adapter {
+        match (&self.best, self.opts.patience) {
+            (Some((_, b)), Some(_)) => b,
+            _ => self.trainer.adapter(),
+        }
+    }
+
+    /// The best validation loss so far.
+    pub fn best_valid(&self) -> Option<f64> {
+        self.best.as_ref().map(|b| b.0)
     }
 
     /// The trainer (its adapter can be used for generation meanwhile).

@@ -2,13 +2,21 @@
 //! own, gradients accumulated), the loss as the mean over every target token of the batch
 //! (token-weighted across records and micro-batches), clipping, the learning-rate schedule,
 //! and an AdamW update of A and B only.
+//!
+//! A step can be cancelled from another thread ([`Trainer::set_cancel_flag`]): the flag is
+//! checked before each record's forward and backward pass (one micro-step), and a raised
+//! flag ends the step with [`Error::Cancelled`] before the update — adapter, optimizer
+//! state and step count stay as they were after the previous step.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use super::adamw::{clip_grad_norm, AdamW, AdamWConfig};
 use super::schedule::Schedule;
 use crate::data::TokenRecord;
 use crate::error::{Error, Result};
 use crate::lora::Adapter;
-use crate::model::backward::{forward_backward, TrainWorkspace, WorkspaceShape};
+use crate::model::backward::{forward_backward_packed, TrainWorkspace, WorkspaceShape};
 use crate::model::Model;
 
 /// Optimizer and schedule settings of a run.
@@ -66,6 +74,7 @@ pub struct Trainer<'m> {
     cfg: TrainConfig,
     ws: TrainWorkspace<f32>,
     step: usize,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl<'m> Trainer<'m> {
@@ -102,6 +111,17 @@ impl<'m> Trainer<'m> {
             )));
         }
         let ws = TrainWorkspace::with_shape(model, &adapter, shape);
+        // Every worker's kernel scratch, as planned, now: steps then allocate nothing.
+        let shape = ws.shape();
+        model.reserve_scratch(crate::memory::plan::kernel_scratch_need(
+            &model.cfg,
+            adapter.pairs().map(|p| p.r).max().unwrap_or(0),
+            shape.chunk,
+            shape.capacity,
+            shape.loss_rows,
+            model.precision(),
+            true,
+        ));
         let grads = adapter.zeros_like();
         let opt = AdamW::new(cfg.adamw, &adapter);
         Ok(Trainer {
@@ -112,14 +132,32 @@ impl<'m> Trainer<'m> {
             cfg,
             ws,
             step: 0,
+            cancel: None,
         })
     }
 
+    /// A flag that, once raised (from any thread), makes the current or next [`Trainer::step`]
+    /// return [`Error::Cancelled`] before its next record, without updating anything. The
+    /// trainer never lowers it; its owner does.
+    pub fn set_cancel_flag(&mut self, flag: Option<Arc<AtomicBool>>) {
+        self.cancel = flag;
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
     /// One optimizer step over `batch` (all the records of the step: batch × grad-accum).
-    /// When the loss or a gradient is not finite, returns [`Error::Numeric`] naming the
-    /// block and tensor, without an update: adapter, optimizer state and step count stay as
-    /// they were after the previous step.
+    /// Returns [`Error::Cancelled`], having changed nothing but the gradient buffers, when
+    /// the cancel flag is raised before or during the step, and [`Error::Numeric`] naming
+    /// the block and tensor, also without an update (adapter, optimizer state and step count
+    /// stay as they were), when the loss or a gradient is not finite.
     pub fn step(&mut self, batch: &[&TokenRecord]) -> Result<StepStats> {
+        if self.cancelled() {
+            return Err(Error::Cancelled);
+        }
         let n: usize = batch.iter().map(|r| r.n_targets()).sum();
         let lr = self.cfg.schedule.lr(
             self.cfg.lr,
@@ -146,15 +184,19 @@ impl<'m> Trainer<'m> {
             if r.n_targets() == 0 {
                 continue;
             }
+            if self.cancelled() {
+                return Err(Error::Cancelled);
+            }
             let key = self.cfg.seed
                 ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
                 ^ ((k as u64) << 20);
-            loss += forward_backward(
+            loss += forward_backward_packed(
                 self.model,
                 &self.adapter,
                 &mut self.grads,
                 &r.ids,
                 &r.targets,
+                &r.doc_starts,
                 1.0 / n as f64,
                 key,
                 &mut self.ws,
@@ -174,7 +216,8 @@ impl<'m> Trainer<'m> {
                 &self.grads,
             )));
         }
-        self.opt.step(&mut self.adapter, &self.grads, lr);
+        let (opt, adapter, grads) = (&mut self.opt, &mut self.adapter, &self.grads);
+        self.model.install(|| opt.step(adapter, grads, lr));
         self.step = step;
         Ok(StepStats {
             step,

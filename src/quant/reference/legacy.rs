@@ -6,7 +6,9 @@
 //! block whose values are all zero the Python (and this) Q4_0 takes the sign of its zero `d`
 //! from the block's first value, C always stores −0.
 
-use super::super::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK4_0, QK8_0};
+use super::super::blocks::{
+    BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK4_0, QK5_0, QK8_0,
+};
 use super::{f16_to_f32, f32_to_f16, for_each_block, for_each_block_mut};
 
 /// One Q4_0 block: `y = d · (q − 8)`.
@@ -149,6 +151,47 @@ pub fn quantize_block_q4_0(x: &[f32; QK4_0]) -> BlockQ4_0 {
     }
 }
 
+/// Quantizes one Q5_0 block as ggml's `quantize_row_q5_0_ref`: `d = max / −16` (max = the
+/// value of largest magnitude), `q = min(31, trunc(x/d + 16.5))`, bit 4 into `qh`.
+pub fn quantize_block_q5_0(x: &[f32; QK5_0]) -> BlockQ5_0 {
+    let mut amax = x[0].abs();
+    let mut max = x[0];
+    for &v in &x[1..] {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -16.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let q = |v: f32| {
+        let t = v * id + 16.5;
+        if t.is_finite() {
+            (t as u8).min(31)
+        } else {
+            0
+        }
+    };
+    let mut qh = 0u32;
+    let mut qs = [0u8; 16];
+    for j in 0..16 {
+        let (a, b) = (q(x[j]), q(x[j + 16]));
+        qs[j] = (a & 0x0f) | ((b & 0x0f) << 4);
+        qh |= ((a as u32 & 0x10) >> 4) << j;
+        qh |= ((b as u32 & 0x10) >> 4) << (j + 16);
+    }
+    BlockQ5_0 {
+        d: f32_to_f16(d),
+        qh: qh.to_le_bytes(),
+        qs,
+    }
+}
+
+/// f32 → Q5_0 row.
+pub fn quantize_row_q5_0(src: &[f32], dst: &mut [u8]) {
+    for_each_block_mut(src, dst, |x, b| *b = quantize_block_q5_0(x).to_bytes());
+}
+
 /// f32 → Q8_0 row.
 pub fn quantize_row_q8_0(src: &[f32], dst: &mut [u8]) {
     for_each_block_mut(src, dst, |x, b| *b = quantize_block_q8_0(x).to_bytes());
@@ -187,5 +230,18 @@ mod tests {
         x[2] = -2.5;
         let b = quantize_block_q8_0(&x);
         assert_eq!((b.qs[0], b.qs[1], b.qs[2]), (127, 3, -3));
+    }
+
+    #[test]
+    fn q5_0_round_trips_within_a_step() {
+        // Half a step, except the far extreme (clipped to 15 steps, as in ggml).
+        let x: [f32; 32] = std::array::from_fn(|i| ((i * 37 % 29) as f32 - 14.0) / 7.0);
+        let b = quantize_block_q5_0(&x);
+        let mut y = [0.0; 32];
+        dequantize_block_q5_0(&b, &mut y);
+        let d = f16_to_f32(b.d).abs();
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() <= d + 1e-6, "{a} vs {b}");
+        }
     }
 }

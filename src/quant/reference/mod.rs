@@ -69,6 +69,7 @@ pub fn quantize_fn(ty: GgmlType) -> Option<QuantizeRowFn> {
         BF16 => float::quantize_row_bf16,
         Q8_0 => legacy::quantize_row_q8_0,
         Q4_0 => legacy::quantize_row_q4_0,
+        Q5_0 => legacy::quantize_row_q5_0,
         Q4_K => kquantize::quantize_row_q4_k,
         Q6_K => kquantize::quantize_row_q6_k,
         _ => return None,

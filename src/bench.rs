@@ -1,0 +1,447 @@
+//! Support for `pocketlora bench`: the shapes of real models written as random-weight GGUF
+//! files (complete with a vocabulary, so llama.cpp and transformers load the very same file),
+//! the fp32 FMA peak microbenchmark, FLOP counts of the passes, and memory readings.
+
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::gguf::{Array, GgufWriter, Value, ValueType};
+use crate::model::ModelConfig;
+use crate::quant::{quantize_row, GgmlType, QK_K};
+use crate::simd::{Kernels, Level};
+
+/// The architecture numbers of a model shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shape {
+    pub name: &'static str,
+    pub arch: &'static str,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub n_ff: usize,
+    pub n_ctx: usize,
+    pub tied: bool,
+    pub qkv_bias: bool,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+}
+
+/// The shapes `bench --shape` knows.
+pub const SHAPES: [Shape; 3] = [
+    Shape {
+        name: "smollm2-135m",
+        arch: "llama",
+        n_vocab: 49152,
+        n_embd: 576,
+        n_layer: 30,
+        n_head: 9,
+        n_head_kv: 3,
+        n_ff: 1536,
+        n_ctx: 8192,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 100_000.0,
+        rms_eps: 1e-5,
+    },
+    Shape {
+        name: "tinyllama-1.1b",
+        arch: "llama",
+        n_vocab: 32000,
+        n_embd: 2048,
+        n_layer: 22,
+        n_head: 32,
+        n_head_kv: 4,
+        n_ff: 5632,
+        n_ctx: 2048,
+        tied: false,
+        qkv_bias: false,
+        rope_base: 10_000.0,
+        rms_eps: 1e-5,
+    },
+    Shape {
+        name: "qwen2.5-0.5b",
+        arch: "qwen2",
+        n_vocab: 151_936,
+        n_embd: 896,
+        n_layer: 24,
+        n_head: 14,
+        n_head_kv: 2,
+        n_ff: 4864,
+        n_ctx: 32768,
+        tied: true,
+        qkv_bias: true,
+        rope_base: 1_000_000.0,
+        rms_eps: 1e-6,
+    },
+];
+
+/// The shape called `name`.
+pub fn shape(name: &str) -> Option<&'static Shape> {
+    SHAPES.iter().find(|s| s.name.eq_ignore_ascii_case(name))
+}
+
+/// The type a matrix with rows of `cols` elements gets for the requested `quant`: K-quants
+/// fall back per tensor as llama.cpp's quantizer does when a row is not a whole number of
+/// 256-element super-blocks (Q4_K → Q5_0, Q6_K → Q8_0).
+pub fn tensor_type(quant: GgmlType, cols: usize) -> GgmlType {
+    if cols % QK_K == 0 {
+        return quant;
+    }
+    match quant {
+        GgmlType::Q4_K => GgmlType::Q5_0,
+        GgmlType::Q6_K => GgmlType::Q8_0,
+        q => q,
+    }
+}
+
+/// Deterministic pseudo-random values in [−a, a).
+fn random(n: usize, seed: u64, a: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * a
+        })
+        .collect()
+}
+
+/// A random `rows × cols` matrix quantized to `ty`, rows in parallel.
+fn random_matrix(rows: usize, cols: usize, ty: GgmlType, seed: u64, a: f32) -> Result<Vec<u8>> {
+    let rb = ty
+        .bytes_for(cols as u64)
+        .ok_or_else(|| Error::InvalidArgument(format!("{cols} columns do not fit {ty} blocks")))?
+        as usize;
+    let mut out = vec![0u8; rows * rb];
+    const ROWS: usize = 64;
+    out.par_chunks_mut(ROWS * rb)
+        .enumerate()
+        .try_for_each(|(c, chunk)| {
+            let n = chunk.len() / rb;
+            let vals = random(n * cols, seed ^ ((c as u64 + 1) << 32), a);
+            for (dst, src) in chunk.chunks_exact_mut(rb).zip(vals.chunks_exact(cols)) {
+                quantize_row(ty, src, dst)?;
+            }
+            Ok::<(), crate::error::QuantError>(())
+        })?;
+    Ok(out)
+}
+
+/// Writes a GGUF model of `shape` with random weights, every matrix in `quant` (with the
+/// K-quant fallbacks of [`tensor_type`]), norms in F32, and a SentencePiece-style vocabulary
+/// (`<unk>`, `<s>`, `</s>`, the 256 byte tokens, then plain pieces) so that llama.cpp and
+/// transformers load it as they load a converted model.
+pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result<()> {
+    if !crate::quant::can_quantize(quant) {
+        return Err(Error::InvalidArgument(format!(
+            "cannot write {quant} tensors (q8_0, q4_0, q4_k, q6_k, f16, bf16, f32 can be written)"
+        )));
+    }
+    let s = shape;
+    let a = s.arch;
+    let hd = s.n_embd / s.n_head;
+    let (q, kv) = (s.n_head * hd, s.n_head_kv * hd);
+    let mut w = GgufWriter::new();
+    let u32v = |v: usize| Value::U32(v as u32);
+    w.set("general.architecture", Value::String(a.into()));
+    w.set(
+        "general.name",
+        Value::String(format!("{}-random-{}", s.name, quant.name().to_lowercase())),
+    );
+    w.set(format!("{a}.context_length"), u32v(s.n_ctx));
+    w.set(format!("{a}.embedding_length"), u32v(s.n_embd));
+    w.set(format!("{a}.block_count"), u32v(s.n_layer));
+    w.set(format!("{a}.feed_forward_length"), u32v(s.n_ff));
+    w.set(format!("{a}.attention.head_count"), u32v(s.n_head));
+    w.set(format!("{a}.attention.head_count_kv"), u32v(s.n_head_kv));
+    w.set(
+        format!("{a}.attention.layer_norm_rms_epsilon"),
+        Value::F32(s.rms_eps),
+    );
+    w.set(format!("{a}.rope.freq_base"), Value::F32(s.rope_base));
+    w.set(format!("{a}.rope.dimension_count"), u32v(hd));
+    w.set(format!("{a}.vocab_size"), u32v(s.n_vocab));
+    // Vocabulary: 0 <unk>, 1 <s>, 2 </s>, 3..259 <0x00>..<0xFF>, then "▁t{i}".
+    let piece = |i: usize| -> String {
+        match i {
+            0 => "<unk>".into(),
+            1 => "<s>".into(),
+            2 => "</s>".into(),
+            3..=258 => format!("<0x{:02X}>", i - 3),
+            _ => format!("\u{2581}t{i}"),
+        }
+    };
+    let kind = |i: usize| -> i32 {
+        match i {
+            0 => 2,
+            1 | 2 => 3,
+            3..=258 => 6,
+            _ => 1,
+        }
+    };
+    let array = |elem_type, items| Value::Array(Array { elem_type, items });
+    w.set("tokenizer.ggml.model", Value::String("llama".into()));
+    w.set(
+        "tokenizer.ggml.tokens",
+        array(
+            ValueType::String,
+            (0..s.n_vocab).map(|i| Value::String(piece(i))).collect(),
+        ),
+    );
+    w.set(
+        "tokenizer.ggml.scores",
+        array(
+            ValueType::F32,
+            (0..s.n_vocab).map(|i| Value::F32(-(i as f32))).collect(),
+        ),
+    );
+    w.set(
+        "tokenizer.ggml.token_type",
+        array(
+            ValueType::I32,
+            (0..s.n_vocab).map(|i| Value::I32(kind(i))).collect(),
+        ),
+    );
+    w.set("tokenizer.ggml.bos_token_id", Value::U32(1));
+    w.set("tokenizer.ggml.eos_token_id", Value::U32(2));
+    w.set("tokenizer.ggml.unknown_token_id", Value::U32(0));
+
+    let mut seed = 1u64;
+    let mut matrix =
+        |w: &mut GgufWriter, name: String, rows: usize, cols: usize, a: f32| -> Result<()> {
+            let ty = tensor_type(quant, cols);
+            seed += 1;
+            let data = random_matrix(rows, cols, ty, seed, a)?;
+            w.add_tensor(name, ty, &[cols as u64, rows as u64], data)
+        };
+    let vector = |w: &mut GgufWriter, name: String, n: usize, seed: u64, base: f32, a: f32| {
+        let v: Vec<f32> = random(n, seed, a).iter().map(|x| base + x).collect();
+        let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        w.add_tensor(name, GgmlType::F32, &[n as u64], bytes)
+    };
+    let c = s.n_embd;
+    let scale = |cols: usize| 1.7 / (cols as f32).sqrt();
+    matrix(&mut w, "token_embd.weight".into(), s.n_vocab, c, scale(c))?;
+    for l in 0..s.n_layer {
+        let b = format!("blk.{l}");
+        let sd = 1000 + 10 * l as u64;
+        vector(&mut w, format!("{b}.attn_norm.weight"), c, sd, 1.0, 0.2)?;
+        matrix(&mut w, format!("{b}.attn_q.weight"), q, c, scale(c))?;
+        matrix(&mut w, format!("{b}.attn_k.weight"), kv, c, scale(c))?;
+        matrix(&mut w, format!("{b}.attn_v.weight"), kv, c, scale(c))?;
+        if s.qkv_bias {
+            vector(&mut w, format!("{b}.attn_q.bias"), q, sd + 1, 0.0, 0.1)?;
+            vector(&mut w, format!("{b}.attn_k.bias"), kv, sd + 2, 0.0, 0.1)?;
+            vector(&mut w, format!("{b}.attn_v.bias"), kv, sd + 3, 0.0, 0.1)?;
+        }
+        matrix(&mut w, format!("{b}.attn_output.weight"), c, q, scale(q))?;
+        vector(&mut w, format!("{b}.ffn_norm.weight"), c, sd + 4, 1.0, 0.2)?;
+        matrix(&mut w, format!("{b}.ffn_gate.weight"), s.n_ff, c, scale(c))?;
+        matrix(&mut w, format!("{b}.ffn_up.weight"), s.n_ff, c, scale(c))?;
+        matrix(
+            &mut w,
+            format!("{b}.ffn_down.weight"),
+            c,
+            s.n_ff,
+            scale(s.n_ff),
+        )?;
+    }
+    vector(&mut w, "output_norm.weight".into(), c, 7, 1.0, 0.2)?;
+    if !s.tied {
+        matrix(&mut w, "output.weight".into(), s.n_vocab, c, scale(c))?;
+    }
+    w.write_file(path)
+}
+
+// ------------------------------------------------------------------------------------------
+// Measurements.
+
+/// The fp32 FMA peak of this machine in GFLOP/s with `threads` threads: independent
+/// fused-multiply-add chains in the widest vector registers the CPU has (whatever
+/// `POCKETLORA_DISABLE` says), the best of a few runs of about `seconds` each.
+pub fn fp32_peak_gflops(threads: usize, seconds: f64) -> (f64, Level) {
+    let level = Level::available().last().copied().unwrap_or(Level::Scalar);
+    let k = Kernels::for_level(level).unwrap_or_else(|| *crate::simd::kernels());
+    let threads = threads.max(1);
+    // Calibrate iterations to about `seconds`.
+    let mut iters = 1usize << 16;
+    loop {
+        let t = Instant::now();
+        k.fma_peak(iters);
+        if t.elapsed().as_secs_f64() > 0.02 || iters > 1 << 30 {
+            let per = t.elapsed().as_secs_f64() / iters as f64;
+            iters = ((seconds / 3.0 / per) as usize).max(1);
+            break;
+        }
+        iters *= 4;
+    }
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| k.fma_peak(iters));
+            }
+        });
+        let dt = t.elapsed().as_secs_f64();
+        let flops = (k.fma_peak_flops_per_iter() * iters * threads) as f64;
+        best = best.max(flops / dt / 1e9);
+    }
+    (best, level)
+}
+
+/// FLOP counts of one sequence of `t` tokens through a model (multiply-adds count 2).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Flops {
+    /// Forward over the blocks (no output head).
+    pub forward: f64,
+    /// One training step as this engine runs it: forward, the blocks' forward again from
+    /// their checkpoints, the input gradients, the head three times (two passes forward, one
+    /// back), the LoRA products (forward and the four backward ones, both times).
+    pub train: f64,
+}
+
+/// FLOP counts for `t` tokens of `cfg` with LoRA rank `r` on all seven targets.
+pub fn flops(cfg: &ModelConfig, t: usize, r: usize) -> Flops {
+    let (c, q, kv, ff) = (
+        cfg.n_embd as f64,
+        cfg.q_dim() as f64,
+        cfg.kv_dim() as f64,
+        cfg.n_ff as f64,
+    );
+    let t = t as f64;
+    let layers = cfg.n_layer as f64;
+    let lin = c * q + 2.0 * c * kv + q * c + 3.0 * c * ff;
+    let lora_io = (c + q) + 2.0 * (c + kv) + (q + c) + 2.0 * (c + ff) + (ff + c);
+    let attn_unit = 2.0 * cfg.n_head as f64 * cfg.head_dim as f64 * t * (t + 1.0) / 2.0;
+    let fwd_block = 2.0 * t * lin + 2.0 * attn_unit;
+    let lora_fwd = 2.0 * t * r as f64 * lora_io;
+    let forward = layers * fwd_block;
+    let head = 2.0 * t * cfg.n_vocab as f64 * c;
+    let train =
+        layers * (2.0 * fwd_block + 2.0 * t * lin + 5.0 * attn_unit + 4.0 * lora_fwd) + 3.0 * head;
+    Flops { forward, train }
+}
+
+/// The process's peak resident set (VmHWM), when the platform reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_kb("VmHWM:").map(|kb| kb * 1024)
+}
+
+/// The process's resident set now (VmRSS).
+pub fn rss_bytes() -> Option<u64> {
+    proc_status_kb("VmRSS:").map(|kb| kb * 1024)
+}
+
+#[cfg(target_os = "linux")]
+fn proc_status_kb(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn proc_status_kb(_: &str) -> Option<u64> {
+    None
+}
+
+/// Resets the peak resident set to the current one (Linux: `/proc/self/clear_refs`), so a
+/// measurement excludes what came before (writing the model). Returns whether it worked.
+pub fn reset_peak_rss() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        std::fs::write("/proc/self/clear_refs", "5").is_ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// Peak heap bytes since the last [`reset_peak_heap`], when the binary installs the counting
+/// allocator ([`crate::memory::heap::CountingAlloc`]); `None` without one.
+pub fn peak_heap_bytes() -> Option<u64> {
+    let h = crate::memory::heap::installed();
+    h.then(|| crate::memory::heap::peak() as u64)
+}
+
+/// Starts a new peak-heap measurement from the current heap size.
+pub fn reset_peak_heap() {
+    crate::memory::heap::reset_peak();
+}
+
+/// The CPU's model name (Linux), or the architecture.
+pub fn cpu_model() -> String {
+    #[cfg(target_os = "linux")]
+    if let Ok(s) = std::fs::read_to_string("/proc/cpuinfo") {
+        if let Some(l) = s
+            .lines()
+            .find(|l| l.starts_with("model name") || l.starts_with("Model"))
+        {
+            if let Some((_, v)) = l.split_once(':') {
+                return v.trim().to_string();
+            }
+        }
+    }
+    std::env::consts::ARCH.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn k_quants_fall_back_per_tensor_like_llama_cpp() {
+        assert_eq!(tensor_type(GgmlType::Q4_K, 576), GgmlType::Q5_0);
+        assert_eq!(tensor_type(GgmlType::Q4_K, 1536), GgmlType::Q4_K);
+        assert_eq!(tensor_type(GgmlType::Q6_K, 896), GgmlType::Q8_0);
+        assert_eq!(tensor_type(GgmlType::Q8_0, 576), GgmlType::Q8_0);
+    }
+
+    #[test]
+    fn a_small_random_model_loads_and_runs() {
+        let s = Shape {
+            name: "tiny",
+            arch: "llama",
+            n_vocab: 300,
+            n_embd: 64,
+            n_layer: 2,
+            n_head: 4,
+            n_head_kv: 2,
+            n_ff: 96,
+            n_ctx: 64,
+            tied: true,
+            qkv_bias: false,
+            rope_base: 10000.0,
+            rms_eps: 1e-5,
+        };
+        let dir =
+            std::env::temp_dir().join(format!("pocketlora-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tiny.gguf");
+        write_random_model(&s, GgmlType::Q8_0, &path).unwrap();
+        let model = crate::model::Model::open(&path, 1).unwrap();
+        assert_eq!(model.cfg.n_vocab, 300);
+        let tok = crate::tokenizer::Tokenizer::from_gguf(model.weights.file()).unwrap();
+        assert_eq!(tok.token_text(3), Some("<0x00>"));
+        assert!(!tok.encode("hello world", true, false).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_fma_peak_is_positive() {
+        let (g, _) = fp32_peak_gflops(1, 0.01);
+        assert!(g > 0.0);
+    }
+}

@@ -1,0 +1,467 @@
+//! `pocketlora bench`: speed and memory of this machine on a model — the fp32 FMA peak
+//! (measured in the same run), matmul kernel GFLOP/s per quant type, prompt processing,
+//! a LoRA training step, generation, peak heap and peak RSS.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::bench::{self, Shape};
+use crate::data::TokenRecord;
+use crate::error::{Error, Result};
+use crate::infer::{generate, GenerateParams, SamplerConfig};
+use crate::kernels::{matmul_backward_input, matmul_forward, Precision, QMatrix};
+use crate::lora::{Adapter, LoraConfig};
+use crate::model::{Activations, KvCache, Model};
+use crate::quant::{quantize, GgmlType};
+use crate::train::{Schedule, TrainConfig, Trainer};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// GGUF model to measure.
+    #[arg(long, conflicts_with = "shape", required_unless_present_any = ["shape", "kernels_only"])]
+    model: Option<PathBuf>,
+    /// Write and measure a random-weight model of this shape: smollm2-135m, tinyllama-1.1b,
+    /// qwen2.5-0.5b.
+    #[arg(long, requires = "quant")]
+    shape: Option<String>,
+    /// Quantization of the written model's matrices: q8_0, q4_0, q4_k, f16 (K-quants fall
+    /// back per tensor as llama.cpp does: Q4_K → Q5_0 on rows that are not multiples of 256).
+    #[arg(long)]
+    quant: Option<String>,
+    /// Keep the written model at this path (reused when it exists), so peers can run on the
+    /// very same file.
+    #[arg(long, requires = "shape")]
+    write_model: Option<PathBuf>,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 512)]
+    seq_len: usize,
+    /// LoRA rank (all seven linear targets of every block).
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// exact (f32 on dequantized panels) or fast (int8 activations).
+    #[arg(long, default_value = "exact", value_parser = crate::cli::args::parse_precision)]
+    precision: Precision,
+    /// Memory budget (accepted and reported; planning under a budget is not implemented yet).
+    #[arg(long, value_parser = crate::cli::args::parse_size)]
+    budget: Option<u64>,
+    /// Training steps to time (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Matmul shapes (rows x cols, e.g. 5632x2048) for the kernel section; default: the
+    /// model's ffn_down shape.
+    #[arg(long = "kernel-shape")]
+    kernel_shapes: Vec<String>,
+    /// Only the FMA peak and the kernel section (no model).
+    #[arg(long)]
+    kernels_only: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Best wall time of `f` over at least `min_reps` runs and about `seconds` (after one
+/// warm-up run).
+fn best_time(min_reps: usize, seconds: f64, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut best = f64::INFINITY;
+    let mut reps = 0;
+    while reps < min_reps || start.elapsed().as_secs_f64() < seconds {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+        reps += 1;
+    }
+    best
+}
+
+fn parse_shape(s: &str) -> Result<(usize, usize)> {
+    let bad = || Error::InvalidArgument(format!("--kernel-shape {s:?}: expected ROWSxCOLS"));
+    let (r, c) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    Ok((
+        r.trim().parse().map_err(|_| bad())?,
+        c.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+        })
+        .collect()
+}
+
+/// Forward and backward matmul GFLOP/s of each quant type at `shapes`, `t` tokens.
+fn kernel_section(
+    pool: &rayon::ThreadPool,
+    shapes: &[(usize, usize)],
+    t: usize,
+    precision: Precision,
+    peak: f64,
+) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for &(rows, cols) in shapes {
+        let x = random(t * cols, 2);
+        let dy = random(t * rows, 3);
+        let w = random(rows * cols, 1);
+        for ty in [
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::F32,
+        ] {
+            if cols % ty.block_size() != 0 {
+                continue;
+            }
+            let bytes = quantize(ty, &w, cols)?;
+            let m = QMatrix::new(ty, rows, cols, &bytes)?.with_precision(precision);
+            let mut y = vec![0f32; t * rows];
+            let mut dx = vec![0f32; t * cols];
+            let flops = 2.0 * (t * rows * cols) as f64;
+            let fwd = best_time(2, 0.4, || pool.install(|| matmul_forward(&mut y, &x, &m)));
+            let bwd = best_time(2, 0.4, || {
+                pool.install(|| matmul_backward_input(&mut dx, &dy, &m))
+            });
+            let (gf, gb) = (flops / fwd / 1e9, flops / bwd / 1e9);
+            out.push(json!({
+                "type": ty.name(),
+                "shape": format!("{rows}x{cols}"),
+                "tokens": t,
+                "forward_gflops": gf,
+                "backward_gflops": gb,
+                "forward_fraction_of_peak": gf / peak,
+                "backward_fraction_of_peak": gb / peak,
+                "backward_over_forward_time": bwd / fwd,
+            }));
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let precision = a.precision;
+    if a.seq_len < 2 {
+        return Err(Error::InvalidArgument(
+            "--seq-len must be at least 2".into(),
+        ));
+    }
+    let threads = if a.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        a.threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
+    let kernels = crate::simd::kernels();
+    let progress = |msg: &str| {
+        if !a.json {
+            eprintln!("bench: {msg}");
+        }
+    };
+
+    // The model file (written first, so that its memory does not count below).
+    let (model_path, shape): (Option<PathBuf>, Option<&Shape>) = match (&a.model, &a.shape) {
+        (Some(p), _) => (Some(p.clone()), None),
+        (None, Some(name)) => {
+            let shape = bench::shape(name).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "--shape {name:?}: expected one of {}",
+                    bench::SHAPES.map(|s| s.name).join(", ")
+                ))
+            })?;
+            let q = a.quant.as_deref().unwrap_or("q8_0");
+            let quant = GgmlType::from_name(q)
+                .filter(|t| {
+                    matches!(
+                        t,
+                        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::F16
+                    )
+                })
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "--quant {q:?}: expected q8_0, q4_0, q4_k or f16"
+                    ))
+                })?;
+            let path = a.write_model.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!(
+                    "pocketlora-bench-{}-{}.gguf",
+                    shape.name,
+                    quant.name().to_lowercase()
+                ))
+            });
+            if !path.exists() {
+                progress(&format!(
+                    "writing a random {} {} model to {}",
+                    shape.name,
+                    quant,
+                    path.display()
+                ));
+                bench::write_random_model(shape, quant, &path)?;
+            }
+            (Some(path), Some(shape))
+        }
+        (None, None) => (None, None),
+    };
+    let rss_reset = bench::reset_peak_rss();
+    bench::reset_peak_heap();
+
+    progress("measuring the fp32 FMA peak");
+    let (peak, peak_level) = bench::fp32_peak_gflops(threads, 1.0);
+    let mut report = json!({
+        "device": {
+            "cpu": bench::cpu_model(),
+            "threads": threads,
+            "isa_level": kernels.level.name(),
+            "isa_features": kernels.level.features(),
+            "int8_layout": format!("{} lanes × {}-byte groups{}", kernels.int8.nt, kernels.int8.group,
+                if kernels.int8.unsigned_weights { ", u8 weights" } else { "" }),
+        },
+        "precision": precision.name(),
+        "fp32_peak_gflops": peak,
+        "fp32_peak_isa": peak_level.name(),
+        "seq_len": a.seq_len,
+        "rank": a.rank,
+        "budget_bytes": a.budget,
+        "plan": "checkpoint every adapted block's input; recompute each block in backward (the only plan until the memory planner lands; --budget is recorded, not enforced)",
+    });
+
+    let model = match &model_path {
+        Some(p) => {
+            let mut m = Model::open(p, threads)?;
+            m.set_precision(precision);
+            report["model"] = json!({
+                "path": p.display().to_string(),
+                "shape": shape.map(|s| s.name),
+                "arch": format!("{:?}", m.cfg.arch),
+                "n_layer": m.cfg.n_layer,
+                "n_embd": m.cfg.n_embd,
+                "n_vocab": m.cfg.n_vocab,
+                "file_bytes": std::fs::metadata(p).map(|m| m.len()).ok(),
+            });
+            Some(m)
+        }
+        None => None,
+    };
+
+    // Kernel section.
+    let mut shapes = a
+        .kernel_shapes
+        .iter()
+        .map(|s| parse_shape(s))
+        .collect::<Result<Vec<_>>>()?;
+    if shapes.is_empty() {
+        match &model {
+            Some(m) => shapes.push((m.cfg.n_embd, m.cfg.n_ff)),
+            None => shapes.extend([(2048, 2048), (5632, 2048)]),
+        }
+    }
+    progress("measuring matmul kernels");
+    report["kernels"] = Value::Array(kernel_section(&pool, &shapes, a.seq_len, precision, peak)?);
+
+    if let (Some(model), false) = (&model, a.kernels_only) {
+        let cfg = &model.cfg;
+        let t = a.seq_len;
+        let flops = bench::flops(cfg, t, a.rank);
+        let ids: Vec<u32> = (0..t)
+            .map(|i| 3 + (i as u32 * 7919) % (cfg.n_vocab as u32 - 3))
+            .collect();
+
+        progress("measuring prompt processing");
+        let mut cache = KvCache::new(cfg, t)?;
+        let mut act = Activations::for_model(model, t);
+        let mut err = None;
+        let fwd = best_time(2, 2.0, || {
+            cache.clear();
+            if let Err(e) = model.forward(&ids, &mut cache, &mut act) {
+                err = Some(e);
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        drop((cache, act));
+        let fwd_tps = t as f64 / fwd;
+
+        progress("measuring training steps");
+        let lora = LoraConfig {
+            r: a.rank,
+            alpha: 2.0 * a.rank as f32,
+            ..LoraConfig::default()
+        };
+        let adapter = Adapter::new(cfg, lora)?;
+        let tc = TrainConfig {
+            lr: 1e-4,
+            schedule: Schedule::Constant,
+            total_steps: 1_000_000,
+            ..TrainConfig::default()
+        };
+        let rec = TokenRecord::new(ids.clone(), (0..t).map(|i| i > 0).collect());
+        let mut trainer = Trainer::new(model, adapter, tc, t)?;
+        let first = trainer.step(&[&rec])?;
+        let mut times = Vec::new();
+        let mut last_loss = first.loss;
+        for _ in 0..a.steps.max(1) {
+            let s = Instant::now();
+            last_loss = trainer.step(&[&rec])?.loss;
+            times.push(s.elapsed().as_secs_f64());
+        }
+        drop(trainer);
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
+        let train_tps = t as f64 / mean;
+
+        progress("measuring generation");
+        let n_gen = 64usize.min(cfg.n_ctx.saturating_sub(2)).max(1);
+        let params = GenerateParams {
+            max_new: n_gen,
+            sampler: SamplerConfig {
+                temperature: 0.0,
+                ..SamplerConfig::default()
+            },
+            stop_ids: Vec::new(),
+        };
+        let s = Instant::now();
+        let (gen_ids, _) = generate(model, &[1], &params, |_| true)?;
+        let gen_tps = gen_ids.len() as f64 / s.elapsed().as_secs_f64();
+
+        report["forward_tokens_per_s"] = json!(fwd_tps);
+        report["forward_gflops"] = json!(flops.forward / fwd / 1e9);
+        report["forward_fraction_of_peak"] = json!(flops.forward / fwd / 1e9 / peak);
+        report["train_tokens_per_s"] = json!(train_tps);
+        report["train_step_seconds"] = json!({ "mean": mean, "best": best, "all": times });
+        report["train_gflops"] = json!(flops.train / mean / 1e9);
+        report["train_fraction_of_peak"] = json!(flops.train / mean / 1e9 / peak);
+        report["train_loss"] = json!({ "first": first.loss, "last": last_loss });
+        report["generate_tokens_per_s"] = json!(gen_tps);
+        report["generate_fraction_of_peak"] =
+            json!(gen_tps * 2.0 * (flops.forward / t as f64) / 1e9 / peak);
+        report["flops_per_token"] = json!({
+            "forward": flops.forward / t as f64,
+            "train_executed": flops.train / t as f64,
+        });
+    }
+    report["peak_heap_bytes"] = json!(bench::peak_heap_bytes());
+    report["peak_rss_bytes"] = json!(bench::peak_rss_bytes());
+    report["peak_rss_reset_after_model_write"] = json!(rss_reset);
+
+    let mut out = std::io::stdout().lock();
+    use std::io::Write;
+    let io = |e| Error::io("<stdout>", e);
+    if a.json {
+        writeln!(out, "{report}").map_err(io)?;
+        return Ok(());
+    }
+    let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
+    let pct = |v: &Value| {
+        v.as_f64()
+            .map_or("-".to_string(), |x| format!("{:.0}%", 100.0 * x))
+    };
+    let d = &report["device"];
+    writeln!(
+        out,
+        "device: {} — {} threads, ISA {} ({}); fp32 FMA peak {} GFLOP/s ({})",
+        d["cpu"].as_str().unwrap_or("?"),
+        threads,
+        kernels.level.name(),
+        kernels.level.features().join("+"),
+        f(&report["fp32_peak_gflops"]),
+        peak_level.name()
+    )
+    .map_err(io)?;
+    writeln!(out, "precision: {}", precision.name()).map_err(io)?;
+    if let Some(m) = report.get("model") {
+        writeln!(
+            out,
+            "model: {} ({} MB)",
+            m["path"].as_str().unwrap_or("?"),
+            m["file_bytes"].as_u64().unwrap_or(0) >> 20
+        )
+        .map_err(io)?;
+    }
+    if let Some(ks) = report["kernels"].as_array() {
+        for k in ks {
+            writeln!(
+                out,
+                "kernel {:>5} {:>10} T={}: forward {:>6} GFLOP/s ({}), backward {:>6} GFLOP/s ({}), backward/forward time {:.2}",
+                k["type"].as_str().unwrap_or("?"),
+                k["shape"].as_str().unwrap_or("?"),
+                k["tokens"],
+                f(&k["forward_gflops"]),
+                pct(&k["forward_fraction_of_peak"]),
+                f(&k["backward_gflops"]),
+                pct(&k["backward_fraction_of_peak"]),
+                k["backward_over_forward_time"].as_f64().unwrap_or(0.0)
+            )
+            .map_err(io)?;
+        }
+    }
+    if report.get("train_tokens_per_s").is_some() {
+        writeln!(
+            out,
+            "forward (prompt processing): {} tokens/s ({} GFLOP/s, {} of peak)",
+            f(&report["forward_tokens_per_s"]),
+            f(&report["forward_gflops"]),
+            pct(&report["forward_fraction_of_peak"])
+        )
+        .map_err(io)?;
+        writeln!(
+            out,
+            "training (forward + backward + AdamW, LoRA r {} all linear, seq {}): {} tokens/s ({} GFLOP/s executed, {} of peak)",
+            a.rank,
+            a.seq_len,
+            f(&report["train_tokens_per_s"]),
+            f(&report["train_gflops"]),
+            pct(&report["train_fraction_of_peak"])
+        )
+        .map_err(io)?;
+        writeln!(
+            out,
+            "generation: {} tokens/s ({} of peak)",
+            f(&report["generate_tokens_per_s"]),
+            pct(&report["generate_fraction_of_peak"])
+        )
+        .map_err(io)?;
+    }
+    let mb = |v: &Value| {
+        v.as_u64().map_or("-".to_string(), |b| {
+            format!("{:.1} MB", b as f64 / 1048576.0)
+        })
+    };
+    writeln!(
+        out,
+        "memory: peak heap {}, peak RSS {}{}",
+        mb(&report["peak_heap_bytes"]),
+        mb(&report["peak_rss_bytes"]),
+        if rss_reset {
+            ""
+        } else {
+            " (includes writing the model)"
+        }
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "budget: {} (recorded; plan: {})",
+        a.budget
+            .map_or("none".to_string(), |b| format!("{b} bytes")),
+        report["plan"].as_str().unwrap_or("")
+    )
+    .map_err(io)?;
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! Grow-only per-thread scratch buffers for the kernels' temporaries, so steady-state calls
+//! do not allocate once each thread has seen the largest shape.
+//!
+//! Slots by convention: 0 = a call's operand packed by the calling thread (read by its
+//! tasks), 1 and 2 = one task's temporaries, 3 = a second call-level buffer. A task never
+//! runs nested parallel work while it holds a slot, so a rayon worker that steals a task
+//! while its caller holds slot 0 uses different slots.
+
+use std::cell::RefCell;
+
+thread_local! {
+    static F32_BUFS: [RefCell<Vec<f32>>; 4] = const {
+        [RefCell::new(Vec::new()), RefCell::new(Vec::new()), RefCell::new(Vec::new()), RefCell::new(Vec::new())]
+    };
+    static U8_BUFS: [RefCell<Vec<u8>>; 2] = const { [RefCell::new(Vec::new()), RefCell::new(Vec::new())] };
+    static I32_BUFS: [RefCell<Vec<i32>>; 2] = const { [RefCell::new(Vec::new()), RefCell::new(Vec::new())] };
+}
+
+macro_rules! with_buf {
+    ($(#[$doc:meta])* $name:ident, $tl:ident, $t:ty) => {
+        $(#[$doc])*
+        pub fn $name<R>(slot: usize, n: usize, f: impl FnOnce(&mut [$t]) -> R) -> R {
+            $tl.with(|cells| {
+                let mut buf = cells[slot].borrow_mut();
+                if buf.len() < n {
+                    buf.resize(n, Default::default());
+                }
+                f(&mut buf[..n])
+            })
+        }
+    };
+}
+with_buf!(
+    /// Runs `f` with this thread's f32 buffer `slot` (0..4) of at least `n` elements.
+    with_f32, F32_BUFS, f32
+);
+with_buf!(
+    /// Runs `f` with this thread's byte buffer `slot` (0..2).
+    with_u8, U8_BUFS, u8
+);
+with_buf!(
+    /// Runs `f` with this thread's i32 buffer `slot` (0..2).
+    with_i32, I32_BUFS, i32
+);
+
+/// Elements each per-thread buffer slot grows to for some set of kernel calls: what the
+/// memory plan counts per worker thread. Each kernel module says what one call needs
+/// (`scratch_need`); a thread's buffers reach the slot-wise maximum over the calls it runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScratchNeed {
+    pub f32: [usize; 4],
+    pub u8: [usize; 2],
+    pub i32: [usize; 2],
+}
+
+impl ScratchNeed {
+    /// The slot-wise maximum of two needs.
+    pub fn max(mut self, o: ScratchNeed) -> ScratchNeed {
+        for (a, b) in self.f32.iter_mut().zip(o.f32) {
+            *a = (*a).max(b);
+        }
+        for (a, b) in self.u8.iter_mut().zip(o.u8) {
+            *a = (*a).max(b);
+        }
+        for (a, b) in self.i32.iter_mut().zip(o.i32) {
+            *a = (*a).max(b);
+        }
+        self
+    }
+
+    /// Bytes of all slots.
+    pub fn bytes(&self) -> usize {
+        4 * self.f32.iter().sum::<usize>()
+            + self.u8.iter().sum::<usize>()
+            + 4 * self.i32.iter().sum::<usize>()
+    }
+
+    /// What this thread's buffers hold now (for tests of the accounting).
+    pub fn current() -> ScratchNeed {
+        let mut n = ScratchNeed::default();
+        F32_BUFS.with(|c| {
+            for (d, b) in n.f32.iter_mut().zip(c.iter()) {
+                *d = b.borrow().capacity();
+            }
+        });
+        U8_BUFS.with(|c| {
+            for (d, b) in n.u8.iter_mut().zip(c.iter()) {
+                *d = b.borrow().capacity();
+            }
+        });
+        I32_BUFS.with(|c| {
+            for (d, b) in n.i32.iter_mut().zip(c.iter()) {
+                *d = b.borrow().capacity();
+            }
+        });
+        n
+    }
+}
+
+/// Grows this thread's buffers to at least `need` now, so later kernel calls within it do
+/// not allocate (a trainer reserves its planned scratch on every worker up front).
+pub fn reserve(need: &ScratchNeed) {
+    fn grow<T: Default + Clone>(cells: &[RefCell<Vec<T>>], sizes: &[usize]) {
+        for (c, &n) in cells.iter().zip(sizes) {
+            let mut b = c.borrow_mut();
+            if b.len() < n {
+                b.resize(n, T::default());
+            }
+        }
+    }
+    F32_BUFS.with(|c| grow(c, &need.f32));
+    U8_BUFS.with(|c| grow(c, &need.u8));
+    I32_BUFS.with(|c| grow(c, &need.i32));
+}

@@ -1,0 +1,434 @@
+#![allow(clippy::needless_range_loop)]
+#![allow(clippy::too_many_arguments)]
+//! Element-wise kernels written as plain, branch-free Rust loops. Each is compiled once per
+//! level (the per-ISA files wrap these bodies in `#[target_feature]` functions, so the
+//! compiler vectorizes them with that level's registers) and reached through [`super::Ew`].
+//! Compiled without features they are the scalar twins.
+//!
+//! Tiles of attention are kept transposed here: `st[j·ld + i]` is key `j`, query `i`, so
+//! every per-query quantity (running max, sum, log-sum-exp, Δ) is a vector across `i`.
+
+/// `exp(x)` evaluated in f64 and rounded once to f32: range reduction by ln 2 (split in
+/// two parts), a degree-10 Taylor polynomial (relative error < 1e-11 on |r| ≤ ln2/2), so the
+/// result is the correctly rounded f32 except in ties closer than 1e-11 — the same values as
+/// glibc's `expf` (≤ 0.502 ulp) in practice. The exact path relies on this: training over
+/// several AdamW steps amplifies one-ulp differences in attention probabilities. 0 below
+/// −104 (and for −∞), +∞ above 88.73, NaN stays NaN.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LN2_HI: f64 = 0.693_147_180_369_123_8;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52: rounds to an integer in the low bits
+    let xd = (x as f64).clamp(-104.0, 89.0);
+    let nm = xd * std::f64::consts::LOG2_E + MAGIC;
+    let n = nm - MAGIC;
+    let r = (xd - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 3_628_800.0;
+    p = p * r + 1.0 / 362_880.0;
+    p = p * r + 1.0 / 40_320.0;
+    p = p * r + 1.0 / 5_040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    // n's integer value sits in the low bits of `nm` (no float → int conversion, which
+    // would not vectorize).
+    let ni = nm.to_bits().wrapping_sub(MAGIC.to_bits());
+    let scale = f64::from_bits(ni.wrapping_add(1023) << 52);
+    let v = (p * scale) as f32;
+    if x.is_nan() {
+        x
+    } else {
+        v
+    }
+}
+
+/// `x ← exp(x)`.
+#[inline(always)]
+pub fn exp_slice(x: &mut [f32]) {
+    for v in x {
+        *v = exp(*v);
+    }
+}
+
+/// One key tile of the online softmax, transposed: `st` holds `rows` keys × `n` queries
+/// (rows `ld` apart), scores already scaled and masked (−∞). Updates the running max `m`
+/// and sum `l` of each query, writes `corr[i] = exp(m_old − m_new)` (the factor the
+/// query's output accumulator must be scaled by) and replaces the scores by
+/// `exp(s − m_new)`.
+#[inline(always)]
+pub fn softmax_tile(
+    st: &mut [f32],
+    rows: usize,
+    n: usize,
+    ld: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    corr: &mut [f32],
+) {
+    let (m, l, corr) = (&mut m[..n], &mut l[..n], &mut corr[..n]);
+    let mut mx = [f32::NEG_INFINITY; 64];
+    let mut mu = [0f32; 64];
+    let mut sum = [0f32; 64];
+    for c0 in (0..n).step_by(64) {
+        let w = 64.min(n - c0);
+        mx[..w].copy_from_slice(&m[c0..c0 + w]);
+        for j in 0..rows {
+            let row = &st[j * ld + c0..j * ld + c0 + w];
+            for (a, &s) in mx[..w].iter_mut().zip(row) {
+                *a = a.max(s);
+            }
+        }
+        for i in 0..w {
+            // A query whose keys so far are all masked keeps max −∞; shift by 0 then.
+            mu[i] = if mx[i] == f32::NEG_INFINITY {
+                0.0
+            } else {
+                mx[i]
+            };
+            corr[c0 + i] = exp(m[c0 + i] - mu[i]);
+            sum[i] = 0.0;
+        }
+        for j in 0..rows {
+            let row = &mut st[j * ld + c0..j * ld + c0 + w];
+            for ((s, &a), acc) in row.iter_mut().zip(&mu[..w]).zip(sum[..w].iter_mut()) {
+                *s = exp(*s - a);
+                *acc += *s;
+            }
+        }
+        for i in 0..w {
+            l[c0 + i] = l[c0 + i] * corr[c0 + i] + sum[i];
+            m[c0 + i] = mx[i];
+        }
+    }
+}
+
+/// Probabilities of a transposed tile from the log-sum-exp of each query:
+/// `st ← exp(st − lse)` (masked scores −∞ give 0).
+#[inline(always)]
+pub fn probs_tile(st: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32]) {
+    let lse = &lse[..n];
+    for j in 0..rows {
+        let row = &mut st[j * ld..j * ld + n];
+        for (s, &z) in row.iter_mut().zip(lse) {
+            *s = exp(*s - z);
+        }
+    }
+}
+
+/// `ds ← p ⊙ (ds − Δ)` over a transposed tile (`ds` enters holding dP).
+#[inline(always)]
+pub fn dsoftmax_tile(ds: &mut [f32], p: &[f32], rows: usize, n: usize, ld: usize, delta: &[f32]) {
+    let delta = &delta[..n];
+    for j in 0..rows {
+        let (d, pr) = (&mut ds[j * ld..j * ld + n], &p[j * ld..j * ld + n]);
+        for ((x, &pp), &dl) in d.iter_mut().zip(pr).zip(delta) {
+            *x = pp * (*x - dl);
+        }
+    }
+}
+
+/// `y ← a · y` for each row `i` of a (rows × n, rows `ld` apart) matrix, `a = scale[i]`.
+#[inline(always)]
+pub fn scale_rows(y: &mut [f32], rows: usize, n: usize, ld: usize, scale: &[f32]) {
+    for (i, &a) in scale[..rows].iter().enumerate() {
+        for v in &mut y[i * ld..i * ld + n] {
+            *v *= a;
+        }
+    }
+}
+
+/// SwiGLU forward: `h = g·σ(g)·u`.
+#[inline(always)]
+pub fn swiglu(h: &mut [f32], g: &[f32], u: &[f32]) {
+    for ((o, &gv), &uv) in h.iter_mut().zip(g).zip(u) {
+        let s = 1.0 / (1.0 + exp(-gv));
+        *o = gv * s * uv;
+    }
+}
+
+/// SwiGLU backward: `dg += dh·u·σ(g)·(1 + g·(1 − σ(g)))`, `du += dh·g·σ(g)`.
+#[inline(always)]
+pub fn swiglu_back(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32]) {
+    let n = dh
+        .len()
+        .min(g.len())
+        .min(u.len())
+        .min(dg.len())
+        .min(du.len());
+    let (dg, du, dh, g, u) = (&mut dg[..n], &mut du[..n], &dh[..n], &g[..n], &u[..n]);
+    for i in 0..n {
+        let gv = g[i];
+        let s = 1.0 / (1.0 + exp(-gv));
+        dg[i] += dh[i] * u[i] * s * (1.0 + gv * (1.0 - s));
+        du[i] += dh[i] * gv * s;
+    }
+}
+
+/// AdamW update of one tensor (torch semantics); `k = [β1, β2, lr/bc1, √bc2, ε, decay]`.
+#[inline(always)]
+pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 6]) {
+    let [b1, b2, step, bc2_sqrt, eps, decay] = k;
+    let n = p.len().min(g.len()).min(m.len()).min(v.len());
+    let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
+    // Moments below 1e-30 are flushed to zero: left alone they decay into subnormals, whose
+    // arithmetic costs ~100× (measured: 13% of a training step), and at that size they move
+    // neither √v next to ε nor p.
+    const TINY: f32 = 1e-30;
+    for i in 0..n {
+        p[i] *= decay;
+        let mi = m[i] + (g[i] - m[i]) * (1.0 - b1);
+        m[i] = if mi.abs() < TINY { 0.0 } else { mi };
+        let gg = if g[i].abs() < 1e-15 { 0.0 } else { g[i] * g[i] };
+        let vi = v[i] * b2 + (1.0 - b2) * gg;
+        v[i] = if vi < TINY { 0.0 } else { vi };
+        let denom = v[i].sqrt() / bc2_sqrt + eps;
+        p[i] -= step * m[i] / denom;
+    }
+}
+
+/// RMSNorm forward of one row: returns 1/rms; `out = x · r · w`.
+#[inline(always)]
+pub fn rmsnorm_row(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) -> f32 {
+    let n = x.len().min(out.len()).min(w.len());
+    let (out, x, w) = (&mut out[..n], &x[..n], &w[..n]);
+    let mut acc = [0f32; 16];
+    let xc = x.chunks_exact(16);
+    let tail = xc.remainder();
+    for c in xc {
+        for l in 0..16 {
+            acc[l] += c[l] * c[l];
+        }
+    }
+    let mut ss = 0f32;
+    for a in acc {
+        ss += a;
+    }
+    for &v in tail {
+        ss += v * v;
+    }
+    let r = 1.0 / (ss / n as f32 + eps).sqrt();
+    for ((o, &xi), &wi) in out.iter_mut().zip(x).zip(w) {
+        *o = xi * r * wi;
+    }
+    r
+}
+
+/// RMSNorm backward of one row: `dx += r·w·dy − x·r³/c · Σ dy·w·x`.
+#[inline(always)]
+pub fn rmsnorm_back_row(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], r: f32) {
+    let n = dx.len().min(dy.len()).min(x.len()).min(w.len());
+    let (dx, dy, x, w) = (&mut dx[..n], &dy[..n], &x[..n], &w[..n]);
+    let mut acc = [0f32; 16];
+    let chunks = n / 16;
+    for ((a, b), c) in dy
+        .chunks_exact(16)
+        .zip(w.chunks_exact(16))
+        .zip(x.chunks_exact(16))
+    {
+        for l in 0..16 {
+            acc[l] += a[l] * b[l] * c[l];
+        }
+    }
+    let mut s = 0f32;
+    for a in acc {
+        s += a;
+    }
+    for i in 16 * chunks..n {
+        s += dy[i] * w[i] * x[i];
+    }
+    let k = r * r * r * s / n as f32;
+    for (((d, &g), &xi), &wi) in dx.iter_mut().zip(dy).zip(x).zip(w) {
+        *d += r * wi * g - xi * k;
+    }
+}
+
+/// Online log-sum-exp over a panel of columns, row by row: for each of `rows` rows of `x`
+/// (`n` values, rows `ld` apart), `m ← max(m, max x)` and `s ← s·e^(m_old − m) + Σ e^(x − m)`
+/// (sums in f64).
+#[inline(always)]
+pub fn lse_rows(x: &[f32], rows: usize, n: usize, ld: usize, m: &mut [f32], s: &mut [f64]) {
+    for j in 0..rows {
+        let row = &x[j * ld..j * ld + n];
+        let mut mx = [f32::NEG_INFINITY; 16];
+        let chunks = n / 16;
+        for c in 0..chunks {
+            for l in 0..16 {
+                mx[l] = mx[l].max(row[16 * c + l]);
+            }
+        }
+        let mut mrow = m[j];
+        for &v in mx.iter().chain(&row[16 * chunks..]) {
+            mrow = mrow.max(v);
+        }
+        let shift = if mrow == f32::NEG_INFINITY { 0.0 } else { mrow };
+        let mut acc = [0f64; 16];
+        for c in 0..chunks {
+            for l in 0..16 {
+                acc[l] += exp(row[16 * c + l] - shift) as f64;
+            }
+        }
+        let mut sum = 0f64;
+        for a in acc {
+            sum += a;
+        }
+        for &v in &row[16 * chunks..] {
+            sum += exp(v - shift) as f64;
+        }
+        s[j] = s[j] * exp(m[j] - shift) as f64 + sum;
+        m[j] = mrow;
+    }
+}
+
+/// `x ← scale · exp(x − lse)` row by row (softmax from a known log-sum-exp).
+#[inline(always)]
+pub fn softmax_rows(x: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32], scale: f32) {
+    for j in 0..rows {
+        let z = lse[j];
+        for v in &mut x[j * ld..j * ld + n] {
+            *v = exp(*v - z) * scale;
+        }
+    }
+}
+
+/// Quantizes 32 values to i8 with scale d = max|x|/127, q = round(x/d) (half to even, as
+/// `cvtps2dq`); returns d and Σ q.
+#[inline(always)]
+pub fn quantize_block(x: &[f32], q: &mut [i8; 32]) -> (f32, i32) {
+    let x: &[f32; 32] = match x[..32].try_into() {
+        Ok(a) => a,
+        Err(_) => unreachable!(),
+    };
+    // Sixteen running maxima (a single one would be a serial chain of `max`).
+    let mut m = [0f32; 16];
+    for c in x.chunks_exact(16) {
+        for l in 0..16 {
+            m[l] = m[l].max(c[l].abs());
+        }
+    }
+    let mut amax = 0f32;
+    for v in m {
+        amax = amax.max(v);
+    }
+    let d = amax / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut s = 0i32;
+    for (o, &v) in q.iter_mut().zip(x) {
+        let r = crate::quant::reference::nearest_int(v * id).clamp(-127, 127);
+        *o = r as i8;
+        s += r;
+    }
+    (d, s)
+}
+
+/// The body of [`super::Kernels::pack_lanes`] (sizes checked there).
+#[inline(always)]
+pub fn pack_lanes(
+    lay: super::Int8Layout,
+    x: &[f32],
+    rows: usize,
+    ldx: usize,
+    offset: i32,
+    vals: &mut [u8],
+    d: &mut [f32],
+    sum: &mut [f32],
+    corr: &mut [i32],
+) {
+    let (nt, g) = (lay.nt, lay.group);
+    let nb = d.len() / nt;
+    let mut q = [0i8; 32];
+    for b in 0..nb {
+        let vb = &mut vals[b * 32 * nt..(b + 1) * 32 * nt];
+        for j in 0..nt {
+            let (scale, s) = if j < rows {
+                quantize_block(&x[j * ldx + 32 * b..][..32], &mut q)
+            } else {
+                q = [0; 32];
+                (0.0, 0)
+            };
+            // Groups of `g` bytes of lane j at ((e / g)·nt + j)·g, moved as whole words.
+            if g == 4 {
+                for grp in 0..8 {
+                    let w = [q[4 * grp], q[4 * grp + 1], q[4 * grp + 2], q[4 * grp + 3]];
+                    let at = (grp * nt + j) * 4;
+                    vb[at..at + 4].copy_from_slice(&w.map(|b| b as u8));
+                }
+            } else {
+                for grp in 0..32 / g {
+                    let at = (grp * nt + j) * g;
+                    for u in 0..g {
+                        vb[at + u] = q[grp * g + u] as u8;
+                    }
+                }
+            }
+            d[b * nt + j] = scale;
+            sum[b * nt + j] = scale * s as f32;
+            corr[b * nt + j] = -offset * s;
+        }
+    }
+}
+
+/// Quantizes one row per 32 values (zero-padded to `v.len()`): values in `v`, scales in
+/// `d`, and `corr = −offset · Σ q` per block.
+#[inline(always)]
+pub fn quantize_row(x: &[f32], v: &mut [u8], d: &mut [f32], corr: &mut [i32], offset: i32) {
+    let mut q = [0i8; 32];
+    let full = x.len() / 32;
+    for (b, (vb, (db, cb))) in v
+        .chunks_exact_mut(32)
+        .zip(d.iter_mut().zip(corr.iter_mut()))
+        .enumerate()
+    {
+        let (scale, s) = if b < full {
+            quantize_block(&x[32 * b..32 * b + 32], &mut q)
+        } else {
+            let mut buf = [0f32; 32];
+            let lo = (32 * b).min(x.len());
+            buf[..x.len() - lo].copy_from_slice(&x[lo..]);
+            quantize_block(&buf, &mut q)
+        };
+        for (o, &qq) in vb.iter_mut().zip(&q) {
+            *o = qq as u8;
+        }
+        *db = scale;
+        *cb = -offset * s;
+    }
+}
+
+/// Q8_0 row → int8 row operand: values `q + offset` (i8 clamped to −127 without an offset),
+/// scales per block.
+#[inline(always)]
+pub fn decode_q8_0(src: &[u8], v: &mut [u8], d: &mut [f32], offset: i32) {
+    let lo = if offset == 0 { -127 } else { -128 };
+    for ((blk, out), dd) in src
+        .chunks_exact(34)
+        .zip(v.chunks_exact_mut(32))
+        .zip(d.iter_mut())
+    {
+        *dd = crate::quant::reference::f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+        for (o, &q) in out.iter_mut().zip(&blk[2..34]) {
+            *o = ((q as i8 as i32).max(lo) + offset) as u8;
+        }
+    }
+}
+
+/// Q4_0 row → int8 row operand: values `nibble − 8 + offset`, scales per block.
+#[inline(always)]
+pub fn decode_q4_0(src: &[u8], v: &mut [u8], d: &mut [f32], offset: i32) {
+    for ((blk, out), dd) in src
+        .chunks_exact(18)
+        .zip(v.chunks_exact_mut(32))
+        .zip(d.iter_mut())
+    {
+        *dd = crate::quant::reference::f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+        let (lo16, hi16) = out.split_at_mut(16);
+        for j in 0..16 {
+            let q = blk[2 + j] as i32;
+            lo16[j] = ((q & 15) - 8 + offset) as u8;
+            hi16[j] = ((q >> 4) - 8 + offset) as u8;
+        }
+    }
+}

@@ -1,0 +1,1021 @@
+//! x86-64 kernels: AVX2 + FMA, AVX-512 and AVX-512 VNNI. All `unsafe` of the x86 vector
+//! code is in this file.
+//!
+//! Every `#[target_feature]` function here is private and reached only through a table built
+//! by [`kernels`], which returns a table only when [`supported`] saw every feature the
+//! table's functions enable; the safe wrappers rely on that (their `SAFETY` notes say so).
+//! Slice bounds are checked by the callers in `simd/mod.rs` before any pointer is formed.
+
+use std::arch::x86_64::*;
+
+use super::{I8Lanes, I8Rows, Int8Layout, Kernels, Level, Out, Sgemm};
+use crate::quant::GgmlType;
+
+/// The element-wise kernels of [`super::ew`] compiled with `$feat`.
+macro_rules! ew_table {
+    ($feat:literal, $($name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {
+        super::Ew {
+            $($name: {
+                #[target_feature(enable = $feat)]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn inner($($arg: $ty),*) $(-> $ret)? {
+                    super::ew::$name($($arg),*)
+                }
+                #[allow(clippy::too_many_arguments)]
+                fn outer($($arg: $ty),*) $(-> $ret)? {
+                    // SAFETY: only placed in a table built after `supported` saw `$feat`.
+                    unsafe { inner($($arg),*) }
+                }
+                outer
+            },)*
+        }
+    };
+}
+
+/// Whether the CPU has the features of `level`.
+pub(super) fn supported(level: Level) -> bool {
+    let avx2 = is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c");
+    let avx512 = avx2
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512dq");
+    match level {
+        Level::Avx2 => avx2,
+        Level::Avx512 => avx512,
+        Level::Avx512Vnni => avx512 && is_x86_feature_detected!("avx512vnni"),
+        _ => false,
+    }
+}
+
+/// The table of `level` (the caller checked [`supported`]).
+pub(super) fn kernels(level: Level) -> Option<Kernels> {
+    if !supported(level) {
+        return None;
+    }
+    let avx2_int8 = Int8Layout {
+        nt: 16,
+        group: 4,
+        unsigned_weights: false,
+    };
+    Some(match level {
+        Level::Avx2 => Kernels {
+            level,
+            int8: avx2_int8,
+            f32_tile: (6, 16),
+            sgemm: sgemm_avx2,
+            i8gemm: i8gemm_avx2,
+            dot: dot_avx2,
+            dequant: dequant_avx2,
+            pack_cols: pack_cols_avx2,
+            peak: (peak_avx2, 12 * 8 * 2),
+            ew: ew_list!(ew_table, "avx2,fma"),
+        },
+        Level::Avx512 | Level::Avx512Vnni => Kernels {
+            level,
+            int8: if level == Level::Avx512Vnni {
+                Int8Layout {
+                    nt: 32,
+                    group: 4,
+                    unsigned_weights: true,
+                }
+            } else {
+                avx2_int8
+            },
+            f32_tile: (12, 32),
+            sgemm: sgemm_avx512,
+            i8gemm: if level == Level::Avx512Vnni {
+                i8gemm_vnni
+            } else {
+                i8gemm_avx2
+            },
+            dot: dot_avx512,
+            dequant: dequant_avx512,
+            pack_cols: pack_cols_avx512,
+            peak: (peak_avx512, 12 * 16 * 2),
+            ew: ew_list!(ew_table, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"),
+        },
+        _ => return None,
+    })
+}
+
+// ------------------------------------------------------------------------------------------
+// Safe entry points (placed only in tables whose features were detected).
+
+fn sgemm_avx512(g: &Sgemm<'_>, out: &mut Out<'_>) {
+    // SAFETY: only reachable through a table built after `supported` saw AVX-512 F/BW/VL/DQ,
+    // AVX2, FMA; bounds were checked by `Kernels::sgemm`.
+    unsafe { sgemm512(g, out) }
+}
+
+fn sgemm_avx2(g: &Sgemm<'_>, out: &mut Out<'_>) {
+    // SAFETY: table built after AVX2/FMA were detected; bounds checked by `Kernels::sgemm`.
+    unsafe { sgemm256(g, out) }
+}
+
+fn i8gemm_vnni(r: &I8Rows<'_>, l: &I8Lanes<'_>, n: usize, out: &mut Out<'_>) {
+    assert!(
+        r.unsigned != l.unsigned,
+        "vpdpbusd needs one unsigned and one signed operand"
+    );
+    // SAFETY: table built after AVX-512 VNNI was detected; bounds checked by
+    // `Kernels::i8gemm` (lane block of 32 lanes).
+    unsafe {
+        if r.unsigned {
+            i8vnni::<true>(r, l, n, out)
+        } else {
+            i8vnni::<false>(r, l, n, out)
+        }
+    }
+}
+
+fn i8gemm_avx2(r: &I8Rows<'_>, l: &I8Lanes<'_>, n: usize, out: &mut Out<'_>) {
+    assert!(
+        !r.unsigned && !l.unsigned,
+        "the AVX2 int8 kernel takes i8 operands"
+    );
+    // SAFETY: table built after AVX2 was detected; bounds checked by `Kernels::i8gemm`
+    // (lane block of 16 lanes).
+    unsafe { i8avx2(r, l, n, out) }
+}
+
+fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: table built after AVX-512 F was detected; equal lengths checked by the caller.
+    unsafe { dot512(a, b) }
+}
+
+fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: table built after AVX2/FMA were detected; equal lengths checked by the caller.
+    unsafe { dot256(a, b) }
+}
+
+fn dequant_avx512(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
+    // SAFETY: table built after AVX-512 was detected; `Kernels::dequantize_row` checked that
+    // `src` holds exactly the blocks of `dst`.
+    unsafe { dequant512(ty, src, dst) }
+}
+
+fn dequant_avx2(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
+    // SAFETY: table built after AVX2/F16C were detected; row geometry checked by the caller.
+    unsafe { dequant256(ty, src, dst) }
+}
+
+fn peak_avx512(iters: usize) -> f32 {
+    // SAFETY: table built after AVX-512 F was detected.
+    unsafe { peak512(iters) }
+}
+
+fn peak_avx2(iters: usize) -> f32 {
+    // SAFETY: table built after AVX2/FMA were detected.
+    unsafe { peak256(iters) }
+}
+
+/// Twelve independent FMA chains (two FMA ports × four cycles of latency need eight).
+macro_rules! peak_body {
+    ($t:ty, $set1:ident, $fma:ident, $add:ident, $iters:ident) => {{
+        let b = $set1(std::hint::black_box(0.999_999));
+        let c = $set1(std::hint::black_box(1e-7));
+        let (mut a0, mut a1, mut a2, mut a3) = ($set1(1.0), $set1(1.1), $set1(1.2), $set1(1.3));
+        let (mut a4, mut a5, mut a6, mut a7) = ($set1(1.4), $set1(1.5), $set1(1.6), $set1(1.7));
+        let (mut a8, mut a9, mut a10, mut a11) = ($set1(1.8), $set1(1.9), $set1(2.0), $set1(2.1));
+        for _ in 0..$iters {
+            a0 = $fma(a0, b, c);
+            a1 = $fma(a1, b, c);
+            a2 = $fma(a2, b, c);
+            a3 = $fma(a3, b, c);
+            a4 = $fma(a4, b, c);
+            a5 = $fma(a5, b, c);
+            a6 = $fma(a6, b, c);
+            a7 = $fma(a7, b, c);
+            a8 = $fma(a8, b, c);
+            a9 = $fma(a9, b, c);
+            a10 = $fma(a10, b, c);
+            a11 = $fma(a11, b, c);
+        }
+        let s = $add(
+            $add($add(a0, a1), $add(a2, a3)),
+            $add($add(a4, a5), $add(a6, a7)),
+        );
+        let s: $t = $add(s, $add($add(a8, a9), $add(a10, a11)));
+        s
+    }};
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn peak512(iters: usize) -> f32 {
+    let s = peak_body!(
+        __m512,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_add_ps,
+        iters
+    );
+    _mm512_reduce_add_ps(s)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn peak256(iters: usize) -> f32 {
+    let s = peak_body!(
+        __m256,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_add_ps,
+        iters
+    );
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds 8 floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), s) };
+    lanes.iter().sum()
+}
+
+type PackArgs<'a> = (&'a [f32], usize, usize, usize, usize);
+
+#[allow(clippy::too_many_arguments)]
+fn pack_cols_avx512(
+    lay: Int8Layout,
+    p: &[f32],
+    b: usize,
+    ld: usize,
+    total: usize,
+    b0: usize,
+    v: &mut [u8],
+    d: &mut [f32],
+) {
+    // SAFETY: table built after AVX-512 was detected; sizes checked by `Kernels::pack_cols`.
+    unsafe { pack_cols512(lay, (p, b, ld, total, b0), v, d) }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pack_cols_avx2(
+    lay: Int8Layout,
+    p: &[f32],
+    b: usize,
+    ld: usize,
+    total: usize,
+    b0: usize,
+    v: &mut [u8],
+    d: &mut [f32],
+) {
+    // SAFETY: table built after AVX2 was detected; sizes checked by `Kernels::pack_cols`.
+    unsafe { pack_cols256(lay, (p, b, ld, total, b0), v, d) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn pack_cols512(lay: Int8Layout, a: PackArgs<'_>, v: &mut [u8], d: &mut [f32]) {
+    super::pack_cols_body(lay, a.0, a.1, a.2, a.3, a.4, v, d)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_cols256(lay: Int8Layout, a: PackArgs<'_>, v: &mut [u8], d: &mut [f32]) {
+    super::pack_cols_body(lay, a.0, a.1, a.2, a.3, a.4, v, d)
+}
+
+// ------------------------------------------------------------------------------------------
+// f32 micro-gemm, AVX-512: tiles of up to 12 rows × 32 lanes (24 zmm accumulators).
+
+const MR512: usize = 12;
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn sgemm512(g: &Sgemm<'_>, out: &mut Out<'_>) {
+    let mut j0 = 0;
+    while j0 < g.n {
+        let nn = (g.n - j0).min(32);
+        let masks = [mask16(nn), mask16(nn.saturating_sub(16))];
+        let mut i0 = 0;
+        while i0 < g.m {
+            let mr = (g.m - i0).min(MR512);
+            // SAFETY: rows i0..i0+mr and lanes j0..j0+nn are inside the checked views.
+            unsafe {
+                if nn > 16 {
+                    tile512_dispatch::<2>(g, out, i0, j0, mr, nn, masks);
+                } else {
+                    tile512_dispatch::<1>(g, out, i0, j0, mr, nn, masks);
+                }
+            }
+            i0 += mr;
+        }
+        j0 += 32;
+    }
+}
+
+#[inline(always)]
+fn mask16(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+macro_rules! dispatch_mr {
+    ($f:ident, $nv:ident, $mr:expr, $args:tt, [$($n:literal)*]) => {
+        match $mr {
+            $($n => $f::<$n, $nv> $args,)*
+            _ => unreachable!(),
+        }
+    };
+}
+
+/// # Safety
+/// AVX-512 available; the (mr × nn) tile at (i0, j0) lies inside the views checked by
+/// `Kernels::sgemm`; `NV == nn.div_ceil(16)`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn tile512_dispatch<const NV: usize>(
+    g: &Sgemm<'_>,
+    out: &mut Out<'_>,
+    i0: usize,
+    j0: usize,
+    mr: usize,
+    nn: usize,
+    masks: [__mmask16; 2],
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        dispatch_mr!(
+            tile512,
+            NV,
+            mr,
+            (g, out, i0, j0, nn, masks),
+            [1 2 3 4 5 6 7 8 9 10 11 12]
+        )
+    }
+}
+
+/// # Safety
+/// As [`tile512_dispatch`] with `MR` rows.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn tile512<const MR: usize, const NV: usize>(
+    g: &Sgemm<'_>,
+    out: &mut Out<'_>,
+    i0: usize,
+    j0: usize,
+    nn: usize,
+    masks: [__mmask16; 2],
+) {
+    // SAFETY: forwarded contract.
+    let acc = unsafe { tile512_acc::<MR, NV>(g, i0, j0, masks) };
+    let alpha = _mm512_set1_ps(g.alpha);
+    let c = out.ptr();
+    if out.cs == 1 {
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &a) in row.iter().enumerate() {
+                // SAFETY: (i0 + i, j0 + 16v) is inside the output view; masked lanes are not
+                // touched.
+                unsafe {
+                    let p = c.add((i0 + i) * out.rs + j0 + 16 * v);
+                    let mut x = _mm512_mul_ps(a, alpha);
+                    if out.accumulate {
+                        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], p));
+                    }
+                    _mm512_mask_storeu_ps(p, masks[v], x);
+                }
+            }
+        }
+    } else {
+        // Lane-major writes: for each lane, the MR rows' values (adjacent when rs = 1).
+        let mut buf = [[0f32; 32]; MR];
+        for (row, b) in acc.iter().zip(buf.iter_mut()) {
+            for (v, &a) in row.iter().enumerate() {
+                // SAFETY: each `buf` row holds 32 floats, v < 2.
+                unsafe { _mm512_storeu_ps(b.as_mut_ptr().add(16 * v), _mm512_mul_ps(a, alpha)) };
+            }
+        }
+        for j in 0..nn {
+            for (i, b) in buf.iter().enumerate() {
+                let at = (i0 + i) * out.rs + (j0 + j) * out.cs;
+                // SAFETY: (i0 + i, j0 + j) is inside the checked output view.
+                let o = unsafe { &mut *c.add(at) };
+                *o = if out.accumulate { *o + b[j] } else { b[j] };
+            }
+        }
+    }
+}
+
+/// The accumulation loop of the f32 tiles, with one named register per accumulator (arrays
+/// of vectors get spilled by LLVM here): rows `$a` (first vector) and `$b` (second, when
+/// `$two`).
+macro_rules! acc_loop {
+    ($g:ident, $i0:ident, $j0:ident, $masks:ident, $load:ident, $set1:ident, $fma:ident,
+     $zero:ident, $w:literal, $two:expr, [$($a:ident $b:ident),*]) => {{
+        let r = $g.r.as_ptr();
+        let l = $g.l.as_ptr();
+        let (rs, cs, ldb) = ($g.rs, $g.cs, $g.ldb);
+        let rows = <[&str]>::len(&[$(stringify!($a)),*]);
+        let mut rp = [r; 12];
+        for (i, x) in rp.iter_mut().enumerate().take(rows) {
+            // SAFETY: row i0 + i < m starts inside the row operand.
+            *x = unsafe { r.add(($i0 + i) * rs) };
+        }
+        $(let mut $a = $zero(); let mut $b = $zero();)*
+        for p in 0..$g.k {
+            // SAFETY: lane j0 < n; masked lanes are not read.
+            let l0 = unsafe { $load($masks[0], l.add(p * ldb + $j0)) };
+            let l1 = if $two {
+                // SAFETY: with two vectors, lane j0 + W < n.
+                unsafe { $load($masks[1], l.add(p * ldb + $j0 + $w)) }
+            } else {
+                $zero()
+            };
+            let mut i = 0usize;
+            $(
+                // SAFETY: row i0 + i < m and p < k: inside the row operand.
+                let x = $set1(unsafe { *rp[i].add(p * cs) });
+                $a = $fma(x, l0, $a);
+                if $two {
+                    $b = $fma(x, l1, $b);
+                }
+                i += 1;
+            )*
+            let _ = i;
+        }
+        ([$($a),*], [$($b),*])
+    }};
+}
+
+/// # Safety
+/// As [`tile512_dispatch`] with `MR` rows and `NV` vectors.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn tile512_acc<const MR: usize, const NV: usize>(
+    g: &Sgemm<'_>,
+    i0: usize,
+    j0: usize,
+    masks: [__mmask16; 2],
+) -> [[__m512; NV]; MR] {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    macro_rules! run {
+        ($($a:ident $b:ident),*) => {{
+            let (a, b) = acc_loop!(g, i0, j0, masks, _mm512_maskz_loadu_ps, _mm512_set1_ps,
+                _mm512_fmadd_ps, _mm512_setzero_ps, 16, NV == 2, [$($a $b),*]);
+            for i in 0..MR {
+                acc[i][0] = a[i];
+                acc[i][NV - 1] = if NV == 2 { b[i] } else { a[i] };
+            }
+        }};
+    }
+    match MR {
+        1 => run!(a0 b0),
+        2 => run!(a0 b0, a1 b1),
+        3 => run!(a0 b0, a1 b1, a2 b2),
+        4 => run!(a0 b0, a1 b1, a2 b2, a3 b3),
+        5 => run!(a0 b0, a1 b1, a2 b2, a3 b3, a4 b4),
+        6 => run!(a0 b0, a1 b1, a2 b2, a3 b3, a4 b4, a5 b5),
+        7 => run!(a0 b0, a1 b1, a2 b2, a3 b3, a4 b4, a5 b5, a6 b6),
+        8 => run!(a0 b0, a1 b1, a2 b2, a3 b3, a4 b4, a5 b5, a6 b6, a7 b7),
+        9 => run!(a0 b0, a1 b1, a2 b2, a3 b3, a4 b4, a5 b5, a6 b6, a7 b7, a8 b8),
+        10 => run!(a0 b0, a1 b1, a2 b2, a3 b3, a4 b4, a5 b5, a6 b6, a7 b7, a8 b8, a9 b9),
+        11 => run!(a0 b0, a1 b1, a2 b2, a3 b3, a4 b4, a5 b5, a6 b6, a7 b7, a8 b8, a9 b9, a10 b10),
+        12 => {
+            run!(a0 b0, a1 b1, a2 b2, a3 b3, a4 b4, a5 b5, a6 b6, a7 b7, a8 b8, a9 b9, a10 b10, a11 b11)
+        }
+        _ => unreachable!(),
+    }
+    acc
+}
+
+// ------------------------------------------------------------------------------------------
+// f32 micro-gemm, AVX2: tiles of up to 6 rows × 16 lanes (12 ymm accumulators).
+
+const MR256: usize = 6;
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sgemm256(g: &Sgemm<'_>, out: &mut Out<'_>) {
+    let mut j0 = 0;
+    while j0 < g.n {
+        let nn = (g.n - j0).min(16);
+        let masks = [mask8(nn), mask8(nn.saturating_sub(8))];
+        let mut i0 = 0;
+        while i0 < g.m {
+            let mr = (g.m - i0).min(MR256);
+            // SAFETY: the tile lies inside the checked views.
+            unsafe {
+                if nn > 8 {
+                    dispatch_mr!(tile256, NV2, mr, (g, out, i0, j0, nn, masks), [1 2 3 4 5 6])
+                } else {
+                    dispatch_mr!(tile256, NV1, mr, (g, out, i0, j0, nn, masks), [1 2 3 4 5 6])
+                }
+            }
+            i0 += mr;
+        }
+        j0 += 16;
+    }
+}
+
+const NV1: usize = 1;
+const NV2: usize = 2;
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn mask8(n: usize) -> __m256i {
+    let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), idx)
+}
+
+/// # Safety
+/// AVX2/FMA available; the (MR × nn) tile at (i0, j0) lies inside the checked views;
+/// `NV == nn.div_ceil(8)`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile256<const MR: usize, const NV: usize>(
+    g: &Sgemm<'_>,
+    out: &mut Out<'_>,
+    i0: usize,
+    j0: usize,
+    nn: usize,
+    masks: [__m256i; 2],
+) {
+    let r = g.r.as_ptr();
+    let l = g.l.as_ptr();
+    let (rs, cs, ldb) = (g.rs, g.cs, g.ldb);
+    let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+    for p in 0..g.k {
+        let mut bv = [_mm256_setzero_ps(); NV];
+        for (v, b) in bv.iter_mut().enumerate() {
+            // SAFETY: the base lane is < n; masked lanes are not read.
+            *b = unsafe { _mm256_maskload_ps(l.add(p * ldb + j0 + 8 * v), masks[v]) };
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: row and p inside the row operand.
+            let a = _mm256_set1_ps(unsafe { *r.add((i0 + i) * rs + p * cs) });
+            for (v, c) in row.iter_mut().enumerate() {
+                *c = _mm256_fmadd_ps(a, bv[v], *c);
+            }
+        }
+    }
+    let alpha = _mm256_set1_ps(g.alpha);
+    let c = out.ptr();
+    if out.cs == 1 {
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &a) in row.iter().enumerate() {
+                // SAFETY: inside the output view; masked lanes untouched.
+                unsafe {
+                    let p = c.add((i0 + i) * out.rs + j0 + 8 * v);
+                    let mut x = _mm256_mul_ps(a, alpha);
+                    if out.accumulate {
+                        x = _mm256_add_ps(x, _mm256_maskload_ps(p, masks[v]));
+                    }
+                    _mm256_maskstore_ps(p, masks[v], x);
+                }
+            }
+        }
+    } else {
+        let mut buf = [0f32; 16];
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &a) in row.iter().enumerate() {
+                // SAFETY: `buf` holds 16 floats, v < 2.
+                unsafe { _mm256_storeu_ps(buf.as_mut_ptr().add(8 * v), _mm256_mul_ps(a, alpha)) };
+            }
+            for (j, &x) in buf[..nn].iter().enumerate() {
+                let at = (i0 + i) * out.rs + (j0 + j) * out.cs;
+                // SAFETY: inside the checked output view.
+                let o = unsafe { &mut *c.add(at) };
+                *o = if out.accumulate { *o + x } else { x };
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// int8 kernel, AVX-512 VNNI: rows × 32 lanes, `vpdpbusd` over 4-byte groups.
+
+const MR_VNNI: usize = 4;
+
+/// # Safety
+/// AVX-512 VNNI available; views checked by `Kernels::i8gemm` for a 32-lane block.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")]
+unsafe fn i8vnni<const RU: bool>(r: &I8Rows<'_>, l: &I8Lanes<'_>, n: usize, out: &mut Out<'_>) {
+    let mut i0 = 0;
+    while i0 < r.rows {
+        let mr = (r.rows - i0).min(MR_VNNI);
+        // SAFETY: rows i0..i0+mr inside the checked views.
+        unsafe {
+            match (mr, n > 16) {
+                (4, true) => i8tile_vnni::<4, 2, RU>(r, l, i0, n, out),
+                (3, true) => i8tile_vnni::<3, 2, RU>(r, l, i0, n, out),
+                (2, true) => i8tile_vnni::<2, 2, RU>(r, l, i0, n, out),
+                (1, true) => i8tile_vnni::<1, 2, RU>(r, l, i0, n, out),
+                (4, false) => i8tile_vnni::<4, 1, RU>(r, l, i0, n, out),
+                (3, false) => i8tile_vnni::<3, 1, RU>(r, l, i0, n, out),
+                (2, false) => i8tile_vnni::<2, 1, RU>(r, l, i0, n, out),
+                _ => i8tile_vnni::<1, 1, RU>(r, l, i0, n, out),
+            }
+        }
+        i0 += mr;
+    }
+}
+
+/// # Safety
+/// As [`i8vnni`]; rows i0..i0+MR exist; `NV` vectors cover the `n` lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")]
+unsafe fn i8tile_vnni<const MR: usize, const NV: usize, const RU: bool>(
+    r: &I8Rows<'_>,
+    l: &I8Lanes<'_>,
+    i0: usize,
+    n: usize,
+    out: &mut Out<'_>,
+) {
+    const NT: usize = 32;
+    let nb = r.blocks;
+    let rv = r.vals.as_ptr();
+    let lv = l.vals.as_ptr();
+    let mut facc = [[_mm512_setzero_ps(); NV]; MR];
+    for b in 0..nb {
+        let mut iacc = [[_mm512_setzero_si512(); NV]; MR];
+        if let Some(lc) = l.corr {
+            for v in 0..NV {
+                // SAFETY: b·32 + 16v + 16 ≤ nb·32 (checked lane corrections).
+                let c = unsafe { _mm512_loadu_si512(lc.as_ptr().add(b * NT + 16 * v).cast()) };
+                for row in iacc.iter_mut() {
+                    row[v] = c;
+                }
+            }
+        }
+        if let Some(rc) = r.corr {
+            for (i, row) in iacc.iter_mut().enumerate() {
+                let c = _mm512_set1_epi32(rc[(i0 + i) * r.d_stride + b]);
+                for x in row.iter_mut() {
+                    *x = _mm512_add_epi32(*x, c);
+                }
+            }
+        }
+        for q in 0..8 {
+            let mut lvec = [_mm512_setzero_si512(); NV];
+            for (v, x) in lvec.iter_mut().enumerate() {
+                // SAFETY: 64 bytes at b·1024 + (q·32 + 16v)·4 lie inside the lane block.
+                *x = unsafe {
+                    _mm512_loadu_si512(lv.add(b * 32 * NT + (q * NT + 16 * v) * 4).cast())
+                };
+            }
+            for (i, row) in iacc.iter_mut().enumerate() {
+                // SAFETY: 4 bytes of row i0 + i, block b, group q: inside the row values.
+                let w = unsafe {
+                    std::ptr::read_unaligned(
+                        rv.add((i0 + i) * r.stride + 32 * b + 4 * q).cast::<i32>(),
+                    )
+                };
+                let w = _mm512_set1_epi32(w);
+                for (v, x) in row.iter_mut().enumerate() {
+                    *x = if RU {
+                        _mm512_dpbusd_epi32(*x, w, lvec[v])
+                    } else {
+                        _mm512_dpbusd_epi32(*x, lvec[v], w)
+                    };
+                }
+            }
+        }
+        let mut ld = [_mm512_setzero_ps(); NV];
+        let mut ls = [_mm512_setzero_ps(); NV];
+        for v in 0..NV {
+            // SAFETY: lane scales/sums hold nb·32 floats (checked).
+            unsafe {
+                ld[v] = _mm512_loadu_ps(l.d.as_ptr().add(b * NT + 16 * v));
+                if r.min.is_some() {
+                    ls[v] = _mm512_loadu_ps(l.sum.as_ptr().add(b * NT + 16 * v));
+                }
+            }
+        }
+        for (i, (frow, irow)) in facc.iter_mut().zip(&iacc).enumerate() {
+            let rd = _mm512_set1_ps(r.d[(i0 + i) * r.d_stride + b]);
+            for v in 0..NV {
+                let s = _mm512_mul_ps(ld[v], rd);
+                frow[v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(irow[v]), s, frow[v]);
+            }
+            if let Some(m) = r.min {
+                let mv = _mm512_set1_ps(m[(i0 + i) * r.d_stride + b]);
+                for v in 0..NV {
+                    frow[v] = _mm512_fnmadd_ps(mv, ls[v], frow[v]);
+                }
+            }
+        }
+    }
+    // SAFETY: rows i0..i0+MR and lanes < n are inside the checked output view.
+    unsafe { store_tile512(&facc, i0, n, out) }
+}
+
+/// Writes an (MR × NV·16) tile's first `n` lanes at row `i0` of `out`.
+///
+/// # Safety
+/// AVX-512 available; rows i0..i0+MR and lanes < n inside `out` (checked by the caller).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn store_tile512<const MR: usize, const NV: usize>(
+    acc: &[[__m512; NV]; MR],
+    i0: usize,
+    n: usize,
+    out: &mut Out<'_>,
+) {
+    let c = out.ptr();
+    if out.cs == 1 {
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &a) in row.iter().enumerate() {
+                let m = mask16(n.saturating_sub(16 * v));
+                if m == 0 {
+                    continue;
+                }
+                // SAFETY: lane 16v < n is in bounds; masked lanes untouched.
+                unsafe {
+                    let p = c.add((i0 + i) * out.rs + 16 * v);
+                    let x = if out.accumulate {
+                        _mm512_add_ps(a, _mm512_maskz_loadu_ps(m, p))
+                    } else {
+                        a
+                    };
+                    _mm512_mask_storeu_ps(p, m, x);
+                }
+            }
+        }
+    } else {
+        // Lane-major writes: for each lane, the MR rows' values (adjacent when rs = 1).
+        let mut buf = [[0f32; 32]; MR];
+        for (row, b) in acc.iter().zip(buf.iter_mut()) {
+            for (v, &a) in row.iter().enumerate() {
+                // SAFETY: each `buf` row holds 32 floats and v < 2.
+                unsafe { _mm512_storeu_ps(b.as_mut_ptr().add(16 * v), a) };
+            }
+        }
+        for j in 0..n {
+            for (i, b) in buf.iter().enumerate() {
+                // SAFETY: (i0 + i, j) inside the checked output view.
+                let o = unsafe { &mut *c.add((i0 + i) * out.rs + j * out.cs) };
+                *o = if out.accumulate { *o + b[j] } else { b[j] };
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// int8 kernel, AVX2: rows × 16 lanes, i8·i8 through `vpsignb` + `vpmaddubsw` + `vpmaddwd`.
+
+const MR_AVX2: usize = 2;
+
+/// # Safety
+/// AVX2 available; views checked for a 16-lane block; both operands i8 in −127..=127.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn i8avx2(r: &I8Rows<'_>, l: &I8Lanes<'_>, n: usize, out: &mut Out<'_>) {
+    // SAFETY: forwarded contract.
+    unsafe { i8avx2_body(r, l, n, out) }
+}
+
+/// # Safety
+/// As [`i8avx2`].
+#[inline(always)]
+unsafe fn i8avx2_body(r: &I8Rows<'_>, l: &I8Lanes<'_>, n: usize, out: &mut Out<'_>) {
+    let mut i0 = 0;
+    while i0 < r.rows {
+        let mr = (r.rows - i0).min(MR_AVX2);
+        // SAFETY: rows i0..i0+mr inside the checked views.
+        unsafe {
+            match (mr, n > 8) {
+                (2, true) => i8tile_avx2::<2, 2>(r, l, i0, n, out),
+                (1, true) => i8tile_avx2::<1, 2>(r, l, i0, n, out),
+                (2, false) => i8tile_avx2::<2, 1>(r, l, i0, n, out),
+                _ => i8tile_avx2::<1, 1>(r, l, i0, n, out),
+            }
+        }
+        i0 += mr;
+    }
+}
+
+/// # Safety
+/// As [`i8avx2`]; rows i0..i0+MR exist.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn i8tile_avx2<const MR: usize, const NV: usize>(
+    r: &I8Rows<'_>,
+    l: &I8Lanes<'_>,
+    i0: usize,
+    n: usize,
+    out: &mut Out<'_>,
+) {
+    const NT: usize = 16;
+    let nb = r.blocks;
+    let rv = r.vals.as_ptr();
+    let lv = l.vals.as_ptr();
+    let ones = _mm256_set1_epi16(1);
+    let mut facc = [[_mm256_setzero_ps(); NV]; MR];
+    for b in 0..nb {
+        let mut iacc = [[_mm256_setzero_si256(); NV]; MR];
+        for q in 0..8 {
+            let mut lvec = [_mm256_setzero_si256(); NV];
+            let mut labs = [_mm256_setzero_si256(); NV];
+            for v in 0..NV {
+                // SAFETY: 32 bytes at b·512 + (q·16 + 8v)·4 inside the lane block.
+                lvec[v] = unsafe {
+                    _mm256_loadu_si256(lv.add(b * 32 * NT + (q * NT + 8 * v) * 4).cast())
+                };
+                labs[v] = _mm256_sign_epi8(lvec[v], lvec[v]);
+            }
+            for (i, row) in iacc.iter_mut().enumerate() {
+                // SAFETY: 4 bytes of row i0 + i, block b, group q.
+                let w = unsafe {
+                    std::ptr::read_unaligned(
+                        rv.add((i0 + i) * r.stride + 32 * b + 4 * q).cast::<i32>(),
+                    )
+                };
+                let w = _mm256_set1_epi32(w);
+                for v in 0..NV {
+                    // |l| · (w · sign l) = l · w; |l| ≤ 127 so pair sums fit in i16.
+                    let p16 = _mm256_maddubs_epi16(labs[v], _mm256_sign_epi8(w, lvec[v]));
+                    row[v] = _mm256_add_epi32(row[v], _mm256_madd_epi16(p16, ones));
+                }
+            }
+        }
+        for (i, (frow, irow)) in facc.iter_mut().zip(&iacc).enumerate() {
+            let rd = _mm256_set1_ps(r.d[(i0 + i) * r.d_stride + b]);
+            for v in 0..NV {
+                // SAFETY: lane scales hold nb·16 floats (checked).
+                let ld = unsafe { _mm256_loadu_ps(l.d.as_ptr().add(b * NT + 8 * v)) };
+                frow[v] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(irow[v]), _mm256_mul_ps(ld, rd), frow[v]);
+                if let Some(m) = r.min {
+                    // SAFETY: lane sums hold nb·16 floats (checked).
+                    let ls = unsafe { _mm256_loadu_ps(l.sum.as_ptr().add(b * NT + 8 * v)) };
+                    frow[v] =
+                        _mm256_fnmadd_ps(_mm256_set1_ps(m[(i0 + i) * r.d_stride + b]), ls, frow[v]);
+                }
+            }
+        }
+    }
+    let c = out.ptr();
+    let mut buf = [0f32; 16];
+    for (i, row) in facc.iter().enumerate() {
+        for (v, &a) in row.iter().enumerate() {
+            // SAFETY: `buf` holds 16 floats, v < 2.
+            unsafe { _mm256_storeu_ps(buf.as_mut_ptr().add(8 * v), a) };
+        }
+        for (j, &x) in buf[..n].iter().enumerate() {
+            // SAFETY: (i0 + i, j) inside the checked output view.
+            let o = unsafe { &mut *c.add((i0 + i) * out.rs + j * out.cs) };
+            *o = if out.accumulate { *o + x } else { x };
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Dot products.
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn dot512(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (u, x) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 16u + 16 ≤ n.
+            unsafe {
+                *x = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(pa.add(i + 16 * u)),
+                    _mm512_loadu_ps(pb.add(i + 16 * u)),
+                    *x,
+                );
+            }
+        }
+        i += 64;
+    }
+    while i < n {
+        let m = mask16(n - i);
+        // SAFETY: lane i < n; masked lanes untouched.
+        unsafe {
+            acc[0] = _mm512_fmadd_ps(
+                _mm512_maskz_loadu_ps(m, pa.add(i)),
+                _mm512_maskz_loadu_ps(m, pb.add(i)),
+                acc[0],
+            );
+        }
+        i += 16;
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(s)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot256(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (u, x) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8u + 8 ≤ n.
+            unsafe {
+                *x = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i + 8 * u)),
+                    _mm256_loadu_ps(pb.add(i + 8 * u)),
+                    *x,
+                );
+            }
+        }
+        i += 32;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds 8 floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), s) };
+    let mut t = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for j in i..n {
+        t += a[j] * b[j];
+    }
+    t
+}
+
+// ------------------------------------------------------------------------------------------
+// Dequantization of Q8_0 and Q4_0 rows (other types: the reference kernels).
+
+#[inline(always)]
+fn f16_bits(b: &[u8]) -> u16 {
+    u16::from_le_bytes([b[0], b[1]])
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn dequant512(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
+    match ty {
+        GgmlType::Q8_0 => {
+            for (blk, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(32)) {
+                let d = _mm512_set1_ps(f16_to_f32(f16_bits(blk)));
+                for h in 0..2 {
+                    // SAFETY: 16 bytes at 2 + 16h inside the 34-byte block; 16 floats at 16h
+                    // inside the 32-float output chunk.
+                    unsafe {
+                        let q = _mm_loadu_si128(blk.as_ptr().add(2 + 16 * h).cast());
+                        let f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+                        _mm512_storeu_ps(y.as_mut_ptr().add(16 * h), _mm512_mul_ps(f, d));
+                    }
+                }
+            }
+            true
+        }
+        GgmlType::Q4_0 => {
+            let low = _mm_set1_epi8(0x0f);
+            let eight = _mm_set1_epi8(8);
+            for (blk, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(32)) {
+                let d = _mm512_set1_ps(f16_to_f32(f16_bits(blk)));
+                // SAFETY: 16 bytes at 2 inside the 18-byte block; 32 floats of output.
+                unsafe {
+                    let q = _mm_loadu_si128(blk.as_ptr().add(2).cast());
+                    let lo = _mm_sub_epi8(_mm_and_si128(q, low), eight);
+                    let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight);
+                    let flo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo));
+                    let fhi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi));
+                    _mm512_storeu_ps(y.as_mut_ptr(), _mm512_mul_ps(flo, d));
+                    _mm512_storeu_ps(y.as_mut_ptr().add(16), _mm512_mul_ps(fhi, d));
+                }
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequant256(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
+    match ty {
+        GgmlType::Q8_0 => {
+            for (blk, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(32)) {
+                let d = _mm256_set1_ps(f16_to_f32(f16_bits(blk)));
+                for h in 0..4 {
+                    // SAFETY: 8 bytes at 2 + 8h inside the block; 8 floats at 8h of output.
+                    unsafe {
+                        let q = _mm_loadl_epi64(blk.as_ptr().add(2 + 8 * h).cast());
+                        let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                        _mm256_storeu_ps(y.as_mut_ptr().add(8 * h), _mm256_mul_ps(f, d));
+                    }
+                }
+            }
+            true
+        }
+        GgmlType::Q4_0 => {
+            let low = _mm_set1_epi8(0x0f);
+            let eight = _mm_set1_epi8(8);
+            for (blk, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(32)) {
+                let d = _mm256_set1_ps(f16_to_f32(f16_bits(blk)));
+                // SAFETY: 16 bytes at 2 inside the block; 32 floats of output.
+                unsafe {
+                    let q = _mm_loadu_si128(blk.as_ptr().add(2).cast());
+                    let lo = _mm_sub_epi8(_mm_and_si128(q, low), eight);
+                    let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight);
+                    for (h, v) in [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+                        _mm256_storeu_ps(y.as_mut_ptr().add(8 * h), _mm256_mul_ps(f, d));
+                    }
+                }
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+#[inline(always)]
+fn f16_to_f32(h: u16) -> f32 {
+    crate::quant::reference::f16_to_f32(h)
+}
