@@ -45,6 +45,13 @@ pub enum Error {
     /// An adapter or safetensors file that cannot be used (names the file and what is wrong).
     #[error("{}: {msg}", path.display())]
     Adapter { path: PathBuf, msg: String },
+    /// A safetensors file is malformed (the error names the file, the tensor and the field).
+    #[error("{}: {source}", path.display())]
+    Safetensors {
+        path: PathBuf,
+        #[source]
+        source: SafetensorsError,
+    },
     /// A data file (JSONL, text) could not be understood.
     #[error("{}:{line}: {msg}", path.display())]
     Data {
@@ -59,8 +66,8 @@ pub enum Error {
     /// half-applied.
     #[error("cancelled")]
     Cancelled,
-    /// Training diverged: a loss or gradient that is not a finite number (nothing was
-    /// applied).
+    /// Training diverged: a loss or gradient that is not a finite number (the message names
+    /// the step, the block and the tensor; nothing was applied).
     #[error("{0}")]
     Numeric(String),
 }
@@ -176,6 +183,60 @@ pub enum GgufError {
     },
 }
 
+/// Errors of the safetensors reader. Offsets are counted from the start of the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SafetensorsError {
+    #[error("{len} bytes is too short for a safetensors file (the header length alone is 8)")]
+    TooShort { len: u64 },
+    #[error("header length {header_len} at offset 0 is past the end of the {file_len}-byte file — truncated download?")]
+    HeaderPastEnd { header_len: u64, file_len: u64 },
+    #[error(
+        "header length {header_len} at offset 0 is over the {limit} bytes this reader accepts"
+    )]
+    HeaderTooLarge { header_len: u64, limit: u64 },
+    #[error("the header (offset 8, {header_len} bytes) is not valid JSON: {reason}")]
+    HeaderJson { header_len: u64, reason: String },
+    #[error("the header is not a JSON object")]
+    HeaderNotObject,
+    #[error("\"__metadata__\" is not an object of strings")]
+    BadMetadata,
+    #[error("tensor {tensor:?}: field {field:?} is missing or not {expected}")]
+    BadField {
+        tensor: String,
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("tensor {tensor:?}: dtype {dtype} is not supported (F32, F16, BF16)")]
+    UnsupportedDtype { tensor: String, dtype: String },
+    #[error("tensor {tensor:?}: shape {shape:?} has {n_dims} dimensions, more than {limit}")]
+    TooManyDims {
+        tensor: String,
+        shape: Vec<u64>,
+        n_dims: usize,
+        limit: usize,
+    },
+    #[error("tensor {tensor:?}: the size of shape {shape:?} overflows")]
+    ShapeOverflow { tensor: String, shape: Vec<u64> },
+    #[error("tensor {tensor:?}: data_offsets [{begin}, {end}] are outside the {data_len}-byte data section (which starts at offset {data_start}) — truncated download?")]
+    OffsetsOutOfBounds {
+        tensor: String,
+        begin: u64,
+        end: u64,
+        data_start: u64,
+        data_len: u64,
+    },
+    #[error("tensor {tensor:?}: shape {shape:?} of {dtype} needs {need} bytes, data_offsets give {have}")]
+    SizeMismatch {
+        tensor: String,
+        shape: Vec<u64>,
+        dtype: String,
+        need: u64,
+        have: u64,
+    },
+    #[error("tensors {first:?} and {second:?} overlap in the data section")]
+    Overlap { first: String, second: String },
+}
+
 /// Errors of quantization and dequantization.
 #[derive(Debug, thiserror::Error)]
 pub enum QuantError {
@@ -219,6 +280,8 @@ pub enum ModelError {
     },
     #[error("invalid model configuration: {0}")]
     Config(String),
+    #[error("metadata key {key:?} = {value} is more than the {limit} this engine accepts")]
+    Limit { key: String, value: u64, limit: u64 },
     #[error("token id {token} is outside the vocabulary of {vocab} tokens")]
     TokenOutOfRange { token: u32, vocab: usize },
     #[error("sequence of {len} tokens exceeds the context of {context} tokens")]
@@ -234,6 +297,8 @@ pub enum TokenizerError {
     UnknownPre { pre: String, known: String },
     #[error("the vocabulary (tokenizer.ggml.tokens) is empty")]
     EmptyVocab,
+    #[error("the vocabulary (tokenizer.ggml.tokens) has {n} tokens, more than the {limit} this reader accepts")]
+    VocabTooLarge { n: usize, limit: u64 },
     #[error("metadata key {key:?} has {found} items, but the vocabulary has {expected} tokens")]
     ArrayLength {
         key: &'static str,

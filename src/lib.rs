@@ -32,6 +32,8 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gguf;
 pub mod infer;
 pub mod kernels;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SafetensorsError};
 use crate::fsutil::write_atomic;
 
 /// Headers larger than this are refused before they are read (the reference implementation
@@ -32,91 +32,136 @@ pub enum Dtype {
     F16,
 }
 
+/// Most dimensions a tensor may have.
+pub const MAX_DIMS: usize = 8;
+
 /// Reads every tensor of `path` (and the `__metadata__` map).
 pub fn read(path: &Path) -> Result<Contents> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse(&bytes).map_err(|msg| Error::Adapter {
+    parse(&bytes).map_err(|source| Error::Safetensors {
         path: path.into(),
-        msg,
+        source,
     })
 }
 
-/// Parses a safetensors image; the error says what is wrong.
-pub fn parse(bytes: &[u8]) -> std::result::Result<Contents, String> {
-    if bytes.len() < 8 {
-        return Err(format!(
-            "{} bytes is too short for a safetensors file",
-            bytes.len()
-        ));
+/// Parses a safetensors image. Every length, offset and shape is checked (in u64, against
+/// the bytes present) before anything is allocated for it; each malformation has its own
+/// [`SafetensorsError`].
+pub fn parse(bytes: &[u8]) -> std::result::Result<Contents, SafetensorsError> {
+    let file_len = bytes.len() as u64;
+    let Some((len_bytes, rest)) = bytes.split_first_chunk::<8>() else {
+        return Err(SafetensorsError::TooShort { len: file_len });
+    };
+    let header_len = u64::from_le_bytes(*len_bytes);
+    if header_len > rest.len() as u64 {
+        return Err(SafetensorsError::HeaderPastEnd {
+            header_len,
+            file_len,
+        });
     }
-    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| "header length")?);
-    if n > MAX_HEADER || n > (bytes.len() - 8) as u64 {
-        return Err(format!(
-            "header length {n} is past the end of the {}-byte file (or over {MAX_HEADER})",
-            bytes.len()
-        ));
+    if header_len > MAX_HEADER {
+        return Err(SafetensorsError::HeaderTooLarge {
+            header_len,
+            limit: MAX_HEADER,
+        });
     }
-    let header: Value = serde_json::from_slice(&bytes[8..8 + n as usize])
-        .map_err(|e| format!("header is not valid JSON: {e}"))?;
-    let obj = header.as_object().ok_or("header is not a JSON object")?;
-    let data = &bytes[8 + n as usize..];
+    // `header_len` fits in the bytes present, hence in usize.
+    let (head, data) = rest.split_at(header_len as usize);
+    let header: Value = serde_json::from_slice(head).map_err(|e| SafetensorsError::HeaderJson {
+        header_len,
+        reason: e.to_string(),
+    })?;
+    let obj = header
+        .as_object()
+        .ok_or(SafetensorsError::HeaderNotObject)?;
+    let data_start = 8 + header_len;
+    let data_len = data.len() as u64;
     let mut tensors = BTreeMap::new();
     let mut metadata = BTreeMap::new();
     let mut spans = Vec::new();
     for (name, info) in obj {
         if name == "__metadata__" {
-            for (k, v) in info.as_object().ok_or("__metadata__ is not an object")? {
+            let m = info.as_object().ok_or(SafetensorsError::BadMetadata)?;
+            for (k, v) in m {
                 metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
             }
             continue;
         }
-        let bad = |what: &str| format!("tensor {name:?}: {what}");
-        let dtype = info["dtype"].as_str().ok_or_else(|| bad("no dtype"))?;
-        let shape: Vec<usize> = info["shape"]
-            .as_array()
-            .ok_or_else(|| bad("no shape"))?
+        let field = |field: &'static str, expected: &'static str| SafetensorsError::BadField {
+            tensor: name.clone(),
+            field,
+            expected,
+        };
+        let dtype = info
+            .get("dtype")
+            .and_then(Value::as_str)
+            .ok_or_else(|| field("dtype", "a string"))?;
+        let dims = info
+            .get("shape")
+            .and_then(Value::as_array)
+            .ok_or_else(|| field("shape", "a list of non-negative integers"))?;
+        if dims.len() > MAX_DIMS {
+            return Err(SafetensorsError::TooManyDims {
+                tensor: name.clone(),
+                shape: dims.iter().filter_map(Value::as_u64).collect(),
+                n_dims: dims.len(),
+                limit: MAX_DIMS,
+            });
+        }
+        let shape: Vec<u64> = dims
             .iter()
             .map(|d| {
                 d.as_u64()
-                    .map(|d| d as usize)
-                    .ok_or_else(|| bad("shape has a non-integer dimension"))
+                    .ok_or_else(|| field("shape", "a list of non-negative integers"))
             })
             .collect::<std::result::Result<_, _>>()?;
-        let offs = info["data_offsets"]
-            .as_array()
-            .filter(|a| a.len() == 2)
-            .ok_or_else(|| bad("data_offsets must be [begin, end]"))?;
-        let (b, e) = match (offs[0].as_u64(), offs[1].as_u64()) {
-            (Some(b), Some(e)) if b <= e && e <= data.len() as u64 => (b as usize, e as usize),
-            _ => {
-                return Err(bad(&format!(
-                    "data_offsets {offs:?} are outside the {}-byte data section",
-                    data.len()
-                )))
-            }
-        };
-        let elem = match dtype {
+        let offs = info
+            .get("data_offsets")
+            .and_then(Value::as_array)
+            .and_then(|a| match a.as_slice() {
+                [b, e] => Some((b.as_u64()?, e.as_u64()?)),
+                _ => None,
+            })
+            .ok_or_else(|| field("data_offsets", "[begin, end] (two non-negative integers)"))?;
+        let (b, e) = offs;
+        if b > e || e > data_len {
+            return Err(SafetensorsError::OffsetsOutOfBounds {
+                tensor: name.clone(),
+                begin: b,
+                end: e,
+                data_start,
+                data_len,
+            });
+        }
+        let elem: u64 = match dtype {
             "F32" => 4,
             "F16" | "BF16" => 2,
             other => {
-                return Err(bad(&format!(
-                    "dtype {other} is not supported (F32, F16, BF16)"
-                )))
+                return Err(SafetensorsError::UnsupportedDtype {
+                    tensor: name.clone(),
+                    dtype: other.to_string(),
+                })
             }
         };
-        let count = shape
+        let need = shape
             .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| bad("shape overflows"))?;
-        if count.checked_mul(elem) != Some(e - b) {
-            return Err(bad(&format!(
-                "shape {shape:?} of {dtype} needs {} bytes, data_offsets give {}",
-                count * elem,
-                e - b
-            )));
+            .try_fold(elem, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| SafetensorsError::ShapeOverflow {
+                tensor: name.clone(),
+                shape: shape.clone(),
+            })?;
+        if need != e - b {
+            return Err(SafetensorsError::SizeMismatch {
+                tensor: name.clone(),
+                shape,
+                dtype: dtype.to_string(),
+                need,
+                have: e - b,
+            });
         }
+        // Both offsets are inside `data`, hence fit in usize.
+        let raw = &data[b as usize..e as usize];
         spans.push((b, e, name.clone()));
-        let raw = &data[b..e];
         let values: Vec<f32> = match dtype {
             "F32" => raw
                 .chunks_exact(4)
@@ -131,6 +176,15 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Contents, String> {
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
         };
+        // A dim can still exceed usize on 32-bit targets when another dim is zero.
+        let shape = shape
+            .iter()
+            .map(|&d| usize::try_from(d).ok())
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| SafetensorsError::ShapeOverflow {
+                tensor: name.clone(),
+                shape: shape.clone(),
+            })?;
         tensors.insert(
             name.clone(),
             Tensor {
@@ -139,10 +193,17 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Contents, String> {
             },
         );
     }
+    // Empty tensors take no bytes and overlap nothing.
+    spans.retain(|(b, e, _)| b < e);
     spans.sort();
     for w in spans.windows(2) {
-        if w[1].0 < w[0].1 {
-            return Err(format!("tensors {:?} and {:?} overlap", w[0].2, w[1].2));
+        if let [(_, end0, first), (b1, _, second)] = w {
+            if b1 < end0 {
+                return Err(SafetensorsError::Overlap {
+                    first: first.clone(),
+                    second: second.clone(),
+                });
+            }
         }
     }
     Ok((tensors, metadata))
@@ -275,7 +336,10 @@ mod tests {
         }
         let mut huge = good.clone();
         huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(parse(&huge).unwrap_err().contains("past the end"));
+        assert!(matches!(
+            parse(&huge),
+            Err(SafetensorsError::HeaderPastEnd { .. })
+        ));
         let with = |h: &str| {
             let mut v = (h.len() as u64).to_le_bytes().to_vec();
             v.extend_from_slice(h.as_bytes());
@@ -303,9 +367,14 @@ mod tests {
                 r#"{"t": {"dtype": "F32", "shape": [4611686018427387904, 4], "data_offsets": [0, 8]}}"#,
                 "overflows",
             ),
+            // The element count fits but its size in bytes does not: refused, not wrapped.
+            (
+                r#"{"t": {"dtype": "F32", "shape": [4611686018427387904], "data_offsets": [0, 8]}}"#,
+                "overflows",
+            ),
             (r#"[1, 2]"#, "not a JSON object"),
         ] {
-            let e = parse(&with(h)).unwrap_err();
+            let e = parse(&with(h)).unwrap_err().to_string();
             assert!(e.contains(needle), "{h}: {e}");
         }
     }

@@ -124,6 +124,10 @@ pub struct TrainArgs {
     /// Skip (and count) malformed data lines instead of failing.
     #[arg(long)]
     pub skip_bad_lines: bool,
+    /// Skip (and count) batches whose loss or gradient is not a finite number instead of
+    /// stopping with an error (a whole epoch of them in a row still stops the run).
+    #[arg(long)]
+    pub skip_nonfinite: bool,
     /// Memory budget (K/M/G suffixes): the run is planned to stay inside it, or refused.
     #[arg(long, value_parser = super::args::parse_size)]
     pub budget: Option<u64>,
@@ -450,6 +454,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let n_records = records.len();
     let n_valid = valid.len();
     let mut run = Run::new(&model, adapter, cfg, records, valid, opts)?;
+    run.set_skip_nonfinite(a.skip_nonfinite);
     let resumed = if a.resume.is_some() {
         run.resume()?
     } else {
@@ -522,6 +527,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         m.insert("best_valid_loss".into(), json!(summary.best_valid));
         m.insert("seconds".into(), json!(summary.seconds));
         m.insert("tokens_per_s".into(), json!(summary.tokens_per_s));
+        m.insert("skipped_nonfinite".into(), json!(summary.skipped_nonfinite));
         m.insert("parameters".into(), json!(n_params));
         m.insert("peak_heap_bytes".into(), json!(heap::peak()));
         m.insert("budget_bytes".into(), json!(a.budget));
@@ -539,9 +545,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 format!(" (interrupted; resume with --resume {})", out.display())
             }
         };
-        let val = summary
+        let mut val = summary
             .best_valid
             .map_or(String::new(), |v| format!(", best validation loss {v:.4}"));
+        if summary.skipped_nonfinite > 0 {
+            val += &format!(", {} non-finite batches skipped", summary.skipped_nonfinite);
+        }
         writeln!(
             out_lock,
             "saved adapter to {} after {} steps{how}: loss {:.4} → {:.4}{val}, {:.1} s, {:.0} tokens/s",

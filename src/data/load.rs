@@ -37,6 +37,18 @@ pub fn load_dataset(
     opts: LoadOptions,
 ) -> Result<Dataset> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_dataset(path, &text, tok, chat, opts)
+}
+
+/// [`load_dataset`] over text already read: `path` names the file in errors and its
+/// extension (`.txt` or not) picks plain text or JSONL.
+pub fn parse_dataset(
+    path: &Path,
+    text: &str,
+    tok: Option<&Tokenizer>,
+    chat: Option<&ChatTemplate>,
+    opts: LoadOptions,
+) -> Result<Dataset> {
     let bad = |line: usize, msg: String| Error::Data {
         path: path.into(),
         line,
@@ -49,7 +61,7 @@ pub fn load_dataset(
     let mut skipped = Vec::new();
     let format = if is_txt {
         lines.extend(
-            split_documents(&text)
+            split_documents(text)
                 .into_iter()
                 .map(|(n, d)| (n, RawRecord::Text(d))),
         );
@@ -101,7 +113,8 @@ pub fn load_dataset(
                 opts: opts.encode,
             }
             .encode(raw),
-            (_, None) => unreachable!("checked above"),
+            // Not reached: a text format without a tokenizer was refused above.
+            (_, None) => Err("this record needs the model's tokenizer".to_string()),
         };
         match rec {
             Ok(r) => records.push(r),

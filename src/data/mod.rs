@@ -10,6 +10,6 @@ pub mod raw;
 
 pub use encode::{EncodeOptions, Encoder};
 pub use jsonl::{parse_ids_record, read_ids_jsonl, TokenRecord};
-pub use load::{held_out, hold_out, load_dataset, Dataset, LoadOptions};
+pub use load::{held_out, hold_out, load_dataset, parse_dataset, Dataset, LoadOptions};
 pub use pack::pack;
 pub use raw::{DataFormat, RawRecord};

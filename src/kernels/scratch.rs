@@ -4,7 +4,9 @@
 //! Slots by convention: 0 = a call's operand packed by the calling thread (read by its
 //! tasks), 1 and 2 = one task's temporaries, 3 = a second call-level buffer. A task never
 //! runs nested parallel work while it holds a slot, so a rayon worker that steals a task
-//! while its caller holds slot 0 uses different slots.
+//! while its caller holds slot 0 uses different slots. A worker can also run a whole other
+//! call while it waits (several callers on one pool); a slot still held then is not shared:
+//! that call allocates its own buffer.
 
 use std::cell::RefCell;
 
@@ -20,12 +22,18 @@ macro_rules! with_buf {
     ($(#[$doc:meta])* $name:ident, $tl:ident, $t:ty) => {
         $(#[$doc])*
         pub fn $name<R>(slot: usize, n: usize, f: impl FnOnce(&mut [$t]) -> R) -> R {
-            $tl.with(|cells| {
-                let mut buf = cells[slot].borrow_mut();
-                if buf.len() < n {
-                    buf.resize(n, Default::default());
+            $tl.with(|cells| match cells[slot].try_borrow_mut() {
+                Ok(mut buf) => {
+                    if buf.len() < n {
+                        buf.resize(n, Default::default());
+                    }
+                    f(&mut buf[..n])
                 }
-                f(&mut buf[..n])
+                // The slot is held further up this thread's stack: a rayon worker waiting
+                // inside one kernel call ran another caller's job (two trainers, or a
+                // trainer and a generation, on one model's pool). That call gets a buffer
+                // of its own.
+                Err(_) => f(&mut vec![<$t>::default(); n]),
             })
         }
     };

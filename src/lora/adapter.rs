@@ -200,6 +200,73 @@ impl<F: Real> Adapter<F> {
     }
 }
 
+/// Where an adapter-shaped tensor set (weights, gradients, moments) holds a value that is
+/// NaN or infinite: see [`Adapter::find_non_finite`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct NonFinite {
+    /// The block (`blk.N`).
+    pub layer: usize,
+    pub target: Target,
+    /// `"lora_a"` or `"lora_b"`.
+    pub tensor: &'static str,
+    /// Index of the first bad value in that tensor, and the value.
+    pub index: usize,
+    pub value: f64,
+    /// How many of the adapter's tensors hold a non-finite value.
+    pub n_tensors: usize,
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "blk.{}.{}.{}[{}] = {} ({} tensor(s) affected)",
+            self.layer,
+            self.target.gguf_tensor(),
+            self.tensor,
+            self.index,
+            self.value,
+            self.n_tensors
+        )
+    }
+}
+
+impl<F: Real> Adapter<F> {
+    /// The non-finite values of this adapter, if any: the first one met scanning blocks
+    /// from the last to the first (the order of the backward pass, so for gradients the
+    /// block where it appeared), targets in [`Target::ALL`] order, B before A.
+    pub fn find_non_finite(&self) -> Option<NonFinite> {
+        let mut found: Option<NonFinite> = None;
+        let mut n_tensors = 0;
+        for (layer, la) in self.layers.iter().enumerate().rev() {
+            for t in Target::ALL {
+                let Some(p) = &la[t.index()] else { continue };
+                for (tensor, v) in [("lora_b", &p.b), ("lora_a", &p.a)] {
+                    if let Some((index, value)) = first_non_finite(v) {
+                        n_tensors += 1;
+                        found.get_or_insert(NonFinite {
+                            layer,
+                            target: t,
+                            tensor,
+                            index,
+                            value,
+                            n_tensors: 0,
+                        });
+                    }
+                }
+            }
+        }
+        found.map(|f| NonFinite { n_tensors, ..f })
+    }
+}
+
+/// The first value of `v` that is NaN or infinite, with its index.
+pub fn first_non_finite<F: Real>(v: &[F]) -> Option<(usize, f64)> {
+    v.iter()
+        .position(|x| !x.to_f64().is_finite())
+        .map(|i| (i, v[i].to_f64()))
+}
+
 /// Fills A (r, in): Kaiming-uniform U(−1/√in, 1/√in) (PEFT's default, kaiming_uniform_
 /// with a = √5) or Gaussian N(0, 1/r²) (PEFT's "gaussian").
 fn init_a<F: Real>(a: &mut [F], inp: usize, r: usize, init: LoraInit, rng: &mut Rng) {

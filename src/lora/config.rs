@@ -198,6 +198,10 @@ impl LoraInit {
     }
 }
 
+/// The largest LoRA rank accepted, from the command line or from an adapter file (a rank is
+/// an allocation size: A is r × in and B out × r per target and block).
+pub const MAX_RANK: usize = 4096;
+
 /// Everything that defines an adapter's shape and starting point.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoraConfig {
@@ -236,9 +240,9 @@ impl LoraConfig {
 
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
-        if self.r == 0 || self.r > 4096 {
+        if self.r == 0 || self.r > MAX_RANK {
             return Err(Error::InvalidArgument(format!(
-                "rank {} must be between 1 and 4096",
+                "rank {} must be between 1 and {MAX_RANK}",
                 self.r
             )));
         }

@@ -17,8 +17,8 @@
 
 use std::path::Path;
 
-use super::adapter::{target_shape, Adapter, LayerAdapter, LoraPair};
-use super::config::{LayerSelection, LoraConfig, LoraInit, Target};
+use super::adapter::{first_non_finite, target_shape, Adapter, LayerAdapter, LoraPair};
+use super::config::{LayerSelection, LoraConfig, LoraInit, Target, MAX_RANK};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, GgufWriter, Value};
 use crate::model::ModelConfig;
@@ -134,6 +134,11 @@ pub fn save(
 /// (alpha / its rank, or 1 when alpha is 0 or absent); shapes are checked against the model.
 pub fn load(path: &Path, model: &ModelConfig) -> Result<Adapter> {
     let f = GgufFile::open(path)?;
+    from_file(&f, path, model)
+}
+
+/// [`load`] from an open GGUF file; `path` names it in errors.
+pub fn from_file(f: &GgufFile, path: &Path, model: &ModelConfig) -> Result<Adapter> {
     let err = |msg: String| Error::Adapter {
         path: path.to_path_buf(),
         msg,
@@ -158,6 +163,11 @@ pub fn load(path: &Path, model: &ModelConfig) -> Result<Adapter> {
         )));
     }
     let alpha = f.opt_f32("adapter.lora.alpha")?.unwrap_or(0.0);
+    if !alpha.is_finite() {
+        return Err(err(format!(
+            "adapter.lora.alpha = {alpha} is not a finite number"
+        )));
+    }
     let read = |name: &str| -> Result<(Vec<u64>, Vec<f32>)> {
         let t = f.require_tensor(name)?;
         let n =
@@ -196,15 +206,30 @@ pub fn load(path: &Path, model: &ModelConfig) -> Result<Adapter> {
         if f.tensor_info(&b_name).is_none() {
             return Err(err(format!("{name:?} has no matching {b_name:?}")));
         }
-        let (a_dims, a) = read(name)?;
-        let (b_dims, b) = read(&b_name)?;
+        // Shapes are checked before anything is allocated for the values.
+        let a_dims = f.require_tensor(name)?.info.dims.clone();
+        let b_dims = f.require_tensor(&b_name)?.info.dims.clone();
         let (out, inp) = target_shape(model, t);
-        let r = a_dims.get(1).copied().unwrap_or(0) as usize;
+        let r = usize::try_from(a_dims.get(1).copied().unwrap_or(0)).unwrap_or(usize::MAX);
         if r == 0 || a_dims != [inp as u64, r as u64] || b_dims != [r as u64, out as u64] {
             return Err(err(format!(
                 "{name} {a_dims:?} / {b_name} {b_dims:?} do not fit the model's {out}×{inp} {} (expected [{inp}, r] and [r, {out}]) — trained for another base model?",
                 t.gguf_tensor()
             )));
+        }
+        if r > MAX_RANK {
+            return Err(err(format!(
+                "{name}: rank {r} is over the {MAX_RANK} this reader accepts"
+            )));
+        }
+        let (_, a) = read(name)?;
+        let (_, b) = read(&b_name)?;
+        for (n, values) in [(name, &a), (b_name.as_str(), &b)] {
+            if let Some((i, v)) = first_non_finite(values) {
+                return Err(err(format!(
+                    "tensor {n:?}: value {i} is {v}; an adapter must hold finite numbers"
+                )));
+            }
         }
         max_r = max_r.max(r);
         layers[layer][t.index()] = Some(LoraPair {

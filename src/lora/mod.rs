@@ -8,8 +8,8 @@ pub mod merge;
 pub mod peft;
 pub mod stack;
 
-pub use adapter::{target_shape, Adapter, LayerAdapter, LoraPair};
-pub use config::{LayerSelection, LoraConfig, LoraInit, Target};
+pub use adapter::{target_shape, Adapter, LayerAdapter, LoraPair, NonFinite};
+pub use config::{LayerSelection, LoraConfig, LoraInit, Target, MAX_RANK};
 pub use stack::{combine, AdapterSet};
 
 use std::path::Path;

@@ -17,8 +17,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::adapter::{target_shape, Adapter, LayerAdapter, LoraPair};
-use super::config::{scale_for, LayerSelection, LoraConfig, LoraInit, Target};
+use super::adapter::{first_non_finite, target_shape, Adapter, LayerAdapter, LoraPair};
+use super::config::{scale_for, LayerSelection, LoraConfig, LoraInit, Target, MAX_RANK};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::{Arch, ModelConfig};
@@ -216,54 +216,118 @@ fn config_json(adapter: &Adapter, model: &ModelConfig, base_model: &str) -> Valu
 pub fn load(dir: &Path, model: &ModelConfig) -> Result<Adapter> {
     let cfg_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let err = |msg: String| Error::Adapter {
+    // The configuration is checked before the (larger) weights file is read.
+    let settings = Settings::parse(&text).map_err(|msg| Error::Adapter {
         path: cfg_path.clone(),
         msg,
-    };
-    let cfg: Value =
-        serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
-    if let Some(t) = cfg.get("peft_type").and_then(Value::as_str) {
-        if t != "LORA" {
-            return Err(err(format!("peft_type {t:?} is not supported (LORA only)")));
-        }
-    }
-    if cfg.get("use_dora").and_then(Value::as_bool) == Some(true) {
-        return Err(err("DoRA adapters (use_dora) are not supported".into()));
-    }
-    if cfg.get("fan_in_fan_out").and_then(Value::as_bool) == Some(true) {
-        return Err(err(
-            "fan_in_fan_out adapters (Conv1D bases) are not supported".into(),
-        ));
-    }
-    let r = cfg
-        .get("r")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| err("missing integer \"r\"".into()))? as usize;
-    let alpha = cfg
-        .get("lora_alpha")
-        .and_then(Value::as_f64)
-        .ok_or_else(|| err("missing number \"lora_alpha\"".into()))? as f32;
-    let rslora = cfg
-        .get("use_rslora")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let dropout = cfg
-        .get("lora_dropout")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0) as f32;
-    let alpha_pattern = Pattern::parse(&cfg, &text, "alpha_pattern").map_err(&err)?;
-    let rank_pattern = Pattern::parse(&cfg, &text, "rank_pattern").map_err(&err)?;
-
+    })?;
     let w_path = dir.join(WEIGHTS_FILE);
     let (tensors, _) = safetensors::read(&w_path)?;
-    let werr = |msg: String| Error::Adapter {
+    build(&settings, &w_path, &tensors, model)
+}
+
+/// [`load`] from the two files' contents (`config` is `adapter_config.json`, `weights` the
+/// bytes of `adapter_model.safetensors`); errors name the two files as if they were in `dir`.
+pub fn load_from_bytes(
+    dir: &Path,
+    config: &str,
+    weights: &[u8],
+    model: &ModelConfig,
+) -> Result<Adapter> {
+    let settings = Settings::parse(config).map_err(|msg| Error::Adapter {
+        path: dir.join(CONFIG_FILE),
+        msg,
+    })?;
+    let w_path = dir.join(WEIGHTS_FILE);
+    let (tensors, _) = safetensors::parse(weights).map_err(|source| Error::Safetensors {
         path: w_path.clone(),
+        source,
+    })?;
+    build(&settings, &w_path, &tensors, model)
+}
+
+/// What `adapter_config.json` says.
+struct Settings {
+    r: usize,
+    alpha: f32,
+    rslora: bool,
+    dropout: f32,
+    alpha_pattern: Pattern,
+    rank_pattern: Pattern,
+}
+
+impl Settings {
+    fn parse(text: &str) -> std::result::Result<Settings, String> {
+        let cfg: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        if !cfg.is_object() {
+            return Err("expected a JSON object (PEFT's LoraConfig)".into());
+        }
+        if let Some(t) = cfg.get("peft_type").and_then(Value::as_str) {
+            if t != "LORA" {
+                return Err(format!("peft_type {t:?} is not supported (LORA only)"));
+            }
+        }
+        if cfg.get("use_dora").and_then(Value::as_bool) == Some(true) {
+            return Err("DoRA adapters (use_dora) are not supported".into());
+        }
+        if cfg.get("fan_in_fan_out").and_then(Value::as_bool) == Some(true) {
+            return Err("fan_in_fan_out adapters (Conv1D bases) are not supported".into());
+        }
+        let r = cfg
+            .get("r")
+            .and_then(Value::as_u64)
+            .ok_or("missing integer \"r\"")?;
+        if r == 0 || r > MAX_RANK as u64 {
+            return Err(format!(
+                "\"r\" = {r}: a rank must be between 1 and {MAX_RANK}"
+            ));
+        }
+        let alpha = cfg
+            .get("lora_alpha")
+            .and_then(Value::as_f64)
+            .ok_or("missing number \"lora_alpha\"")?;
+        if !(alpha as f32).is_finite() {
+            return Err(format!("\"lora_alpha\" = {alpha} is not a finite f32"));
+        }
+        let rslora = cfg
+            .get("use_rslora")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let dropout = cfg
+            .get("lora_dropout")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(format!("\"lora_dropout\" = {dropout} must be in [0, 1)"));
+        }
+        Ok(Settings {
+            r: r as usize,
+            alpha: alpha as f32,
+            rslora,
+            dropout: dropout as f32,
+            alpha_pattern: Pattern::parse(&cfg, text, "alpha_pattern")?,
+            rank_pattern: Pattern::parse(&cfg, text, "rank_pattern")?,
+        })
+    }
+}
+
+/// The adapter the tensors of `w_path` make under `s`, checked against `model`.
+fn build(
+    s: &Settings,
+    w_path: &Path,
+    tensors: &BTreeMap<String, safetensors::Tensor>,
+    model: &ModelConfig,
+) -> Result<Adapter> {
+    let (r, alpha, rslora, dropout) = (s.r, s.alpha, s.rslora, s.dropout);
+    let (alpha_pattern, rank_pattern) = (&s.alpha_pattern, &s.rank_pattern);
+    let werr = |msg: String| Error::Adapter {
+        path: w_path.to_path_buf(),
         msg,
     };
     let mut layers: Vec<LayerAdapter> = (0..model.n_layer).map(|_| Default::default()).collect();
     let mut targets_seen = Vec::new();
     let mut layers_seen = vec![false; model.n_layer];
-    for (key, a) in &tensors {
+    for (key, a) in tensors {
         if key.contains("lora_B") {
             continue;
         }
@@ -288,6 +352,11 @@ pub fn load(dir: &Path, model: &ModelConfig) -> Result<Adapter> {
                 t.gguf_tensor()
             )));
         }
+        if rank > MAX_RANK {
+            return Err(werr(format!(
+                "{key}: rank {rank} is over the {MAX_RANK} this reader accepts"
+            )));
+        }
         let want_rank = rank_pattern.lookup(&module).map_or(r, |v| v as usize);
         if rank != want_rank {
             return Err(werr(format!(
@@ -295,6 +364,18 @@ pub fn load(dir: &Path, model: &ModelConfig) -> Result<Adapter> {
             )));
         }
         let a_alpha = alpha_pattern.lookup(&module).map_or(alpha, |v| v as f32);
+        if !a_alpha.is_finite() {
+            return Err(werr(format!(
+                "{module}: alpha {a_alpha} from alpha_pattern is not a finite f32"
+            )));
+        }
+        for (name, values) in [(key.as_str(), &a.data), (b_key.as_str(), &b.data)] {
+            if let Some((i, v)) = first_non_finite(values) {
+                return Err(werr(format!(
+                    "tensor {name:?}: value {i} is {v}; an adapter must hold finite numbers"
+                )));
+            }
+        }
         let b_rows = match permuted_heads(model, t) {
             Some(h) => permute_rows(&b.data, rank, h, true),
             None => b.data.clone(),

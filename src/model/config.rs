@@ -7,6 +7,17 @@ use crate::kernels::RopeStyle;
 /// Architectures this engine runs, as written in `general.architecture`.
 pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2";
 
+/// Most transformer blocks a model may declare.
+pub const MAX_LAYERS: u64 = 1 << 12;
+/// Most attention heads (query or key/value).
+pub const MAX_HEADS: u64 = 1 << 12;
+/// Largest width: embedding length, feed-forward length, head size, and heads × head size.
+pub const MAX_WIDTH: u64 = 1 << 20;
+/// Longest context length.
+pub const MAX_CONTEXT: u64 = 1 << 24;
+/// Largest vocabulary (rows of `token_embd`).
+pub const MAX_VOCAB: u64 = 1 << 22;
+
 /// A supported architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
@@ -68,14 +79,30 @@ impl ModelConfig {
             }
         };
         let key = |k: &str| format!("{arch_name}.{k}");
-        let n_embd = f.get_u32(&key("embedding_length"))? as usize;
-        let n_layer = f.get_u32(&key("block_count"))? as usize;
-        let n_ff = f.get_u32(&key("feed_forward_length"))? as usize;
-        let n_head = f.get_u32(&key("attention.head_count"))? as usize;
-        let n_head_kv = f
-            .opt_u32(&key("attention.head_count_kv"))?
-            .map_or(n_head, |v| v as usize);
-        let n_ctx = f.get_u32(&key("context_length"))? as usize;
+        // Every size is bounded before anything is sized by it (or multiplied with it).
+        let limited = |k: &str, v: u32, limit: u64| -> Result<usize> {
+            if u64::from(v) > limit {
+                return Err(ModelError::Limit {
+                    key: key(k),
+                    value: v.into(),
+                    limit,
+                }
+                .into());
+            }
+            Ok(v as usize)
+        };
+        let get = |k: &str, limit: u64| limited(k, f.get_u32(&key(k))?, limit);
+        let opt = |k: &str, limit: u64| -> Result<Option<usize>> {
+            f.opt_u32(&key(k))?
+                .map(|v| limited(k, v, limit))
+                .transpose()
+        };
+        let n_embd = get("embedding_length", MAX_WIDTH)?;
+        let n_layer = get("block_count", MAX_LAYERS)?;
+        let n_ff = get("feed_forward_length", MAX_WIDTH)?;
+        let n_head = get("attention.head_count", MAX_HEADS)?;
+        let n_head_kv = opt("attention.head_count_kv", MAX_HEADS)?.unwrap_or(n_head);
+        let n_ctx = get("context_length", MAX_CONTEXT)?;
         let rms_eps = f.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
         let rope_base = f.opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0);
         if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
@@ -84,8 +111,8 @@ impl ModelConfig {
             ))
             .into());
         }
-        let head_dim = match f.opt_u32(&key("attention.key_length"))? {
-            Some(d) => d as usize,
+        let head_dim = match opt("attention.key_length", MAX_WIDTH)? {
+            Some(d) => d,
             None if n_embd % n_head == 0 => n_embd / n_head,
             None => {
                 return Err(ModelError::Config(format!(
@@ -102,9 +129,13 @@ impl ModelConfig {
                 .into());
             }
         }
-        let rope_dim = f
-            .opt_u32(&key("rope.dimension_count"))?
-            .map_or(head_dim, |v| v as usize);
+        if n_head as u64 * head_dim as u64 > MAX_WIDTH {
+            return Err(ModelError::Config(format!(
+                "{n_head} heads of {head_dim} make a query width over {MAX_WIDTH}"
+            ))
+            .into());
+        }
+        let rope_dim = opt("rope.dimension_count", MAX_WIDTH)?.unwrap_or(head_dim);
         if rope_dim > head_dim || rope_dim % 2 != 0 {
             return Err(ModelError::Config(format!(
                 "rope.dimension_count {rope_dim} must be even and at most the head size {head_dim}"
@@ -113,6 +144,14 @@ impl ModelConfig {
         }
         let rope_freq_scale = rope_scaling(f, &key)?;
         let embd = f.require_tensor("token_embd.weight")?;
+        if embd.info.n_rows() > MAX_VOCAB {
+            return Err(ModelError::Limit {
+                key: "token_embd.weight rows (vocabulary)".into(),
+                value: embd.info.n_rows(),
+                limit: MAX_VOCAB,
+            }
+            .into());
+        }
         let n_vocab = embd.info.n_rows() as usize;
         let cfg = ModelConfig {
             arch,

@@ -9,6 +9,9 @@ pub mod config;
 pub mod forward;
 pub mod weights;
 
-pub use config::{Arch, ModelConfig, SUPPORTED_ARCHITECTURES};
+pub use config::{
+    Arch, ModelConfig, MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH,
+    SUPPORTED_ARCHITECTURES,
+};
 pub use forward::{Activations, KvCache, Model};
 pub use weights::{LayerWeights, MatrixRef, Weights};

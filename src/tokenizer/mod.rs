@@ -145,8 +145,9 @@ impl Tokenizer {
     }
 
     /// Like [`Tokenizer::encode`], with each token's byte range in `text` (BOS/EOS and the
-    /// SentencePiece space prefix cover no bytes; byte-fallback tokens of one character share
-    /// its range).
+    /// SentencePiece space prefix cover no bytes). Ranges start and end on character
+    /// boundaries: byte-fallback tokens and byte-level BPE pieces of one character share its
+    /// range (so neighbouring ranges can overlap by that character).
     pub fn encode_with_offsets(
         &self,
         text: &str,
@@ -237,7 +238,19 @@ impl Tokenizer {
                 }
             }
             if add_special && v.add_eos {
-                push_special(out, offs, v.special.eos, text.len());
+                push_special(out, offs.as_deref_mut(), v.special.eos, text.len());
+            }
+            // Byte-level BPE pieces can end inside a character; widen every range to whole
+            // characters, so each can slice `text` (pieces of one character share its range).
+            if let Some(o) = offs {
+                for r in o.iter_mut() {
+                    while !text.is_char_boundary(r.start) {
+                        r.start -= 1;
+                    }
+                    while !text.is_char_boundary(r.end) {
+                        r.end += 1;
+                    }
+                }
             }
         })
     }

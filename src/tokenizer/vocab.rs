@@ -249,6 +249,13 @@ impl Vocab {
         if n == 0 {
             return Err(TokenizerError::EmptyVocab.into());
         }
+        if n as u64 > crate::model::MAX_VOCAB {
+            return Err(TokenizerError::VocabTooLarge {
+                n,
+                limit: crate::model::MAX_VOCAB,
+            }
+            .into());
+        }
         let scores = opt_numbers(
             f,
             "tokenizer.ggml.scores",

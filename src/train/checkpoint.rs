@@ -94,6 +94,30 @@ pub fn save(
     let tmp = root.join(format!(".tmp-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    // A failed write (a full disk, say) leaves no temporary behind, and the checkpoints
+    // already there as they were.
+    if let Err(e) = write_files(&tmp, state, adapter, opt, best) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let dst = root.join(&name);
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+    if let Ok(d) = std::fs::File::open(root) {
+        let _ = d.sync_all();
+    }
+    prune(root)?;
+    Ok(dst)
+}
+
+/// The files of a checkpoint, into the directory `tmp`.
+fn write_files(
+    tmp: &Path,
+    state: &RunState,
+    adapter: &Adapter,
+    opt: &AdamW,
+    best: Option<&Adapter>,
+) -> Result<()> {
     let mut entries = Vec::new();
     tensor_entries("param", adapter, &mut entries);
     tensor_entries("m", &opt.m, &mut entries);
@@ -115,14 +139,7 @@ pub fn save(
     });
     let text = serde_json::to_string_pretty(&st).unwrap_or_default();
     write_atomic(&tmp.join(STATE), |w| w.write_all(text.as_bytes()))?;
-    let dst = root.join(&name);
-    let _ = std::fs::remove_dir_all(&dst);
-    std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
-    if let Ok(d) = std::fs::File::open(root) {
-        let _ = d.sync_all();
-    }
-    prune(root)?;
-    Ok(dst)
+    Ok(())
 }
 
 /// Complete checkpoints under `root`, oldest first.

@@ -85,6 +85,8 @@ pub struct Steps {
     pub seen_tokens: usize,
     /// The step validation last ran at, if it ran.
     pub evaluated_at: Option<usize>,
+    /// Batches skipped because their loss or gradient was not finite (`--skip-nonfinite`).
+    pub skipped_nonfinite: usize,
 }
 
 /// How a run went.
@@ -98,6 +100,9 @@ pub struct Summary {
     pub seconds: f64,
     pub tokens_per_s: f64,
     pub adapter_dir: PathBuf,
+    /// Batches skipped because their loss or gradient was not finite (with
+    /// [`Run::set_skip_nonfinite`]).
+    pub skipped_nonfinite: usize,
 }
 
 /// A training run in progress.
@@ -111,6 +116,7 @@ pub struct Run<'m> {
     total_steps: usize,
     best: Option<(f64, Adapter)>,
     evals_since_best: usize,
+    skip_nonfinite: bool,
 }
 
 impl<'m> Run<'m> {
@@ -158,7 +164,15 @@ impl<'m> Run<'m> {
             total_steps,
             best: None,
             evals_since_best: 0,
+            skip_nonfinite: false,
         })
+    }
+
+    /// Skip (and count, in [`Summary::skipped_nonfinite`]) batches whose loss or gradient is
+    /// not finite instead of ending the run with [`Error::Numeric`]. A whole epoch of such
+    /// batches in a row still ends it: the adapter itself has diverged then.
+    pub fn set_skip_nonfinite(&mut self, on: bool) {
+        self.skip_nonfinite = on;
     }
 
     /// Continues from the newest complete checkpoint in `out/checkpoints` (temporaries of
@@ -279,7 +293,10 @@ impl<'m> Run<'m> {
             last_loss: f64::NAN,
             seen_tokens: 0,
             evaluated_at: None,
+            skipped_nonfinite: 0,
         };
+        let mut skipped_in_a_row = 0usize;
+        let per_epoch = self.train.len().div_ceil(per_step).max(1);
         while self.trainer.steps_done() < until {
             let cursor = self.order.clone();
             let idx = self.order.take(per_step);
@@ -291,11 +308,22 @@ impl<'m> Run<'m> {
                     out.finish = Finish::Interrupted;
                     break;
                 }
+                Err(Error::Numeric(msg)) if self.skip_nonfinite => {
+                    out.skipped_nonfinite += 1;
+                    skipped_in_a_row += 1;
+                    if skipped_in_a_row >= per_epoch {
+                        return Err(Error::Numeric(format!(
+                            "{msg}; {skipped_in_a_row} batches in a row (a whole epoch) were not finite, so the adapter itself has diverged"
+                        )));
+                    }
+                    continue;
+                }
                 Err(e) => {
                     self.order = cursor;
                     return Err(e);
                 }
             };
+            skipped_in_a_row = 0;
             out.seen_tokens += stats.seen_tokens;
             if out.first_loss.is_nan() {
                 out.first_loss = stats.loss;
@@ -372,6 +400,7 @@ impl<'m> Run<'m> {
             seconds,
             tokens_per_s: steps.seen_tokens as f64 / seconds.max(1e-9),
             adapter_dir: self.opts.out.clone(),
+            skipped_nonfinite: steps.skipped_nonfinite,
         })
     }
 

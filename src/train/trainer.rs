@@ -151,8 +151,9 @@ impl<'m> Trainer<'m> {
 
     /// One optimizer step over `batch` (all the records of the step: batch × grad-accum).
     /// Returns [`Error::Cancelled`], having changed nothing but the gradient buffers, when
-    /// the cancel flag is raised before or during the step, and [`Error::Numeric`], also
-    /// without an update, when the loss or the gradient norm is not finite.
+    /// the cancel flag is raised before or during the step, and [`Error::Numeric`] naming
+    /// the block and tensor, also without an update (adapter, optimizer state and step count
+    /// stay as they were), when the loss or a gradient is not finite.
     pub fn step(&mut self, batch: &[&TokenRecord]) -> Result<StepStats> {
         if self.cancelled() {
             return Err(Error::Cancelled);
@@ -208,8 +209,11 @@ impl<'m> Trainer<'m> {
         };
         let loss = loss / n as f64;
         if !(loss.is_finite() && grad_norm.is_finite()) {
-            return Err(Error::Numeric(format!(
-                "step {step}: the loss is {loss} and the gradient norm {grad_norm}; the update was not applied (lower the learning rate?)"
+            return Err(Error::Numeric(non_finite_message(
+                step,
+                loss,
+                grad_norm,
+                &self.grads,
             )));
         }
         let (opt, adapter, grads) = (&mut self.opt, &mut self.adapter, &self.grads);
@@ -270,4 +274,15 @@ impl<'m> Trainer<'m> {
     pub fn steps_done(&self) -> usize {
         self.step
     }
+}
+
+/// The text of [`Error::Numeric`] for a step whose loss or gradient norm is not finite.
+fn non_finite_message(step: usize, loss: f64, grad_norm: f64, grads: &Adapter) -> String {
+    let at = match grads.find_non_finite() {
+        Some(nf) => format!("first non-finite gradient (in backward order) at {nf}"),
+        None => "every gradient is finite; the loss itself (output logits) is not".into(),
+    };
+    format!(
+        "step {step}: the loss is {loss} and the gradient norm {grad_norm}; {at}; the update was not applied (lower the learning rate, or --skip-nonfinite)"
+    )
 }

@@ -1,0 +1,6 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pocketlora::fuzzing;
+
+fuzz_target!(|data: &[u8]| fuzzing::jsonl(data, fuzzing::repo_tokenizers()));
