@@ -51,8 +51,14 @@ fn lib_dir() -> PathBuf {
             .to_string_lossy()
             .into_owned();
         let parent = profile_dir.parent().unwrap();
-        // The target directory's root holds CACHEDIR.TAG; otherwise the parent is a triple.
-        let (target_dir, triple) = if parent.join("CACHEDIR.TAG").exists() {
+        // The target directory's root holds CACHEDIR.TAG (when cargo created it) and is not
+        // named like a triple (arch-vendor-os...); otherwise the parent is a triple.
+        let name = parent
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let looks_like_triple = name.matches('-').count() >= 2;
+        let (target_dir, triple) = if parent.join("CACHEDIR.TAG").exists() || !looks_like_triple {
             (parent.to_path_buf(), None)
         } else {
             let t = parent.file_name().unwrap().to_string_lossy().into_owned();
