@@ -16,7 +16,9 @@ use super::schedule::Schedule;
 use crate::data::TokenRecord;
 use crate::error::{Error, Result};
 use crate::lora::Adapter;
-use crate::model::backward::{forward_backward_packed, TrainWorkspace, WorkspaceShape};
+use crate::model::backward::{
+    forward_backward_packed, AdapterGeometry, TrainWorkspace, WorkspaceShape,
+};
 use crate::model::Model;
 
 /// Optimizer and schedule settings of a run.
@@ -115,7 +117,7 @@ impl<'m> Trainer<'m> {
         let shape = ws.shape();
         model.reserve_scratch(crate::memory::plan::kernel_scratch_need(
             &model.cfg,
-            adapter.pairs().map(|p| p.r).max().unwrap_or(0),
+            AdapterGeometry::of(&model.cfg, &adapter).max_rank,
             shape.chunk,
             shape.capacity,
             shape.loss_rows,
