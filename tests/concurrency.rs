@@ -120,7 +120,8 @@ fn generation_while_a_trainer_runs() {
             );
             assert_eq!(gen(Some(&adapter)), adapted_alone);
             rounds += 1;
-            if done.load(Ordering::Acquire) {
+            // Done, or ended without finishing (a panic, reported by the join below).
+            if done.load(Ordering::Acquire) || t.is_finished() {
                 break;
             }
         }

@@ -88,17 +88,17 @@ impl ScratchNeed {
         let mut n = ScratchNeed::default();
         F32_BUFS.with(|c| {
             for (d, b) in n.f32.iter_mut().zip(c.iter()) {
-                *d = b.borrow().capacity();
+                *d = b.try_borrow().map_or(0, |b| b.capacity());
             }
         });
         U8_BUFS.with(|c| {
             for (d, b) in n.u8.iter_mut().zip(c.iter()) {
-                *d = b.borrow().capacity();
+                *d = b.try_borrow().map_or(0, |b| b.capacity());
             }
         });
         I32_BUFS.with(|c| {
             for (d, b) in n.i32.iter_mut().zip(c.iter()) {
-                *d = b.borrow().capacity();
+                *d = b.try_borrow().map_or(0, |b| b.capacity());
             }
         });
         n
@@ -110,13 +110,42 @@ impl ScratchNeed {
 pub fn reserve(need: &ScratchNeed) {
     fn grow<T: Default + Clone>(cells: &[RefCell<Vec<T>>], sizes: &[usize]) {
         for (c, &n) in cells.iter().zip(sizes) {
-            let mut b = c.borrow_mut();
-            if b.len() < n {
-                b.resize(n, T::default());
+            // A slot held further up this thread's stack (this worker ran the reservation
+            // while waiting inside another caller's kernel call) is skipped: it grows when
+            // next used, as it would without a reservation.
+            if let Ok(mut b) = c.try_borrow_mut() {
+                if b.len() < n {
+                    b.resize(n, T::default());
+                }
             }
         }
     }
     F32_BUFS.with(|c| grow(c, &need.f32));
     U8_BUFS.with(|c| grow(c, &need.u8));
     I32_BUFS.with(|c| grow(c, &need.i32));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserving_while_a_slot_is_held_grows_the_others() {
+        // As when a worker runs a trainer's reservation while waiting inside a generation's
+        // kernel call on the same pool.
+        with_f32(0, 4, |held| {
+            held[0] = 1.0;
+            reserve(&ScratchNeed {
+                f32: [1000, 800, 0, 0],
+                ..ScratchNeed::default()
+            });
+            let now = ScratchNeed::current();
+            assert_eq!(now.f32[0], 0, "a held slot reads as 0");
+            assert!(now.f32[1] >= 800);
+            // A nested call on the held slot gets a buffer of its own.
+            with_f32(0, 16, |inner| assert_eq!(inner.len(), 16));
+            assert_eq!(held[0], 1.0);
+        });
+        assert!(ScratchNeed::current().f32[0] >= 4);
+    }
 }
