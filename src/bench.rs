@@ -185,7 +185,7 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
             _ => 1,
         }
     };
-    let array = |elem_type, items| Value::Array(Array { elem_type, items });
+    let array = |elem_type, items| Value::Array(Array::new(elem_type, items));
     w.set("tokenizer.ggml.model", Value::String("llama".into()));
     w.set(
         "tokenizer.ggml.tokens",
@@ -356,6 +356,27 @@ fn proc_status_kb(_: &str) -> Option<u64> {
     None
 }
 
+/// Memory the machine can give a new allocation now without swapping (Linux:
+/// `MemAvailable` in /proc/meminfo), when the platform reports it.
+pub fn available_memory_bytes() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kb: u64 = line["MemAvailable:".len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 /// Resets the peak resident set to the current one (Linux: `/proc/self/clear_refs`), so a
 /// measurement excludes what came before (writing the model). Returns whether it worked.
 pub fn reset_peak_rss() -> bool {
@@ -437,6 +458,25 @@ mod tests {
         assert_eq!(tok.token_text(3), Some("<0x00>"));
         assert!(!tok.encode("hello world", true, false).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn available_memory_is_read_on_linux() {
+        let a = available_memory_bytes();
+        if cfg!(target_os = "linux") {
+            // Some memory is available, and not more than the machine has.
+            let total = std::fs::read_to_string("/proc/meminfo")
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .unwrap()
+                * 1024;
+            let a = a.expect("MemAvailable");
+            assert!(a > 0 && a <= total, "{a} of {total}");
+        } else {
+            assert!(a.is_none());
+        }
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub fn describe(f: &GgufFile) -> Result<Value> {
     let vocab = f
         .get("tokenizer.ggml.tokens")
         .and_then(|v| v.as_array())
-        .map(|a| a.items.len());
+        .map(|a| a.len());
     let mut by_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
     let tensors: Vec<Value> = f
         .tensors()

@@ -177,12 +177,46 @@ impl<'a> Parser<'a> {
                 limit: MAX_ARRAY_ITEMS_TOTAL,
             });
         }
-        // `count` was checked against the bytes left: the allocation is bounded by the file.
-        let mut items = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            items.push(self.value(elem_type, key, level)?);
+        // `count` was checked against the bytes left: every allocation below is bounded by
+        // the file. Strings and scalars are stored compactly (see `Array`).
+        let what = || format!("value of key {key:?}");
+        match elem_type {
+            ValueType::String => {
+                let mut ends = Vec::with_capacity(count as usize);
+                let mut text = String::new();
+                for _ in 0..count {
+                    let len = self.count(1, MAX_STRING_LEN, &|| format!("length of {}", what()))?;
+                    let offset = self.pos as u64;
+                    let bytes = self.take(len as usize, &what)?;
+                    let s = std::str::from_utf8(bytes).map_err(|_| GgufError::InvalidUtf8 {
+                        what: what(),
+                        offset,
+                    })?;
+                    text.push_str(s);
+                    ends.push(text.len());
+                }
+                Ok(Array::strings(text, ends))
+            }
+            ValueType::Array => {
+                let mut items = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    items.push(self.value(elem_type, key, level)?);
+                }
+                Ok(Array::new(elem_type, items))
+            }
+            scalar => {
+                let size = scalar.fixed_size().unwrap_or(1);
+                // count × size ≤ the bytes left (checked above).
+                let mut bytes = self.take(count as usize * size, &what)?.to_vec();
+                if scalar == ValueType::Bool {
+                    // Any non-zero byte reads as true, as in llama.cpp.
+                    for b in &mut bytes {
+                        *b = u8::from(*b != 0);
+                    }
+                }
+                Ok(Array::scalars(scalar, bytes))
+            }
         }
-        Ok(Array { elem_type, items })
     }
 
     fn tensor_info(&mut self, i: u64) -> Result<TensorInfo, GgufError> {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::parse::tensor_size;
 use super::reader::GgufFile;
-use super::types::{Array, Value};
+use super::types::{ItemRef, Value};
 use super::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION};
 use crate::error::GgufError;
 use crate::quant::GgmlType;
@@ -416,11 +416,16 @@ fn put_value(out: &mut Vec<u8>, value: &Value) {
         Value::F32(v) => out.extend_from_slice(&v.to_le_bytes()),
         Value::Bool(v) => out.push(u8::from(*v)),
         Value::String(s) => put_str(out, s),
-        Value::Array(Array { elem_type, items }) => {
-            out.extend_from_slice(&elem_type.id().to_le_bytes());
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            for item in items {
-                put_value(out, item);
+        Value::Array(a) => {
+            out.extend_from_slice(&a.elem_type.id().to_le_bytes());
+            out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+            for i in 0..a.len() {
+                match a.item(i) {
+                    Some(ItemRef::Str(s)) => put_str(out, s),
+                    Some(ItemRef::Scalar(b)) => out.extend_from_slice(b),
+                    Some(ItemRef::Value(v)) => put_value(out, v),
+                    None => {}
+                }
             }
         }
         Value::U64(v) => out.extend_from_slice(&v.to_le_bytes()),

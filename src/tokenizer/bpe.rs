@@ -105,12 +105,12 @@ impl Bpe {
         let mut merges: FastMap<u64, (u32, u32)> = FastMap::default();
         merges.reserve(arr.len());
         let mut joined = String::new();
-        for (rank, item) in arr.items.iter().enumerate() {
-            let m = item.as_str().ok_or_else(|| TokenizerError::ArrayItem {
+        for rank in 0..arr.len() {
+            let m = arr.str_at(rank).ok_or_else(|| TokenizerError::ArrayItem {
                 key: "tokenizer.ggml.merges",
                 index: rank,
                 expected: "a string",
-                found: item.describe(),
+                found: arr.get(rank).map_or_else(String::new, |v| v.describe()),
             })?;
             // The first space after the first byte separates the halves (llama.cpp).
             let Some(sp) = m.bytes().skip(1).position(|b| b == b' ').map(|i| i + 1) else {

@@ -315,9 +315,7 @@ impl ChatTemplate {
                 f.opt_array("tokenizer.ggml.tokens")
                     .ok()
                     .flatten()
-                    .and_then(|a| a.items.get(id as usize))
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned)
+                    .and_then(|a| a.str_at(id as usize).map(str::to_owned))
             });
             if let Some(e) = eos_text {
                 tmpl.eos = e;

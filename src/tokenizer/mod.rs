@@ -28,6 +28,7 @@ pub mod decode;
 pub mod pretok;
 pub mod special;
 pub mod spm;
+pub mod texts;
 pub mod unicode;
 mod unicode_tables;
 pub mod vocab;

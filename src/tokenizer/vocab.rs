@@ -16,6 +16,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use crate::error::{Result, TokenizerError};
 use crate::gguf::{GgufFile, Value};
 
+use super::texts::TokenTexts;
+
 /// A token's type, as `tokenizer.ggml.token_type` stores it (llama.cpp `llama_token_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -159,10 +161,9 @@ pub struct SpecialIds {
 pub struct Vocab {
     pub(super) kind: ModelKind,
     pub(super) pre: Option<String>,
-    texts: Vec<Box<str>>,
+    texts: TokenTexts,
     scores: Vec<f32>,
     types: Vec<TokenType>,
-    index: FastMap<Box<str>, u32>,
     pub(super) special: SpecialIds,
     pub(super) add_bos: bool,
     pub(super) add_eos: bool,
@@ -176,16 +177,14 @@ pub struct Vocab {
 
 fn str_array<'a>(f: &'a GgufFile, key: &'static str) -> Result<Vec<&'a str>> {
     let arr = f.get_array(key)?;
-    arr.items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            v.as_str().ok_or_else(|| {
+    (0..arr.len())
+        .map(|i| {
+            arr.str_at(i).ok_or_else(|| {
                 TokenizerError::ArrayItem {
                     key,
                     index: i,
                     expected: "a string",
-                    found: v.describe(),
+                    found: arr.get(i).map_or_else(String::new, |v| v.describe()),
                 }
                 .into()
             })
@@ -211,11 +210,10 @@ fn opt_numbers<T>(
         }
         .into());
     }
-    arr.items
-        .iter()
+    arr.iter()
         .enumerate()
         .map(|(i, v)| {
-            conv(v).ok_or_else(|| {
+            conv(&v).ok_or_else(|| {
                 TokenizerError::ArrayItem {
                     key,
                     index: i,
@@ -273,19 +271,14 @@ impl Vocab {
         )?
         .unwrap_or_else(|| vec![TokenType::Normal; n]);
 
-        let mut texts: Vec<Box<str>> = Vec::with_capacity(n);
-        let mut index: FastMap<Box<str>, u32> = FastMap::default();
-        index.reserve(n);
-        for (i, t) in raw.iter().enumerate() {
-            // llama.cpp names empty pieces so that they stay addressable and never match text.
-            let t: Box<str> = if t.is_empty() {
-                format!("[EMPTY_{i}]").into()
+        // llama.cpp names empty pieces so that they stay addressable and never match text.
+        let texts = TokenTexts::new(raw.iter().enumerate().map(|(i, t)| {
+            if t.is_empty() {
+                std::borrow::Cow::Owned(format!("[EMPTY_{i}]"))
             } else {
-                (*t).into()
-            };
-            index.insert(t.clone(), i as u32);
-            texts.push(t);
-        }
+                std::borrow::Cow::Borrowed(*t)
+            }
+        }));
 
         let mut v = Vocab {
             kind,
@@ -293,7 +286,6 @@ impl Vocab {
             texts,
             scores,
             types,
-            index,
             special: SpecialIds::default(),
             add_bos: false,
             add_eos: false,
@@ -382,7 +374,6 @@ impl Vocab {
         let mut eog: Vec<u32> = Vec::new();
         for (id, t) in self.texts.iter().enumerate() {
             let id = id as u32;
-            let t: &str = t;
             if s.eot.is_none() && EOT_TEXTS.contains(&t) {
                 s.eot = Some(id);
                 self.types[id as usize] = TokenType::Control;
@@ -430,10 +421,8 @@ impl Vocab {
             })
             .collect();
         sp.sort_by(|&a, &b| {
-            self.texts[b as usize]
-                .len()
-                .cmp(&self.texts[a as usize].len())
-                .then(a.cmp(&b))
+            let len = |id: u32| self.texts.get(id as usize).map_or(0, str::len);
+            len(b).cmp(&len(a)).then(a.cmp(&b))
         });
         self.specials = sp;
     }
@@ -451,13 +440,13 @@ impl Vocab {
     /// The id of a token text.
     #[inline]
     pub fn id(&self, text: &str) -> Option<u32> {
-        self.index.get(text).copied()
+        self.texts.id(text)
     }
 
     /// The text of a token as stored (`▁` for spaces in SentencePiece vocabularies, byte-level
     /// characters in GPT-2 style ones).
     pub fn text(&self, id: u32) -> Option<&str> {
-        self.texts.get(id as usize).map(|t| &**t)
+        self.texts.get(id as usize)
     }
 
     /// A token's score (SentencePiece merge priority).

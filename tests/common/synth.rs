@@ -241,24 +241,15 @@ pub fn writer(s: &Spec) -> GgufWriter {
     w.set("tokenizer.ggml.model", Value::String("llama".into()));
     w.set(
         "tokenizer.ggml.tokens",
-        Value::Array(Array {
-            elem_type: ValueType::String,
-            items: tokens,
-        }),
+        Value::Array(Array::new(ValueType::String, tokens)),
     );
     w.set(
         "tokenizer.ggml.scores",
-        Value::Array(Array {
-            elem_type: ValueType::F32,
-            items: scores,
-        }),
+        Value::Array(Array::new(ValueType::F32, scores)),
     );
     w.set(
         "tokenizer.ggml.token_type",
-        Value::Array(Array {
-            elem_type: ValueType::I32,
-            items: types,
-        }),
+        Value::Array(Array::new(ValueType::I32, types)),
     );
     w.set("tokenizer.ggml.bos_token_id", Value::U32(1));
     w.set("tokenizer.ggml.eos_token_id", Value::U32(2));
