@@ -14,6 +14,9 @@ use crate::error::{Error, Result};
 use crate::infer::{generate, GenerateParams, SamplerConfig};
 use crate::kernels::{matmul_backward_input, matmul_forward, Precision, QMatrix};
 use crate::lora::{Adapter, LoraConfig};
+use crate::memory::heap;
+use crate::memory::plan::{human, plan_training, Plan, TrainRequest};
+use crate::model::backward::WorkspaceShape;
 use crate::model::{Activations, KvCache, Model};
 use crate::quant::{quantize, GgmlType};
 use crate::train::{Schedule, TrainConfig, Trainer};
@@ -47,7 +50,9 @@ pub struct BenchArgs {
     /// exact (f32 on dequantized panels) or fast (int8 activations).
     #[arg(long, default_value = "exact", value_parser = crate::cli::args::parse_precision)]
     precision: Precision,
-    /// Memory budget (accepted and reported; planning under a budget is not implemented yet).
+    /// Memory budget (K/M/G suffixes) for the training measurement: the memory planner picks
+    /// the fastest plan inside it (or refuses, naming the smallest that fits); without it,
+    /// the fastest plan that fits in the machine's available memory.
     #[arg(long, value_parser = crate::cli::args::parse_size)]
     budget: Option<u64>,
     /// Training steps to time (after one warm-up step).
@@ -221,8 +226,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let rss_reset = bench::reset_peak_rss();
     bench::reset_peak_heap();
 
-    progress("measuring the fp32 FMA peak");
-    let (peak, peak_level) = bench::fp32_peak_gflops(threads, 1.0);
     let mut report = json!({
         "device": {
             "cpu": bench::cpu_model(),
@@ -233,15 +236,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 if kernels.int8.unsigned_weights { ", u8 weights" } else { "" }),
         },
         "precision": precision.name(),
-        "fp32_peak_gflops": peak,
-        "fp32_peak_isa": peak_level.name(),
         "seq_len": a.seq_len,
         "rank": a.rank,
-        "budget_bytes": a.budget,
-        "plan": "checkpoint every adapted block's input; recompute each block in backward (the only plan until the memory planner lands; --budget is recorded, not enforced)",
     });
 
-    let model = match &model_path {
+    let heap_before_model = heap::current();
+    let mut model = match &model_path {
         Some(p) => {
             let mut m = Model::open(p, threads)?;
             m.set_precision(precision);
@@ -258,6 +258,70 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         None => None,
     };
+    let heap_model = heap::current().saturating_sub(heap_before_model);
+
+    // Plan the training run's memory before measuring anything, so an impossible budget is
+    // refused up front.
+    let t = a.seq_len;
+    let mut plan_text = None;
+    let mut planned = None;
+    if let (Some(model), false) = (model.as_mut(), a.kernels_only) {
+        let cfg = &model.cfg;
+        let ids: Vec<u32> = (0..t)
+            .map(|i| 3 + (i as u32 * 7919) % (cfg.n_vocab as u32 - 3))
+            .collect();
+        let rec = TokenRecord::new(ids.clone(), (0..t).map(|i| i > 0).collect());
+        let lora = LoraConfig {
+            r: a.rank,
+            alpha: 2.0 * a.rank as f32,
+            ..LoraConfig::default()
+        };
+        // The memory plan: under --budget, else under what the machine has available.
+        let (budget, budget_source) = match a.budget {
+            Some(b) => (Some(b), "--budget"),
+            None => (bench::available_memory_bytes(), "available memory"),
+        };
+        let live = heap::current() as u64;
+        let plan = match budget {
+            Some(budget) => {
+                let req = TrainRequest {
+                    model: cfg,
+                    lora: &lora,
+                    seq_len: Some(t),
+                    max_seq_len: t,
+                    threads: model.threads(),
+                    budget,
+                    tokenizer_bytes: heap_model as u64,
+                    // Everything else the bench holds now: the record, the report.
+                    data_bytes: live.saturating_sub(heap_model as u64),
+                    validation: false,
+                    keep_best: false,
+                    saved: None,
+                    precision,
+                };
+                let plan = plan_training(&req)?;
+                if plan.threads < model.threads() {
+                    model.set_threads(plan.threads)?;
+                }
+                Some(plan)
+            }
+            None => None,
+        };
+        report["budget_bytes"] = json!(budget);
+        report["budget_source"] = json!(budget_source);
+        report["plan"] = plan.as_ref().map_or(Value::Null, Plan::to_json);
+        plan_text = Some(match &plan {
+            Some(p) => p.to_text(),
+            None => "  no plan: this platform does not report available memory; plain buffers\n"
+                .to_string(),
+        });
+        planned = Some((ids, rec, lora, budget, plan));
+    }
+
+    progress("measuring the fp32 FMA peak");
+    let (peak, peak_level) = bench::fp32_peak_gflops(threads, 1.0);
+    report["fp32_peak_gflops"] = json!(peak);
+    report["fp32_peak_isa"] = json!(peak_level.name());
 
     // Kernel section.
     let mut shapes = a
@@ -274,13 +338,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     progress("measuring matmul kernels");
     report["kernels"] = Value::Array(kernel_section(&pool, &shapes, a.seq_len, precision, peak)?);
 
-    if let (Some(model), false) = (&model, a.kernels_only) {
+    if let (Some(model), Some((ids, rec, lora, budget, plan))) = (model.as_ref(), planned) {
         let cfg = &model.cfg;
         let t = a.seq_len;
         let flops = bench::flops(cfg, t, a.rank);
-        let ids: Vec<u32> = (0..t)
-            .map(|i| 3 + (i as u32 * 7919) % (cfg.n_vocab as u32 - 3))
-            .collect();
 
         progress("measuring prompt processing");
         let mut cache = KvCache::new(cfg, t)?;
@@ -298,12 +359,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         drop((cache, act));
         let fwd_tps = t as f64 / fwd;
 
+        let shape = plan.as_ref().map_or(WorkspaceShape::plain(t), |p| p.shape);
+
         progress("measuring training steps");
-        let lora = LoraConfig {
-            r: a.rank,
-            alpha: 2.0 * a.rank as f32,
-            ..LoraConfig::default()
-        };
+        bench::reset_peak_heap();
         let adapter = Adapter::new(cfg, lora)?;
         let tc = TrainConfig {
             lr: 1e-4,
@@ -311,8 +370,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             total_steps: 1_000_000,
             ..TrainConfig::default()
         };
-        let rec = TokenRecord::new(ids.clone(), (0..t).map(|i| i > 0).collect());
-        let mut trainer = Trainer::new(model, adapter, tc, t)?;
+        let mut trainer = Trainer::with_shape(model, adapter, tc, shape)?;
         let first = trainer.step(&[&rec])?;
         let mut times = Vec::new();
         let mut last_loss = first.loss;
@@ -322,6 +380,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
             times.push(s.elapsed().as_secs_f64());
         }
         drop(trainer);
+        let train_peak = heap::installed().then(|| heap::peak() as u64);
+        report["train_peak_heap_bytes"] = json!(train_peak);
+        if let (Some(p), Some(b)) = (train_peak, budget) {
+            report["train_within_budget"] = json!(p <= b);
+        }
         let mean = times.iter().sum::<f64>() / times.len() as f64;
         let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
         let train_tps = t as f64 / mean;
@@ -455,13 +518,27 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     )
     .map_err(io)?;
-    writeln!(
-        out,
-        "budget: {} (recorded; plan: {})",
-        a.budget
-            .map_or("none".to_string(), |b| format!("{b} bytes")),
-        report["plan"].as_str().unwrap_or("")
-    )
-    .map_err(io)?;
+    if let Some(text) = &plan_text {
+        writeln!(
+            out,
+            "memory plan of the training run (budget from {}):\n{}",
+            report["budget_source"].as_str().unwrap_or("?"),
+            text.trim_end()
+        )
+        .map_err(io)?;
+        if let Some(p) = report["train_peak_heap_bytes"].as_u64() {
+            writeln!(
+                out,
+                "training peak heap {}{}",
+                human(p),
+                match report["train_within_budget"].as_bool() {
+                    Some(true) => " (within the budget)",
+                    Some(false) => " (OVER the budget: a planning bug)",
+                    None => "",
+                }
+            )
+            .map_err(io)?;
+        }
+    }
     Ok(())
 }
