@@ -8,6 +8,8 @@
 //! - `PLORA_CC` (else `CC`, else `cc`): the C compiler; `PLORA_NM` (else `nm`).
 //! - `PLORA_C_RUNNER`: a command prefix for running the compiled programs, e.g.
 //!   `qemu-aarch64-static -L /usr/aarch64-linux-gnu` or `valgrind --error-exitcode=99`.
+//! - `PLORA_C_CANCEL_ARGS`: records per step and tokens per record for `cancel.c` (default
+//!   48 and 128), e.g. `8 32` under valgrind, where a step of the default takes minutes.
 //! - `PLORA_FFI_LIB_DIR`: where libpocketlora.{a,so} are (default: the directory cargo put
 //!   this test's dependencies in, i.e. `target/[TRIPLE/]PROFILE`).
 
@@ -365,7 +367,9 @@ fn misuse_gives_error_codes_not_crashes() {
 
 #[test]
 fn callbacks_and_cancel_stop_training_at_once() {
-    let out = c_test("cancel", Link::Static, &[]);
+    let shape = env_or(&["PLORA_C_CANCEL_ARGS"], "");
+    let args: Vec<&str> = shape.split_whitespace().collect();
+    let out = c_test("cancel", Link::Static, &args);
     assert!(out.contains("ok - cancel from a second thread"), "{out}");
 }
 
