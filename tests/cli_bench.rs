@@ -62,6 +62,7 @@ fn the_json_report_has_every_figure_and_training_stays_inside_the_budget() {
     assert_eq!(plan["seq_len"].as_u64(), Some(64));
     // 3 MiB does not fit the plain plan of this model (4 MiB with two threads): the
     // planner had to choose something smaller.
+    assert_eq!(plan["keep_activations"], false, "{plan}");
     let plain = plan["chunk"].as_u64() == Some(64)
         && plan["loss_rows"].as_u64() == Some(256)
         && plan["threads"].as_u64() == Some(2);
@@ -87,9 +88,12 @@ fn without_a_budget_the_plan_fits_the_available_memory() {
     );
     assert!(out.contains("training peak heap"), "{out}");
     assert!(!out.contains("OVER the budget"), "{out}");
-    // The available memory is far more than this model needs: the plain, fastest plan.
+    // The available memory is far more than this model needs: the fastest plan, which
+    // keeps every block's activations.
     assert!(
-        out.contains("sequence length 64, token chunk 64, checkpoint every 1 blocks, 256 logit rows, saved activations F32"),
+        out.contains(
+            "sequence length 64, every block's activations kept (no recompute), 256 logit rows"
+        ),
         "{out}"
     );
 }

@@ -1,6 +1,7 @@
 //! The memory-saving choices a plan can make: token-chunked recompute is exact (same loss
 //! and adapter after 5 steps as the plain path, 1e-5 relative); f16/bf16 storage of the
 //! saved activations is the one lossy option (loss after 20 steps within 1% of exact).
+//! Keeping every block's activations (no recompute, the fastest shape) is exact too.
 
 mod common;
 
@@ -63,23 +64,27 @@ fn chunked_recompute_equals_the_plain_path() {
     // At the default learning rate (2e-4): AdamW turns float rounding in near-zero
     // gradients into update differences proportional to the rate.
     let (plain_losses, plain) = train(&model, &records, WorkspaceShape::plain(128), 5, 2e-4);
-    // Token chunks of 7 and 32; √L checkpointing (every 2 and 3 blocks) with 8 logit rows.
-    for (chunk, segment, loss_rows) in [
-        (7usize, 1usize, 64usize),
-        (32, 1, 64),
-        (128, 2, 8),
-        (7, 3, 8),
+    // Token chunks of 7 and 32; √L checkpointing (every 2 and 3 blocks) with 8 logit rows;
+    // every block's activations kept (no recompute), whole and in chunks of 7.
+    for (chunk, segment, loss_rows, keep) in [
+        (7usize, 1usize, 64usize, false),
+        (32, 1, 64, false),
+        (128, 2, 8, false),
+        (7, 3, 8, false),
+        (128, 1, 256, true),
+        (7, 1, 64, true),
     ] {
         let shape = WorkspaceShape {
             segment,
             loss_rows,
+            keep,
             ..WorkspaceShape::chunked(128, chunk, SavedDtype::F32)
         };
         let (losses, a) = train(&model, &records, shape, 5, 2e-4);
         for (x, y) in losses.iter().zip(&plain_losses) {
             assert!(
                 (x - y).abs() / y.abs() < 1e-5,
-                "chunk {chunk}: loss {x} vs {y}"
+                "chunk {chunk} keep {keep}: loss {x} vs {y}"
             );
         }
         // The whole adapter, as one vector.
@@ -90,7 +95,10 @@ fn chunked_recompute_equals_the_plain_path() {
         };
         let d = rel(&flat(&a), &flat(&plain));
         eprintln!("chunk {chunk}: adapter after 5 steps differs by {d:e} (relative norm)");
-        assert!(d < 1e-5, "chunk {chunk}: adapter differs by {d:e}");
+        assert!(
+            d < 1e-5,
+            "chunk {chunk} keep {keep}: adapter differs by {d:e}"
+        );
     }
 }
 
@@ -123,13 +131,22 @@ fn chunked_gradients_equal_plain_gradients_per_tensor() {
         t.grads().clone()
     };
     let plain = grads(WorkspaceShape::plain(128));
-    for chunk in [5usize, 16, 33] {
-        let g = grads(WorkspaceShape::chunked(128, chunk, SavedDtype::F32));
+    for (chunk, keep) in [
+        (5usize, false),
+        (16, false),
+        (33, false),
+        (128, true),
+        (5, true),
+    ] {
+        let g = grads(WorkspaceShape {
+            keep,
+            ..WorkspaceShape::chunked(128, chunk, SavedDtype::F32)
+        });
         for (p, q) in g.pairs().zip(plain.pairs()) {
             let (ea, eb) = (rel(&p.a, &q.a), rel(&p.b, &q.b));
             assert!(
                 ea < 1e-5 && eb < 1e-5,
-                "chunk {chunk}: gradient differs by {ea:e} / {eb:e}"
+                "chunk {chunk} keep {keep}: gradient differs by {ea:e} / {eb:e}"
             );
         }
     }

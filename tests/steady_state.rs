@@ -29,6 +29,7 @@ fn training_steps_after_the_second_allocate_nothing() {
                     loss_rows: 16,
                     ..WorkspaceShape::chunked(128, 32, SavedDtype::BF16)
                 },
+                WorkspaceShape::kept(128),
             ] {
                 let mut model = Model::open(asset("stories260K-q8_0.gguf"), threads).unwrap();
                 model.set_precision(precision);

@@ -4,12 +4,12 @@
 mod common;
 
 use common::asset;
-use pocketlora::lora::{Adapter, LoraConfig};
+use pocketlora::lora::{Adapter, LayerSelection, LoraConfig};
 use pocketlora::memory::heap::{self, CountingAlloc};
 use pocketlora::model::backward::{
     workspace_bytes, AdapterGeometry, SavedDtype, TrainWorkspace, WorkspaceShape,
 };
-use pocketlora::model::Model;
+use pocketlora::model::{Activations, KvCache, Model};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -17,7 +17,13 @@ static ALLOC: CountingAlloc = CountingAlloc;
 #[test]
 fn the_planned_workspace_is_what_gets_allocated() {
     let model = Model::open(asset("stories260K-q8_0.gguf"), 1).unwrap();
-    // Let the worker thread finish starting (its own allocations) before measuring.
+    // Let the worker thread finish starting (its own allocations) before measuring: a job
+    // on the model's pool returns only once a worker has run it.
+    {
+        let mut cache = KvCache::new(&model.cfg, 4).unwrap();
+        let mut act = Activations::for_model(&model, 4);
+        model.forward(&[1], &mut cache, &mut act).unwrap();
+    }
     for (lora, shape) in [
         (LoraConfig::default(), WorkspaceShape::plain(200)),
         (
@@ -31,6 +37,13 @@ fn the_planned_workspace_is_what_gets_allocated() {
                 loss_rows: 8,
                 ..WorkspaceShape::chunked(256, 16, SavedDtype::BF16)
             },
+        ),
+        (
+            LoraConfig {
+                layers: LayerSelection::parse("2,3,4").unwrap(),
+                ..LoraConfig::default()
+            },
+            WorkspaceShape::kept(96),
         ),
     ] {
         let adapter: Adapter = Adapter::new(&model.cfg, lora).unwrap();

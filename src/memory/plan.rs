@@ -87,7 +87,7 @@ impl Plan {
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect();
         json!({"budget_bytes": self.budget, "total_bytes": self.total, "items": items, "seq_len": self.shape.capacity, "threads": self.threads,
-               "chunk": self.shape.chunk, "segment": self.shape.segment, "loss_rows": self.shape.loss_rows, "saved_activations": format!("{:?}", self.shape.saved).to_lowercase(), "notes": self.notes})
+               "chunk": self.shape.chunk, "segment": self.shape.segment, "loss_rows": self.shape.loss_rows, "keep_activations": self.shape.keep, "saved_activations": format!("{:?}", self.shape.saved).to_lowercase(), "notes": self.notes})
     }
 
     /// The table as text lines.
@@ -105,8 +105,18 @@ impl Plan {
             human(self.budget)
         );
         s += &format!(
-            "  sequence length {}, token chunk {}, checkpoint every {} blocks, {} logit rows, saved activations {:?}, {} threads\n",
-            self.shape.capacity, self.shape.chunk, self.shape.segment, self.shape.loss_rows, self.shape.saved, self.threads
+            "  sequence length {}, {}, {} logit rows, {} threads\n",
+            self.shape.capacity,
+            if self.shape.keep {
+                "every block's activations kept (no recompute)".to_string()
+            } else {
+                format!(
+                    "token chunk {}, checkpoint every {} blocks, saved activations {:?}",
+                    self.shape.chunk, self.shape.segment, self.shape.saved
+                )
+            },
+            self.shape.loss_rows,
+            self.threads
         );
         for n in &self.notes {
             s += &format!("  {n}\n");
@@ -342,6 +352,10 @@ fn plan_with_threads(
         // Exact choices before the lossy one: for each storage type, every segment length
         // (recompute), fewer logit rows, smaller chunks.
         let mut out = Vec::new();
+        // Fastest of all: every adapted block's activations kept, nothing recomputed.
+        if req.saved.is_none_or(|s| s == SavedDtype::F32) {
+            out.push(WorkspaceShape::kept(t));
+        }
         for &s in &saved {
             for segment in SEGMENTS {
                 for loss_rows in LOSS_ROW_CHOICES {
@@ -352,6 +366,7 @@ fn plan_with_threads(
                             saved: s,
                             segment,
                             loss_rows,
+                            keep: false,
                         });
                     }
                 }
@@ -387,7 +402,13 @@ fn plan_with_threads(
                 items.push(("kernel scratch (per thread)", scratch(shape)));
                 items.extend(extra(t));
                 let mut notes = Vec::new();
-                if shape.segment > 1 {
+                if shape.keep {
+                    notes.push(
+                        "every adapted block's activations kept: backward recomputes nothing (the fastest plan)"
+                            .to_string(),
+                    );
+                }
+                if !shape.keep && shape.segment > 1 {
                     notes.push(format!(
                         "a checkpoint every {} blocks, the others recomputed in backward, to fit",
                         shape.segment

@@ -5,7 +5,9 @@
 //! MLP and projections recomputed chunk by chunk inside the backward — down to the lowest
 //! adapted block. Nothing below it is computed in backward.
 
-use super::block::{block_attention, block_forward, BlockCtx, BlockState, ChunkScratch, Dropout};
+use super::block::{
+    block_attention, block_forward, block_forward_kept, BlockCtx, BlockState, ChunkScratch, Dropout,
+};
 use super::block_backward::{block_backward, BackwardScratch};
 use super::config::ModelConfig;
 use super::forward::Model;
@@ -65,6 +67,11 @@ pub struct WorkspaceShape {
     /// Target rows formed at once in the fused head + loss (their logits exist for one
     /// vocabulary panel at a time).
     pub loss_rows: usize,
+    /// Keep every adapted block's activations (its input, attention state, keys, values and
+    /// the MLP's gate and up over all T tokens): backward recomputes no projection. The
+    /// fastest shape and the largest; `chunk`, `segment` and `saved` do not apply to the
+    /// kept blocks.
+    pub keep: bool,
 }
 
 impl WorkspaceShape {
@@ -76,6 +83,15 @@ impl WorkspaceShape {
             saved: SavedDtype::F32,
             segment: 1,
             loss_rows: LOSS_ROWS,
+            keep: false,
+        }
+    }
+
+    /// `plain`, keeping every adapted block's activations: nothing recomputed in backward.
+    pub fn kept(capacity: usize) -> Self {
+        WorkspaceShape {
+            keep: true,
+            ..WorkspaceShape::plain(capacity)
         }
     }
 
@@ -96,6 +112,41 @@ enum Saved<F> {
     Half(Vec<u16>),
 }
 
+/// One adapted block's activations kept from the forward pass for its backward.
+#[derive(Debug)]
+struct Kept<F> {
+    /// Block input, (T, C).
+    x_in: Vec<F>,
+    state: BlockState<F>,
+    /// Keys and values, (T, kv_dim).
+    k: Vec<F>,
+    v: Vec<F>,
+    /// The MLP's gate and up projections, (T, n_ff).
+    gate: Vec<F>,
+    up: Vec<F>,
+}
+
+impl<F: Real> Kept<F> {
+    fn new(cfg: &ModelConfig, t: usize) -> Self {
+        let z = |n: usize| vec![F::ZERO; t * n];
+        Kept {
+            x_in: z(cfg.n_embd),
+            state: BlockState::new(cfg, t),
+            k: z(cfg.kv_dim()),
+            v: z(cfg.kv_dim()),
+            gate: z(cfg.n_ff),
+            up: z(cfg.n_ff),
+        }
+    }
+
+    /// Bytes of one f32 block's kept activations, its struct included.
+    fn bytes_for(cfg: &ModelConfig, t: usize) -> usize {
+        4 * t * (cfg.n_embd + 2 * cfg.kv_dim() + 2 * cfg.n_ff)
+            + BlockState::<f32>::bytes_for(cfg, t)
+            + std::mem::size_of::<Kept<f32>>()
+    }
+}
+
 /// Buffers of training passes, sized once.
 #[derive(Debug)]
 pub struct TrainWorkspace<F> {
@@ -107,6 +158,8 @@ pub struct TrainWorkspace<F> {
     checkpoints: Vec<Saved<F>>,
     /// Inputs of the other blocks of the segment being differentiated, (T, C) each.
     segment_inputs: Vec<Saved<F>>,
+    /// With `shape.keep`: every adapted block's activations (then no checkpoints).
+    kept: Vec<Kept<F>>,
     /// Keys and values of the block being processed, (T, kv_dim).
     k: Vec<F>,
     v: Vec<F>,
@@ -162,11 +215,20 @@ pub fn workspace_bytes(cfg: &ModelConfig, g: AdapterGeometry, shape: WorkspaceSh
         shape.chunk.clamp(1, shape.capacity.max(1)),
     );
     let seg = shape.segment.max(1);
-    let stored = g.checkpoints.div_ceil(seg);
+    let (stored, others, kept) = if shape.keep {
+        (0, 0, g.checkpoints)
+    } else {
+        (
+            g.checkpoints.div_ceil(seg),
+            seg.min(g.checkpoints.max(1)) - 1,
+            0,
+        )
+    };
     let rows = shape.loss_rows.clamp(1, t);
     f * t * (2 * c) // x, x_in
         + stored * (t * c * shape.saved.bytes() + std::mem::size_of::<Saved<f32>>())
-        + (seg.min(g.checkpoints.max(1)) - 1) * (t * c * shape.saved.bytes() + std::mem::size_of::<Saved<f32>>())
+        + others * (t * c * shape.saved.bytes() + std::mem::size_of::<Saved<f32>>())
+        + kept * Kept::<f32>::bytes_for(cfg, t)
         + f * t * 2 * kvd
         + BlockState::<f32>::bytes_for(cfg, t)
         + ChunkScratch::<f32>::bytes_for(cfg, ch, g.max_rank, g.dropout)
@@ -199,7 +261,8 @@ impl<F: Real> TrainWorkspace<F> {
             SavedDtype::F32 => Saved::Full(z(capacity * c)),
             _ => Saved::Half(vec![0u16; capacity * c]),
         };
-        let n_ckpt = cfg.n_layer - lowest;
+        let n_adapted = cfg.n_layer - lowest;
+        let n_ckpt = if shape.keep { 0 } else { n_adapted };
         TrainWorkspace {
             shape: WorkspaceShape {
                 capacity,
@@ -207,11 +270,17 @@ impl<F: Real> TrainWorkspace<F> {
                 saved: shape.saved,
                 segment: seg,
                 loss_rows: rows,
+                keep: shape.keep,
             },
             x: z(capacity * c),
             x_in: z(capacity * c),
             checkpoints: (0..n_ckpt.div_ceil(seg)).map(saved).collect(),
             segment_inputs: (1..seg.min(n_ckpt.max(1))).map(saved).collect(),
+            kept: if shape.keep {
+                (0..n_adapted).map(|_| Kept::new(cfg, capacity)).collect()
+            } else {
+                Vec::new()
+            },
             k: z(capacity * kvd),
             v: z(capacity * kvd),
             state: BlockState::new(cfg, capacity),
@@ -384,6 +453,7 @@ pub fn forward_backward_packed<F: Real>(
     };
     let saved_dtype = ws.shape.saved;
     let seg = ws.shape.segment.max(1);
+    let keep = ws.shape.keep;
     let loss_rows = ws.shape.loss_rows.max(1);
     model.install(|| {
         let TrainWorkspace {
@@ -391,6 +461,7 @@ pub fn forward_backward_packed<F: Real>(
             x_in,
             checkpoints,
             segment_inputs,
+            kept,
             k,
             v,
             state,
@@ -423,8 +494,25 @@ pub fn forward_backward_packed<F: Real>(
             precision: model.precision(),
             starts: packed.then_some(&starts[..t]),
         };
-        // Forward, keeping the input of every `seg`-th adapted block.
+        // Forward, keeping the input of every `seg`-th adapted block (or, with `keep`,
+        // every adapted block's activations).
         for l in 0..cfg.n_layer {
+            if keep && l >= lowest {
+                let kp = &mut kept[l - lowest];
+                kp.x_in[..t * c].copy_from_slice(x);
+                let ff = cfg.n_ff;
+                block_forward_kept(
+                    &ctx(l),
+                    x,
+                    &mut kp.k,
+                    &mut kp.v,
+                    &mut kp.state,
+                    chunk,
+                    &mut kp.gate[..t * ff],
+                    &mut kp.up[..t * ff],
+                );
+                continue;
+            }
             if l >= lowest && (l - lowest) % seg == 0 {
                 save(&mut checkpoints[(l - lowest) / seg], x, saved_dtype);
             }
@@ -510,6 +598,27 @@ pub fn forward_backward_packed<F: Real>(
         // MLP is recomputed chunk by chunk inside block_backward) — except the top block's
         // when nothing ran since the forward pass, whose state is still in `state`.
         let kvd = cfg.kv_dim();
+        if keep {
+            // Everything backward needs was kept: no recompute.
+            let ff = cfg.n_ff;
+            for l in (lowest..cfg.n_layer).rev() {
+                let kp = &kept[l - lowest];
+                block_backward(
+                    &ctx(l),
+                    Some(&mut grads.layers[l]),
+                    dx,
+                    &kp.x_in[..t * c],
+                    &kp.k[..t * kvd],
+                    &kp.v[..t * kvd],
+                    &kp.state,
+                    chunk,
+                    scratch,
+                    l > lowest,
+                    Some((&kp.gate[..t * ff], &kp.up[..t * ff])),
+                );
+            }
+            return Ok(loss);
+        }
         let n_seg = (cfg.n_layer - lowest).div_ceil(seg);
         for si in (0..n_seg).rev() {
             let (s0, s1) = (
@@ -546,6 +655,7 @@ pub fn forward_backward_packed<F: Real>(
                     chunk,
                     scratch,
                     l > lowest,
+                    None,
                 );
             }
         }

@@ -403,6 +403,31 @@ pub(crate) fn mlp_chunk<F: Real>(
     add_into(x, proj);
 }
 
+/// [`block_forward`] for training without recompute: the attention state (with the
+/// log-sum-exp) goes to `st`, keys and values to `kc`/`vc`, and the MLP's gate and up
+/// projections of all T tokens to `gate_all`/`up_all` (T, n_ff), all kept for backward.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn block_forward_kept<F: Real>(
+    ctx: &BlockCtx<'_, F>,
+    x: &mut [F],
+    kc: &mut [F],
+    vc: &mut [F],
+    st: &mut BlockState<F>,
+    ch: &mut ChunkScratch<F>,
+    gate_all: &mut [F],
+    up_all: &mut [F],
+) {
+    block_attention(ctx, x, kc, vc, 0, st, ch, true);
+    let (c, ff) = (ctx.cfg.n_embd, ctx.cfg.n_ff);
+    let rows = ch.rows();
+    for (i, xc) in x.chunks_mut(rows * c).enumerate() {
+        let (r0, n) = (i * rows, xc.len() / c);
+        mlp_chunk(ctx, xc, r0, ch);
+        gate_all[r0 * ff..(r0 + n) * ff].copy_from_slice(&ch.gate[..n * ff]);
+        up_all[r0 * ff..(r0 + n) * ff].copy_from_slice(&ch.up[..n * ff]);
+    }
+}
+
 /// The whole block on `x` (T, C) in place (see [`block_attention`] for the cache).
 #[allow(clippy::too_many_arguments)]
 pub fn block_forward<F: Real>(

@@ -1,7 +1,9 @@
 //! The backward pass of one block (see `block.rs` for the forward, step by step). The MLP
 //! and the projections run chunk by chunk: each chunk's norm outputs, MLP activations and
 //! LoRA inputs are recomputed from x_mid (MLP) or x_in (q/k/v), so only the attention
-//! state and the attention gradients cover all T tokens. Adds into the adapter gradients
+//! state and the attention gradients cover all T tokens. When the workspace keeps every
+//! block's activations (`WorkspaceShape::keep`), the MLP's gate and up come from the
+//! forward pass instead. Adds into the adapter gradients
 //! and turns d(out) into d(x_in).
 
 use super::block::{linear_forward, lora_input, BlockCtx, BlockState, ChunkScratch};
@@ -148,6 +150,7 @@ pub fn block_backward<F: Real>(
     ch: &mut ChunkScratch<F>,
     sc: &mut BackwardScratch<F>,
     need_dx: bool,
+    kept_mlp: Option<(&[F], &[F])>,
 ) {
     let cfg = ctx.cfg;
     let lw = ctx.lw();
@@ -205,8 +208,19 @@ pub fn block_backward<F: Real>(
             &mut h[..n * ff],
         );
         rmsnorm_forward(xn, rstd, x_mid, &lw.ffn_norm, cfg.rms_eps);
-        linear_forward(ctx, Target::Gate, gate, xn, r0, u_g, dropped);
-        linear_forward(ctx, Target::Up, up, xn, r0, u_u, dropped);
+        match kept_mlp {
+            // Kept from the forward pass: only the LoRA inputs are formed again.
+            Some((kg, ku)) => {
+                gate.copy_from_slice(&kg[r0 * ff..r1 * ff]);
+                up.copy_from_slice(&ku[r0 * ff..r1 * ff]);
+                lora_input(ctx, Target::Gate, xn, r0, u_g, dropped);
+                lora_input(ctx, Target::Up, xn, r0, u_u, dropped);
+            }
+            None => {
+                linear_forward(ctx, Target::Gate, gate, xn, r0, u_g, dropped);
+                linear_forward(ctx, Target::Up, up, xn, r0, u_u, dropped);
+            }
+        }
         swiglu_forward(h, gate, up);
         lora_input(ctx, Target::Down, h, r0, u_d, dropped);
         let dxc = &mut dx[r0 * c..r1 * c];
