@@ -341,7 +341,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if let (Some(model), Some((ids, rec, lora, budget, plan))) = (model.as_ref(), planned) {
         let cfg = &model.cfg;
         let t = a.seq_len;
-        let flops = bench::flops(cfg, t, a.rank);
+        let kept = plan.as_ref().is_some_and(|p| p.shape.keep);
+        let flops = bench::flops(cfg, t, a.rank, kept);
 
         progress("measuring prompt processing");
         let mut cache = KvCache::new(cfg, t)?;
