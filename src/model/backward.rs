@@ -3,7 +3,10 @@
 //! cross-entropy fused and chunked over target rows (never the whole T × V logits), then
 //! the blocks in reverse — each block's attention half recomputed from its checkpoint, its
 //! MLP and projections recomputed chunk by chunk inside the backward — down to the lowest
-//! adapted block. Nothing below it is computed in backward.
+//! adapted block. Nothing below it is computed in backward. When the memory plan has room
+//! (`WorkspaceShape::keep`), every adapted block instead keeps its input, attention state,
+//! keys, values and the MLP's gate and up, and backward recomputes no projection: the
+//! fastest plan, and the largest.
 
 use super::block::{
     block_attention, block_forward, block_forward_kept, BlockCtx, BlockState, ChunkScratch, Dropout,
