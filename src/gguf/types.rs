@@ -147,8 +147,9 @@ pub(crate) enum ItemRef<'a> {
     Value(&'a Value),
 }
 
-/// The little-endian bytes of a scalar value.
-fn scalar_bytes(v: &Value, out: &mut Vec<u8>) {
+/// Appends the little-endian bytes of a scalar value (as GGUF stores it; the writer's
+/// encoding of scalars too).
+pub(crate) fn scalar_bytes(v: &Value, out: &mut Vec<u8>) {
     match *v {
         Value::U8(x) => out.push(x),
         Value::I8(x) => out.extend_from_slice(&x.to_le_bytes()),

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::parse::tensor_size;
 use super::reader::GgufFile;
-use super::types::{ItemRef, Value};
+use super::types::{scalar_bytes, ItemRef, Value};
 use super::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION};
 use crate::error::GgufError;
 use crate::quant::GgmlType;
@@ -407,14 +407,6 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 /// A value without its type id (which precedes top-level values only).
 fn put_value(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::U8(v) => out.push(*v),
-        Value::I8(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::U16(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::I16(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::U32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::I32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::F32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::Bool(v) => out.push(u8::from(*v)),
         Value::String(s) => put_str(out, s),
         Value::Array(a) => {
             out.extend_from_slice(&a.elem_type.id().to_le_bytes());
@@ -428,9 +420,7 @@ fn put_value(out: &mut Vec<u8>, value: &Value) {
                 }
             }
         }
-        Value::U64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
+        scalar => scalar_bytes(scalar, out),
     }
 }
 
