@@ -8,7 +8,9 @@
 //!   the dispatched f32 micro-gemm ([`crate::simd::Sgemm`]). Forward: the panel is the
 //!   broadcast operand and the tokens, packed transposed once per call in blocks of 32, are
 //!   the vector operand, so each panel is dequantized once and reused by every token.
-//!   Backward: dY is the broadcast operand and the panel's rows are the vectors.
+//!   Backward: dY is the broadcast operand, packed per register tile of tokens so each
+//!   step reads one contiguous line, and the panel's rows are the vectors, stored per lane
+//!   block of 32 columns so a block stays in L1 while the token tiles sweep it.
 //! - **fast** (int8): activations are quantized per 32 values (Q8_0-style: scale
 //!   max|x|/127) and multiplied by integer weights with integer dot products
 //!   ([`crate::simd::I8Rows`] × [`crate::simd::I8Lanes`]). Forward: Q8_0 and Q4_0 blocks are
@@ -181,8 +183,13 @@ impl<'a> QMatrix<'a> {
 const PANEL_BYTES: usize = 512 * 1024;
 /// Up to this many tokens, the forward takes the dot-product path.
 const GEMV_TOKENS: usize = 2;
-/// Tokens per packed block of the exact forward's vector operand.
+/// Tokens per packed block of the exact forward's vector operand (and columns per lane
+/// block of the exact backward's).
 const NT: usize = 32;
+/// Rows of W per dequantized panel of the exact backward.
+const BACKWARD_PANEL: usize = 128;
+/// Largest register tile height of any kernel table (`Kernels::f32_tile.0`).
+const MAX_TILE_ROWS: usize = 12;
 
 /// Rows per dequantized panel for a given row width (shape-only, so results do not depend
 /// on the thread count).
@@ -255,7 +262,9 @@ fn scratch_need_exactly(
         n.u8[1] = pb * 32 * ld;
         n.f32[2] = 2 * pb * ld;
     } else {
-        n.f32[1] = 128 * max_backward_width(cols);
+        let width = max_backward_width(cols);
+        n.f32[1] = BACKWARD_PANEL * width.div_ceil(NT) * NT;
+        n.f32[2] = width;
     }
     n
 }
@@ -413,31 +422,57 @@ fn backward_panels(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatri
     let bs = w.ty.block_size();
     let align = bs.max(16).div_ceil(bs) * bs;
     let width = task_chunk(cols, 512.max(align), align).min(cols.div_ceil(bs) * bs);
-    let p = 128;
+    let mr = k.f32_tile.0;
+    assert!(
+        mr <= MAX_TILE_ROWS,
+        "backward: register tile taller than its buffer"
+    );
     SharedColumns::new(dx, cols).par_parts(cols, width, |_, mut part| {
         let (c0, c1) = part.columns();
         let cw = c1 - c0;
-        with_f32(1, p * cw, |panel| {
+        let lane_blocks = cw.div_ceil(NT);
+        with_f32(1, BACKWARD_PANEL * lane_blocks * NT, |panel| {
             let mut n0 = 0;
             while n0 < rows {
-                let n = p.min(rows - n0);
-                w.dequantize_cols(k, n0, n, c0, cw, panel);
-                // dx[:, c0..c0+cw] += dy[:, n0..n0+n] · panel.
-                let mut out = part.out(0, c0, cols, 1, true);
-                k.sgemm(
-                    &Sgemm {
-                        m: t,
-                        n: cw,
-                        k: n,
-                        r: &dy[n0..],
-                        rs: rows,
-                        cs: 1,
-                        l: panel,
-                        ldb: cw,
-                        alpha: 1.0,
-                    },
-                    &mut out,
-                );
+                let n = BACKWARD_PANEL.min(rows - n0);
+                // panel[jb][i][j] = W[n0 + i][c0 + jb·NT + j]: each lane block contiguous.
+                with_f32(2, cw, |row| {
+                    for i in 0..n {
+                        w.dequantize_cols(k, n0 + i, 1, c0, cw, row);
+                        for (jb, src) in row.chunks(NT).enumerate() {
+                            let at = (jb * n + i) * NT;
+                            panel[at..at + src.len()].copy_from_slice(src);
+                        }
+                    }
+                });
+                // dx[:, c0..c1] += dy[:, n0..n0+n] · panel, dy packed per tile of mr tokens.
+                let mut tile = [0f32; MAX_TILE_ROWS * BACKWARD_PANEL];
+                for i0 in (0..t).step_by(mr) {
+                    let m = mr.min(t - i0);
+                    for (i, d) in dy[i0 * rows..].chunks(rows).take(m).enumerate() {
+                        for (p, &v) in d[n0..n0 + n].iter().enumerate() {
+                            tile[p * mr + i] = v;
+                        }
+                    }
+                    for jb in 0..lane_blocks {
+                        let j0 = jb * NT;
+                        let mut out = part.out(i0, c0 + j0, cols, 1, true);
+                        k.sgemm(
+                            &Sgemm {
+                                m,
+                                n: NT.min(cw - j0),
+                                k: n,
+                                r: &tile,
+                                rs: 1,
+                                cs: mr,
+                                l: &panel[jb * n * NT..],
+                                ldb: NT,
+                                alpha: 1.0,
+                            },
+                            &mut out,
+                        );
+                    }
+                }
                 n0 += n;
             }
         });
