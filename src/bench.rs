@@ -301,16 +301,17 @@ pub fn fp32_peak_gflops(threads: usize, seconds: f64) -> (f64, Level) {
 pub struct Flops {
     /// Forward over the blocks (no output head).
     pub forward: f64,
-    /// One training step as this engine runs it: forward, the blocks' forward again from
-    /// their checkpoints (unless every block's activations are kept), the input gradients,
+    /// One training step as this engine runs it: forward, the checkpointed blocks' forward
+    /// again from their checkpoints (not the blocks whose activations are kept), the input gradients,
     /// the head three times (two passes forward, one back), the LoRA products (forward and
     /// the backward ones).
     pub train: f64,
 }
 
-/// FLOP counts for `t` tokens of `cfg` with LoRA rank `r` on all seven targets; `kept`:
-/// the training plan keeps every block's activations (no recompute in backward).
-pub fn flops(cfg: &ModelConfig, t: usize, r: usize, kept: bool) -> Flops {
+/// FLOP counts for `t` tokens of `cfg` with LoRA rank `r` on all seven targets of every
+/// block; the training plan keeps the activations of the top `kept` blocks (they are not
+/// recomputed in backward).
+pub fn flops(cfg: &ModelConfig, t: usize, r: usize, kept: usize) -> Flops {
     let (c, q, kv, ff) = (
         cfg.n_embd as f64,
         cfg.q_dim() as f64,
@@ -326,9 +327,9 @@ pub fn flops(cfg: &ModelConfig, t: usize, r: usize, kept: bool) -> Flops {
     let lora_fwd = 2.0 * t * r as f64 * lora_io;
     let forward = layers * fwd_block;
     let head = 2.0 * t * cfg.n_vocab as f64 * c;
-    let passes = if kept { 1.0 } else { 2.0 };
-    let train = layers
-        * (passes * fwd_block + 2.0 * t * lin + 5.0 * attn_unit + (passes + 2.0) * lora_fwd)
+    let recomputed = layers - kept.min(cfg.n_layer) as f64;
+    let train = layers * (fwd_block + 2.0 * t * lin + 5.0 * attn_unit + 3.0 * lora_fwd)
+        + recomputed * (fwd_block + lora_fwd)
         + 3.0 * head;
     Flops { forward, train }
 }

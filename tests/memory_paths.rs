@@ -8,7 +8,7 @@ mod common;
 use common::{asset, golden};
 use pocketlora::data::{read_ids_jsonl, TokenRecord};
 use pocketlora::lora::{Adapter, LoraConfig};
-use pocketlora::model::backward::{SavedDtype, WorkspaceShape};
+use pocketlora::model::backward::{SavedDtype, WorkspaceShape, ALL_BLOCKS};
 use pocketlora::model::Model;
 use pocketlora::train::{RecordOrder, Schedule, TrainConfig, Trainer};
 
@@ -65,19 +65,23 @@ fn chunked_recompute_equals_the_plain_path() {
     // gradients into update differences proportional to the rate.
     let (plain_losses, plain) = train(&model, &records, WorkspaceShape::plain(128), 5, 2e-4);
     // Token chunks of 7 and 32; √L checkpointing (every 2 and 3 blocks) with 8 logit rows;
-    // every block's activations kept (no recompute), whole and in chunks of 7.
+    // every block's activations kept (no recompute), whole and in chunks of 7; the top 2
+    // (of 5) blocks kept and the others checkpointed per block (the top checkpointed
+    // block's attention state reused), or the top 1 kept and the others in segments of 2.
     for (chunk, segment, loss_rows, keep) in [
-        (7usize, 1usize, 64usize, false),
-        (32, 1, 64, false),
-        (128, 2, 8, false),
-        (7, 3, 8, false),
-        (128, 1, 256, true),
-        (7, 1, 64, true),
+        (7usize, 1usize, 64usize, 0usize),
+        (32, 1, 64, 0),
+        (128, 2, 8, 0),
+        (7, 3, 8, 0),
+        (128, 1, 256, ALL_BLOCKS),
+        (7, 1, 64, ALL_BLOCKS),
+        (128, 1, 256, 2),
+        (7, 2, 64, 1),
     ] {
         let shape = WorkspaceShape {
             segment,
             loss_rows,
-            keep,
+            kept: keep,
             ..WorkspaceShape::chunked(128, chunk, SavedDtype::F32)
         };
         let (losses, a) = train(&model, &records, shape, 5, 2e-4);
@@ -132,14 +136,16 @@ fn chunked_gradients_equal_plain_gradients_per_tensor() {
     };
     let plain = grads(WorkspaceShape::plain(128));
     for (chunk, keep) in [
-        (5usize, false),
-        (16, false),
-        (33, false),
-        (128, true),
-        (5, true),
+        (5usize, 0usize),
+        (16, 0),
+        (33, 0),
+        (128, ALL_BLOCKS),
+        (5, ALL_BLOCKS),
+        (128, 3),
+        (16, 1),
     ] {
         let g = grads(WorkspaceShape {
-            keep,
+            kept: keep,
             ..WorkspaceShape::chunked(128, chunk, SavedDtype::F32)
         });
         for (p, q) in g.pairs().zip(plain.pairs()) {

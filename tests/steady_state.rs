@@ -10,7 +10,7 @@ use pocketlora::data::{read_ids_jsonl, TokenRecord};
 use pocketlora::kernels::Precision;
 use pocketlora::lora::{Adapter, LoraConfig};
 use pocketlora::memory::heap::{self, CountingAlloc};
-use pocketlora::model::backward::{SavedDtype, WorkspaceShape};
+use pocketlora::model::backward::{SavedDtype, WorkspaceShape, ALL_BLOCKS};
 use pocketlora::model::Model;
 use pocketlora::train::{RecordOrder, TrainConfig, Trainer};
 
@@ -29,7 +29,11 @@ fn training_steps_after_the_second_allocate_nothing() {
                     loss_rows: 16,
                     ..WorkspaceShape::chunked(128, 32, SavedDtype::BF16)
                 },
-                WorkspaceShape::kept(128),
+                WorkspaceShape::keeping(128, ALL_BLOCKS),
+                WorkspaceShape {
+                    segment: 2,
+                    ..WorkspaceShape::keeping(128, 2)
+                },
             ] {
                 let mut model = Model::open(asset("stories260K-q8_0.gguf"), threads).unwrap();
                 model.set_precision(precision);

@@ -7,7 +7,7 @@ use common::asset;
 use pocketlora::lora::{Adapter, LayerSelection, LoraConfig};
 use pocketlora::memory::heap::{self, CountingAlloc};
 use pocketlora::model::backward::{
-    workspace_bytes, AdapterGeometry, SavedDtype, TrainWorkspace, WorkspaceShape,
+    workspace_bytes, AdapterGeometry, SavedDtype, TrainWorkspace, WorkspaceShape, ALL_BLOCKS,
 };
 use pocketlora::model::{Activations, KvCache, Model};
 
@@ -43,7 +43,18 @@ fn the_planned_workspace_is_what_gets_allocated() {
                 layers: LayerSelection::parse("2,3,4").unwrap(),
                 ..LoraConfig::default()
             },
-            WorkspaceShape::kept(96),
+            WorkspaceShape::keeping(96, ALL_BLOCKS),
+        ),
+        (
+            LoraConfig {
+                layers: LayerSelection::parse("1,2,3,4").unwrap(),
+                ..LoraConfig::default()
+            },
+            WorkspaceShape {
+                segment: 2,
+                saved: SavedDtype::BF16,
+                ..WorkspaceShape::keeping(96, 1)
+            },
         ),
     ] {
         let adapter: Adapter = Adapter::new(&model.cfg, lora).unwrap();

@@ -341,7 +341,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if let (Some(model), Some((ids, rec, lora, budget, plan))) = (model.as_ref(), planned) {
         let cfg = &model.cfg;
         let t = a.seq_len;
-        let kept = plan.as_ref().is_some_and(|p| p.shape.keep);
+        let kept = plan.as_ref().map_or(0, |p| p.shape.kept);
         let flops = bench::flops(cfg, t, a.rank, kept);
 
         progress("measuring prompt processing");

@@ -74,11 +74,19 @@ pub struct Plan {
     pub shape: WorkspaceShape,
     /// Worker threads (fewer than asked when per-thread buffers did not fit).
     pub threads: usize,
+    /// Adapted blocks (the lowest adapted block and all above): `shape.kept` of them keep
+    /// their activations, the others are checkpointed.
+    pub adapted_blocks: usize,
     /// What the planner chose and why.
     pub notes: Vec<String>,
 }
 
 impl Plan {
+    /// Whether every adapted block keeps its activations (backward recomputes nothing).
+    pub fn keeps_all(&self) -> bool {
+        self.adapted_blocks > 0 && self.shape.kept >= self.adapted_blocks
+    }
+
     /// The table as JSON.
     pub fn to_json(&self) -> Value {
         let items: serde_json::Map<String, Value> = self
@@ -87,7 +95,7 @@ impl Plan {
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect();
         json!({"budget_bytes": self.budget, "total_bytes": self.total, "items": items, "seq_len": self.shape.capacity, "threads": self.threads,
-               "chunk": self.shape.chunk, "segment": self.shape.segment, "loss_rows": self.shape.loss_rows, "keep_activations": self.shape.keep, "saved_activations": format!("{:?}", self.shape.saved).to_lowercase(), "notes": self.notes})
+               "chunk": self.shape.chunk, "segment": self.shape.segment, "loss_rows": self.shape.loss_rows, "keep_activations": self.keeps_all(), "kept_blocks": self.shape.kept, "adapted_blocks": self.adapted_blocks, "saved_activations": format!("{:?}", self.shape.saved).to_lowercase(), "notes": self.notes})
     }
 
     /// The table as text lines.
@@ -107,12 +115,19 @@ impl Plan {
         s += &format!(
             "  sequence length {}, {}, {} logit rows, {} threads\n",
             self.shape.capacity,
-            if self.shape.keep {
+            if self.keeps_all() {
                 "every block's activations kept (no recompute)".to_string()
             } else {
                 format!(
-                    "token chunk {}, checkpoint every {} blocks, saved activations {:?}",
-                    self.shape.chunk, self.shape.segment, self.shape.saved
+                    "{}token chunk {}, checkpoint every {} blocks, saved activations {:?}",
+                    if self.shape.kept > 0 {
+                        format!("top {} blocks' activations kept, ", self.shape.kept)
+                    } else {
+                        String::new()
+                    },
+                    self.shape.chunk,
+                    self.shape.segment,
+                    self.shape.saved
                 )
             },
             self.shape.loss_rows,
@@ -352,9 +367,13 @@ fn plan_with_threads(
         // Exact choices before the lossy one: for each storage type, every segment length
         // (recompute), fewer logit rows, smaller chunks.
         let mut out = Vec::new();
-        // Fastest of all: every adapted block's activations kept, nothing recomputed.
+        // Fastest of all: every adapted block's activations kept, nothing recomputed; then
+        // as many of the top blocks as fit, the others checkpointed (each kept block saves
+        // one block forward per step).
         if req.saved.is_none_or(|s| s == SavedDtype::F32) {
-            out.push(WorkspaceShape::kept(t));
+            for blocks in (1..=g.checkpoints).rev() {
+                out.push(WorkspaceShape::keeping(t, blocks));
+            }
         }
         for &s in &saved {
             for segment in SEGMENTS {
@@ -366,7 +385,7 @@ fn plan_with_threads(
                             saved: s,
                             segment,
                             loss_rows,
-                            keep: false,
+                            kept: 0,
                         });
                     }
                 }
@@ -402,13 +421,18 @@ fn plan_with_threads(
                 items.push(("kernel scratch (per thread)", scratch(shape)));
                 items.extend(extra(t));
                 let mut notes = Vec::new();
-                if shape.keep {
+                if shape.kept >= g.checkpoints && g.checkpoints > 0 {
                     notes.push(
                         "every adapted block's activations kept: backward recomputes nothing (the fastest plan)"
                             .to_string(),
                     );
+                } else if shape.kept > 0 {
+                    notes.push(format!(
+                        "the top {} of {} adapted blocks keep their activations (no recompute for them), the others are checkpointed, to fit",
+                        shape.kept, g.checkpoints
+                    ));
                 }
-                if !shape.keep && shape.segment > 1 {
+                if shape.kept < g.checkpoints && shape.segment > 1 {
                     notes.push(format!(
                         "a checkpoint every {} blocks, the others recomputed in backward, to fit",
                         shape.segment
@@ -450,6 +474,7 @@ fn plan_with_threads(
                     total,
                     shape,
                     threads,
+                    adapted_blocks: g.checkpoints,
                     notes,
                 });
             }
@@ -639,9 +664,34 @@ mod tests {
                 ..LoraConfig::default()
             },
         );
+        // 2 GiB: every block's activations kept (TinyLlama needs about 1.1 GiB for them).
+        let p = plan_training(&req(&m, &l, 2 << 30)).unwrap();
+        assert_eq!(p.shape, WorkspaceShape::keeping(512, 22));
+        assert!(p.keeps_all() && p.total <= 2 << 30);
+        // 1 GiB: as many of the top blocks as fit keep theirs, and one more would not fit.
         let p = plan_training(&req(&m, &l, 1 << 30)).unwrap();
-        assert_eq!(p.shape, WorkspaceShape::plain(512));
-        assert!(p.total <= 1 << 30 && p.notes.is_empty());
+        let (kept, g) = (p.shape.kept, geometry(&m, &l).unwrap());
+        assert!(kept > 0 && kept < 22 && !p.keeps_all(), "{:?}", p.shape);
+        assert_eq!(
+            WorkspaceShape { kept: 0, ..p.shape },
+            WorkspaceShape::plain(512)
+        );
+        assert!(p.total <= 1 << 30);
+        let one_more = WorkspaceShape {
+            kept: kept + 1,
+            ..p.shape
+        };
+        let grown = workspace_bytes(&m, g, one_more) - workspace_bytes(&m, g, p.shape);
+        assert!(p.total + grown as u64 > 1 << 30);
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains(&format!("top {kept} of 22"))),
+            "{:?}",
+            p.notes
+        );
+        assert_eq!(p.to_json()["kept_blocks"], kept);
+        assert_eq!(p.to_json()["keep_activations"], false);
         let p = plan_training(&req(&m, &l, 256 << 20)).unwrap();
         assert!(p.shape.chunk < 512, "{:?}", p.shape);
         assert!(p.total <= 256 << 20);

@@ -4,9 +4,9 @@
 //! the blocks in reverse — each block's attention half recomputed from its checkpoint, its
 //! MLP and projections recomputed chunk by chunk inside the backward — down to the lowest
 //! adapted block. Nothing below it is computed in backward. When the memory plan has room
-//! (`WorkspaceShape::keep`), every adapted block instead keeps its input, attention state,
-//! keys, values and the MLP's gate and up, and backward recomputes no projection: the
-//! fastest plan, and the largest.
+//! (`WorkspaceShape::kept`), the top adapted blocks (all of them, or as many as fit) instead
+//! keep their input, attention state, keys, values and the MLP's gate and up, and backward
+//! recomputes no projection of theirs: each kept block saves one block forward per step.
 
 use super::block::{
     block_attention, block_forward, block_forward_kept, BlockCtx, BlockState, ChunkScratch, Dropout,
@@ -70,12 +70,16 @@ pub struct WorkspaceShape {
     /// Target rows formed at once in the fused head + loss (their logits exist for one
     /// vocabulary panel at a time).
     pub loss_rows: usize,
-    /// Keep every adapted block's activations (its input, attention state, keys, values and
-    /// the MLP's gate and up over all T tokens): backward recomputes no projection. The
-    /// fastest shape and the largest; `chunk`, `segment` and `saved` do not apply to the
-    /// kept blocks.
-    pub keep: bool,
+    /// How many of the top adapted blocks keep their activations (input, attention state,
+    /// keys, values and the MLP's gate and up over all T tokens), so backward recomputes
+    /// nothing of theirs: 0 for none, `ALL_BLOCKS` (or any number ≥ the adapted blocks)
+    /// for every one — the fastest shape and the largest. `chunk`, `segment` and `saved`
+    /// apply to the other blocks only.
+    pub kept: usize,
 }
+
+/// [`WorkspaceShape::kept`] for every adapted block.
+pub const ALL_BLOCKS: usize = usize::MAX;
 
 impl WorkspaceShape {
     /// Unchunked, exact storage, a checkpoint per block.
@@ -86,16 +90,23 @@ impl WorkspaceShape {
             saved: SavedDtype::F32,
             segment: 1,
             loss_rows: LOSS_ROWS,
-            keep: false,
+            kept: 0,
         }
     }
 
-    /// `plain`, keeping every adapted block's activations: nothing recomputed in backward.
-    pub fn kept(capacity: usize) -> Self {
+    /// `plain`, keeping the activations of the top `blocks` adapted blocks ([`ALL_BLOCKS`]:
+    /// every one, then nothing is recomputed in backward).
+    pub fn keeping(capacity: usize, blocks: usize) -> Self {
         WorkspaceShape {
-            keep: true,
+            kept: blocks,
             ..WorkspaceShape::plain(capacity)
         }
+    }
+
+    /// How many of `adapted` blocks keep their activations, and how many are checkpointed.
+    pub fn split(&self, adapted: usize) -> (usize, usize) {
+        let kept = self.kept.min(adapted);
+        (kept, adapted - kept)
     }
 
     /// `plain` with another token chunk and checkpoint storage.
@@ -161,7 +172,7 @@ pub struct TrainWorkspace<F> {
     checkpoints: Vec<Saved<F>>,
     /// Inputs of the other blocks of the segment being differentiated, (T, C) each.
     segment_inputs: Vec<Saved<F>>,
-    /// With `shape.keep`: every adapted block's activations (then no checkpoints).
+    /// The activations of the top `shape.kept` adapted blocks, lowest first.
     kept: Vec<Kept<F>>,
     /// Keys and values of the block being processed, (T, kv_dim).
     k: Vec<F>,
@@ -218,17 +229,10 @@ pub fn workspace_bytes(cfg: &ModelConfig, g: AdapterGeometry, shape: WorkspaceSh
         shape.chunk.clamp(1, shape.capacity.max(1)),
     );
     let seg = shape.segment.max(1);
-    let (stored, others, kept) = if shape.keep {
-        (0, 0, g.checkpoints)
-    } else {
-        (
-            g.checkpoints.div_ceil(seg),
-            seg.min(g.checkpoints.max(1)) - 1,
-            0,
-        )
-    };
+    let (kept, n_ckpt) = shape.split(g.checkpoints);
+    let (stored, others) = (n_ckpt.div_ceil(seg), seg.min(n_ckpt.max(1)) - 1);
     let rows = shape.loss_rows.clamp(1, t);
-    f * t * (2 * c) // x, x_in
+    f * t * c * (1 + usize::from(n_ckpt > 0)) // x, and x_in for checkpointed blocks
         + stored * (t * c * shape.saved.bytes() + std::mem::size_of::<Saved<f32>>())
         + others * (t * c * shape.saved.bytes() + std::mem::size_of::<Saved<f32>>())
         + kept * Kept::<f32>::bytes_for(cfg, t)
@@ -264,8 +268,7 @@ impl<F: Real> TrainWorkspace<F> {
             SavedDtype::F32 => Saved::Full(z(capacity * c)),
             _ => Saved::Half(vec![0u16; capacity * c]),
         };
-        let n_adapted = cfg.n_layer - lowest;
-        let n_ckpt = if shape.keep { 0 } else { n_adapted };
+        let (n_kept, n_ckpt) = shape.split(cfg.n_layer - lowest);
         TrainWorkspace {
             shape: WorkspaceShape {
                 capacity,
@@ -273,17 +276,13 @@ impl<F: Real> TrainWorkspace<F> {
                 saved: shape.saved,
                 segment: seg,
                 loss_rows: rows,
-                keep: shape.keep,
+                kept: n_kept,
             },
             x: z(capacity * c),
-            x_in: z(capacity * c),
+            x_in: z(if n_ckpt > 0 { capacity * c } else { 0 }),
             checkpoints: (0..n_ckpt.div_ceil(seg)).map(saved).collect(),
             segment_inputs: (1..seg.min(n_ckpt.max(1))).map(saved).collect(),
-            kept: if shape.keep {
-                (0..n_adapted).map(|_| Kept::new(cfg, capacity)).collect()
-            } else {
-                Vec::new()
-            },
+            kept: (0..n_kept).map(|_| Kept::new(cfg, capacity)).collect(),
             k: z(capacity * kvd),
             v: z(capacity * kvd),
             state: BlockState::new(cfg, capacity),
@@ -456,7 +455,9 @@ pub fn forward_backward_packed<F: Real>(
     };
     let saved_dtype = ws.shape.saved;
     let seg = ws.shape.segment.max(1);
-    let keep = ws.shape.keep;
+    // Blocks from `keep_from` up keep their activations; `lowest .. keep_from` are
+    // checkpointed.
+    let keep_from = (cfg.n_layer - ws.kept.len()).max(lowest);
     let loss_rows = ws.shape.loss_rows.max(1);
     model.install(|| {
         let TrainWorkspace {
@@ -484,7 +485,8 @@ pub fn forward_backward_packed<F: Real>(
             starts,
             ..
         } = ws;
-        let (x, x_in, dx) = (&mut x[..t * c], &mut x_in[..t * c], &mut dx[..t * c]);
+        let x_in = &mut x_in[..if keep_from > lowest { t * c } else { 0 }];
+        let (x, dx) = (&mut x[..t * c], &mut dx[..t * c]);
         let (cos, sin) = (&cos[..t * half], &sin[..t * half]);
         let ctx = |l: usize| BlockCtx {
             cfg,
@@ -497,11 +499,12 @@ pub fn forward_backward_packed<F: Real>(
             precision: model.precision(),
             starts: packed.then_some(&starts[..t]),
         };
-        // Forward, keeping the input of every `seg`-th adapted block (or, with `keep`,
-        // every adapted block's activations).
+        // Forward, keeping the input of every `seg`-th checkpointed block and the kept
+        // blocks' activations. The top checkpointed block keeps its attention state (and
+        // its keys and values stay in `k`, `v`): its backward need not recompute them.
         for l in 0..cfg.n_layer {
-            if keep && l >= lowest {
-                let kp = &mut kept[l - lowest];
+            if l >= keep_from {
+                let kp = &mut kept[l - keep_from];
                 kp.x_in[..t * c].copy_from_slice(x);
                 let ff = cfg.n_ff;
                 block_forward_kept(
@@ -519,7 +522,7 @@ pub fn forward_backward_packed<F: Real>(
             if l >= lowest && (l - lowest) % seg == 0 {
                 save(&mut checkpoints[(l - lowest) / seg], x, saved_dtype);
             }
-            block_forward(&ctx(l), x, k, v, 0, state, chunk, l + 1 == cfg.n_layer);
+            block_forward(&ctx(l), x, k, v, 0, state, chunk, l + 1 == keep_from);
         }
 
         // Fused output head + cross-entropy + its backward, `loss_rows` target rows at a
@@ -595,39 +598,34 @@ pub fn forward_backward_packed<F: Real>(
             }
         }
 
-        // Blocks in reverse, segment by segment. A segment's first block input is its
-        // checkpoint; the others are recomputed (full block forwards) into
-        // `segment_inputs`. Each block's attention half is recomputed from its input (the
-        // MLP is recomputed chunk by chunk inside block_backward) — except the top block's
-        // when nothing ran since the forward pass, whose state is still in `state`.
+        // Blocks in reverse. The kept blocks first: everything their backward needs was
+        // kept, nothing is recomputed.
         let kvd = cfg.kv_dim();
-        if keep {
-            // Everything backward needs was kept: no recompute.
-            let ff = cfg.n_ff;
-            for l in (lowest..cfg.n_layer).rev() {
-                let kp = &kept[l - lowest];
-                block_backward(
-                    &ctx(l),
-                    Some(&mut grads.layers[l]),
-                    dx,
-                    &kp.x_in[..t * c],
-                    &kp.k[..t * kvd],
-                    &kp.v[..t * kvd],
-                    &kp.state,
-                    chunk,
-                    scratch,
-                    l > lowest,
-                    Some((&kp.gate[..t * ff], &kp.up[..t * ff])),
-                );
-            }
-            return Ok(loss);
-        }
-        let n_seg = (cfg.n_layer - lowest).div_ceil(seg);
-        for si in (0..n_seg).rev() {
-            let (s0, s1) = (
-                lowest + si * seg,
-                (lowest + (si + 1) * seg).min(cfg.n_layer),
+        let ff = cfg.n_ff;
+        for l in (keep_from..cfg.n_layer).rev() {
+            let kp = &kept[l - keep_from];
+            block_backward(
+                &ctx(l),
+                Some(&mut grads.layers[l]),
+                dx,
+                &kp.x_in[..t * c],
+                &kp.k[..t * kvd],
+                &kp.v[..t * kvd],
+                &kp.state,
+                chunk,
+                scratch,
+                l > lowest,
+                Some((&kp.gate[..t * ff], &kp.up[..t * ff])),
             );
+        }
+        // Then the checkpointed blocks, segment by segment. A segment's first block input is
+        // its checkpoint; the others are recomputed (full block forwards) into
+        // `segment_inputs`. Each block's attention half is recomputed from its input (the
+        // MLP is recomputed chunk by chunk inside block_backward) — except the top one's
+        // when segments are single blocks: its state is still in `state` from the forward.
+        let n_seg = (keep_from - lowest).div_ceil(seg);
+        for si in (0..n_seg).rev() {
+            let (s0, s1) = (lowest + si * seg, (lowest + (si + 1) * seg).min(keep_from));
             restore(&checkpoints[si], x_in, saved_dtype);
             if s1 - s0 > 1 {
                 x.copy_from_slice(x_in);
@@ -643,7 +641,7 @@ pub fn forward_backward_packed<F: Real>(
                     restore(&checkpoints[si], x_in, saved_dtype);
                 }
                 let x_l: &[F] = x_in;
-                if seg > 1 || l + 1 != cfg.n_layer {
+                if seg > 1 || l + 1 != keep_from {
                     x.copy_from_slice(x_l);
                     block_attention(&ctx(l), x, k, v, 0, state, chunk, true);
                 }
