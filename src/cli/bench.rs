@@ -452,7 +452,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if let Some(m) = report.get("model") {
         writeln!(
             out,
-            "model: {} ({} MB)",
+            "model: {} ({} MiB)",
             m["path"].as_str().unwrap_or("?"),
             m["file_bytes"].as_u64().unwrap_or(0) >> 20
         )
@@ -504,7 +504,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let mb = |v: &Value| {
         v.as_u64().map_or("-".to_string(), |b| {
-            format!("{:.1} MB", b as f64 / 1048576.0)
+            format!("{:.1} MiB", b as f64 / 1048576.0)
         })
     };
     writeln!(

@@ -52,7 +52,8 @@ pub struct TrainRequest<'a> {
     pub max_seq_len: usize,
     pub threads: usize,
     pub budget: u64,
-    /// Heap already in use for the model's metadata and tokenizer, and for the data.
+    /// Heap already in use for the model's metadata and tokenizer, and for the data and
+    /// anything else the caller holds (the bench: its record and report).
     pub tokenizer_bytes: u64,
     pub data_bytes: u64,
     /// Validation runs: an evaluation workspace is needed.
@@ -295,7 +296,7 @@ fn plan_with_threads(
             RUNTIME_BASE + t64 * RUNTIME_PER_THREAD,
         ),
         ("model metadata and tokenizer", req.tokenizer_bytes),
-        ("data", req.data_bytes),
+        ("data and other live heap", req.data_bytes),
         (
             "saving (checkpoint headers, PEFT row order)",
             crate::lora::peft::save_extra_bytes(m, req.lora, 4).unwrap_or(0),
