@@ -849,7 +849,12 @@ mod tests {
                     let r = vals(m.max(1) * kk.max(1) + 3, 1);
                     let ldb = n + 5;
                     let l = vals(kk.max(1) * ldb, 2);
-                    for (ors, ocs, acc) in [(n + 2, 1, false), (1, m + 1, true)] {
+                    for (ors, ocs, acc) in [
+                        (n + 2, 1, false),
+                        (1, m + 1, true),
+                        (1, m + 3, false),
+                        (2, 2 * m + 1, true),
+                    ] {
                         let len = m.max(1) * ors.max(1) + n.max(1) * ocs.max(1) + 8;
                         let mut want = vals(len, 3);
                         let mut got = want.clone();
