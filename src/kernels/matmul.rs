@@ -432,6 +432,7 @@ fn backward_panels(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatri
         let cw = c1 - c0;
         let lane_blocks = cw.div_ceil(NT);
         with_f32(1, BACKWARD_PANEL * lane_blocks * NT, |panel| {
+            let mut tile = [0f32; MAX_TILE_ROWS * BACKWARD_PANEL];
             let mut n0 = 0;
             while n0 < rows {
                 let n = BACKWARD_PANEL.min(rows - n0);
@@ -446,7 +447,6 @@ fn backward_panels(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatri
                     }
                 });
                 // dx[:, c0..c1] += dy[:, n0..n0+n] · panel, dy packed per tile of mr tokens.
-                let mut tile = [0f32; MAX_TILE_ROWS * BACKWARD_PANEL];
                 for i0 in (0..t).step_by(mr) {
                     let m = mr.min(t - i0);
                     for (i, d) in dy[i0 * rows..].chunks(rows).take(m).enumerate() {

@@ -85,7 +85,8 @@ pub struct Plan {
 impl Plan {
     /// Whether every adapted block keeps its activations (backward recomputes nothing).
     pub fn keeps_all(&self) -> bool {
-        self.adapted_blocks > 0 && self.shape.kept >= self.adapted_blocks
+        let (kept, checkpointed) = self.shape.split(self.adapted_blocks);
+        kept > 0 && checkpointed == 0
     }
 
     /// The table as JSON.
@@ -422,18 +423,19 @@ fn plan_with_threads(
                 items.push(("kernel scratch (per thread)", scratch(shape)));
                 items.extend(extra(t));
                 let mut notes = Vec::new();
-                if shape.kept >= g.checkpoints && g.checkpoints > 0 {
+                let (kept, checkpointed) = shape.split(g.checkpoints);
+                if kept > 0 && checkpointed == 0 {
                     notes.push(
                         "every adapted block's activations kept: backward recomputes nothing (the fastest plan)"
                             .to_string(),
                     );
-                } else if shape.kept > 0 {
+                } else if kept > 0 {
                     notes.push(format!(
-                        "the top {} of {} adapted blocks keep their activations (no recompute for them), the others are checkpointed, to fit",
-                        shape.kept, g.checkpoints
+                        "the top {kept} of {} adapted blocks keep their activations (no recompute for them), the others are checkpointed, to fit",
+                        g.checkpoints
                     ));
                 }
-                if shape.kept < g.checkpoints && shape.segment > 1 {
+                if checkpointed > 0 && shape.segment > 1 {
                     notes.push(format!(
                         "a checkpoint every {} blocks, the others recomputed in backward, to fit",
                         shape.segment
