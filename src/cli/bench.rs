@@ -86,6 +86,37 @@ fn best_time(min_reps: usize, seconds: f64, mut f: impl FnMut()) -> f64 {
     best
 }
 
+/// Times of `f` and `g` run alternately, after one warm-up each, for at least `min_pairs`
+/// pairs and `seconds`. Alternating lets both see the same machine conditions, so their
+/// ratio holds even where the machine's speed drifts over seconds (other tenants of a VM,
+/// thermal limits).
+fn paired_times(
+    min_pairs: usize,
+    seconds: f64,
+    mut f: impl FnMut(),
+    mut g: impl FnMut(),
+) -> (Vec<f64>, Vec<f64>) {
+    f();
+    g();
+    let start = Instant::now();
+    let (mut tf, mut tg) = (Vec::new(), Vec::new());
+    while tf.len() < min_pairs || start.elapsed().as_secs_f64() < seconds {
+        let t = Instant::now();
+        f();
+        tf.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        g();
+        tg.push(t.elapsed().as_secs_f64());
+    }
+    (tf, tg)
+}
+
+/// The best (smallest) and the median of some times.
+fn best_and_median(mut times: Vec<f64>) -> (f64, f64) {
+    times.sort_by(f64::total_cmp);
+    (times[0], times[times.len() / 2])
+}
+
 fn parse_shape(s: &str) -> Result<(usize, usize)> {
     let bad = || Error::InvalidArgument(format!("--kernel-shape {s:?}: expected ROWSxCOLS"));
     let (r, c) = s.split_once(['x', 'X']).ok_or_else(bad)?;
@@ -137,10 +168,13 @@ fn kernel_section(
             let mut y = vec![0f32; t * rows];
             let mut dx = vec![0f32; t * cols];
             let flops = 2.0 * (t * rows * cols) as f64;
-            let fwd = best_time(2, 0.4, || pool.install(|| matmul_forward(&mut y, &x, &m)));
-            let bwd = best_time(2, 0.4, || {
-                pool.install(|| matmul_backward_input(&mut dx, &dy, &m))
-            });
+            let (tf, tb) = paired_times(
+                6,
+                1.2,
+                || pool.install(|| matmul_forward(&mut y, &x, &m)),
+                || pool.install(|| matmul_backward_input(&mut dx, &dy, &m)),
+            );
+            let ((fwd, fwd_median), (bwd, bwd_median)) = (best_and_median(tf), best_and_median(tb));
             let (gf, gb) = (flops / fwd / 1e9, flops / bwd / 1e9);
             out.push(json!({
                 "type": ty.name(),
@@ -151,6 +185,9 @@ fn kernel_section(
                 "forward_fraction_of_peak": gf / peak,
                 "backward_fraction_of_peak": gb / peak,
                 "backward_over_forward_time": bwd / fwd,
+                "forward_gflops_median": flops / fwd_median / 1e9,
+                "backward_gflops_median": flops / bwd_median / 1e9,
+                "backward_over_forward_time_median": bwd_median / fwd_median,
             }));
         }
     }
@@ -462,7 +499,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         for k in ks {
             writeln!(
                 out,
-                "kernel {:>5} {:>10} T={}: forward {:>6} GFLOP/s ({}), backward {:>6} GFLOP/s ({}), backward/forward time {:.2}",
+                "kernel {:>5} {:>10} T={}: forward {:>6} GFLOP/s ({}), backward {:>6} GFLOP/s ({}), backward/forward time {:.2} (medians {} / {} GFLOP/s, {:.2})",
                 k["type"].as_str().unwrap_or("?"),
                 k["shape"].as_str().unwrap_or("?"),
                 k["tokens"],
@@ -470,7 +507,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 pct(&k["forward_fraction_of_peak"]),
                 f(&k["backward_gflops"]),
                 pct(&k["backward_fraction_of_peak"]),
-                k["backward_over_forward_time"].as_f64().unwrap_or(0.0)
+                k["backward_over_forward_time"].as_f64().unwrap_or(0.0),
+                f(&k["forward_gflops_median"]),
+                f(&k["backward_gflops_median"]),
+                k["backward_over_forward_time_median"].as_f64().unwrap_or(0.0)
             )
             .map_err(io)?;
         }

@@ -186,10 +186,31 @@ const GEMV_TOKENS: usize = 2;
 /// Tokens per packed block of the exact forward's vector operand (and columns per lane
 /// block of the exact backward's).
 const NT: usize = 32;
+/// Deepest reduction pass of the exact forward: a panel of this width still holds 60 rows.
+const FORWARD_DEPTH: usize = 2048;
 /// Rows of W per dequantized panel of the exact backward.
 const BACKWARD_PANEL: usize = 128;
 /// Largest register tile height of any kernel table (`Kernels::f32_tile.0`).
 const MAX_TILE_ROWS: usize = 12;
+
+/// Row stride (in f32) of the exact forward's dequantized panel: at least `cols`, a whole
+/// number of 64-byte lines, and an odd number of them, so that the register tile's rows
+/// (read in step) fall into different L1 sets instead of one (a 2048-wide row is 8 KiB, a
+/// multiple of the 4 KiB set span).
+fn panel_stride(cols: usize) -> usize {
+    (cols.div_ceil(16) | 1) * 16
+}
+
+/// Reduction depth (columns of W) of one pass of the exact forward: all of `cols` up to
+/// [`FORWARD_DEPTH`], else `cols` split evenly into passes of whole 256-column groups
+/// (whole blocks of every type).
+fn forward_depth(cols: usize) -> usize {
+    if cols <= FORWARD_DEPTH {
+        return cols;
+    }
+    let passes = cols.div_ceil(FORWARD_DEPTH);
+    cols.div_ceil(passes).div_ceil(256) * 256
+}
 
 /// Rows per dequantized panel for a given row width (shape-only, so results do not depend
 /// on the thread count).
@@ -248,8 +269,9 @@ fn scratch_need_exactly(
             n.f32[1] = 2 * chunk * nb + cols;
         } else {
             n.f32[0] = t.div_ceil(NT) * NT * cols;
-            let chunk = (panel_rows(cols) / 12 * 12).max(12).min(rows);
-            n.f32[1] = chunk * cols;
+            let kw = forward_depth(cols);
+            let chunk = panel_rows(kw).min(rows);
+            n.f32[1] = chunk * panel_stride(kw);
         }
     } else if fast && t > GEMV_TOKENS {
         let nbr = rows.div_ceil(32);
@@ -348,37 +370,46 @@ fn task_chunk(n: usize, max_chunk: usize, align: usize) -> usize {
 fn forward_panels(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>) {
     let (rows, cols) = (w.rows, w.cols);
     let blocks = t.div_ceil(NT);
+    let kw = forward_depth(cols);
     with_f32(0, blocks * NT * cols, |xt| {
         // xt[tb][c][j] = x[tb·NT + j][c], zero past t.
         xt.par_chunks_mut(NT * cols)
             .enumerate()
             .for_each(|(tb, blk)| pack_transposed(blk, x, tb * NT, t, cols));
         let xt = &*xt;
-        let p = panel_rows(cols);
-        let chunk = task_chunk(rows, p, 12);
+        let chunk = task_chunk(rows, panel_rows(kw), 12);
+        let ld = panel_stride(kw);
         SharedColumns::new(y, rows).par_parts(rows, chunk, |_, mut part| {
             let (r0, r1) = part.columns();
             let n = r1 - r0;
-            with_f32(1, n * cols, |panel| {
-                w.dequantize_cols(k, r0, n, 0, cols, panel);
-                for tb in 0..blocks {
-                    let t0 = tb * NT;
-                    let tn = NT.min(t - t0);
-                    let mut out = part.out(t0, r0, 1, rows, false);
-                    k.sgemm(
-                        &Sgemm {
-                            m: n,
-                            n: tn,
-                            k: cols,
-                            r: panel,
-                            rs: cols,
-                            cs: 1,
-                            l: &xt[tb * NT * cols..(tb + 1) * NT * cols],
-                            ldb: NT,
-                            alpha: 1.0,
-                        },
-                        &mut out,
-                    );
+            with_f32(1, n * ld, |panel| {
+                // Reduction passes of at most `kw` columns, so that a panel holds enough rows
+                // to reuse each token block of `xt` over several register tiles.
+                for c0 in (0..cols).step_by(kw) {
+                    let cw = kw.min(cols - c0);
+                    for (i, dst) in panel.chunks_mut(ld).enumerate() {
+                        w.dequantize_cols(k, r0 + i, 1, c0, cw, &mut dst[..cw]);
+                    }
+                    for tb in 0..blocks {
+                        let t0 = tb * NT;
+                        let tn = NT.min(t - t0);
+                        let mut out = part.out(t0, r0, 1, rows, c0 > 0);
+                        let at = tb * NT * cols + c0 * NT;
+                        k.sgemm(
+                            &Sgemm {
+                                m: n,
+                                n: tn,
+                                k: cw,
+                                r: panel,
+                                rs: ld,
+                                cs: 1,
+                                l: &xt[at..at + cw * NT],
+                                ldb: NT,
+                                alpha: 1.0,
+                            },
+                            &mut out,
+                        );
+                    }
                 }
             });
         });
@@ -853,6 +884,29 @@ mod tests {
         );
     }
 
+    /// Checks `y = x · Dᵀ` against the dense f64 weights `d` (rows × cols) with [`check`].
+    fn check_forward(
+        (y, x, d): (&[f32], &[f32], &[f64]),
+        (rows, cols): (usize, usize),
+        fast: bool,
+        what: &str,
+    ) {
+        for i in 0..y.len() / rows {
+            for r in 0..rows {
+                let terms = (0..cols).map(|c| x[i * cols + c] as f64 * d[r * cols + c]);
+                let want: f64 = terms.clone().sum();
+                let mag: f64 = terms.map(f64::abs).sum();
+                check(
+                    y[i * rows + r],
+                    want,
+                    mag,
+                    fast,
+                    &format!("{what} token {i} row {r}"),
+                );
+            }
+        }
+    }
+
     fn quantizable(ty: GgmlType) -> bool {
         crate::quant::can_quantize(ty)
     }
@@ -886,21 +940,12 @@ mod tests {
                                 let x = fill(t * cols, 11 + t as u32);
                                 let mut y = vec![f32::NAN; t * rows];
                                 pool.install(|| forward_f32(&k, &mut y, &x, t, &w));
-                                for i in 0..t {
-                                    for r in 0..rows {
-                                        let terms = (0..cols)
-                                            .map(|c| x[i * cols + c] as f64 * d[r * cols + c]);
-                                        let want: f64 = terms.clone().sum();
-                                        let mag: f64 = terms.map(f64::abs).sum();
-                                        check(
-                                            y[i * rows + r],
-                                            want,
-                                            mag,
-                                            fast && t > GEMV_TOKENS,
-                                            &format!("fwd {level:?} {ty} {precision} rows {rows} cols {cols} t {t}"),
-                                        );
-                                    }
-                                }
+                                check_forward(
+                                    (&y, &x, &d),
+                                    (rows, cols),
+                                    fast && t > GEMV_TOKENS,
+                                    &format!("fwd {level:?} {ty} {precision} rows {rows} cols {cols} t {t}"),
+                                );
                                 let dy = fill(t * rows, 5 + t as u32);
                                 let mut dx = vec![0.25f32; t * cols];
                                 pool.install(|| backward_f32(&k, &mut dx, &dy, t, &w));
@@ -922,6 +967,53 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exact_forward_over_several_reduction_passes_matches_and_stays_within_its_scratch() {
+        // Rows wider than FORWARD_DEPTH are reduced in passes that accumulate into y; the
+        // widths leave a short last pass (Q8_0 2336 = 1280 + 1056, Q4_K 4352 = 3 passes,
+        // F32 2049 = 1280 + 769).
+        for (ty, cols) in [
+            (GgmlType::Q8_0, 2336usize),
+            (GgmlType::Q4_K, 4352),
+            (GgmlType::F32, 2049),
+        ] {
+            assert!(forward_depth(cols) < cols, "{ty} {cols}: one pass");
+            for level in Level::available() {
+                let k = Kernels::for_level(level).unwrap();
+                for rows in [13usize, 100] {
+                    let t = 35;
+                    let wdata = quantize(ty, &fill(rows * cols, 7), cols).unwrap();
+                    let w = QMatrix::new(ty, rows, cols, &wdata).unwrap();
+                    let d = dense(&w);
+                    let x = fill(t * cols, 3);
+                    let mut y = vec![f32::NAN; t * rows];
+                    // A fresh thread, so its scratch holds this call's buffers only.
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .build()
+                        .unwrap();
+                    let reached = pool.install(|| {
+                        forward_f32(&k, &mut y, &x, t, &w);
+                        ScratchNeed::current()
+                    });
+                    let need = scratch_need(t, rows, cols, Precision::Exact, false);
+                    for (slot, (&got, &planned)) in reached.f32.iter().zip(&need.f32).enumerate() {
+                        assert!(
+                            got <= planned,
+                            "{ty} {cols}: f32 slot {slot} reached {got} > {planned}"
+                        );
+                    }
+                    check_forward(
+                        (&y, &x, &d),
+                        (rows, cols),
+                        false,
+                        &format!("{level:?} {ty} rows {rows} cols {cols}"),
+                    );
                 }
             }
         }
