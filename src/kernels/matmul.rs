@@ -189,8 +189,9 @@ const NT: usize = 32;
 /// Deepest reduction pass of the exact forward: a panel of this width still holds 60 rows.
 const FORWARD_DEPTH: usize = 2048;
 /// Rows of W per dequantized panel of the exact backward.
-const BACKWARD_PANEL: usize = 128;
-/// Largest register tile height of any kernel table (`Kernels::f32_tile.0`).
+const BACKWARD_PANEL: usize = 256;
+/// Largest register tile height of any kernel table (`Kernels::f32_tile.0`): bounds the
+/// exact backward's packed dY.
 const MAX_TILE_ROWS: usize = 12;
 
 /// Row stride (in f32) of the exact forward's dequantized panel: at least `cols`, a whole
@@ -285,6 +286,8 @@ fn scratch_need_exactly(
         n.f32[2] = 2 * pb * ld;
     } else {
         let width = max_backward_width(cols);
+        // dY packed per register tile (at most MAX_TILE_ROWS tokens, the last zero-padded).
+        n.f32[0] = (t + MAX_TILE_ROWS - 1) * rows;
         n.f32[1] = BACKWARD_PANEL * width.div_ceil(NT) * NT;
         n.f32[2] = width;
     }
@@ -375,7 +378,7 @@ fn forward_panels(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'
         // xt[tb][c][j] = x[tb·NT + j][c], zero past t.
         xt.par_chunks_mut(NT * cols)
             .enumerate()
-            .for_each(|(tb, blk)| pack_transposed(blk, x, tb * NT, t, cols));
+            .for_each(|(tb, blk)| pack_transposed(blk, x, (tb * NT, t), cols, NT));
         let xt = &*xt;
         let chunk = task_chunk(rows, panel_rows(kw), 12);
         let ld = panel_stride(kw);
@@ -416,10 +419,11 @@ fn forward_panels(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'
     });
 }
 
-/// `blk[c][j] = x[t0 + j][c]` for `j < NT` (zero past `t`).
-fn pack_transposed(blk: &mut [f32], x: &[f32], t0: usize, t: usize, cols: usize) {
-    let tn = NT.min(t - t0);
-    for (c, row) in blk.chunks_exact_mut(NT).enumerate() {
+/// `blk[c][j] = x[t0 + j][c]` for `j < width` (zero past `t`): `width` rows of `x` (t × cols)
+/// interleaved.
+fn pack_transposed(blk: &mut [f32], x: &[f32], (t0, t): (usize, usize), cols: usize, width: usize) {
+    let tn = width.min(t - t0);
+    for (c, row) in blk.chunks_exact_mut(width).enumerate() {
         for (j, v) in row.iter_mut().enumerate() {
             *v = if j < tn { x[(t0 + j) * cols + c] } else { 0.0 };
         }
@@ -456,56 +460,60 @@ fn backward_panels(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatri
     let mr = k.f32_tile.0;
     assert!(
         mr <= MAX_TILE_ROWS,
-        "backward: register tile taller than its buffer"
+        "backward: register tile taller than its scratch bound"
     );
-    SharedColumns::new(dx, cols).par_parts(cols, width, |_, mut part| {
-        let (c0, c1) = part.columns();
-        let cw = c1 - c0;
-        let lane_blocks = cw.div_ceil(NT);
-        with_f32(1, BACKWARD_PANEL * lane_blocks * NT, |panel| {
-            let mut tile = [0f32; MAX_TILE_ROWS * BACKWARD_PANEL];
-            let mut n0 = 0;
-            while n0 < rows {
-                let n = BACKWARD_PANEL.min(rows - n0);
-                // panel[jb][i][j] = W[n0 + i][c0 + jb·NT + j]: each lane block contiguous.
-                with_f32(2, cw, |row| {
-                    for i in 0..n {
-                        w.dequantize_cols(k, n0 + i, 1, c0, cw, row);
-                        for (jb, src) in row.chunks(NT).enumerate() {
-                            let at = (jb * n + i) * NT;
-                            panel[at..at + src.len()].copy_from_slice(src);
+    let tiles = t.div_ceil(mr);
+    with_f32(0, tiles * mr * rows, |dyt| {
+        // dyt[ti][p][i] = dy[ti·mr + i][p], zero past t: each k-step of a register tile
+        // reads one contiguous line. Packed once here for every column task.
+        dyt.par_chunks_mut(mr * rows)
+            .enumerate()
+            .for_each(|(ti, blk)| pack_transposed(blk, dy, (ti * mr, t), rows, mr));
+        let dyt = &*dyt;
+        SharedColumns::new(dx, cols).par_parts(cols, width, |_, mut part| {
+            let (c0, c1) = part.columns();
+            let cw = c1 - c0;
+            let lane_blocks = cw.div_ceil(NT);
+            with_f32(1, BACKWARD_PANEL * lane_blocks * NT, |panel| {
+                let mut n0 = 0;
+                while n0 < rows {
+                    let n = BACKWARD_PANEL.min(rows - n0);
+                    // panel[jb][i][j] = W[n0 + i][c0 + jb·NT + j]: each lane block contiguous.
+                    with_f32(2, cw, |row| {
+                        for i in 0..n {
+                            w.dequantize_cols(k, n0 + i, 1, c0, cw, row);
+                            for (jb, src) in row.chunks(NT).enumerate() {
+                                let at = (jb * n + i) * NT;
+                                panel[at..at + src.len()].copy_from_slice(src);
+                            }
+                        }
+                    });
+                    // dx[:, c0..c1] += dy[:, n0..n0+n] · panel, one tile of mr tokens at a time.
+                    for ti in 0..tiles {
+                        let i0 = ti * mr;
+                        let tile = &dyt[(ti * rows + n0) * mr..(ti * rows + n0 + n) * mr];
+                        for jb in 0..lane_blocks {
+                            let j0 = jb * NT;
+                            let mut out = part.out(i0, c0 + j0, cols, 1, true);
+                            k.sgemm(
+                                &Sgemm {
+                                    m: mr.min(t - i0),
+                                    n: NT.min(cw - j0),
+                                    k: n,
+                                    r: tile,
+                                    rs: 1,
+                                    cs: mr,
+                                    l: &panel[jb * n * NT..],
+                                    ldb: NT,
+                                    alpha: 1.0,
+                                },
+                                &mut out,
+                            );
                         }
                     }
-                });
-                // dx[:, c0..c1] += dy[:, n0..n0+n] · panel, dy packed per tile of mr tokens.
-                for i0 in (0..t).step_by(mr) {
-                    let m = mr.min(t - i0);
-                    for (i, d) in dy[i0 * rows..].chunks(rows).take(m).enumerate() {
-                        for (p, &v) in d[n0..n0 + n].iter().enumerate() {
-                            tile[p * mr + i] = v;
-                        }
-                    }
-                    for jb in 0..lane_blocks {
-                        let j0 = jb * NT;
-                        let mut out = part.out(i0, c0 + j0, cols, 1, true);
-                        k.sgemm(
-                            &Sgemm {
-                                m,
-                                n: NT.min(cw - j0),
-                                k: n,
-                                r: &tile,
-                                rs: 1,
-                                cs: mr,
-                                l: &panel[jb * n * NT..],
-                                ldb: NT,
-                                alpha: 1.0,
-                            },
-                            &mut out,
-                        );
-                    }
+                    n0 += n;
                 }
-                n0 += n;
-            }
+            });
         });
     });
 }
