@@ -436,6 +436,17 @@ macro_rules! acc_loop {
     }};
 }
 
+/// An unmasked load with the signature of `_mm512_maskz_loadu_ps`, for whole tiles.
+///
+/// # Safety
+/// `p` points to 16 readable floats.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn full_loadu(_mask: __mmask16, p: *const f32) -> __m512 {
+    // SAFETY: forwarded contract.
+    unsafe { _mm512_loadu_ps(p) }
+}
+
 /// # Safety
 /// As [`tile512_dispatch`] with `MR` rows and `NV` vectors.
 #[inline]
@@ -449,7 +460,16 @@ unsafe fn tile512_acc<const MR: usize, const NV: usize>(
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     macro_rules! run {
         ($($a:ident $b:ident),*) => {{
-            let (a, b) = acc_loop!(g, i0, j0, masks, _mm512_maskz_loadu_ps, _mm512_set1_ps,
+            // Whole vectors take plain loads (a masked load is slower on Intel cores).
+            if masks == [u16::MAX; 2] {
+                // Every lane of both vectors is < n, so nothing past the operand is read.
+                run!(@ full_loadu; $($a $b),*)
+            } else {
+                run!(@ _mm512_maskz_loadu_ps; $($a $b),*)
+            }
+        }};
+        (@ $load:ident; $($a:ident $b:ident),*) => {{
+            let (a, b) = acc_loop!(g, i0, j0, masks, $load, _mm512_set1_ps,
                 _mm512_fmadd_ps, _mm512_setzero_ps, 16, NV == 2, [$($a $b),*]);
             for i in 0..MR {
                 acc[i][0] = a[i];
@@ -532,11 +552,19 @@ unsafe fn tile256<const MR: usize, const NV: usize>(
     let l = g.l.as_ptr();
     let (rs, cs, ldb) = (g.rs, g.cs, g.ldb);
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+    // Whole vectors take plain loads (a masked load is slower on Intel cores).
+    let whole = nn == 8 * NV;
     for p in 0..g.k {
         let mut bv = [_mm256_setzero_ps(); NV];
         for (v, b) in bv.iter_mut().enumerate() {
-            // SAFETY: the base lane is < n; masked lanes are not read.
-            *b = unsafe { _mm256_maskload_ps(l.add(p * ldb + j0 + 8 * v), masks[v]) };
+            let at = p * ldb + j0 + 8 * v;
+            *b = if whole {
+                // SAFETY: lanes j0 + 8v .. + 8 are all < n.
+                unsafe { _mm256_loadu_ps(l.add(at)) }
+            } else {
+                // SAFETY: the base lane is < n; masked lanes are not read.
+                unsafe { _mm256_maskload_ps(l.add(at), masks[v]) }
+            };
         }
         for (i, row) in acc.iter_mut().enumerate() {
             // SAFETY: row and p inside the row operand.
