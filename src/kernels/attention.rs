@@ -20,6 +20,7 @@
 
 use rayon::prelude::*;
 
+use super::matmul::Precision;
 use super::num::{axpy, dot, Real};
 use super::scratch::{with_f32, ScratchNeed};
 use crate::simd::{self, Kernels, Out, Sgemm, SharedColumns};
@@ -33,6 +34,9 @@ pub struct AttnShape {
     pub n_head_kv: usize,
     /// Dimensions per head.
     pub head_dim: usize,
+    /// `Fast` takes the softmax's exponentials from the f32 [`crate::simd::ew::exp_fast`]
+    /// (a few ulp) instead of the correctly rounded one.
+    pub precision: Precision,
 }
 
 impl AttnShape {
@@ -464,6 +468,7 @@ fn forward_f32(
     let (width, kvw, d, group) = (s.q_width(), s.kv_width(), s.head_dim, s.group());
     let t = out.len() / width;
     let scale = s.scale::<f32>();
+    let fast = s.precision == Precision::Fast;
     let nh = s.n_head;
     let block = |ib: usize, ob: &mut [f32], mut lb: Option<&mut [f32]>| {
         let i0 = ib * BQ;
@@ -504,7 +509,7 @@ fn forward_f32(
                     if tile_needs_mask(j0, j0 + nk, i0, i0 + nq, pos0, starts) {
                         mask_tile(st, BQ, nk, nq, j0, i0, pos0, starts);
                     }
-                    (k.ew.softmax_tile)(st, nk, nq, BQ, m, l, corr);
+                    (k.ew.softmax_tile)(st, nk, nq, BQ, m, l, corr, fast);
                     (k.ew.scale_rows)(o, nq, d, d, corr);
                     let mut oo = Out::new(o, d, 1, true);
                     k.sgemm(
@@ -566,6 +571,7 @@ fn backward_f32(
     let nh = s.n_head;
     let t = q.len() / width;
     let scale = s.scale::<f32>();
+    let fast = s.precision == Precision::Fast;
     // Per head: dk_h, dv_h (T × d each), Δ_h, lse_h (T each).
     let per = 2 * t * d + 2 * t;
     with_f32(3, nh * per, |partial| {
@@ -622,7 +628,7 @@ fn backward_f32(
                         if tile_needs_mask(j0, j1, i0, i1, 0, starts) {
                             mask_tile(p, BQ, nk, nq, j0, i0, 0, starts);
                         }
-                        (k.ew.probs_tile)(p, nk, nq, BQ, &lh[i0..i1]);
+                        (k.ew.probs_tile)(p, nk, nq, BQ, &lh[i0..i1], fast);
                         // dV_j += Pᵀ_tile · dO_i.
                         let mut dvo = Out::new(&mut dvh[j0 * d..], d, 1, true);
                         k.sgemm(
@@ -770,6 +776,7 @@ mod tests {
             n_head: 4,
             n_head_kv: 2,
             head_dim: 6,
+            precision: Precision::Exact,
         };
         for (pos0, t) in [(0usize, 1usize), (0, 5), (3, 2), (0, 70), (40, 33)] {
             let n = pos0 + t;
@@ -808,6 +815,7 @@ mod tests {
                     n_head: 2,
                     n_head_kv: 2,
                     head_dim: 3,
+                    precision: Precision::Exact,
                 },
                 5usize,
             ),
@@ -816,6 +824,7 @@ mod tests {
                     n_head: 4,
                     n_head_kv: 2,
                     head_dim: 4,
+                    precision: Precision::Exact,
                 },
                 7,
             ),
@@ -824,6 +833,7 @@ mod tests {
                     n_head: 3,
                     n_head_kv: 1,
                     head_dim: 5,
+                    precision: Precision::Exact,
                 },
                 40,
             ),
@@ -901,16 +911,19 @@ mod tests {
             n_head: 9,
             n_head_kv: 3,
             head_dim: 64,
+            precision: Precision::Exact,
         },
         AttnShape {
             n_head: 2,
             n_head_kv: 2,
             head_dim: 5,
+            precision: Precision::Exact,
         },
         AttnShape {
             n_head: 4,
             n_head_kv: 1,
             head_dim: 33,
+            precision: Precision::Exact,
         },
     ];
 
@@ -1015,6 +1028,7 @@ mod tests {
             n_head: 4,
             n_head_kv: 2,
             head_dim: 8,
+            precision: Precision::Exact,
         };
         let (qw, kw) = (32, 16);
         let lens = [5usize, 40, 1, 20];
@@ -1047,6 +1061,7 @@ mod tests {
             n_head: 4,
             n_head_kv: 2,
             head_dim: 4,
+            precision: Precision::Exact,
         };
         let t = 23;
         let starts = doc_starts(t, &[6, 1, 9, 40]);

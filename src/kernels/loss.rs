@@ -1,5 +1,6 @@
 //! Cross-entropy of rows of logits against target ids, and its gradient.
 
+use super::matmul::Precision;
 use super::num::Real;
 
 /// `logsumexp(z) − z[target]`, accumulated in f64 (the row can be 10⁵ wide).
@@ -31,20 +32,28 @@ pub fn cross_entropy_backward<F: Real>(logits: &mut [F], target: usize, scale: f
 
 /// Online log-sum-exp over a panel of logits, row by row: `rows` rows of `n` values (rows
 /// `ld` apart) update each row's running max `m` and sum `s` (of `e^(x − m)`, in f64).
+/// `Fast` takes the f32 exponentials from [`crate::simd::ew::exp_fast`].
 pub fn lse_update_rows<F: Real>(
     x: &[F],
-    rows: usize,
-    n: usize,
-    ld: usize,
+    (rows, n, ld): (usize, usize, usize),
     m: &mut [F],
     s: &mut [f64],
+    precision: Precision,
 ) {
     assert!(
         m.len() >= rows && s.len() >= rows && (rows == 0 || (rows - 1) * ld + n <= x.len()),
         "lse_update_rows: sizes"
     );
     if let (Some(x), Some(m)) = (F::as_f32(x), F::as_f32_mut(m)) {
-        return (crate::simd::kernels().ew.lse_rows)(x, rows, n, ld, m, s);
+        return (crate::simd::kernels().ew.lse_rows)(
+            x,
+            rows,
+            n,
+            ld,
+            m,
+            s,
+            precision == Precision::Fast,
+        );
     }
     for j in 0..rows {
         let row = &x[j * ld..j * ld + n];
@@ -61,21 +70,28 @@ pub fn lse_update_rows<F: Real>(
 }
 
 /// `x ← scale · exp(x − lse)` row by row: the softmax of a panel of logits from each row's
-/// log-sum-exp over the whole row.
+/// log-sum-exp over the whole row (`precision` as in [`lse_update_rows`]).
 pub fn softmax_from_lse_rows<F: Real>(
     x: &mut [F],
-    rows: usize,
-    n: usize,
-    ld: usize,
+    (rows, n, ld): (usize, usize, usize),
     lse: &[F],
     scale: f64,
+    precision: Precision,
 ) {
     assert!(
         lse.len() >= rows && (rows == 0 || (rows - 1) * ld + n <= x.len()),
         "softmax_from_lse_rows: sizes"
     );
     if let (Some(lse), Some(x)) = (F::as_f32(lse), F::as_f32_mut(x)) {
-        return (crate::simd::kernels().ew.softmax_rows)(x, rows, n, ld, lse, scale as f32);
+        return (crate::simd::kernels().ew.softmax_rows)(
+            x,
+            rows,
+            n,
+            ld,
+            lse,
+            scale as f32,
+            precision == Precision::Fast,
+        );
     }
     for j in 0..rows {
         for v in &mut x[j * ld..j * ld + n] {

@@ -2,13 +2,15 @@
 
 use rayon::prelude::*;
 
+use super::matmul::Precision;
 use super::num::Real;
 
 /// Elements per parallel task of the f32 paths.
 const CHUNK: usize = 16384;
 
-/// `h ← silu(gate) · up`, element by element. Shapes: (rows, ff) each.
-pub fn swiglu_forward<F: Real>(h: &mut [F], gate: &[F], up: &[F]) {
+/// `h ← silu(gate) · up`, element by element. Shapes: (rows, ff) each. `Fast` takes the
+/// sigmoid's exponential from the f32 [`crate::simd::ew::exp_fast`].
+pub fn swiglu_forward<F: Real>(h: &mut [F], gate: &[F], up: &[F], precision: Precision) {
     assert!(
         gate.len() == up.len() && h.len() == up.len(),
         "swiglu: sizes differ"
@@ -18,7 +20,7 @@ pub fn swiglu_forward<F: Real>(h: &mut [F], gate: &[F], up: &[F]) {
         h.par_chunks_mut(CHUNK)
             .zip(gate.par_chunks(CHUNK))
             .zip(up.par_chunks(CHUNK))
-            .for_each(|((h, g), u)| f(h, g, u));
+            .for_each(|((h, g), u)| f(h, g, u, precision == Precision::Fast));
         return;
     }
     for ((o, &g), &u) in h.iter_mut().zip(gate).zip(up) {
@@ -26,8 +28,16 @@ pub fn swiglu_forward<F: Real>(h: &mut [F], gate: &[F], up: &[F]) {
     }
 }
 
-/// `dgate += dh · up · silu'(gate)`, `dup += dh · silu(gate)`.
-pub fn swiglu_backward<F: Real>(dgate: &mut [F], dup: &mut [F], dh: &[F], gate: &[F], up: &[F]) {
+/// `dgate += dh · up · silu'(gate)`, `dup += dh · silu(gate)` (`precision` as in
+/// [`swiglu_forward`]).
+pub fn swiglu_backward<F: Real>(
+    dgate: &mut [F],
+    dup: &mut [F],
+    dh: &[F],
+    gate: &[F],
+    up: &[F],
+    precision: Precision,
+) {
     let n = dh.len();
     assert!(
         dgate.len() == n && dup.len() == n && gate.len() == n && up.len() == n,
@@ -43,7 +53,7 @@ pub fn swiglu_backward<F: Real>(dgate: &mut [F], dup: &mut [F], dh: &[F], gate: 
             .zip(dup.par_chunks_mut(CHUNK))
             .zip(dh.par_chunks(CHUNK))
             .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-            .for_each(|(((dg, du), dh), (g, u))| f(dg, du, dh, g, u));
+            .for_each(|(((dg, du), dh), (g, u))| f(dg, du, dh, g, u, precision == Precision::Fast));
         return;
     }
     for i in 0..n {
@@ -76,17 +86,19 @@ mod tests {
             -100.0f32, -20.0, -3.5, -1e-3, 0.0, 1e-3, 0.7, 5.0, 30.0, 100.0,
         ];
         let up: Vec<f32> = xs.iter().map(|v| 0.5 - v * 0.01).collect();
-        let mut h = vec![0f32; xs.len()];
-        swiglu_forward(&mut h, &xs, &up);
-        for i in 0..xs.len() {
-            let x = xs[i] as f64;
-            let want = x / (1.0 + (-x).exp()) * up[i] as f64;
-            assert!(
-                (h[i] as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
-                "{x}: {} vs {want}",
-                h[i]
-            );
-            assert!(h[i].is_finite());
+        for precision in [Precision::Exact, Precision::Fast] {
+            let mut h = vec![0f32; xs.len()];
+            swiglu_forward(&mut h, &xs, &up, precision);
+            for i in 0..xs.len() {
+                let x = xs[i] as f64;
+                let want = x / (1.0 + (-x).exp()) * up[i] as f64;
+                assert!(
+                    (h[i] as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                    "{precision} {x}: {} vs {want}",
+                    h[i]
+                );
+                assert!(h[i].is_finite());
+            }
         }
     }
 
@@ -97,12 +109,12 @@ mod tests {
         let w = values(n, 5);
         let loss = |x: &[f64]| {
             let mut h = vec![0.0; n];
-            swiglu_forward(&mut h, &x[..n], &x[n..]);
+            swiglu_forward(&mut h, &x[..n], &x[n..], Precision::Exact);
             weighted(&h, &w)
         };
         let mut d = vec![0.0; 2 * n];
         let (dg, du) = d.split_at_mut(n);
-        swiglu_backward(dg, du, &w, &x[..n], &x[n..]);
+        swiglu_backward(dg, du, &w, &x[..n], &x[n..], Precision::Exact);
         assert_close("swiglu", &d, &numeric(&x, loss));
     }
 }

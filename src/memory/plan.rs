@@ -204,6 +204,7 @@ pub fn kernel_scratch_need(
             n_head: m.n_head,
             n_head_kv: m.n_head_kv,
             head_dim: m.head_dim,
+            precision,
         },
         training,
     );

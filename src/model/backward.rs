@@ -555,7 +555,7 @@ pub fn forward_backward_packed<F: Real>(
                 let vp = panel.min(v_n - v0);
                 let lg = &mut logits[..n * vp];
                 matmul_forward(lg, rows, &head.rows_range(v0, v0 + vp));
-                lse_update_rows(lg, n, vp, vp, m, s);
+                lse_update_rows(lg, (n, vp, vp), m, s, model.precision());
                 for (j, &(_, tgt)) in group.iter().enumerate() {
                     if (v0..v0 + vp).contains(&tgt) {
                         zt[j] = lg[j * vp + tgt - v0];
@@ -577,7 +577,7 @@ pub fn forward_backward_packed<F: Real>(
                 let sub = head.rows_range(v0, v0 + vp);
                 let lg = &mut logits[..n * vp];
                 matmul_forward(lg, rows, &sub);
-                softmax_from_lse_rows(lg, n, vp, vp, lse, loss_scale);
+                softmax_from_lse_rows(lg, (n, vp, vp), lse, loss_scale, model.precision());
                 for (j, &(_, tgt)) in group.iter().enumerate() {
                     if (v0..v0 + vp).contains(&tgt) {
                         lg[j * vp + tgt - v0] -= F::from_f64(loss_scale);

@@ -95,6 +95,7 @@ impl<F: Real> BlockCtx<'_, F> {
             n_head: self.cfg.n_head,
             n_head_kv: self.cfg.n_head_kv,
             head_dim: self.cfg.head_dim,
+            precision: self.precision,
         }
     }
 
@@ -398,7 +399,7 @@ pub(crate) fn mlp_chunk<F: Real>(
     rmsnorm_forward(xn, &mut rstd[..n], x, &ctx.lw().ffn_norm, cfg.rms_eps);
     linear_forward(ctx, Target::Gate, gate, xn, r0, u_g, dropped);
     linear_forward(ctx, Target::Up, up, xn, r0, u_u, dropped);
-    swiglu_forward(h, gate, up);
+    swiglu_forward(h, gate, up, ctx.precision);
     linear_forward(ctx, Target::Down, proj, h, r0, u_d, dropped);
     add_into(x, proj);
 }

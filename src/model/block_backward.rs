@@ -221,7 +221,7 @@ pub fn block_backward<F: Real>(
                 linear_forward(ctx, Target::Up, up, xn, r0, u_u, dropped);
             }
         }
-        swiglu_forward(h, gate, up);
+        swiglu_forward(h, gate, up, ctx.precision);
         lora_input(ctx, Target::Down, h, r0, u_d, dropped);
         let dxc = &mut dx[r0 * c..r1 * c];
         let (dh, dgate, dup, dxn) = (
@@ -244,7 +244,7 @@ pub fn block_backward<F: Real>(
         );
         dgate.fill(F::ZERO);
         dup.fill(F::ZERO);
-        swiglu_backward(dgate, dup, dh, gate, up);
+        swiglu_backward(dgate, dup, dh, gate, up, ctx.precision);
         dxn.fill(F::ZERO);
         linear_backward(
             ctx,

@@ -54,6 +54,54 @@ pub fn exp_slice(x: &mut [f32]) {
     }
 }
 
+/// `exp(x)` in f32 for `--precision fast`: range reduction by ln 2 (split in two parts, the
+/// first exact in f32), a degree-6 polynomial on |r| ≤ ln2/2 (Cephes' `expf` coefficients):
+/// relative error 8·10⁻⁸ at most over [−87, 88] (about one ulp; the exact path's [`exp`] is
+/// correctly rounded in practice). 0 below −87 (where the result would be near f32's smallest normal), +∞ above
+/// 88, NaN stays NaN. Half the width of [`exp`]'s f64 arithmetic and a shorter polynomial, so
+/// about 3× fewer vector operations per value.
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4; // 355/512: n·LN2_HI is exact for |n| < 2^15
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: rounds to an integer in the low bits
+    let xc = if x < -87.0 { -87.0 } else { x };
+    let xc = if xc > 88.0 { 88.0 } else { xc };
+    let nm = xc * std::f32::consts::LOG2_E + MAGIC;
+    let n = nm - MAGIC;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.987_569_2e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let y = p * (r * r) + r + 1.0;
+    // n ∈ [−126, 127] sits in the low bits of `nm`.
+    let ni = nm.to_bits().wrapping_sub(MAGIC.to_bits());
+    let scale = f32::from_bits(ni.wrapping_add(127) << 23);
+    let v = y * scale;
+    let v = if x > 88.0 { f32::INFINITY } else { v };
+    let v = if x < -87.0 { 0.0 } else { v };
+    if x.is_nan() {
+        x
+    } else {
+        v
+    }
+}
+
+/// [`exp_fast`] when `fast`, else [`exp`]: the exponential an element-wise kernel uses, one
+/// compiled loop per choice.
+macro_rules! with_exp {
+    ($fast:expr, $body:ident($($arg:expr),*)) => {
+        if $fast {
+            $body($($arg,)* exp_fast)
+        } else {
+            $body($($arg,)* exp)
+        }
+    };
+}
+
 /// One key tile of the online softmax, transposed: `st` holds `rows` keys × `n` queries
 /// (rows `ld` apart), scores already scaled and masked (−∞). Updates the running max `m`
 /// and sum `l` of each query, writes `corr[i] = exp(m_old − m_new)` (the factor the
@@ -68,6 +116,21 @@ pub fn softmax_tile(
     m: &mut [f32],
     l: &mut [f32],
     corr: &mut [f32],
+    fast: bool,
+) {
+    with_exp!(fast, softmax_tile_with(st, rows, n, ld, m, l, corr))
+}
+
+#[inline(always)]
+fn softmax_tile_with(
+    st: &mut [f32],
+    rows: usize,
+    n: usize,
+    ld: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    corr: &mut [f32],
+    e: impl Fn(f32) -> f32,
 ) {
     let (m, l, corr) = (&mut m[..n], &mut l[..n], &mut corr[..n]);
     let mut mx = [f32::NEG_INFINITY; 64];
@@ -89,13 +152,13 @@ pub fn softmax_tile(
             } else {
                 mx[i]
             };
-            corr[c0 + i] = exp(m[c0 + i] - mu[i]);
+            corr[c0 + i] = e(m[c0 + i] - mu[i]);
             sum[i] = 0.0;
         }
         for j in 0..rows {
             let row = &mut st[j * ld + c0..j * ld + c0 + w];
             for ((s, &a), acc) in row.iter_mut().zip(&mu[..w]).zip(sum[..w].iter_mut()) {
-                *s = exp(*s - a);
+                *s = e(*s - a);
                 *acc += *s;
             }
         }
@@ -109,12 +172,24 @@ pub fn softmax_tile(
 /// Probabilities of a transposed tile from the log-sum-exp of each query:
 /// `st ← exp(st − lse)` (masked scores −∞ give 0).
 #[inline(always)]
-pub fn probs_tile(st: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32]) {
+pub fn probs_tile(st: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32], fast: bool) {
+    with_exp!(fast, probs_tile_with(st, rows, n, ld, lse))
+}
+
+#[inline(always)]
+fn probs_tile_with(
+    st: &mut [f32],
+    rows: usize,
+    n: usize,
+    ld: usize,
+    lse: &[f32],
+    e: impl Fn(f32) -> f32,
+) {
     let lse = &lse[..n];
     for j in 0..rows {
         let row = &mut st[j * ld..j * ld + n];
         for (s, &z) in row.iter_mut().zip(lse) {
-            *s = exp(*s - z);
+            *s = e(*s - z);
         }
     }
 }
@@ -143,16 +218,33 @@ pub fn scale_rows(y: &mut [f32], rows: usize, n: usize, ld: usize, scale: &[f32]
 
 /// SwiGLU forward: `h = g·σ(g)·u`.
 #[inline(always)]
-pub fn swiglu(h: &mut [f32], g: &[f32], u: &[f32]) {
+pub fn swiglu(h: &mut [f32], g: &[f32], u: &[f32], fast: bool) {
+    with_exp!(fast, swiglu_with(h, g, u))
+}
+
+#[inline(always)]
+fn swiglu_with(h: &mut [f32], g: &[f32], u: &[f32], e: impl Fn(f32) -> f32) {
     for ((o, &gv), &uv) in h.iter_mut().zip(g).zip(u) {
-        let s = 1.0 / (1.0 + exp(-gv));
+        let s = 1.0 / (1.0 + e(-gv));
         *o = gv * s * uv;
     }
 }
 
 /// SwiGLU backward: `dg += dh·u·σ(g)·(1 + g·(1 − σ(g)))`, `du += dh·g·σ(g)`.
 #[inline(always)]
-pub fn swiglu_back(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32]) {
+pub fn swiglu_back(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32], fast: bool) {
+    with_exp!(fast, swiglu_back_with(dg, du, dh, g, u))
+}
+
+#[inline(always)]
+fn swiglu_back_with(
+    dg: &mut [f32],
+    du: &mut [f32],
+    dh: &[f32],
+    g: &[f32],
+    u: &[f32],
+    e: impl Fn(f32) -> f32,
+) {
     let n = dh
         .len()
         .min(g.len())
@@ -162,7 +254,7 @@ pub fn swiglu_back(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f
     let (dg, du, dh, g, u) = (&mut dg[..n], &mut du[..n], &dh[..n], &g[..n], &u[..n]);
     for i in 0..n {
         let gv = g[i];
-        let s = 1.0 / (1.0 + exp(-gv));
+        let s = 1.0 / (1.0 + e(-gv));
         dg[i] += dh[i] * u[i] * s * (1.0 + gv * (1.0 - s));
         du[i] += dh[i] * gv * s;
     }
@@ -250,7 +342,28 @@ pub fn rmsnorm_back_row(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], r: f32
 /// (`n` values, rows `ld` apart), `m ← max(m, max x)` and `s ← s·e^(m_old − m) + Σ e^(x − m)`
 /// (sums in f64).
 #[inline(always)]
-pub fn lse_rows(x: &[f32], rows: usize, n: usize, ld: usize, m: &mut [f32], s: &mut [f64]) {
+pub fn lse_rows(
+    x: &[f32],
+    rows: usize,
+    n: usize,
+    ld: usize,
+    m: &mut [f32],
+    s: &mut [f64],
+    fast: bool,
+) {
+    with_exp!(fast, lse_rows_with(x, rows, n, ld, m, s))
+}
+
+#[inline(always)]
+fn lse_rows_with(
+    x: &[f32],
+    rows: usize,
+    n: usize,
+    ld: usize,
+    m: &mut [f32],
+    s: &mut [f64],
+    e: impl Fn(f32) -> f32,
+) {
     for j in 0..rows {
         let row = &x[j * ld..j * ld + n];
         let mut mx = [f32::NEG_INFINITY; 16];
@@ -268,7 +381,7 @@ pub fn lse_rows(x: &[f32], rows: usize, n: usize, ld: usize, m: &mut [f32], s: &
         let mut acc = [0f64; 16];
         for c in 0..chunks {
             for l in 0..16 {
-                acc[l] += exp(row[16 * c + l] - shift) as f64;
+                acc[l] += e(row[16 * c + l] - shift) as f64;
             }
         }
         let mut sum = 0f64;
@@ -276,20 +389,41 @@ pub fn lse_rows(x: &[f32], rows: usize, n: usize, ld: usize, m: &mut [f32], s: &
             sum += a;
         }
         for &v in &row[16 * chunks..] {
-            sum += exp(v - shift) as f64;
+            sum += e(v - shift) as f64;
         }
-        s[j] = s[j] * exp(m[j] - shift) as f64 + sum;
+        s[j] = s[j] * e(m[j] - shift) as f64 + sum;
         m[j] = mrow;
     }
 }
 
 /// `x ← scale · exp(x − lse)` row by row (softmax from a known log-sum-exp).
 #[inline(always)]
-pub fn softmax_rows(x: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32], scale: f32) {
+pub fn softmax_rows(
+    x: &mut [f32],
+    rows: usize,
+    n: usize,
+    ld: usize,
+    lse: &[f32],
+    scale: f32,
+    fast: bool,
+) {
+    with_exp!(fast, softmax_rows_with(x, rows, n, ld, lse, scale))
+}
+
+#[inline(always)]
+fn softmax_rows_with(
+    x: &mut [f32],
+    rows: usize,
+    n: usize,
+    ld: usize,
+    lse: &[f32],
+    scale: f32,
+    e: impl Fn(f32) -> f32,
+) {
     for j in 0..rows {
         let z = lse[j];
         for v in &mut x[j * ld..j * ld + n] {
-            *v = exp(*v - z) * scale;
+            *v = e(*v - z) * scale;
         }
     }
 }

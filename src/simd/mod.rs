@@ -43,17 +43,17 @@ macro_rules! ew_list {
     ($m:ident $(, $x:tt)*) => {
         $m! { $($x,)*
             exp_slice(x: &mut [f32]);
-            softmax_tile(st: &mut [f32], rows: usize, n: usize, ld: usize, m: &mut [f32], l: &mut [f32], corr: &mut [f32]);
-            probs_tile(st: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32]);
+            softmax_tile(st: &mut [f32], rows: usize, n: usize, ld: usize, m: &mut [f32], l: &mut [f32], corr: &mut [f32], fast: bool);
+            probs_tile(st: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32], fast: bool);
             dsoftmax_tile(ds: &mut [f32], p: &[f32], rows: usize, n: usize, ld: usize, delta: &[f32]);
             scale_rows(y: &mut [f32], rows: usize, n: usize, ld: usize, scale: &[f32]);
-            swiglu(h: &mut [f32], g: &[f32], u: &[f32]);
-            swiglu_back(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32]);
+            swiglu(h: &mut [f32], g: &[f32], u: &[f32], fast: bool);
+            swiglu_back(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32], fast: bool);
             adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 6]);
             rmsnorm_row(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) -> f32;
             rmsnorm_back_row(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], r: f32);
-            lse_rows(x: &[f32], rows: usize, n: usize, ld: usize, m: &mut [f32], s: &mut [f64]);
-            softmax_rows(x: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32], scale: f32);
+            lse_rows(x: &[f32], rows: usize, n: usize, ld: usize, m: &mut [f32], s: &mut [f64], fast: bool);
+            softmax_rows(x: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32], scale: f32, fast: bool);
             pack_lanes(lay: Int8Layout, x: &[f32], rows: usize, ldx: usize, offset: i32, vals: &mut [u8], d: &mut [f32], sum: &mut [f32], corr: &mut [i32]);
             quantize_row(x: &[f32], v: &mut [u8], d: &mut [f32], corr: &mut [i32], offset: i32);
             decode_q8_0(src: &[u8], v: &mut [u8], d: &mut [f32], offset: i32);
@@ -1020,6 +1020,31 @@ mod tests {
     }
 
     #[test]
+    fn fast_exp_is_within_its_documented_error_and_handles_the_limits() {
+        let mut worst = 0f64;
+        for i in 0..=1_750_000 {
+            let x = -87.0 + i as f32 * 1e-4;
+            let want = (x as f64).exp();
+            let rel = (ew::exp_fast(x) as f64 - want).abs() / want;
+            worst = worst.max(rel);
+        }
+        assert!(worst < 1.5e-7, "worst relative error {worst:e}");
+        assert!(worst > 0.0, "the sweep compared nothing");
+        for (x, want) in [
+            (f32::NEG_INFINITY, 0.0),
+            (-87.01, 0.0),
+            (-1e30, 0.0),
+            (88.01, f32::INFINITY),
+            (f32::INFINITY, f32::INFINITY),
+            (0.0, 1.0),
+            (-0.0, 1.0),
+        ] {
+            assert_eq!(ew::exp_fast(x), want, "exp_fast({x})");
+        }
+        assert!(ew::exp_fast(f32::NAN).is_nan());
+    }
+
+    #[test]
     fn exp_is_within_one_ulp_of_f64_and_handles_special_values() {
         for level in Level::available() {
             let k = Kernels::for_level(level).unwrap();
@@ -1059,16 +1084,18 @@ mod tests {
             for n in ODD {
                 let (g, u, dh) = (vals(n, 1), vals(n, 2), vals(n, 3));
                 let g: Vec<f32> = g.iter().map(|v| v * 12.0).collect();
-                let (mut h1, mut h2) = (vec![0f32; n], vec![0f32; n]);
-                (twin.swiglu)(&mut h1, &g, &u);
-                (e.swiglu)(&mut h2, &g, &u);
-                close("swiglu", &h2, &h1, 1e-6);
-                let (mut dg1, mut du1) = (vals(n, 4), vals(n, 5));
-                let (mut dg2, mut du2) = (dg1.clone(), du1.clone());
-                (twin.swiglu_back)(&mut dg1, &mut du1, &dh, &g, &u);
-                (e.swiglu_back)(&mut dg2, &mut du2, &dh, &g, &u);
-                close("swiglu dg", &dg2, &dg1, 1e-6);
-                close("swiglu du", &du2, &du1, 1e-6);
+                for fast in [false, true] {
+                    let (mut h1, mut h2) = (vec![0f32; n], vec![0f32; n]);
+                    (twin.swiglu)(&mut h1, &g, &u, fast);
+                    (e.swiglu)(&mut h2, &g, &u, fast);
+                    close("swiglu", &h2, &h1, 1e-6);
+                    let (mut dg1, mut du1) = (vals(n, 4), vals(n, 5));
+                    let (mut dg2, mut du2) = (dg1.clone(), du1.clone());
+                    (twin.swiglu_back)(&mut dg1, &mut du1, &dh, &g, &u, fast);
+                    (e.swiglu_back)(&mut dg2, &mut du2, &dh, &g, &u, fast);
+                    close("swiglu dg", &dg2, &dg1, 1e-6);
+                    close("swiglu du", &du2, &du1, 1e-6);
+                }
                 let (mut p1, mut m1, mut v1) = (
                     vals(n, 6),
                     vals(n, 7),
@@ -1102,20 +1129,24 @@ mod tests {
                     }
                 }
                 let mk = || (vec![f32::NEG_INFINITY; n], vec![0f32; n], vec![0f32; n]);
-                let (mut a1, mut m1, mut l1, mut c1) = (st.clone(), mk().0, mk().1, mk().2);
-                let (mut a2, mut m2, mut l2, mut c2) = (st.clone(), mk().0, mk().1, mk().2);
-                for _ in 0..2 {
-                    (twin.softmax_tile)(&mut a1, rows, n, ld, &mut m1, &mut l1, &mut c1);
-                    (e.softmax_tile)(&mut a2, rows, n, ld, &mut m2, &mut l2, &mut c2);
-                }
-                close("softmax tile", &a2, &a1, 1e-6);
-                close("softmax sums", &l2, &l1, 1e-6);
-                close("softmax corr", &c2, &c1, 1e-6);
                 let lse = vals(n, 12);
-                let (mut p1, mut p2) = (st.clone(), st.clone());
-                (twin.probs_tile)(&mut p1, rows, n, ld, &lse);
-                (e.probs_tile)(&mut p2, rows, n, ld, &lse);
-                close("probs", &p2, &p1, 1e-6);
+                let mut p1 = st.clone();
+                for fast in [true, false] {
+                    let (mut a1, mut m1, mut l1, mut c1) = (st.clone(), mk().0, mk().1, mk().2);
+                    let (mut a2, mut m2, mut l2, mut c2) = (st.clone(), mk().0, mk().1, mk().2);
+                    for _ in 0..2 {
+                        (twin.softmax_tile)(&mut a1, rows, n, ld, &mut m1, &mut l1, &mut c1, fast);
+                        (e.softmax_tile)(&mut a2, rows, n, ld, &mut m2, &mut l2, &mut c2, fast);
+                    }
+                    close("softmax tile", &a2, &a1, 1e-6);
+                    close("softmax sums", &l2, &l1, 1e-6);
+                    close("softmax corr", &c2, &c1, 1e-6);
+                    let mut p2 = st.clone();
+                    p1.copy_from_slice(&st);
+                    (twin.probs_tile)(&mut p1, rows, n, ld, &lse, fast);
+                    (e.probs_tile)(&mut p2, rows, n, ld, &lse, fast);
+                    close("probs", &p2, &p1, 1e-6);
+                }
                 let (mut d1, mut d2) = (vals(rows * ld, 13), vals(rows * ld, 13));
                 (twin.dsoftmax_tile)(&mut d1, &p1, rows, n, ld, &lse);
                 (e.dsoftmax_tile)(&mut d2, &p1, rows, n, ld, &lse);
