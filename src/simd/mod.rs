@@ -772,9 +772,17 @@ pub(crate) fn pack_cols_body(
                     // Byte e of lane j sits at ((e / g)·nt + j)·g + e % g.
                     let (grp, within) = ((4 * e4) / g, (4 * e4) % g);
                     let base = b * 32 * nt + (grp * nt + jc) * g + within;
-                    for (l, w) in word.iter().enumerate() {
-                        vb[base + l * g..base + l * g + 4]
-                            .copy_from_slice(&(w ^ flip).to_le_bytes());
+                    if g == 4 {
+                        // The 16 lanes' words are adjacent: one contiguous 64-byte store.
+                        let dst = &mut vb[base..base + 64];
+                        for (o, w) in dst.chunks_exact_mut(4).zip(&word) {
+                            o.copy_from_slice(&(w ^ flip).to_le_bytes());
+                        }
+                    } else {
+                        for (l, w) in word.iter().enumerate() {
+                            vb[base + l * g..base + l * g + 4]
+                                .copy_from_slice(&(w ^ flip).to_le_bytes());
+                        }
                     }
                 }
             }
