@@ -745,15 +745,25 @@ unsafe fn store_tile512<const MR: usize, const NV: usize>(
                 if m == 0 {
                     continue;
                 }
-                // SAFETY: lane 16v < n is in bounds; masked lanes untouched.
+                // SAFETY: lane 16v < n is in bounds; masked lanes untouched (a whole vector,
+                // m = 0xFFFF, takes the plain load and store).
                 unsafe {
                     let p = c.add((i0 + i) * out.rs + 16 * v);
-                    let x = if out.accumulate {
-                        _mm512_add_ps(a, _mm512_maskz_loadu_ps(m, p))
+                    if m == u16::MAX {
+                        let x = if out.accumulate {
+                            _mm512_add_ps(a, _mm512_loadu_ps(p))
+                        } else {
+                            a
+                        };
+                        _mm512_storeu_ps(p, x);
                     } else {
-                        a
-                    };
-                    _mm512_mask_storeu_ps(p, m, x);
+                        let x = if out.accumulate {
+                            _mm512_add_ps(a, _mm512_maskz_loadu_ps(m, p))
+                        } else {
+                            a
+                        };
+                        _mm512_mask_storeu_ps(p, m, x);
+                    }
                 }
             }
         }
