@@ -280,7 +280,7 @@ fn scratch_need_exactly(
         n.f32[0] = t * nbr;
         n.i32[0] = t * nbr;
         let ld = max_backward_width(cols).max(nt).div_ceil(nt) * nt;
-        n.f32[1] = 32 * ld + max_backward_width(cols).max(nt);
+        n.f32[1] = 32 * ld;
         let pb = ((2 << 20) / (32 * ld)).clamp(1, nbr);
         n.u8[1] = pb * 32 * ld;
         n.f32[2] = 2 * pb * ld;
@@ -729,8 +729,7 @@ fn backward_int8(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatrix<
                     let ld = lb * nt;
                     let pb = (2 << 20) / (32 * ld).max(1);
                     let pb = pb.clamp(1, nbr);
-                    with_f32(1, 32 * ld + cw, |panel| {
-                        let (panel, row) = panel.split_at_mut(32 * ld);
+                    with_f32(1, 32 * ld, |panel| {
                         with_u8(1, pb * 32 * ld, |lv| {
                             with_f32(2, 2 * pb * ld, |lf| {
                                 let (ldv, ls) = lf.split_at_mut(pb * ld);
@@ -742,10 +741,9 @@ fn backward_int8(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatrix<
                                         let r0 = 32 * (nb0 + b);
                                         for (e, dst) in panel.chunks_exact_mut(ld).enumerate() {
                                             if r0 + e < rows {
-                                                let row = &mut row[..cw];
+                                                let (row, pad) = dst.split_at_mut(cw);
                                                 w.dequantize_cols(k, r0 + e, 1, c0, cw, row);
-                                                dst[..cw].copy_from_slice(row);
-                                                dst[cw..].fill(0.0);
+                                                pad.fill(0.0);
                                             } else {
                                                 dst.fill(0.0);
                                             }
