@@ -35,7 +35,7 @@ pub struct AttnShape {
     /// Dimensions per head.
     pub head_dim: usize,
     /// `Fast` takes the softmax's exponentials from the f32 [`crate::simd::ew::exp_fast`]
-    /// (a few ulp) instead of the correctly rounded one.
+    /// (about one ulp) instead of the correctly rounded one.
     pub precision: Precision,
 }
 

@@ -57,9 +57,9 @@ pub fn exp_slice(x: &mut [f32]) {
 /// `exp(x)` in f32 for `--precision fast`: range reduction by ln 2 (split in two parts, the
 /// first exact in f32), a degree-6 polynomial on |r| ≤ ln2/2 (Cephes' `expf` coefficients):
 /// relative error 8·10⁻⁸ at most over [−87, 88] (about one ulp; the exact path's [`exp`] is
-/// correctly rounded in practice). 0 below −87 (where the result would be near f32's smallest normal), +∞ above
-/// 88, NaN stays NaN. Half the width of [`exp`]'s f64 arithmetic and a shorter polynomial, so
-/// about 3× fewer vector operations per value.
+/// correctly rounded in practice). 0 below −87 (where the result nears f32's smallest
+/// normal), +∞ above 88, NaN stays NaN. Half the width of [`exp`]'s f64 arithmetic and a
+/// shorter polynomial, so about 3× fewer vector operations per value.
 #[inline(always)]
 pub fn exp_fast(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4; // 355/512: n·LN2_HI is exact for |n| < 2^15

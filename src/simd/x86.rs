@@ -749,19 +749,15 @@ unsafe fn store_tile512<const MR: usize, const NV: usize>(
                 // m = 0xFFFF, takes the plain load and store).
                 unsafe {
                     let p = c.add((i0 + i) * out.rs + 16 * v);
-                    if m == u16::MAX {
-                        let x = if out.accumulate {
-                            _mm512_add_ps(a, _mm512_loadu_ps(p))
-                        } else {
-                            a
-                        };
+                    let whole = m == u16::MAX;
+                    let x = match (out.accumulate, whole) {
+                        (false, _) => a,
+                        (true, true) => _mm512_add_ps(a, _mm512_loadu_ps(p)),
+                        (true, false) => _mm512_add_ps(a, _mm512_maskz_loadu_ps(m, p)),
+                    };
+                    if whole {
                         _mm512_storeu_ps(p, x);
                     } else {
-                        let x = if out.accumulate {
-                            _mm512_add_ps(a, _mm512_maskz_loadu_ps(m, p))
-                        } else {
-                            a
-                        };
                         _mm512_mask_storeu_ps(p, m, x);
                     }
                 }
