@@ -41,7 +41,9 @@ use super::scratch::{with_f32, with_i32, with_u8, ScratchNeed};
 use crate::error::QuantError;
 use crate::quant::reference::f16_to_f32;
 use crate::quant::GgmlType;
-use crate::simd::{self, I8Lanes, I8Rows, Kernels, Sgemm, SharedColumns};
+use crate::simd::{
+    self, ColSource, I8Lanes, I8Rows, Kernels, PackTarget, QuantCols, Sgemm, SharedColumns,
+};
 
 /// Which arithmetic the matmuls over W0 use (`--precision`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -278,12 +280,12 @@ fn scratch_need_exactly(
         let nbr = rows.div_ceil(32);
         n.u8[0] = t * nbr * 32;
         n.f32[0] = t * nbr;
-        n.i32[0] = t * nbr;
         let ld = max_backward_width(cols).max(nt).div_ceil(nt) * nt;
         n.f32[1] = 32 * ld;
         let pb = ((2 << 20) / (32 * ld)).clamp(1, nbr);
         n.u8[1] = pb * 32 * ld;
-        n.f32[2] = 2 * pb * ld;
+        n.f32[2] = pb * ld;
+        n.i32[1] = pb * ld;
     } else {
         let width = max_backward_width(cols);
         // dY packed per register tile (at most MAX_TILE_ROWS tokens, the last zero-padded).
@@ -702,63 +704,76 @@ fn backward_int8(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatrix<
     let nt = lay.nt;
     let nbr = rows.div_ceil(32);
     let rp = nbr * 32;
+    // With VNNI, dY is the unsigned operand (+128); the panels' lane corrections remove it.
     let unsigned = lay.unsigned_weights;
+    let offset = if unsigned { 128 } else { 0 };
+    // Q8_0 and Q4_0 blocks are re-quantized straight from W; other types via an f32 panel.
+    let direct = matches!(w.ty, GgmlType::Q8_0 | GgmlType::Q4_0);
     // dY quantized per 32 along its rows (zero-padded to whole blocks).
     with_u8(0, t * rp, |qv| {
         with_f32(0, t * nbr, |qd| {
-            with_i32(0, t * nbr, |qc| {
-                qv.par_chunks_mut(rp)
-                    .zip(qd.par_chunks_mut(nbr))
-                    .zip(qc.par_chunks_mut(nbr))
-                    .enumerate()
-                    .for_each(|(i, ((v, d), c))| {
-                        let off = if unsigned { 128 } else { 0 };
-                        (k.ew.quantize_row)(&dy[i * rows..(i + 1) * rows], v, d, c, off)
-                    });
-                let (qv, qd, qc) = (&*qv, &*qd, &*qc);
-                let bs = w.ty.block_size();
-                let align = nt.max(bs).div_ceil(bs) * bs;
-                let width = task_chunk(cols, 512.max(align), align).min(cols.div_ceil(bs) * bs);
-                // Up to `p` rows of W (the reduction) are packed per pass, so that each dx
-                // element is written once per pass.
-                SharedColumns::new(dx, cols).par_parts(cols, width, |_, mut part| {
-                    let (c0, c1) = part.columns();
-                    let cw = c1 - c0;
-                    // Panels are zero-padded to whole lane blocks and whole 32-row blocks.
-                    let lb = cw.div_ceil(nt);
-                    let ld = lb * nt;
-                    let pb = (2 << 20) / (32 * ld).max(1);
-                    let pb = pb.clamp(1, nbr);
-                    with_f32(1, 32 * ld, |panel| {
-                        with_u8(1, pb * 32 * ld, |lv| {
-                            with_f32(2, 2 * pb * ld, |lf| {
-                                let (ldv, ls) = lf.split_at_mut(pb * ld);
-                                ls.fill(0.0);
+            qv.par_chunks_mut(rp)
+                .zip(qd.par_chunks_mut(nbr))
+                .enumerate()
+                .for_each(|(i, (v, d))| {
+                    (k.ew.quantize_row)(&dy[i * rows..(i + 1) * rows], v, d, offset)
+                });
+            let (qv, qd) = (&*qv, &*qd);
+            let bs = w.ty.block_size();
+            let align = nt.max(bs).div_ceil(bs) * bs;
+            let width = task_chunk(cols, 512.max(align), align).min(cols.div_ceil(bs) * bs);
+            // Up to `pb` 32-row blocks of W (the reduction) are packed per pass, so that each
+            // dx element is written once per pass.
+            SharedColumns::new(dx, cols).par_parts(cols, width, |_, mut part| {
+                let (c0, c1) = part.columns();
+                let cw = c1 - c0;
+                // Panels are zero-padded to whole lane blocks and whole 32-row blocks.
+                let lb = cw.div_ceil(nt);
+                let ld = lb * nt;
+                let pb = ((2 << 20) / (32 * ld).max(1)).clamp(1, nbr);
+                let panel_len = if direct { 0 } else { 32 * ld };
+                with_f32(1, panel_len, |panel| {
+                    with_u8(1, pb * 32 * ld, |lv| {
+                        with_f32(2, pb * ld, |ldv| {
+                            with_i32(1, pb * ld, |lc| {
                                 let mut nb0 = 0;
                                 while nb0 < nbr {
                                     let nbp = pb.min(nbr - nb0);
                                     for b in 0..nbp {
                                         let r0 = 32 * (nb0 + b);
-                                        for (e, dst) in panel.chunks_exact_mut(ld).enumerate() {
-                                            if r0 + e < rows {
-                                                let (row, pad) = dst.split_at_mut(cw);
-                                                w.dequantize_cols(k, r0 + e, 1, c0, cw, row);
-                                                pad.fill(0.0);
-                                            } else {
-                                                dst.fill(0.0);
-                                            }
-                                        }
-                                        k.pack_cols(panel, 1, ld, nbp, b, lv, ldv);
+                                        let src = if direct {
+                                            ColSource::Quant(QuantCols {
+                                                ty: w.ty,
+                                                data: &w.data[r0 * w.row_bytes..],
+                                                row_bytes: w.row_bytes,
+                                                rows: rows - r0,
+                                                c0,
+                                                cw,
+                                            })
+                                        } else {
+                                            fill_panel(k, w, panel, (r0, c0, cw), ld);
+                                            ColSource::Panel(panel)
+                                        };
+                                        let dst = PackTarget {
+                                            blocks: 1,
+                                            ld,
+                                            total: nbp,
+                                            b0: b,
+                                            vals: lv,
+                                            d: ldv,
+                                            corr: lc,
+                                        };
+                                        k.pack_cols(src, dst);
                                     }
                                     let rows_op = I8Rows {
                                         rows: t,
                                         blocks: nbp,
                                         vals: &qv[32 * nb0..],
                                         stride: rp,
-                                        unsigned: false,
+                                        unsigned,
                                         d: &qd[nb0..],
                                         d_stride: nbr,
-                                        corr: unsigned.then(|| &qc[nb0..]),
+                                        corr: None,
                                         min: None,
                                     };
                                     for b in 0..lb {
@@ -766,10 +781,12 @@ fn backward_int8(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatrix<
                                         let lanes = I8Lanes {
                                             blocks: nbp,
                                             vals: &lv[b * nbp * 32 * nt..][..nbp * 32 * nt],
-                                            unsigned,
+                                            unsigned: false,
                                             d: &ldv[b * nbp * nt..][..nbp * nt],
-                                            sum: &ls[..nbp * nt],
-                                            corr: None,
+                                            // Lane sums are read only against row
+                                            // minimums, which dY has none of.
+                                            sum: &ldv[b * nbp * nt..][..nbp * nt],
+                                            corr: unsigned.then(|| &lc[b * nbp * nt..][..nbp * nt]),
                                         };
                                         let mut out = part.out(0, c0 + j0, cols, 1, true);
                                         k.i8gemm(&rows_op, &lanes, nt.min(cw - j0), &mut out);
@@ -783,6 +800,26 @@ fn backward_int8(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatrix<
             });
         });
     });
+}
+
+/// Dequantizes rows `r0 .. r0 + 32` (zero past W's last row) of columns `c0 .. c0 + cw` into a
+/// 32 × `ld` panel, zero-padded on the right.
+fn fill_panel(
+    k: &Kernels,
+    w: &QMatrix<'_>,
+    panel: &mut [f32],
+    (r0, c0, cw): (usize, usize, usize),
+    ld: usize,
+) {
+    for (e, dst) in panel.chunks_exact_mut(ld).enumerate() {
+        if r0 + e < w.rows {
+            let (row, pad) = dst.split_at_mut(cw);
+            w.dequantize_cols(k, r0 + e, 1, c0, cw, row);
+            pad.fill(0.0);
+        } else {
+            dst.fill(0.0);
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------

@@ -77,6 +77,16 @@ pub(super) fn kernels(level: Level) -> Option<Kernels> {
     })
 }
 
+/// Hints that the cache line holding `p` will be read soon (`prfm`, ARM64 baseline).
+#[inline(always)]
+pub(super) fn prefetch(p: *const u8) {
+    // SAFETY: `prfm` only hints the cache; it never faults, whatever the address, and
+    // touches no register but its address operand.
+    unsafe {
+        std::arch::asm!("prfm pldl1keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags))
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // Safe entry points (placed only in tables whose features were detected).
 

@@ -436,19 +436,7 @@ pub fn quantize_block(x: &[f32], q: &mut [i8; 32]) -> (f32, i32) {
         Ok(a) => a,
         Err(_) => unreachable!(),
     };
-    // Sixteen running maxima (a single one would be a serial chain of `max`).
-    let mut m = [0f32; 16];
-    for c in x.chunks_exact(16) {
-        for l in 0..16 {
-            m[l] = m[l].max(c[l].abs());
-        }
-    }
-    let mut amax = 0f32;
-    for v in m {
-        amax = amax.max(v);
-    }
-    let d = amax / 127.0;
-    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let (d, id) = block_scale(x);
     let mut s = 0i32;
     for (o, &v) in q.iter_mut().zip(x) {
         let r = crate::quant::reference::nearest_int(v * id).clamp(-127, 127);
@@ -456,6 +444,29 @@ pub fn quantize_block(x: &[f32], q: &mut [i8; 32]) -> (f32, i32) {
         s += r;
     }
     (d, s)
+}
+
+/// The scale max|x|/127 of a block and its inverse (0 for an all-zero block).
+#[inline(always)]
+fn block_scale(x: &[f32; 32]) -> (f32, f32) {
+    // Running maxima folded in halves, by compare-and-select: `f32::max`'s NaN rule keeps
+    // these loops scalar.
+    let sel = |a: f32, b: f32| if b > a { b } else { a };
+    let mut m16 = [0f32; 16];
+    for l in 0..16 {
+        m16[l] = sel(x[l].abs(), x[l + 16].abs());
+    }
+    let mut m8 = [0f32; 8];
+    for l in 0..8 {
+        m8[l] = sel(m16[l], m16[l + 8]);
+    }
+    let mut m4 = [0f32; 4];
+    for l in 0..4 {
+        m4[l] = sel(m8[l], m8[l + 4]);
+    }
+    let amax = sel(sel(m4[0], m4[2]), sel(m4[1], m4[3]));
+    let d = amax / 127.0;
+    (d, if d > 0.0 { 1.0 / d } else { 0.0 })
 }
 
 /// The body of [`super::Kernels::pack_lanes`] (sizes checked there).
@@ -505,30 +516,31 @@ pub fn pack_lanes(
     }
 }
 
-/// Quantizes one row per 32 values (zero-padded to `v.len()`): values in `v`, scales in
-/// `d`, and `corr = −offset · Σ q` per block.
+/// Quantizes one row per 32 values (zero-padded to `v.len()`) as [`quantize_block`]:
+/// values `q + offset` (as u8) in `v`, scales in `d`.
 #[inline(always)]
-pub fn quantize_row(x: &[f32], v: &mut [u8], d: &mut [f32], corr: &mut [i32], offset: i32) {
-    let mut q = [0i8; 32];
-    let full = x.len() / 32;
-    for (b, (vb, (db, cb))) in v
-        .chunks_exact_mut(32)
-        .zip(d.iter_mut().zip(corr.iter_mut()))
-        .enumerate()
-    {
-        let (scale, s) = if b < full {
-            quantize_block(&x[32 * b..32 * b + 32], &mut q)
-        } else {
-            let mut buf = [0f32; 32];
-            let lo = (32 * b).min(x.len());
-            buf[..x.len() - lo].copy_from_slice(&x[lo..]);
-            quantize_block(&buf, &mut q)
+pub fn quantize_row(x: &[f32], v: &mut [u8], d: &mut [f32], offset: i32) {
+    for (b, (vb, db)) in v.chunks_exact_mut(32).zip(d.iter_mut()).enumerate() {
+        let mut buf = [0f32; 32];
+        let xb: &[f32; 32] = match x.get(32 * b..32 * b + 32) {
+            Some(full) => match full.try_into() {
+                Ok(a) => a,
+                Err(_) => unreachable!(),
+            },
+            None => {
+                let lo = (32 * b).min(x.len());
+                buf[..x.len() - lo].copy_from_slice(&x[lo..]);
+                &buf
+            }
         };
-        for (o, &qq) in vb.iter_mut().zip(&q) {
-            *o = qq as u8;
+        let (scale, id) = block_scale(xb);
+        // Written straight to `v`: a detour through an i8 array costs a store-forwarding
+        // stall per block.
+        for (o, &x) in vb.iter_mut().zip(xb) {
+            let r = crate::quant::reference::nearest_int(x * id).clamp(-127, 127);
+            *o = (r + offset) as u8;
         }
         *db = scale;
-        *cb = -offset * s;
     }
 }
 

@@ -55,7 +55,7 @@ macro_rules! ew_list {
             lse_rows(x: &[f32], rows: usize, n: usize, ld: usize, m: &mut [f32], s: &mut [f64], fast: bool);
             softmax_rows(x: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32], scale: f32, fast: bool);
             pack_lanes(lay: Int8Layout, x: &[f32], rows: usize, ldx: usize, offset: i32, vals: &mut [u8], d: &mut [f32], sum: &mut [f32], corr: &mut [i32]);
-            quantize_row(x: &[f32], v: &mut [u8], d: &mut [f32], corr: &mut [i32], offset: i32);
+            quantize_row(x: &[f32], v: &mut [u8], d: &mut [f32], offset: i32);
             decode_q8_0(src: &[u8], v: &mut [u8], d: &mut [f32], offset: i32);
             decode_q4_0(src: &[u8], v: &mut [u8], d: &mut [f32], offset: i32);
         }
@@ -495,8 +495,7 @@ pub(crate) type DotFn = fn(&[f32], &[f32]) -> f32;
 /// Dequantizes one row (length-checked) or returns false for types it does not handle.
 pub(crate) type DequantFn = fn(crate::quant::GgmlType, &[u8], &mut [f32]) -> bool;
 /// [`pack_cols_body`] compiled for a level.
-pub(crate) type PackColsFn =
-    fn(Int8Layout, &[f32], usize, usize, usize, usize, &mut [u8], &mut [f32]);
+pub(crate) type PackColsFn = fn(Int8Layout, ColSource<'_>, PackTarget<'_>);
 
 /// The kernels of one ISA level.
 #[derive(Clone, Copy)]
@@ -638,31 +637,45 @@ impl Kernels {
         }
     }
 
-    /// Re-quantizes a zero-padded f32 panel of `blocks · 32` rows × `ld` columns (`ld` a
-    /// multiple of the lane block `nt`) per 32 rows of each column into lane blocks of a
-    /// buffer holding `total` blocks per lane block: block `b0 + b` of lane block `lb` at
-    /// `vals[(lb · total + b0 + b) · 32 · nt ..]`, its scales at `d[(lb · total + b0 + b) · nt
-    /// ..]`. Weights carry the +128 offset when the level wants unsigned weights.
-    #[allow(clippy::too_many_arguments)]
-    pub fn pack_cols(
-        &self,
-        panel: &[f32],
-        blocks: usize,
-        ld: usize,
-        total: usize,
-        b0: usize,
-        vals: &mut [u8],
-        d: &mut [f32],
-    ) {
+    /// Re-quantizes `blocks · 32` rows × `ld` columns of W (read from `src`, `ld` a multiple
+    /// of the lane block `nt`) per 32 rows of each column into the i8 lane blocks of `dst`,
+    /// which holds `total` blocks per lane block: block `b0 + b` of lane block `lb` at
+    /// `vals[(lb · total + b0 + b) · 32 · nt ..]`, its scales and corrections at
+    /// `[(lb · total + b0 + b) · nt ..]`. The correction is `−128 · Σ q` when the level wants
+    /// unsigned row values (they then carry a +128 offset that it removes), else 0.
+    pub fn pack_cols(&self, src: ColSource<'_>, dst: PackTarget<'_>) {
         let nt = self.int8.nt;
+        let (blocks, ld, total) = (dst.blocks, dst.ld, dst.total);
         assert!(ld % nt == 0 && nt % 16 == 0, "pack_cols: lane blocks");
-        assert!(panel.len() >= blocks * 32 * ld, "pack_cols: panel");
-        assert!(b0 + blocks <= total, "pack_cols: blocks");
+        assert!(dst.b0 + blocks <= total, "pack_cols: blocks");
         assert!(
-            vals.len() >= total * 32 * ld && d.len() >= total * ld,
+            dst.vals.len() >= total * 32 * ld
+                && dst.d.len() >= total * ld
+                && dst.corr.len() >= total * ld,
             "pack_cols: buffers"
         );
-        (self.pack_cols)(self.int8, panel, blocks, ld, total, b0, vals, d)
+        match src {
+            ColSource::Panel(p) => assert!(p.len() >= blocks * 32 * ld, "pack_cols: panel"),
+            ColSource::Quant(q) => {
+                use crate::quant::GgmlType;
+                assert!(
+                    matches!(q.ty, GgmlType::Q8_0 | GgmlType::Q4_0),
+                    "pack_cols: {} rows",
+                    q.ty
+                );
+                let end = (q.c0 + q.cw).div_ceil(32) * q.ty.type_size();
+                assert!(
+                    q.c0 % 32 == 0 && q.cw % 16 == 0 && q.cw <= ld && end <= q.row_bytes,
+                    "pack_cols: columns"
+                );
+                let n = q.rows.min(32 * blocks);
+                assert!(
+                    n == 0 || (n - 1) * q.row_bytes + end <= q.data.len(),
+                    "pack_cols: rows"
+                );
+            }
+        }
+        (self.pack_cols)(self.int8, src, dst)
     }
 
     /// Quantizes `rows` rows of `x` (`k` = `d.len() / nt` blocks of 32 values each, rows `ldx`
@@ -717,39 +730,193 @@ impl Kernels {
 
 pub use ew::quantize_block;
 
-/// The body of [`Kernels::pack_cols`] (sizes checked), compiled per level: columns in
-/// chunks of 16 lanes, rows in groups of the layout's byte group.
+/// Where [`Kernels::pack_cols`] reads W: row `e` of block `b` is row `32·b + e`.
+#[derive(Clone, Copy, Debug)]
+pub enum ColSource<'a> {
+    /// A zero-padded f32 panel of `ld` floats per row.
+    Panel(&'a [f32]),
+    /// Q8_0 or Q4_0 rows, read straight from their blocks.
+    Quant(QuantCols<'a>),
+}
+
+/// Rows of a Q8_0 or Q4_0 matrix as a [`ColSource`]: `rows` rows of `row_bytes` bytes from
+/// `data` exist (later ones read as zero); panel column `j < cw` is column `c0 + j`
+/// (`c0` a multiple of 32), later ones read as zero.
+#[derive(Clone, Copy, Debug)]
+pub struct QuantCols<'a> {
+    pub ty: crate::quant::GgmlType,
+    pub data: &'a [u8],
+    pub row_bytes: usize,
+    pub rows: usize,
+    pub c0: usize,
+    pub cw: usize,
+}
+
+/// Where [`Kernels::pack_cols`] writes: `blocks` blocks of `ld` columns into buffers of
+/// `total` blocks per lane block, starting at block `b0`.
+#[derive(Debug)]
+pub struct PackTarget<'a> {
+    pub blocks: usize,
+    pub ld: usize,
+    pub total: usize,
+    pub b0: usize,
+    pub vals: &'a mut [u8],
+    pub d: &'a mut [f32],
+    pub corr: &'a mut [i32],
+}
+
+/// The body of [`Kernels::pack_cols`] (sizes checked), compiled per level: each source
+/// monomorphizes [`pack_cols_from`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn pack_cols_body(
-    lay: Int8Layout,
-    panel: &[f32],
-    blocks: usize,
-    ld: usize,
-    total: usize,
-    b0: usize,
-    vals: &mut [u8],
-    d: &mut [f32],
-) {
+pub(crate) fn pack_cols_body(lay: Int8Layout, src: ColSource<'_>, dst: PackTarget<'_>) {
+    match src {
+        ColSource::Panel(p) => pack_cols_from(lay, dst, PanelCols(p)),
+        ColSource::Quant(q) if q.ty == crate::quant::GgmlType::Q8_0 => {
+            pack_cols_from(lay, dst, Q8Cols(q))
+        }
+        ColSource::Quant(q) => pack_cols_from(lay, dst, Q4Cols(q)),
+    }
+}
+
+/// Reads 16 consecutive columns of a block of 32 rows of W as f32 (inlined into each
+/// level's body).
+trait ColReader {
+    /// Columns `col .. col + 16` of rows `row0 .. row0 + 32` into `x`.
+    fn load(&self, ld: usize, row0: usize, col: usize, x: &mut [[f32; 16]; 32]);
+}
+
+struct PanelCols<'a>(&'a [f32]);
+struct Q8Cols<'a>(QuantCols<'a>);
+struct Q4Cols<'a>(QuantCols<'a>);
+
+impl ColReader for PanelCols<'_> {
+    #[inline(always)]
+    fn load(&self, ld: usize, row0: usize, col: usize, x: &mut [[f32; 16]; 32]) {
+        for (e, r) in x.iter_mut().enumerate() {
+            r.copy_from_slice(&self.0[(row0 + e) * ld + col..][..16]);
+        }
+    }
+}
+
+/// Hints that `bytes[at]` will be read soon (nothing past the end, or without a hint
+/// instruction).
+#[inline(always)]
+fn prefetch(bytes: &[u8], at: usize) {
+    if let Some(b) = bytes.get(at) {
+        #[cfg(target_arch = "x86_64")]
+        x86::prefetch(b);
+        #[cfg(target_arch = "aarch64")]
+        aarch64::prefetch(b);
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let _ = b;
+    }
+}
+
+impl QuantCols<'_> {
+    /// For columns `c0 + col ..` of rows `row0 ..` in blocks of `BYTES` bytes: the number of
+    /// rows that exist (0 past the valid columns), each row's block offset in `data`, the
+    /// blocks' scales and the column's position in its block. Fetches the same blocks 32
+    /// rows down (the next call's) while these are worked.
+    #[inline(always)]
+    fn blocks<const BYTES: usize>(
+        &self,
+        row0: usize,
+        col: usize,
+    ) -> (usize, [usize; 32], [f32; 32], usize) {
+        let mut offs = [0usize; 32];
+        let mut d = [0f32; 32];
+        let n = if col < self.cw {
+            self.rows.saturating_sub(row0).min(32)
+        } else {
+            0
+        };
+        let c = self.c0 + col;
+        let mut h = [0u16; 32];
+        for e in 0..n {
+            let s = (row0 + e) * self.row_bytes + c / 32 * BYTES;
+            offs[e] = s;
+            h[e] = u16::from_le_bytes([self.data[s], self.data[s + 1]]);
+            if c % 32 == 0 {
+                let ahead = s + 32 * self.row_bytes;
+                prefetch(self.data, ahead);
+            }
+        }
+        // Branch-free: this loop vectorizes.
+        for (o, &h) in d.iter_mut().zip(&h) {
+            *o = crate::quant::reference::f16_to_f32(h);
+        }
+        (n, offs, d, c % 32)
+    }
+}
+
+impl ColReader for Q8Cols<'_> {
+    #[inline(always)]
+    fn load(&self, _: usize, row0: usize, col: usize, x: &mut [[f32; 16]; 32]) {
+        let (n, offs, d, at) = self.0.blocks::<34>(row0, col);
+        for (e, r) in x.iter_mut().enumerate() {
+            if e < n {
+                let q = &self.0.data[offs[e] + 2 + at..][..16];
+                for (o, &v) in r.iter_mut().zip(q) {
+                    *o = (v as i8 as f32) * d[e];
+                }
+            } else {
+                *r = [0.0; 16];
+            }
+        }
+    }
+}
+
+impl ColReader for Q4Cols<'_> {
+    #[inline(always)]
+    fn load(&self, _: usize, row0: usize, col: usize, x: &mut [[f32; 16]; 32]) {
+        let (n, offs, d, at) = self.0.blocks::<18>(row0, col);
+        // Columns 0..16 of a block are the low nibbles, 16..32 the high ones.
+        let sh = if at == 0 { 0 } else { 4 };
+        for (e, r) in x.iter_mut().enumerate() {
+            if e < n {
+                let q = &self.0.data[offs[e] + 2..][..16];
+                for (o, &v) in r.iter_mut().zip(q) {
+                    *o = (((v >> sh) & 15) as i32 - 8) as f32 * d[e];
+                }
+            } else {
+                *r = [0.0; 16];
+            }
+        }
+    }
+}
+
+/// [`pack_cols_body`] over any reader of 16 consecutive columns of a row: columns in chunks
+/// of 16 lanes, each gathered over its block's 32 rows, then quantized four rows at a time
+/// into one little-endian word per lane.
+#[inline(always)]
+fn pack_cols_from(lay: Int8Layout, dst: PackTarget<'_>, src: impl ColReader) {
     let (nt, g) = (lay.nt, lay.group);
-    let flip: u32 = if lay.unsigned_weights { 0x8080_8080 } else { 0 };
+    let offset: i32 = if lay.unsigned_weights { 128 } else { 0 };
+    let PackTarget {
+        blocks,
+        ld,
+        total,
+        b0,
+        vals,
+        d,
+        corr,
+    } = dst;
     for lb in 0..ld / nt {
-        let vb = &mut vals[(lb * total + b0) * 32 * nt..(lb * total + b0 + blocks) * 32 * nt];
-        let db = &mut d[(lb * total + b0) * nt..(lb * total + b0 + blocks) * nt];
+        let at = lb * total + b0;
+        let vb = &mut vals[at * 32 * nt..(at + blocks) * 32 * nt];
+        let db = &mut d[at * nt..(at + blocks) * nt];
+        let cb = &mut corr[at * nt..(at + blocks) * nt];
         for b in 0..blocks {
             for jc in (0..nt).step_by(16) {
                 let col = lb * nt + jc;
-                let row = |e: usize| -> &[f32; 16] {
-                    match panel[(32 * b + e) * ld + col..][..16].try_into() {
-                        Ok(r) => r,
-                        Err(_) => unreachable!(),
-                    }
-                };
+                let mut x = [[0f32; 16]; 32];
+                src.load(ld, 32 * b, col, &mut x);
                 let mut amax = [0f32; 16];
-                for e in 0..32 {
-                    let r = row(e);
+                for r in &x {
                     for l in 0..16 {
-                        amax[l] = amax[l].max(r[l].abs());
+                        // Compare-and-select: `f32::max`'s NaN rule costs two more ops.
+                        let a = r[l].abs();
+                        amax[l] = if a > amax[l] { a } else { amax[l] };
                     }
                 }
                 let mut id = [0f32; 16];
@@ -758,14 +925,15 @@ pub(crate) fn pack_cols_body(
                     db[b * nt + jc + l] = s;
                     id[l] = if s > 0.0 { 1.0 / s } else { 0.0 };
                 }
-                // Four rows at a time into one little-endian u32 per lane.
+                let mut sum = [0i32; 16];
                 for e4 in 0..8 {
                     let mut word = [0u32; 16];
                     for u in 0..4 {
-                        let r = row(4 * e4 + u);
+                        let r = &x[4 * e4 + u];
                         for l in 0..16 {
                             let q =
                                 crate::quant::reference::nearest_int(r[l] * id[l]).clamp(-127, 127);
+                            sum[l] += q;
                             word[l] |= ((q as u32) & 0xff) << (8 * u);
                         }
                     }
@@ -776,14 +944,16 @@ pub(crate) fn pack_cols_body(
                         // The 16 lanes' words are adjacent: one contiguous 64-byte store.
                         let dst = &mut vb[base..base + 64];
                         for (o, w) in dst.chunks_exact_mut(4).zip(&word) {
-                            o.copy_from_slice(&(w ^ flip).to_le_bytes());
+                            o.copy_from_slice(&w.to_le_bytes());
                         }
                     } else {
                         for (l, w) in word.iter().enumerate() {
-                            vb[base + l * g..base + l * g + 4]
-                                .copy_from_slice(&(w ^ flip).to_le_bytes());
+                            vb[base + l * g..base + l * g + 4].copy_from_slice(&w.to_le_bytes());
                         }
                     }
+                }
+                for l in 0..16 {
+                    cb[b * nt + jc + l] = -offset * sum[l];
                 }
             }
         }
@@ -1198,35 +1368,146 @@ mod tests {
         }
     }
 
+    /// Checks one `pack_cols` result against `quantize_block` of each column's 32 rows of
+    /// `panel` (blocks · 32 rows × ld, the dequantized source).
+    fn check_packed(
+        k: &Kernels,
+        panel: &[f32],
+        blocks: usize,
+        ld: usize,
+        got: (&[u8], &[f32], &[i32]),
+        what: &str,
+    ) {
+        let lay = k.int8;
+        let (v, d, corr) = got;
+        for lb in 0..ld / lay.nt {
+            for b in 0..blocks {
+                for j in 0..lay.nt {
+                    let col = lb * lay.nt + j;
+                    let x: Vec<f32> = (0..32).map(|e| panel[(32 * b + e) * ld + col]).collect();
+                    let mut q = [0i8; 32];
+                    let (s, sum) = quantize_block(&x, &mut q);
+                    let at = (lb * blocks + b) * lay.nt + j;
+                    assert_eq!(d[at], s, "{what} scale of column {col} block {b}");
+                    let want = if lay.unsigned_weights { -128 * sum } else { 0 };
+                    assert_eq!(
+                        corr[at], want,
+                        "{what} correction of column {col} block {b}"
+                    );
+                    for (e, &qq) in q.iter().enumerate() {
+                        let byte = lb * blocks * 32 * lay.nt + scalar::lane_byte(lay, b, e, j);
+                        assert_eq!(v[byte], qq as u8, "{what} column {col} block {b} byte {e}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn pack_cols_puts_every_byte_where_the_layout_says() {
         for level in Level::available() {
             let k = Kernels::for_level(level).unwrap();
-            let lay = k.int8;
-            let (blocks, ld) = (2usize, 2 * lay.nt);
+            let (blocks, ld) = (2usize, 2 * k.int8.nt);
             let panel = vals(blocks * 32 * ld, 15);
             let mut v = vec![0u8; blocks * 32 * ld];
             let mut d = vec![0f32; blocks * ld];
-            k.pack_cols(&panel, blocks, ld, blocks, 0, &mut v, &mut d);
-            for lb in 0..ld / lay.nt {
-                for b in 0..blocks {
-                    for j in 0..lay.nt {
-                        let col = lb * lay.nt + j;
-                        let x: Vec<f32> = (0..32).map(|e| panel[(32 * b + e) * ld + col]).collect();
-                        let mut q = [0i8; 32];
-                        let (s, _) = quantize_block(&x, &mut q);
-                        assert_eq!(d[(lb * blocks + b) * lay.nt + j], s);
-                        for (e, &qq) in q.iter().enumerate() {
-                            let at = lb * blocks * 32 * lay.nt + scalar::lane_byte(lay, b, e, j);
-                            let want = if lay.unsigned_weights {
-                                (qq as i32 + 128) as u8
-                            } else {
-                                qq as u8
-                            };
-                            assert_eq!(v[at], want, "{level:?} lane {col} block {b} byte {e}");
-                        }
-                    }
+            let mut c = vec![7i32; blocks * ld];
+            let dst = PackTarget {
+                blocks,
+                ld,
+                total: blocks,
+                b0: 0,
+                vals: &mut v,
+                d: &mut d,
+                corr: &mut c,
+            };
+            k.pack_cols(ColSource::Panel(&panel), dst);
+            check_packed(
+                &k,
+                &panel,
+                blocks,
+                ld,
+                (&v, &d, &c),
+                &format!("{level:?} panel"),
+            );
+        }
+    }
+
+    #[test]
+    fn pack_cols_reads_q8_0_and_q4_0_blocks_as_their_dequantized_panel() {
+        use crate::quant::{dequantize_row, quantize, GgmlType};
+        // 70 rows (the last 32-row block partial) × 160 columns; the window starts at column
+        // 32 and its width stops short of the padded lane blocks.
+        let (rows, cols, c0) = (70usize, 160usize, 32usize);
+        let w: Vec<f32> = vals(rows * cols, 16).iter().map(|x| x * 3.0).collect();
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+            let bytes = quantize(ty, &w, cols).unwrap();
+            let row_bytes = bytes.len() / rows;
+            let mut deq = vec![0f32; rows * cols];
+            dequantize_row(ty, &bytes, &mut deq).unwrap();
+            for level in Level::available() {
+                let k = Kernels::for_level(level).unwrap();
+                let nt = k.int8.nt;
+                let cw: usize = if nt == 16 { 48 } else { 96 };
+                let ld = cw.div_ceil(nt) * nt + nt;
+                let blocks = rows.div_ceil(32);
+                // The expected panel: zero past the last row and past the window.
+                let mut panel = vec![0f32; blocks * 32 * ld];
+                for r in 0..rows {
+                    panel[r * ld..r * ld + cw].copy_from_slice(&deq[r * cols + c0..][..cw]);
                 }
+                let mut v = vec![0u8; blocks * 32 * ld];
+                let mut d = vec![0f32; blocks * ld];
+                let mut c = vec![7i32; blocks * ld];
+                // One block per call, as the backward packs them, then all at once.
+                for b in 0..blocks {
+                    let src = QuantCols {
+                        ty,
+                        data: &bytes[32 * b * row_bytes..],
+                        row_bytes,
+                        rows: rows - 32 * b,
+                        c0,
+                        cw,
+                    };
+                    let dst = PackTarget {
+                        blocks: 1,
+                        ld,
+                        total: blocks,
+                        b0: b,
+                        vals: &mut v,
+                        d: &mut d,
+                        corr: &mut c,
+                    };
+                    k.pack_cols(ColSource::Quant(src), dst);
+                }
+                let what = format!("{level:?} {ty}");
+                check_packed(&k, &panel, blocks, ld, (&v, &d, &c), &what);
+                let all = QuantCols {
+                    ty,
+                    data: &bytes,
+                    row_bytes,
+                    rows,
+                    c0,
+                    cw,
+                };
+                let (mut v2, mut d2, mut c2) = (v.clone(), d.clone(), c.clone());
+                v2.fill(1);
+                d2.fill(1.0);
+                c2.fill(1);
+                let dst = PackTarget {
+                    blocks,
+                    ld,
+                    total: blocks,
+                    b0: 0,
+                    vals: &mut v2,
+                    d: &mut d2,
+                    corr: &mut c2,
+                };
+                k.pack_cols(ColSource::Quant(all), dst);
+                assert!(
+                    v2 == v && d2 == d && c2 == c,
+                    "{what}: one call differs from per-block calls"
+                );
             }
         }
     }

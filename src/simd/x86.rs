@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{I8Lanes, I8Rows, Int8Layout, Kernels, Level, Out, Sgemm};
+use super::{ColSource, I8Lanes, I8Rows, Int8Layout, Kernels, Level, Out, PackTarget, Sgemm};
 use crate::quant::GgmlType;
 
 /// The element-wise kernels of [`super::ew`] compiled with `$feat`.
@@ -230,46 +230,32 @@ unsafe fn peak256(iters: usize) -> f32 {
     lanes.iter().sum()
 }
 
-type PackArgs<'a> = (&'a [f32], usize, usize, usize, usize);
-
-#[allow(clippy::too_many_arguments)]
-fn pack_cols_avx512(
-    lay: Int8Layout,
-    p: &[f32],
-    b: usize,
-    ld: usize,
-    total: usize,
-    b0: usize,
-    v: &mut [u8],
-    d: &mut [f32],
-) {
-    // SAFETY: table built after AVX-512 was detected; sizes checked by `Kernels::pack_cols`.
-    unsafe { pack_cols512(lay, (p, b, ld, total, b0), v, d) }
+/// Hints that the cache line holding `p` will be read soon (baseline SSE on x86-64).
+#[inline(always)]
+pub(super) fn prefetch(p: *const u8) {
+    // SAFETY: `prefetcht0` only hints the cache; it never faults or reads into a register,
+    // whatever the address.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn pack_cols_avx2(
-    lay: Int8Layout,
-    p: &[f32],
-    b: usize,
-    ld: usize,
-    total: usize,
-    b0: usize,
-    v: &mut [u8],
-    d: &mut [f32],
-) {
+fn pack_cols_avx512(lay: Int8Layout, src: ColSource<'_>, dst: PackTarget<'_>) {
+    // SAFETY: table built after AVX-512 was detected; sizes checked by `Kernels::pack_cols`.
+    unsafe { pack_cols512(lay, src, dst) }
+}
+
+fn pack_cols_avx2(lay: Int8Layout, src: ColSource<'_>, dst: PackTarget<'_>) {
     // SAFETY: table built after AVX2 was detected; sizes checked by `Kernels::pack_cols`.
-    unsafe { pack_cols256(lay, (p, b, ld, total, b0), v, d) }
+    unsafe { pack_cols256(lay, src, dst) }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-unsafe fn pack_cols512(lay: Int8Layout, a: PackArgs<'_>, v: &mut [u8], d: &mut [f32]) {
-    super::pack_cols_body(lay, a.0, a.1, a.2, a.3, a.4, v, d)
+unsafe fn pack_cols512(lay: Int8Layout, src: ColSource<'_>, dst: PackTarget<'_>) {
+    super::pack_cols_body(lay, src, dst)
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pack_cols256(lay: Int8Layout, a: PackArgs<'_>, v: &mut [u8], d: &mut [f32]) {
-    super::pack_cols_body(lay, a.0, a.1, a.2, a.3, a.4, v, d)
+unsafe fn pack_cols256(lay: Int8Layout, src: ColSource<'_>, dst: PackTarget<'_>) {
+    super::pack_cols_body(lay, src, dst)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -610,7 +596,7 @@ unsafe fn tile256<const MR: usize, const NV: usize>(
 // ------------------------------------------------------------------------------------------
 // int8 kernel, AVX-512 VNNI: rows × 32 lanes, `vpdpbusd` over 4-byte groups.
 
-const MR_VNNI: usize = 4;
+const MR_VNNI: usize = 6;
 
 /// # Safety
 /// AVX-512 VNNI available; views checked by `Kernels::i8gemm` for a 32-lane block.
@@ -618,10 +604,16 @@ const MR_VNNI: usize = 4;
 unsafe fn i8vnni<const RU: bool>(r: &I8Rows<'_>, l: &I8Lanes<'_>, n: usize, out: &mut Out<'_>) {
     let mut i0 = 0;
     while i0 < r.rows {
-        let mr = (r.rows - i0).min(MR_VNNI);
+        // Row minimums take four more registers: tiles of 4 rows then keep clear of spills.
+        let tall = if r.min.is_some() { 4 } else { MR_VNNI };
+        let mr = (r.rows - i0).min(tall);
         // SAFETY: rows i0..i0+mr inside the checked views.
         unsafe {
             match (mr, n > 16) {
+                (6, true) => i8tile_vnni::<6, 2, RU>(r, l, i0, n, out),
+                (5, true) => i8tile_vnni::<5, 2, RU>(r, l, i0, n, out),
+                (6, false) => i8tile_vnni::<6, 1, RU>(r, l, i0, n, out),
+                (5, false) => i8tile_vnni::<5, 1, RU>(r, l, i0, n, out),
                 (4, true) => i8tile_vnni::<4, 2, RU>(r, l, i0, n, out),
                 (3, true) => i8tile_vnni::<3, 2, RU>(r, l, i0, n, out),
                 (2, true) => i8tile_vnni::<2, 2, RU>(r, l, i0, n, out),
