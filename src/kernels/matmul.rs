@@ -258,7 +258,8 @@ fn scratch_need_exactly(
     let fast = precision == Precision::Fast;
     if !backward {
         if t <= GEMV_TOKENS {
-            n.f32[1] = cols;
+            // A dequantized row, or the block-reading GEMV's staged outputs.
+            n.f32[1] = cols.max(GEMV_TOKENS * GEMV_ROWS);
         } else if fast && cols % 32 == 0 {
             let (nb, blocks) = (cols / 32, t.div_ceil(nt));
             let per = nb * nt;
@@ -432,13 +433,33 @@ fn pack_transposed(blk: &mut [f32], x: &[f32], (t0, t): (usize, usize), cols: us
     }
 }
 
-/// Few tokens: groups of weight rows in parallel, one dequantized row at a time.
+/// Rows per call of the block-reading GEMV (its output is staged in scratch).
+const GEMV_ROWS: usize = 64;
+
+/// Few tokens: groups of weight rows in parallel, read straight from their blocks (Q8_0,
+/// Q4_0) or one dequantized row at a time.
 fn forward_gemv(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>) {
     let (rows, cols) = (w.rows, w.cols);
     let group = task_chunk(rows, 4096, 8);
     SharedColumns::new(y, rows).par_parts(rows, group, |_, mut part| {
         let (r0, r1) = part.columns();
         let mut out = part.out(0, r0, 1, rows, false);
+        if simd::gemv::gemv_supports(w.ty) {
+            with_f32(1, GEMV_TOKENS * GEMV_ROWS, |buf| {
+                for c0 in (r0..r1).step_by(GEMV_ROWS) {
+                    let n = GEMV_ROWS.min(r1 - c0);
+                    let wb = &w.data[c0 * w.row_bytes..(c0 + n) * w.row_bytes];
+                    let done = k.gemv(w.ty, wb, cols, x, t, &mut buf[..t * n]);
+                    assert!(done, "gemv takes {} with {t} tokens", w.ty);
+                    for tok in 0..t {
+                        for i in 0..n {
+                            out.put(tok * rows + c0 + i - r0, buf[tok * n + i]);
+                        }
+                    }
+                }
+            });
+            return;
+        }
         with_f32(1, cols, |row| {
             for r in r0..r1 {
                 w.dequantize_cols(k, r, 1, 0, cols, row);

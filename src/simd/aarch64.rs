@@ -72,6 +72,7 @@ pub(super) fn kernels(level: Level) -> Option<Kernels> {
         dot: super::scalar::dot,
         dequant: |_, _, _| false,
         pack_cols: super::pack_cols_body,
+        gemv: super::gemv::gemv_body,
         peak: (peak_neon, 12 * 4 * 2),
         ew: super::Ew::plain(),
     })

@@ -31,10 +31,14 @@
 //!   row-major blocks ([`I8Rows`]), `L` is packed lane-interleaved ([`I8Lanes`], layout
 //!   chosen by the table: [`Int8Layout`]).
 //!
+//! A third product serves generation: [`gemv`] reads Q8_0 / Q4_0 blocks straight into one or
+//! two tokens' dot products, bit-identical on every level.
+//!
 //! Kernels never allocate; all bounds are checked here, once per call, so the per-ISA code
 //! only sees in-bounds addresses.
 
 pub mod ew;
+pub mod gemv;
 pub mod scalar;
 
 /// The element-wise kernels of [`ew`], listed once: `$m!` receives every kernel's name and
@@ -494,6 +498,9 @@ pub(crate) type I8GemmFn = fn(&I8Rows<'_>, &I8Lanes<'_>, usize, &mut Out<'_>);
 pub(crate) type DotFn = fn(&[f32], &[f32]) -> f32;
 /// Dequantizes one row (length-checked) or returns false for types it does not handle.
 pub(crate) type DequantFn = fn(crate::quant::GgmlType, &[u8], &mut [f32]) -> bool;
+/// [`gemv::gemv_body`] compiled for a level.
+pub(crate) type GemvFn =
+    fn(crate::quant::GgmlType, &[u8], usize, &[f32], usize, &mut [f32]) -> bool;
 /// [`pack_cols_body`] compiled for a level.
 pub(crate) type PackColsFn = fn(Int8Layout, ColSource<'_>, PackTarget<'_>);
 
@@ -509,6 +516,7 @@ pub struct Kernels {
     dot: DotFn,
     dequant: DequantFn,
     pack_cols: PackColsFn,
+    gemv: GemvFn,
     /// FMA chains of the peak microbenchmark and FLOPs per iteration.
     peak: (fn(usize) -> f32, usize),
     /// Element-wise kernels.
@@ -678,6 +686,28 @@ impl Kernels {
         (self.pack_cols)(self.int8, src, dst)
     }
 
+    /// `y[tok · n + i] = Σ_c W[i][c] · x[tok][c]` for the `n = y.len() / t` rows of `w`
+    /// (`cols` wide) and `t` tokens of `x`, straight from the blocks (see [`gemv`]). Returns
+    /// false, writing nothing, unless `w` is Q8_0 or Q4_0 and `t` is 1 or 2.
+    pub fn gemv(
+        &self,
+        ty: crate::quant::GgmlType,
+        w: &[u8],
+        cols: usize,
+        x: &[f32],
+        t: usize,
+        y: &mut [f32],
+    ) -> bool {
+        if !gemv::gemv_supports(ty) || !(1..=2).contains(&t) {
+            return false;
+        }
+        assert!(cols % 32 == 0 && y.len() % t == 0, "gemv: shape");
+        let n = y.len() / t;
+        assert_eq!(w.len(), n * (cols / 32) * ty.type_size(), "gemv: weights");
+        assert!(x.len() >= t * cols, "gemv: x");
+        (self.gemv)(ty, w, cols, x, t, y)
+    }
+
     /// Quantizes `rows` rows of `x` (`k` = `d.len() / nt` blocks of 32 values each, rows `ldx`
     /// apart) into the lane operand of the int8 kernel for this level (i8, lane `j` = row `j`;
     /// lanes past `rows` are zero): per 32 values, scale max|x|/127, round half to even.
@@ -801,7 +831,7 @@ impl ColReader for PanelCols<'_> {
 /// Hints that `bytes[at]` will be read soon (nothing past the end, or without a hint
 /// instruction).
 #[inline(always)]
-fn prefetch(bytes: &[u8], at: usize) {
+pub(crate) fn prefetch(bytes: &[u8], at: usize) {
     if let Some(b) = bytes.get(at) {
         #[cfg(target_arch = "x86_64")]
         x86::prefetch(b);
@@ -964,7 +994,7 @@ fn pack_cols_from(lay: Int8Layout, dst: PackTarget<'_>, src: impl ColReader) {
 mod tests {
     use super::*;
 
-    fn vals(n: usize, seed: u64) -> Vec<f32> {
+    pub(super) fn vals(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..n)
             .map(|_| {

@@ -18,6 +18,7 @@ pub(super) fn kernels() -> Kernels {
         dot,
         dequant: |_: GgmlType, _: &[u8], _: &mut [f32]| false,
         pack_cols: super::pack_cols_body,
+        gemv: super::gemv::gemv_body,
         peak: (peak, 2 * 8),
         ew: super::Ew::plain(),
     }
