@@ -18,6 +18,7 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::{I8Lanes, I8Rows, Int8Layout, Kernels, Level, Out, Sgemm};
+use crate::quant::GgmlType;
 
 /// Whether the CPU has the features of `level`.
 pub(super) fn supported(level: Level) -> bool {
@@ -72,7 +73,7 @@ pub(super) fn kernels(level: Level) -> Option<Kernels> {
         dot: super::scalar::dot,
         dequant: |_, _, _| false,
         pack_cols: super::pack_cols_body,
-        gemv: super::gemv::gemv_body,
+        gemv: gemv_neon,
         peak: (peak_neon, 12 * 4 * 2),
         ew: super::Ew::plain(),
     })
@@ -94,6 +95,20 @@ pub(super) fn prefetch(p: *const u8) {
 fn sgemm_neon(g: &Sgemm<'_>, out: &mut Out<'_>) {
     // SAFETY: NEON is detected (and baseline on ARM64); bounds checked by `Kernels::sgemm`.
     unsafe { sgemm_body(g, out) }
+}
+
+fn gemv_neon(ty: GgmlType, w: &[u8], cols: usize, x: &[f32], t: usize, y: &mut [f32]) -> bool {
+    // SAFETY: NEON detected (baseline on ARM64); sizes checked by `Kernels::gemv`.
+    unsafe {
+        match (ty, t) {
+            (GgmlType::Q8_0, 1) => gemv_rows::<34, 1>(w, cols, x, y),
+            (GgmlType::Q8_0, 2) => gemv_rows::<34, 2>(w, cols, x, y),
+            (GgmlType::Q4_0, 1) => gemv_rows::<18, 1>(w, cols, x, y),
+            (GgmlType::Q4_0, 2) => gemv_rows::<18, 2>(w, cols, x, y),
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn i8gemm_neon(r: &I8Rows<'_>, l: &I8Lanes<'_>, n: usize, out: &mut Out<'_>) {
@@ -462,4 +477,82 @@ unsafe fn peak_body(iters: usize) -> f32 {
         s = vaddq_f32(s, x);
     }
     vaddvq_f32(s)
+}
+
+// ------------------------------------------------------------------------------------------
+// Few-token products straight from Q8_0 / Q4_0 blocks.
+
+/// [`super::gemv`]'s arithmetic in NEON registers, operation for operation (multiply, then
+/// add; each 16-lane accumulator of the scalar twin as four 4-lane quarters; the same lane
+/// folds), so its results equal the scalar twin's bits. `BYTES`: 34 = Q8_0, 18 = Q4_0.
+///
+/// # Safety
+/// NEON available; `w` holds `y.len() / T` rows of `cols / 32` blocks, `x` `T` rows of
+/// `cols` (checked by `Kernels::gemv`).
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn gemv_rows<const BYTES: usize, const T: usize>(
+    w: &[u8],
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    let nb = cols / 32;
+    let rb = nb * BYTES;
+    let n = y.len() / T;
+    for i in 0..n {
+        // acc[tok][h][e]: lanes 4e .. 4e + 4 of the half h of a block.
+        let mut acc = [[[vdupq_n_f32(0.0); 4]; 2]; T];
+        for b in 0..nb {
+            let at = i * rb + b * BYTES;
+            let blk = &w[at..at + BYTES];
+            super::prefetch(w, at + super::gemv::PREFETCH_AHEAD);
+            let d = crate::quant::reference::f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+            // SAFETY: 16 bytes at 2 (and, for Q8_0, at 18) inside the block.
+            let (q0, q1) = unsafe {
+                if BYTES == 34 {
+                    (
+                        vld1q_s8(blk.as_ptr().add(2).cast()),
+                        vld1q_s8(blk.as_ptr().add(18).cast()),
+                    )
+                } else {
+                    let q = vld1q_u8(blk.as_ptr().add(2));
+                    let eight = vdupq_n_s8(8);
+                    (
+                        vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(15))), eight),
+                        vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(q)), eight),
+                    )
+                }
+            };
+            let widen = |v: int8x16_t| {
+                let (lo, hi) = (vmovl_s8(vget_low_s8(v)), vmovl_high_s8(v));
+                [
+                    vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), d),
+                    vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(lo)), d),
+                    vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), d),
+                    vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(hi)), d),
+                ]
+            };
+            let q = [widen(q0), widen(q1)];
+            for (tok, a) in acc.iter_mut().enumerate() {
+                for h in 0..2 {
+                    for e in 0..4 {
+                        // SAFETY: 4 floats at tok·cols + 32b + 16h + 4e < T·cols.
+                        let xv = unsafe {
+                            vld1q_f32(x.as_ptr().add(tok * cols + 32 * b + 16 * h + 4 * e))
+                        };
+                        a[h][e] = vaddq_f32(a[h][e], vmulq_f32(q[h][e], xv));
+                    }
+                }
+            }
+        }
+        for (tok, a) in acc.iter().enumerate() {
+            // m = a0 + a1; m[l] += m[l + 8]; m[l] += m[l + 4]; (m0 + m2) + (m1 + m3).
+            let m: [float32x4_t; 4] = std::array::from_fn(|e| vaddq_f32(a[0][e], a[1][e]));
+            let m8 = [vaddq_f32(m[0], m[2]), vaddq_f32(m[1], m[3])];
+            let m4 = vaddq_f32(m8[0], m8[1]);
+            let m2 = vadd_f32(vget_low_f32(m4), vget_high_f32(m4));
+            y[tok * n + i] = vget_lane_f32::<0>(m2) + vget_lane_f32::<1>(m2);
+        }
+    }
 }
