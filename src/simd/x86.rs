@@ -283,7 +283,6 @@ unsafe fn gemv_rows512<const BYTES: usize, const T: usize>(
     let nb = cols / 32;
     let rb = nb * BYTES;
     let n = y.len() / T;
-    let (low, eight) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(8));
     for i in 0..n {
         let mut acc = [[_mm512_setzero_ps(); 2]; T];
         for b in 0..nb {
@@ -291,21 +290,7 @@ unsafe fn gemv_rows512<const BYTES: usize, const T: usize>(
             let blk = &w[at..at + BYTES];
             super::prefetch(w, at + super::gemv::PREFETCH_AHEAD);
             let d = _mm512_set1_ps(f16_to_f32(f16_bits(blk)));
-            // SAFETY: 16 bytes at 2 (and, for Q8_0, at 18) inside the block.
-            let (q0, q1) = unsafe {
-                if BYTES == 34 {
-                    (
-                        _mm_loadu_si128(blk.as_ptr().add(2).cast()),
-                        _mm_loadu_si128(blk.as_ptr().add(18).cast()),
-                    )
-                } else {
-                    let q = _mm_loadu_si128(blk.as_ptr().add(2).cast());
-                    (
-                        _mm_sub_epi8(_mm_and_si128(q, low), eight),
-                        _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight),
-                    )
-                }
-            };
+            let (q0, q1) = block_i8::<BYTES>(blk);
             let q = [
                 _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d),
                 _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d),
@@ -362,7 +347,6 @@ unsafe fn gemv_rows256<const BYTES: usize, const T: usize>(
     let nb = cols / 32;
     let rb = nb * BYTES;
     let n = y.len() / T;
-    let (low, eight) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(8));
     for i in 0..n {
         // acc[tok][h][e]: lanes 8e .. 8e + 8 of the half h of a block.
         let mut acc = [[[_mm256_setzero_ps(); 2]; 2]; T];
@@ -371,21 +355,7 @@ unsafe fn gemv_rows256<const BYTES: usize, const T: usize>(
             let blk = &w[at..at + BYTES];
             super::prefetch(w, at + super::gemv::PREFETCH_AHEAD);
             let d = _mm256_set1_ps(f16_to_f32(f16_bits(blk)));
-            // SAFETY: 16 bytes at 2 (and, for Q8_0, at 18) inside the block.
-            let (q0, q1) = unsafe {
-                if BYTES == 34 {
-                    (
-                        _mm_loadu_si128(blk.as_ptr().add(2).cast()),
-                        _mm_loadu_si128(blk.as_ptr().add(18).cast()),
-                    )
-                } else {
-                    let q = _mm_loadu_si128(blk.as_ptr().add(2).cast());
-                    (
-                        _mm_sub_epi8(_mm_and_si128(q, low), eight),
-                        _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight),
-                    )
-                }
-            };
+            let (q0, q1) = block_i8::<BYTES>(blk);
             let widen = |v: __m128i| {
                 [
                     _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), d),
@@ -1162,15 +1132,11 @@ unsafe fn dequant512(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
             true
         }
         GgmlType::Q4_0 => {
-            let low = _mm_set1_epi8(0x0f);
-            let eight = _mm_set1_epi8(8);
             for (blk, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(32)) {
                 let d = _mm512_set1_ps(f16_to_f32(f16_bits(blk)));
-                // SAFETY: 16 bytes at 2 inside the 18-byte block; 32 floats of output.
+                let (lo, hi) = block_i8::<18>(blk);
+                // SAFETY: 32 floats of output.
                 unsafe {
-                    let q = _mm_loadu_si128(blk.as_ptr().add(2).cast());
-                    let lo = _mm_sub_epi8(_mm_and_si128(q, low), eight);
-                    let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight);
                     let flo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo));
                     let fhi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi));
                     _mm512_storeu_ps(y.as_mut_ptr(), _mm512_mul_ps(flo, d));
@@ -1201,15 +1167,11 @@ unsafe fn dequant256(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
             true
         }
         GgmlType::Q4_0 => {
-            let low = _mm_set1_epi8(0x0f);
-            let eight = _mm_set1_epi8(8);
             for (blk, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(32)) {
                 let d = _mm256_set1_ps(f16_to_f32(f16_bits(blk)));
-                // SAFETY: 16 bytes at 2 inside the block; 32 floats of output.
+                let (lo, hi) = block_i8::<18>(blk);
+                // SAFETY: 32 floats of output.
                 unsafe {
-                    let q = _mm_loadu_si128(blk.as_ptr().add(2).cast());
-                    let lo = _mm_sub_epi8(_mm_and_si128(q, low), eight);
-                    let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight);
                     for (h, v) in [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)]
                         .into_iter()
                         .enumerate()
@@ -1222,6 +1184,30 @@ unsafe fn dequant256(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
             true
         }
         _ => false,
+    }
+}
+
+/// The 32 signed values of a Q8_0 (`BYTES` = 34) or Q4_0 (18) block as i8 vectors of values
+/// 0..16 and 16..32 (Q4_0: the low and the high nibbles, minus 8).
+#[inline]
+#[target_feature(enable = "sse2")]
+fn block_i8<const BYTES: usize>(blk: &[u8]) -> (__m128i, __m128i) {
+    let load = |at: usize| {
+        let b: &[u8; 16] = match blk[at..at + 16].try_into() {
+            Ok(b) => b,
+            Err(_) => unreachable!(),
+        };
+        // SAFETY: `b` is 16 readable bytes.
+        unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+    };
+    if BYTES == 34 {
+        (load(2), load(18))
+    } else {
+        let (q, low, eight) = (load(2), _mm_set1_epi8(0x0f), _mm_set1_epi8(8));
+        (
+            _mm_sub_epi8(_mm_and_si128(q, low), eight),
+            _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight),
+        )
     }
 }
 
