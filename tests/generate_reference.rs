@@ -166,3 +166,47 @@ fn bad_prompts_are_errors() {
         .to_string()
         .contains("top-p"));
 }
+
+/// Generation steps of one or two tokens run in a spinning team of the pool's workers
+/// (kernels::team) instead of rayon: their logits must be bit-for-bit those of one thread,
+/// for every weight type and both precisions, at every step.
+#[test]
+fn generation_steps_give_the_same_logits_on_one_two_and_three_threads() {
+    use pocketlora::kernels::Precision;
+    use pocketlora::model::{Activations, KvCache};
+    let steps: &[&[u32]] = &[&[1], &[319, 459], &[355], &[260], &[275, 429], &[339]];
+    for name in [
+        "aidreams260K-f32.gguf",
+        "aidreams260K-q8_0.gguf",
+        "aidreams260K-q4_0.gguf",
+    ] {
+        for precision in [Precision::Exact, Precision::Fast] {
+            let mut runs: Vec<Vec<f32>> = Vec::new();
+            for threads in [1, 2, 3] {
+                let mut m = Model::open(asset(name), threads).unwrap();
+                m.set_precision(precision);
+                let mut cache = KvCache::new(&m.cfg, 64).unwrap();
+                let mut act = Activations::new(&m.cfg, 4, 0);
+                let mut all = Vec::new();
+                for s in steps {
+                    m.forward(s, &mut cache, &mut act).unwrap();
+                    let mut logits = vec![0f32; s.len() * m.cfg.n_vocab];
+                    m.logits(act.hidden(), &mut logits);
+                    all.extend(logits);
+                }
+                runs.push(all);
+            }
+            for (i, r) in runs.iter().enumerate().skip(1) {
+                let same = r
+                    .iter()
+                    .zip(&runs[0])
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{name} {precision:?}: {} threads differ from one",
+                    i + 1
+                );
+            }
+        }
+    }
+}

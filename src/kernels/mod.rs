@@ -16,6 +16,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod scratch;
 pub mod swiglu;
+pub mod team;
 
 pub use attention::{attention_backward, attention_forward, AttnShape};
 pub use lora::{lora_backward, lora_forward, LoraRef};

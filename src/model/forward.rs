@@ -10,8 +10,14 @@ use super::config::ModelConfig;
 use super::weights::Weights;
 use crate::error::{Error, ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::kernels::{inverse_frequencies, matmul_forward, rmsnorm_forward, rope_table, Precision};
+use crate::kernels::{
+    inverse_frequencies, matmul_forward, rmsnorm_forward, rope_table, team, Precision,
+};
 use crate::lora::Adapter;
+
+/// Forward calls of at most this many tokens (generation steps) run their layers inside a
+/// spinning [`team`].
+const GENERATION_TOKENS: usize = 2;
 
 /// A loaded model, the thread pool its kernels run on, and the adapter (if any) that
 /// inference applies on top of the frozen weights.
@@ -192,20 +198,29 @@ impl Model {
                 ..
             } = act;
             let x = &mut x[..t * c];
-            for l in 0..cfg.n_layer {
-                let ctx = BlockCtx {
-                    cfg,
-                    weights: &self.weights,
-                    layer: l,
-                    lora: adapter.map(|a| &a.layers[l]),
-                    dropout: None,
-                    cos: &cos[..t * half],
-                    sin: &sin[..t * half],
-                    precision: self.precision,
-                    starts: None,
-                };
-                let (kc, vc) = cache.layer_mut(l);
-                block_forward(&ctx, x, kc, vc, pos0, state, chunk, false);
+            let mut layers = |x: &mut [f32]| {
+                for l in 0..cfg.n_layer {
+                    let ctx = BlockCtx {
+                        cfg,
+                        weights: &self.weights,
+                        layer: l,
+                        lora: adapter.map(|a| &a.layers[l]),
+                        dropout: None,
+                        cos: &cos[..t * half],
+                        sin: &sin[..t * half],
+                        precision: self.precision,
+                        starts: None,
+                    };
+                    let (kc, vc) = cache.layer_mut(l);
+                    block_forward(&ctx, x, kc, vc, pos0, state, chunk, false);
+                }
+            };
+            // A generation step is ~7 small matrix-vector products per layer: the pool's
+            // other workers spin between them instead of being woken for each.
+            if t <= GENERATION_TOKENS {
+                team::with_team(|| layers(x));
+            } else {
+                layers(x);
             }
             rmsnorm_forward(
                 &mut xn[..t * c],

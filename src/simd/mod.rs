@@ -409,44 +409,81 @@ impl<'a> SharedColumns<'a> {
     }
 
     /// Runs `f(i, part)` in parallel for the column ranges `i·chunk .. min((i+1)·chunk,
-    /// end)` covering `0 .. end` (`end` at most the row length). Allocates nothing.
+    /// end)` covering `0 .. end` (`end` at most the row length). Allocates nothing. Inside
+    /// a [`crate::kernels::team`] the parts go to the spinning team, else to rayon.
     pub fn par_parts<F>(&mut self, end: usize, chunk: usize, f: F)
     where
         F: Fn(usize, ColumnPart<'_>) + Sync + Send,
     {
-        let n = end.div_ceil(chunk.max(1));
-        self.par_parts_zip(end, chunk, rayon::iter::repeat_n((), n), |i, part, ()| {
-            f(i, part)
-        });
+        let parts = self.split(end, chunk);
+        if let Some(team) = crate::kernels::team::current() {
+            // The team runs every index below `n` exactly once, so the parts stay disjoint.
+            team.run(parts.n, &|i| f(i, parts.part(i)));
+            return;
+        }
+        use rayon::prelude::*;
+        (0..parts.n)
+            .into_par_iter()
+            .for_each(|i| f(i, parts.part(i)));
     }
 
-    /// As [`SharedColumns::par_parts`], handing part `i` also the `i`-th item of `items`
-    /// (exactly one per part).
+    /// As [`SharedColumns::par_parts`] (always on rayon), handing part `i` also the `i`-th
+    /// item of `items` (exactly one per part).
     pub fn par_parts_zip<I, F>(&mut self, end: usize, chunk: usize, items: I, f: F)
     where
         I: rayon::iter::IndexedParallelIterator,
         F: Fn(usize, ColumnPart<'_>, I::Item) + Sync + Send,
     {
         use rayon::prelude::*;
-        let chunk = chunk.max(1);
-        let n = end.div_ceil(chunk);
+        let parts = self.split(end, chunk);
+        assert_eq!(items.len(), parts.n, "SharedColumns: one item per part");
+        items
+            .enumerate()
+            .for_each(|(i, item)| f(i, parts.part(i), item));
+    }
+
+    /// The split of columns `0 .. end` into parts of `chunk`, each to be built once.
+    fn split(&mut self, end: usize, chunk: usize) -> Parts<'_> {
         assert!(
             end <= self.ld,
             "SharedColumns: parts must lie within the row"
         );
-        assert_eq!(items.len(), n, "SharedColumns: one item per part");
-        let (ptr, len, ld) = (SendPtr(self.ptr), self.len, self.ld);
-        items.enumerate().for_each(|(i, item)| {
-            let part = ColumnPart {
-                ptr: ptr.get(),
-                len,
-                ld,
-                c0: i * chunk,
-                c1: ((i + 1) * chunk).min(end),
-                _marker: PhantomData,
-            };
-            f(i, part, item)
-        });
+        let chunk = chunk.max(1);
+        Parts {
+            ptr: SendPtr(self.ptr),
+            len: self.len,
+            ld: self.ld,
+            chunk,
+            end,
+            n: end.div_ceil(chunk),
+            _marker: PhantomData,
+        }
+    }
+}
+
+/// The parts of a [`SharedColumns`] borrowed by one parallel call: part `i` is columns
+/// `i·chunk .. min((i+1)·chunk, end)`, and each index is handed to exactly one task.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    ptr: SendPtr,
+    len: usize,
+    ld: usize,
+    chunk: usize,
+    end: usize,
+    n: usize,
+    _marker: PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> Parts<'a> {
+    fn part(&self, i: usize) -> ColumnPart<'a> {
+        ColumnPart {
+            ptr: self.ptr.get(),
+            len: self.len,
+            ld: self.ld,
+            c0: i * self.chunk,
+            c1: ((i + 1) * self.chunk).min(self.end),
+            _marker: PhantomData,
+        }
     }
 }
 
