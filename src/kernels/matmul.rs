@@ -41,6 +41,7 @@ use super::scratch::{with_f32, with_i32, with_u8, ScratchNeed};
 use crate::error::QuantError;
 use crate::quant::reference::f16_to_f32;
 use crate::quant::GgmlType;
+use crate::simd::gemv_i8::QuantTokens;
 use crate::simd::{
     self, ColSource, I8Lanes, I8Rows, Kernels, PackTarget, QuantCols, Sgemm, SharedColumns,
 };
@@ -260,6 +261,12 @@ fn scratch_need_exactly(
         if t <= GEMV_TOKENS {
             // A dequantized row, or the block-reading GEMV's staged outputs.
             n.f32[1] = cols.max(GEMV_TOKENS * GEMV_ROWS);
+            if fast && cols % 32 == 0 {
+                // The int8 GEMV's quantized tokens.
+                n.u8[0] = t * cols;
+                n.f32[0] = t * (cols / 32);
+                n.i32[0] = t * (cols / 32);
+            }
         } else if fast && cols % 32 == 0 {
             let (nb, blocks) = (cols / 32, t.div_ceil(nt));
             let per = nb * nt;
@@ -439,6 +446,39 @@ const GEMV_ROWS: usize = 64;
 /// Few tokens: groups of weight rows in parallel, read straight from their blocks (Q8_0,
 /// Q4_0) or one dequantized row at a time.
 fn forward_gemv(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>) {
+    if !(int8_ok(w) && simd::gemv_i8::gemv_i8_supports(w.ty)) {
+        return forward_gemv_with(k, y, x, t, w, None);
+    }
+    // `fast`: the tokens quantized per 32 values once, for the int8 block GEMV.
+    let nb = w.cols / 32;
+    with_u8(0, t * w.cols, |q| {
+        with_f32(0, t * nb, |d| {
+            with_i32(0, t * nb, |sum| {
+                for tok in 0..t {
+                    let at = tok * nb;
+                    let (qt, xt) = (&mut q[tok * w.cols..], &x[tok * w.cols..]);
+                    (k.ew.quantize_row)(&xt[..w.cols], &mut qt[..w.cols], &mut d[at..at + nb], 0);
+                    for (s, qb) in sum[at..at + nb].iter_mut().zip(qt.chunks_exact(32)) {
+                        *s = qb.iter().map(|&v| v as i8 as i32).sum();
+                    }
+                }
+                let xq = QuantTokens { q, d, sum };
+                forward_gemv_with(k, y, x, t, w, Some(&xq))
+            })
+        })
+    })
+}
+
+/// [`forward_gemv`] with the tokens also quantized (`xq`, for the int8 block GEMV of levels
+/// that have one).
+fn forward_gemv_with(
+    k: &Kernels,
+    y: &mut [f32],
+    x: &[f32],
+    t: usize,
+    w: &QMatrix<'_>,
+    xq: Option<&QuantTokens<'_>>,
+) {
     let (rows, cols) = (w.rows, w.cols);
     let group = task_chunk(rows, 4096, 8);
     SharedColumns::new(y, rows).par_parts(rows, group, |_, mut part| {
@@ -449,7 +489,9 @@ fn forward_gemv(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'_>
                 for c0 in (r0..r1).step_by(GEMV_ROWS) {
                     let n = GEMV_ROWS.min(r1 - c0);
                     let wb = &w.data[c0 * w.row_bytes..(c0 + n) * w.row_bytes];
-                    let done = k.gemv(w.ty, wb, cols, x, t, &mut buf[..t * n]);
+                    let yb = &mut buf[..t * n];
+                    let done = xq.is_some_and(|xq| k.gemv_i8(w.ty, wb, cols, xq, t, yb))
+                        || k.gemv(w.ty, wb, cols, x, t, yb);
                     assert!(done, "gemv takes {} with {t} tokens", w.ty);
                     for tok in 0..t {
                         for i in 0..n {
@@ -1007,7 +1049,9 @@ mod tests {
                                 check_forward(
                                     (&y, &x, &d),
                                     (rows, cols),
-                                    fast && t > GEMV_TOKENS,
+                                    // Few tokens over Q8_0/Q4_0 take the int8 GEMV.
+                                    fast && (t > GEMV_TOKENS
+                                        || simd::gemv_i8::gemv_i8_supports(ty)),
                                     &format!("fwd {level:?} {ty} {precision} rows {rows} cols {cols} t {t}"),
                                 );
                                 let dy = fill(t * rows, 5 + t as u32);

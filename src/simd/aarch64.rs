@@ -17,6 +17,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
+use super::gemv_i8::QuantTokens;
 use super::{I8Lanes, I8Rows, Int8Layout, Kernels, Level, Out, Sgemm};
 use crate::quant::GgmlType;
 
@@ -74,6 +75,12 @@ pub(super) fn kernels(level: Level) -> Option<Kernels> {
         dequant: |_, _, _| false,
         pack_cols: super::pack_cols_body,
         gemv: gemv_neon,
+        // Without the dot-product extension, `fast` generation takes the f32 block GEMV.
+        gemv_i8: if level == Level::Neon {
+            |_, _, _, _, _, _| false
+        } else {
+            gemv_i8_sdot
+        },
         peak: (peak_neon, 12 * 4 * 2),
         ew: super::Ew::plain(),
     })
@@ -99,16 +106,7 @@ fn sgemm_neon(g: &Sgemm<'_>, out: &mut Out<'_>) {
 
 fn gemv_neon(ty: GgmlType, w: &[u8], cols: usize, x: &[f32], t: usize, y: &mut [f32]) -> bool {
     // SAFETY: NEON detected (baseline on ARM64); sizes checked by `Kernels::gemv`.
-    unsafe {
-        match (ty, t) {
-            (GgmlType::Q8_0, 1) => gemv_rows::<34, 1>(w, cols, x, y),
-            (GgmlType::Q8_0, 2) => gemv_rows::<34, 2>(w, cols, x, y),
-            (GgmlType::Q4_0, 1) => gemv_rows::<18, 1>(w, cols, x, y),
-            (GgmlType::Q4_0, 2) => gemv_rows::<18, 2>(w, cols, x, y),
-            _ => return false,
-        }
-    }
-    true
+    unsafe { by_block_and_tokens!(ty, t, gemv_rows(w, cols, x, y)) }
 }
 
 fn i8gemm_neon(r: &I8Rows<'_>, l: &I8Lanes<'_>, n: usize, out: &mut Out<'_>) {
@@ -477,6 +475,105 @@ unsafe fn peak_body(iters: usize) -> f32 {
         s = vaddq_f32(s, x);
     }
     vaddvq_f32(s)
+}
+
+fn gemv_i8_sdot(
+    ty: GgmlType,
+    w: &[u8],
+    cols: usize,
+    x: &QuantTokens<'_>,
+    t: usize,
+    y: &mut [f32],
+) -> bool {
+    // SAFETY: placed only in the tables of levels with the dot-product extension; sizes
+    // checked by `Kernels::gemv_i8`.
+    unsafe { by_block_and_tokens!(ty, t, gemv_i8_rows(w, cols, x, y)) }
+}
+
+/// `sdot acc.4s, a.16b, b.16b`: lane `j` += the dot product of bytes `4j .. 4j+4`.
+///
+/// # Safety
+/// dotprod available.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn sdot_vec(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: a register-only instruction of the dotprod extension, which is enabled.
+    unsafe {
+        asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack),
+        );
+    }
+    acc
+}
+
+/// [`super::gemv_i8`]'s arithmetic with `sdot`: the same integer lanes (Q8_0: signed bytes
+/// directly; Q4_0: the unsigned nibbles, which are valid i8, and −8·Σx in lane 0), then
+/// the same float steps as the scalar twin, so the same bits.
+///
+/// # Safety
+/// dotprod available; sizes as checked by `Kernels::gemv_i8`.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn gemv_i8_rows<const BYTES: usize, const T: usize>(
+    w: &[u8],
+    cols: usize,
+    x: &QuantTokens<'_>,
+    y: &mut [f32],
+) {
+    let zero = [vdupq_n_f32(0.0); 2];
+    super::gemv_i8::rows_with::<[float32x4_t; 2], T>(
+        w,
+        BYTES,
+        cols,
+        x,
+        y,
+        zero,
+        |blk| crate::quant::reference::f16_to_f32(u16::from_le_bytes([blk[0], blk[1]])),
+        |a, blk, dw, (xq, dx, sum)| {
+            // SAFETY: 16 bytes at 2 (and, for Q8_0, at 18) inside the block; `xq` is 32
+            // readable bytes; dotprod is enabled (this function's features).
+            unsafe {
+                let (w0, w1) = if BYTES == 34 {
+                    (
+                        vld1q_s8(blk.as_ptr().add(2).cast()),
+                        vld1q_s8(blk.as_ptr().add(18).cast()),
+                    )
+                } else {
+                    let q = vld1q_u8(blk.as_ptr().add(2));
+                    (
+                        vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(15))),
+                        vreinterpretq_s8_u8(vshrq_n_u8::<4>(q)),
+                    )
+                };
+                let (x0, x1) = (
+                    vld1q_s8(xq.as_ptr().cast()),
+                    vld1q_s8(xq.as_ptr().add(16).cast()),
+                );
+                let init = if BYTES == 34 {
+                    vdupq_n_s32(0)
+                } else {
+                    vsetq_lane_s32::<0>(-8 * sum, vdupq_n_s32(0))
+                };
+                let (l0, l1) = (sdot_vec(init, w0, x0), sdot_vec(vdupq_n_s32(0), w1, x1));
+                let s = dw * dx;
+                [
+                    vaddq_f32(a[0], vmulq_n_f32(vcvtq_f32_s32(l0), s)),
+                    vaddq_f32(a[1], vmulq_n_f32(vcvtq_f32_s32(l1), s)),
+                ]
+            }
+        },
+        |even, odd| {
+            // even + odd, then `gemv_i8::fold8`: halves, quarters, the last pair.
+            let m4 = vaddq_f32(vaddq_f32(even[0], odd[0]), vaddq_f32(even[1], odd[1]));
+            let m2 = vadd_f32(vget_low_f32(m4), vget_high_f32(m4));
+            vget_lane_f32::<0>(m2) + vget_lane_f32::<1>(m2)
+        },
+    )
 }
 
 // ------------------------------------------------------------------------------------------

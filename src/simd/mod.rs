@@ -37,8 +37,24 @@
 //! Kernels never allocate; all bounds are checked here, once per call, so the per-ISA code
 //! only sees in-bounds addresses.
 
+/// Calls `f::<BYTES, T>(args)` for Q8_0 (`BYTES` 34) or Q4_0 (18) and one or two tokens
+/// `t`, evaluating to true; false, calling nothing, for anything else. The per-ISA GEMVs
+/// are generic over the block size and the token count.
+macro_rules! by_block_and_tokens {
+    ($ty:expr, $t:expr, $f:ident($($arg:expr),*)) => {
+        match ($ty, $t) {
+            (crate::quant::GgmlType::Q8_0, 1) => { $f::<34, 1>($($arg),*); true }
+            (crate::quant::GgmlType::Q8_0, 2) => { $f::<34, 2>($($arg),*); true }
+            (crate::quant::GgmlType::Q4_0, 1) => { $f::<18, 1>($($arg),*); true }
+            (crate::quant::GgmlType::Q4_0, 2) => { $f::<18, 2>($($arg),*); true }
+            _ => false,
+        }
+    };
+}
+
 pub mod ew;
 pub mod gemv;
+pub mod gemv_i8;
 pub mod scalar;
 
 /// The element-wise kernels of [`ew`], listed once: `$m!` receives every kernel's name and
@@ -538,6 +554,10 @@ pub(crate) type DequantFn = fn(crate::quant::GgmlType, &[u8], &mut [f32]) -> boo
 /// [`gemv::gemv_body`] compiled for a level.
 pub(crate) type GemvFn =
     fn(crate::quant::GgmlType, &[u8], usize, &[f32], usize, &mut [f32]) -> bool;
+/// [`gemv_i8::gemv_i8_body`] compiled for a level (or a function returning false on levels
+/// without one).
+pub(crate) type GemvI8Fn =
+    fn(crate::quant::GgmlType, &[u8], usize, &gemv_i8::QuantTokens<'_>, usize, &mut [f32]) -> bool;
 /// [`pack_cols_body`] compiled for a level.
 pub(crate) type PackColsFn = fn(Int8Layout, ColSource<'_>, PackTarget<'_>);
 
@@ -554,6 +574,7 @@ pub struct Kernels {
     dequant: DequantFn,
     pack_cols: PackColsFn,
     gemv: GemvFn,
+    gemv_i8: GemvI8Fn,
     /// FMA chains of the peak microbenchmark and FLOPs per iteration.
     peak: (fn(usize) -> f32, usize),
     /// Element-wise kernels.
@@ -743,6 +764,31 @@ impl Kernels {
         assert_eq!(w.len(), n * (cols / 32) * ty.type_size(), "gemv: weights");
         assert!(x.len() >= t * cols, "gemv: x");
         (self.gemv)(ty, w, cols, x, t, y)
+    }
+
+    /// [`Kernels::gemv`] for int8 tokens (see [`gemv_i8`]): `y[tok · n + i] = Σ_b d_w·d_x ·
+    /// Σ q_w·q_x`. Returns false, writing nothing, unless `w` is Q8_0 or Q4_0, `t` is 1 or 2
+    /// and this level has an int8 GEMV.
+    pub fn gemv_i8(
+        &self,
+        ty: crate::quant::GgmlType,
+        w: &[u8],
+        cols: usize,
+        x: &gemv_i8::QuantTokens<'_>,
+        t: usize,
+        y: &mut [f32],
+    ) -> bool {
+        if !gemv_i8::gemv_i8_supports(ty) || !(1..=2).contains(&t) {
+            return false;
+        }
+        assert!(cols % 32 == 0 && y.len() % t == 0, "gemv_i8: shape");
+        let (n, nb) = (y.len() / t, cols / 32);
+        assert_eq!(w.len(), n * nb * ty.type_size(), "gemv_i8: weights");
+        assert!(
+            x.q.len() >= t * cols && x.d.len() >= t * nb && x.sum.len() >= t * nb,
+            "gemv_i8: tokens"
+        );
+        (self.gemv_i8)(ty, w, cols, x, t, y)
     }
 
     /// Quantizes `rows` rows of `x` (`k` = `d.len() / nt` blocks of 32 values each, rows `ldx`
@@ -1430,6 +1476,36 @@ mod tests {
                             .all(|(a, b)| a.to_bits() == b.to_bits()),
                         "{ty} on {level:?}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_f16_block_scale_dequantizes_as_the_reference_on_every_level() {
+        // One Q8_0 / Q4_0 block per binary16 pattern (subnormals, infinities and NaNs
+        // included) with fixed values: the per-ISA scale conversion (F16C on x86) must give
+        // the reference's value; a NaN stays a NaN.
+        use crate::quant::{dequantize_row, GgmlType};
+        let patterns = 1usize << 16;
+        for (ty, bytes) in [(GgmlType::Q8_0, 34usize), (GgmlType::Q4_0, 18)] {
+            let mut row = vec![0u8; patterns * bytes];
+            for (h, blk) in row.chunks_exact_mut(bytes).enumerate() {
+                blk[..2].copy_from_slice(&(h as u16).to_le_bytes());
+                for (i, q) in blk[2..].iter_mut().enumerate() {
+                    *q = (i * 37 + 11) as u8;
+                }
+            }
+            let n = patterns * 32;
+            let mut want = vec![0f32; n];
+            dequantize_row(ty, &row, &mut want).unwrap();
+            let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+            for level in Level::available() {
+                let k = Kernels::for_level(level).unwrap();
+                let mut got = vec![0f32; n];
+                k.dequantize_row(ty, &row, &mut got);
+                for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
+                    assert!(same(a, b), "{ty} on {level:?}: scale {:#06x}", i / 32);
                 }
             }
         }

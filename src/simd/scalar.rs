@@ -19,6 +19,7 @@ pub(super) fn kernels() -> Kernels {
         dequant: |_: GgmlType, _: &[u8], _: &mut [f32]| false,
         pack_cols: super::pack_cols_body,
         gemv: super::gemv::gemv_body,
+        gemv_i8: super::gemv_i8::gemv_i8_body,
         peak: (peak, 2 * 8),
         ew: super::Ew::plain(),
     }

@@ -8,6 +8,7 @@
 
 use std::arch::x86_64::*;
 
+use super::gemv_i8::QuantTokens;
 use super::{ColSource, I8Lanes, I8Rows, Int8Layout, Kernels, Level, Out, PackTarget, Sgemm};
 use crate::quant::GgmlType;
 
@@ -71,6 +72,7 @@ pub(super) fn kernels(level: Level) -> Option<Kernels> {
             dequant: dequant_avx2,
             pack_cols: pack_cols_avx2,
             gemv: gemv_avx2,
+            gemv_i8: gemv_i8_avx2,
             peak: (peak_avx2, 12 * 8 * 2),
             ew: ew_list!(ew_table, "avx2,fma"),
         },
@@ -96,6 +98,11 @@ pub(super) fn kernels(level: Level) -> Option<Kernels> {
             dequant: dequant_avx512,
             pack_cols: pack_cols_avx512,
             gemv: gemv_avx512,
+            gemv_i8: if level == Level::Avx512Vnni {
+                gemv_i8_vnni
+            } else {
+                gemv_i8_avx2
+            },
             peak: (peak_avx512, 12 * 16 * 2),
             ew: ew_list!(ew_table, "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"),
         },
@@ -250,19 +257,130 @@ fn gemv_avx2(ty: GgmlType, w: &[u8], cols: usize, x: &[f32], t: usize, y: &mut [
     unsafe { gemv256(ty, w, cols, x, t, y) }
 }
 
+fn gemv_i8_vnni(
+    ty: GgmlType,
+    w: &[u8],
+    cols: usize,
+    x: &QuantTokens<'_>,
+    t: usize,
+    y: &mut [f32],
+) -> bool {
+    // SAFETY: table built after AVX-512 VNNI was detected; sizes checked by
+    // `Kernels::gemv_i8`.
+    unsafe { by_block_and_tokens!(ty, t, gemv_i8_vnni_rows(w, cols, x, y)) }
+}
+
+fn gemv_i8_avx2(
+    ty: GgmlType,
+    w: &[u8],
+    cols: usize,
+    x: &QuantTokens<'_>,
+    t: usize,
+    y: &mut [f32],
+) -> bool {
+    // SAFETY: table built after AVX2 was detected; sizes checked by `Kernels::gemv_i8`.
+    unsafe { by_block_and_tokens!(ty, t, gemv_i8_avx2_rows(w, cols, x, y)) }
+}
+
+/// The unsigned and signed operands of one block's integer dot (see [`super::gemv_i8`]):
+/// Q8_0 (`BYTES` 34) gives (|w|, x with w's sign), Q4_0 (18) (the nibbles, x) and the lane
+/// correction −8·Σx in lane 0.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn i8_block_operands<const BYTES: usize>(
+    blk: &[u8],
+    x: &[u8; 32],
+    sum: i32,
+) -> (__m256i, __m256i, __m256i) {
+    // SAFETY: `x` is 32 readable bytes.
+    let xv = unsafe { _mm256_loadu_si256(x.as_ptr().cast()) };
+    let (lo, hi) = block_bytes::<BYTES>(blk);
+    if BYTES == 34 {
+        let wv = _mm256_set_m128i(hi, lo);
+        (
+            _mm256_abs_epi8(wv),
+            _mm256_sign_epi8(xv, wv),
+            _mm256_setzero_si256(),
+        )
+    } else {
+        let low = _mm_set1_epi8(0x0f);
+        let nib = _mm256_set_m128i(
+            _mm_and_si128(_mm_srli_epi16(lo, 4), low),
+            _mm_and_si128(lo, low),
+        );
+        (nib, xv, _mm256_zextsi128_si256(_mm_cvtsi32_si128(-8 * sum)))
+    }
+}
+
+/// The f32 accumulation of one block's integer lanes: `acc += lanes · s` (multiply, then
+/// add, as the scalar twin).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn i8_block_accumulate(acc: __m256, lanes: __m256i, s: f32) -> __m256 {
+    _mm256_add_ps(
+        acc,
+        _mm256_mul_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(s)),
+    )
+}
+
+/// The 8-lane fold of [`super::gemv_i8::fold8`].
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fold8_256(a: __m256) -> f32 {
+    let m4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+    let m2 = _mm_add_ps(m4, _mm_movehl_ps(m4, m4));
+    _mm_cvtss_f32(_mm_add_ss(m2, _mm_shuffle_ps::<0b01>(m2, m2)))
+}
+
+macro_rules! gemv_i8_rows {
+    ($name:ident, $features:literal, $dot:expr) => {
+        /// [`super::gemv_i8`]'s arithmetic in AVX2 registers with this level's integer dot;
+        /// the integer lanes and the float steps are the scalar twin's, so are its bits.
+        ///
+        /// # Safety
+        /// The features available; sizes as checked by `Kernels::gemv_i8`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const BYTES: usize, const T: usize>(
+            w: &[u8],
+            cols: usize,
+            x: &QuantTokens<'_>,
+            y: &mut [f32],
+        ) {
+            super::gemv_i8::rows_with::<__m256, T>(
+                w,
+                BYTES,
+                cols,
+                x,
+                y,
+                _mm256_setzero_ps(),
+                |blk| block_scale(blk),
+                |a, blk, dw, (xq, dx, sum)| {
+                    let (u, s, init) = i8_block_operands::<BYTES>(blk, xq, sum);
+                    i8_block_accumulate(a, $dot(init, u, s), dw * dx)
+                },
+                |even, odd| fold8_256(_mm256_add_ps(even, odd)),
+            )
+        }
+    };
+}
+
+gemv_i8_rows!(
+    gemv_i8_vnni_rows,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    |init, u, s| _mm256_dpbusd_epi32(init, u, s)
+);
+gemv_i8_rows!(gemv_i8_avx2_rows, "avx2,fma,f16c", |init, u, s| {
+    _mm256_add_epi32(
+        init,
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)),
+    )
+});
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 unsafe fn gemv512(ty: GgmlType, w: &[u8], cols: usize, x: &[f32], t: usize, y: &mut [f32]) -> bool {
     // SAFETY: AVX-512 available (caller); sizes checked by `Kernels::gemv`.
-    unsafe {
-        match (ty, t) {
-            (GgmlType::Q8_0, 1) => gemv_rows512::<34, 1>(w, cols, x, y),
-            (GgmlType::Q8_0, 2) => gemv_rows512::<34, 2>(w, cols, x, y),
-            (GgmlType::Q4_0, 1) => gemv_rows512::<18, 1>(w, cols, x, y),
-            (GgmlType::Q4_0, 2) => gemv_rows512::<18, 2>(w, cols, x, y),
-            _ => return false,
-        }
-    }
-    true
+    unsafe { by_block_and_tokens!(ty, t, gemv_rows512(w, cols, x, y)) }
 }
 
 /// [`super::gemv`]'s arithmetic in AVX-512 registers, operation for operation (multiply,
@@ -289,7 +407,7 @@ unsafe fn gemv_rows512<const BYTES: usize, const T: usize>(
             let at = i * rb + b * BYTES;
             let blk = &w[at..at + BYTES];
             super::prefetch(w, at + super::gemv::PREFETCH_AHEAD);
-            let d = _mm512_set1_ps(f16_to_f32(f16_bits(blk)));
+            let d = _mm512_set1_ps(block_scale(blk));
             let (q0, q1) = block_i8::<BYTES>(blk);
             let q = [
                 _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d),
@@ -319,16 +437,7 @@ unsafe fn gemv_rows512<const BYTES: usize, const T: usize>(
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemv256(ty: GgmlType, w: &[u8], cols: usize, x: &[f32], t: usize, y: &mut [f32]) -> bool {
     // SAFETY: AVX2 available (caller); sizes checked by `Kernels::gemv`.
-    unsafe {
-        match (ty, t) {
-            (GgmlType::Q8_0, 1) => gemv_rows256::<34, 1>(w, cols, x, y),
-            (GgmlType::Q8_0, 2) => gemv_rows256::<34, 2>(w, cols, x, y),
-            (GgmlType::Q4_0, 1) => gemv_rows256::<18, 1>(w, cols, x, y),
-            (GgmlType::Q4_0, 2) => gemv_rows256::<18, 2>(w, cols, x, y),
-            _ => return false,
-        }
-    }
-    true
+    unsafe { by_block_and_tokens!(ty, t, gemv_rows256(w, cols, x, y)) }
 }
 
 /// [`gemv_rows512`] in AVX2 registers: each 16-lane accumulator of the scalar twin is a pair
@@ -354,7 +463,7 @@ unsafe fn gemv_rows256<const BYTES: usize, const T: usize>(
             let at = i * rb + b * BYTES;
             let blk = &w[at..at + BYTES];
             super::prefetch(w, at + super::gemv::PREFETCH_AHEAD);
-            let d = _mm256_set1_ps(f16_to_f32(f16_bits(blk)));
+            let d = _mm256_set1_ps(block_scale(blk));
             let (q0, q1) = block_i8::<BYTES>(blk);
             let widen = |v: __m128i| {
                 [
@@ -1108,17 +1217,12 @@ unsafe fn dot256(a: &[f32], b: &[f32]) -> f32 {
 // ------------------------------------------------------------------------------------------
 // Dequantization of Q8_0 and Q4_0 rows (other types: the reference kernels).
 
-#[inline(always)]
-fn f16_bits(b: &[u8]) -> u16 {
-    u16::from_le_bytes([b[0], b[1]])
-}
-
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 unsafe fn dequant512(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
     match ty {
         GgmlType::Q8_0 => {
             for (blk, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(32)) {
-                let d = _mm512_set1_ps(f16_to_f32(f16_bits(blk)));
+                let d = _mm512_set1_ps(block_scale(blk));
                 for h in 0..2 {
                     // SAFETY: 16 bytes at 2 + 16h inside the 34-byte block; 16 floats at 16h
                     // inside the 32-float output chunk.
@@ -1133,7 +1237,7 @@ unsafe fn dequant512(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
         }
         GgmlType::Q4_0 => {
             for (blk, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(32)) {
-                let d = _mm512_set1_ps(f16_to_f32(f16_bits(blk)));
+                let d = _mm512_set1_ps(block_scale(blk));
                 let (lo, hi) = block_i8::<18>(blk);
                 // SAFETY: 32 floats of output.
                 unsafe {
@@ -1154,7 +1258,7 @@ unsafe fn dequant256(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
     match ty {
         GgmlType::Q8_0 => {
             for (blk, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(32)) {
-                let d = _mm256_set1_ps(f16_to_f32(f16_bits(blk)));
+                let d = _mm256_set1_ps(block_scale(blk));
                 for h in 0..4 {
                     // SAFETY: 8 bytes at 2 + 8h inside the block; 8 floats at 8h of output.
                     unsafe {
@@ -1168,7 +1272,7 @@ unsafe fn dequant256(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
         }
         GgmlType::Q4_0 => {
             for (blk, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(32)) {
-                let d = _mm256_set1_ps(f16_to_f32(f16_bits(blk)));
+                let d = _mm256_set1_ps(block_scale(blk));
                 let (lo, hi) = block_i8::<18>(blk);
                 // SAFETY: 32 floats of output.
                 unsafe {
@@ -1187,11 +1291,12 @@ unsafe fn dequant256(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
     }
 }
 
-/// The 32 signed values of a Q8_0 (`BYTES` = 34) or Q4_0 (18) block as i8 vectors of values
-/// 0..16 and 16..32 (Q4_0: the low and the high nibbles, minus 8).
+/// The raw quant bytes of a Q8_0 (`BYTES` = 34) block as two vectors (values 0..16 and
+/// 16..32), or of a Q4_0 (18) block as one (its 16 bytes of nibble pairs; the second vector
+/// is zero).
 #[inline]
 #[target_feature(enable = "sse2")]
-fn block_i8<const BYTES: usize>(blk: &[u8]) -> (__m128i, __m128i) {
+fn block_bytes<const BYTES: usize>(blk: &[u8]) -> (__m128i, __m128i) {
     let load = |at: usize| {
         let b: &[u8; 16] = match blk[at..at + 16].try_into() {
             Ok(b) => b,
@@ -1203,7 +1308,20 @@ fn block_i8<const BYTES: usize>(blk: &[u8]) -> (__m128i, __m128i) {
     if BYTES == 34 {
         (load(2), load(18))
     } else {
-        let (q, low, eight) = (load(2), _mm_set1_epi8(0x0f), _mm_set1_epi8(8));
+        (load(2), _mm_setzero_si128())
+    }
+}
+
+/// The 32 signed values of a Q8_0 (`BYTES` = 34) or Q4_0 (18) block as i8 vectors of values
+/// 0..16 and 16..32 (Q4_0: the low and the high nibbles, minus 8).
+#[inline]
+#[target_feature(enable = "sse2")]
+fn block_i8<const BYTES: usize>(blk: &[u8]) -> (__m128i, __m128i) {
+    let (q, q1) = block_bytes::<BYTES>(blk);
+    if BYTES == 34 {
+        (q, q1)
+    } else {
+        let (low, eight) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(8));
         (
             _mm_sub_epi8(_mm_and_si128(q, low), eight),
             _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight),
@@ -1211,7 +1329,18 @@ fn block_i8<const BYTES: usize>(blk: &[u8]) -> (__m128i, __m128i) {
     }
 }
 
-#[inline(always)]
-fn f16_to_f32(h: u16) -> f32 {
-    crate::quant::reference::f16_to_f32(h)
+/// The binary16 scale at the start of a block as f32, by F16C: exact, as the reference
+/// conversion (a signalling NaN comes back quiet; its payload is kept). The conversion
+/// reads its 8 bytes straight from memory: built from a register, LLVM inserts the 16 bits
+/// into whatever register is at hand, and the merge made each block wait for the previous
+/// block's accumulation (3× slower GEMVs).
+#[inline]
+#[target_feature(enable = "f16c")]
+fn block_scale(blk: &[u8]) -> f32 {
+    let b: &[u8; 8] = match blk[..8].try_into() {
+        Ok(b) => b,
+        Err(_) => unreachable!(),
+    };
+    // SAFETY: `b` is 8 readable bytes; the scale is the first two.
+    _mm_cvtss_f32(_mm_cvtph_ps(unsafe { _mm_loadl_epi64(b.as_ptr().cast()) }))
 }
