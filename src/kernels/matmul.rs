@@ -25,7 +25,8 @@
 //! rows, the backward W's columns. Each task dequantizes only its own part of W, every
 //! output element is reduced in one fixed order whatever the split (panel boundaries do not
 //! depend on the thread count), so results do not depend on scheduling. Few tokens
-//! (generation) take a dot-product path over groups of rows.
+//! (generation) take a dot-product path over groups of rows, reading Q8_0 / Q4_0 blocks
+//! directly (f32 in `exact`, int8 tokens in `fast`; see [`crate::simd::gemv_i8`]).
 //!
 //! Scratch lives in grow-only per-thread buffers, so steady-state calls do not allocate
 //! once each thread has seen the largest shape.

@@ -32,7 +32,8 @@
 //!   chosen by the table: [`Int8Layout`]).
 //!
 //! A third product serves generation: [`gemv`] reads Q8_0 / Q4_0 blocks straight into one or
-//! two tokens' dot products, bit-identical on every level.
+//! two tokens' f32 dot products, and [`gemv_i8`] (`--precision fast`) into integer dot
+//! products with the tokens quantized to int8; each is bit-identical on every level.
 //!
 //! Kernels never allocate; all bounds are checked here, once per call, so the per-ISA code
 //! only sees in-bounds addresses.
