@@ -186,7 +186,7 @@ impl<'a> QMatrix<'a> {
 /// Target bytes of one f32 panel of W: a fraction of a 1–2 MiB L2.
 const PANEL_BYTES: usize = 512 * 1024;
 /// Up to this many tokens, the forward takes the dot-product path.
-const GEMV_TOKENS: usize = 2;
+pub(crate) const GEMV_TOKENS: usize = 2;
 /// Tokens per packed block of the exact forward's vector operand (and columns per lane
 /// block of the exact backward's).
 const NT: usize = 32;

@@ -15,10 +15,6 @@ use crate::kernels::{
 };
 use crate::lora::Adapter;
 
-/// Forward calls of at most this many tokens (generation steps) run their layers inside a
-/// spinning [`team`].
-const GENERATION_TOKENS: usize = 2;
-
 /// A loaded model, the thread pool its kernels run on, and the adapter (if any) that
 /// inference applies on top of the frozen weights.
 #[derive(Debug)]
@@ -217,7 +213,8 @@ impl Model {
             };
             // A generation step is ~7 small matrix-vector products per layer: the pool's
             // other workers spin between them instead of being woken for each.
-            if t <= GENERATION_TOKENS {
+            // Steps the matmuls take on their few-token GEMV path (generation) run inside a team.
+            if t <= crate::kernels::matmul::GEMV_TOKENS {
                 team::with_team(|| layers(x));
             } else {
                 layers(x);
