@@ -266,34 +266,76 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
 /// fused-multiply-add chains in the widest vector registers the CPU has (whatever
 /// `POCKETLORA_DISABLE` says), the best of a few runs of about `seconds` each.
 pub fn fp32_peak_gflops(threads: usize, seconds: f64) -> (f64, Level) {
-    let level = Level::available().last().copied().unwrap_or(Level::Scalar);
-    let k = Kernels::for_level(level).unwrap_or_else(|| *crate::simd::kernels());
+    let burst = PeakBurst::calibrated(seconds / 3.0);
     let threads = threads.max(1);
-    // Calibrate iterations to about `seconds`.
-    let mut iters = 1usize << 16;
-    loop {
-        let t = Instant::now();
-        k.fma_peak(iters);
-        if t.elapsed().as_secs_f64() > 0.02 || iters > 1 << 30 {
-            let per = t.elapsed().as_secs_f64() / iters as f64;
-            iters = ((seconds / 3.0 / per) as usize).max(1);
-            break;
+    let best = (0..3)
+        .map(|_| burst.on_threads(threads))
+        .fold(0f64, f64::max);
+    (best, burst.level)
+}
+
+/// One short run of the FMA peak microbenchmark, to repeat between the passes a speed is
+/// measured on: a fraction of the peak then compares two speeds taken under the same
+/// machine conditions. (On a shared VM the cores' speed drifts for seconds at a time, e.g.
+/// when the host runs both virtual CPUs on one core, so a peak taken once, earlier, can be
+/// twice or half the one the passes saw.)
+#[derive(Clone, Copy, Debug)]
+pub struct PeakBurst {
+    k: Kernels,
+    level: Level,
+    iters: usize,
+}
+
+impl PeakBurst {
+    /// Calibrated to take about `seconds` on one thread, in the widest registers the CPU has.
+    pub fn calibrated(seconds: f64) -> PeakBurst {
+        let level = Level::available().last().copied().unwrap_or(Level::Scalar);
+        let k = Kernels::for_level(level).unwrap_or_else(|| *crate::simd::kernels());
+        let mut iters = 1usize << 12;
+        loop {
+            let t = Instant::now();
+            k.fma_peak(iters);
+            let dt = t.elapsed().as_secs_f64();
+            if dt > 0.005 || iters > 1 << 30 {
+                let iters = ((seconds / (dt / iters as f64)) as usize).max(1);
+                return PeakBurst { k, level, iters };
+            }
+            iters *= 4;
         }
-        iters *= 4;
     }
-    let mut best = 0f64;
-    for _ in 0..3 {
+
+    /// The ISA level the burst runs at.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// One burst on the calling thread.
+    pub fn once(&self) {
+        std::hint::black_box(self.k.fma_peak(self.iters));
+    }
+
+    /// One burst on each of `threads` new threads at once, in GFLOP/s.
+    pub fn on_threads(&self, threads: usize) -> f64 {
         let t = Instant::now();
         std::thread::scope(|s| {
             for _ in 0..threads {
-                s.spawn(|| k.fma_peak(iters));
+                s.spawn(|| self.once());
             }
         });
-        let dt = t.elapsed().as_secs_f64();
-        let flops = (k.fma_peak_flops_per_iter() * iters * threads) as f64;
-        best = best.max(flops / dt / 1e9);
+        self.gflops(threads, t.elapsed().as_secs_f64())
     }
-    (best, level)
+
+    /// One burst on every thread of `pool` at once, in GFLOP/s.
+    pub fn on_pool(&self, pool: &rayon::ThreadPool) -> f64 {
+        let t = Instant::now();
+        pool.broadcast(|_| self.once());
+        self.gflops(pool.current_num_threads(), t.elapsed().as_secs_f64())
+    }
+
+    /// GFLOP/s of `threads` bursts that took `seconds` together.
+    pub fn gflops(&self, threads: usize, seconds: f64) -> f64 {
+        (self.k.fma_peak_flops_per_iter() * self.iters * threads) as f64 / seconds / 1e9
+    }
 }
 
 /// FLOP counts of one sequence of `t` tokens through a model (multiply-adds count 2).
@@ -485,8 +527,17 @@ mod tests {
     }
 
     #[test]
-    fn the_fma_peak_is_positive() {
+    fn the_fma_peak_and_a_burst_on_a_pool_measure_positive_speeds() {
         let (g, _) = fp32_peak_gflops(1, 0.01);
-        assert!(g > 0.0);
+        assert!(g > 0.0 && g.is_finite());
+        let burst = PeakBurst::calibrated(0.002);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let b = (0..5).map(|_| burst.on_pool(&pool)).fold(0f64, f64::max);
+        assert!(b > 0.0 && b.is_finite());
+        // Two threads' bursts in the same time are twice the work.
+        assert_eq!(burst.gflops(2, 0.5), 4.0 * burst.gflops(1, 1.0));
     }
 }

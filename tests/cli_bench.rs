@@ -51,9 +51,26 @@ fn the_json_report_has_every_figure_and_training_stays_inside_the_budget() {
     assert_eq!(types, ["Q8_0", "Q4_0", "F16", "BF16", "F32"]);
     for k in kernels {
         assert_eq!(k["shape"], "64x96");
-        assert!(k["forward_gflops"].as_f64().unwrap() > 0.0);
-        assert!(k["backward_gflops"].as_f64().unwrap() > 0.0);
+        let (f, b) = (
+            k["forward_gflops"].as_f64().unwrap(),
+            k["backward_gflops"].as_f64().unwrap(),
+        );
+        assert!(f > 0.0 && b > 0.0, "{k}");
+        // Fractions are of the peak measured in bursts between the kernel's own passes.
+        let peak = k["fp32_peak_gflops_alongside"].as_f64().unwrap();
+        assert!(peak > 0.0 && peak.is_finite(), "{k}");
+        let fraction = k["forward_fraction_of_peak"].as_f64().unwrap();
+        assert!((fraction - f / peak).abs() <= 1e-9 * fraction, "{k}");
     }
+    let alongside = &r["fp32_peak_gflops_alongside"];
+    for pass in ["forward", "train", "generate"] {
+        let peak = alongside[pass].as_f64().unwrap_or(0.0);
+        assert!(peak > 0.0 && peak.is_finite(), "{alongside}");
+    }
+    let fwd_gflops = r["forward_gflops"].as_f64().unwrap();
+    let fwd_fraction = r["forward_fraction_of_peak"].as_f64().unwrap();
+    let fwd_peak = alongside["forward"].as_f64().unwrap();
+    assert!((fwd_fraction - fwd_gflops / fwd_peak).abs() <= 1e-9 * fwd_fraction);
     // The training run was planned under the budget, and its heap stayed inside it.
     assert_eq!(r["budget_bytes"].as_u64(), Some(budget));
     assert_eq!(r["budget_source"], "--budget");

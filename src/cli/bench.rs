@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::bench::{self, Shape};
+use crate::bench::{self, PeakBurst, Shape};
 use crate::data::TokenRecord;
 use crate::error::{Error, Result};
 use crate::infer::{generate, GenerateParams, SamplerConfig};
@@ -70,46 +70,34 @@ pub struct BenchArgs {
     json: bool,
 }
 
-/// Best wall time of `f` over at least `min_reps` runs and about `seconds` (after one
-/// warm-up run).
-fn best_time(min_reps: usize, seconds: f64, mut f: impl FnMut()) -> f64 {
-    f();
-    let start = Instant::now();
-    let mut best = f64::INFINITY;
-    let mut reps = 0;
-    while reps < min_reps || start.elapsed().as_secs_f64() < seconds {
-        let t = Instant::now();
-        f();
-        best = best.min(t.elapsed().as_secs_f64());
-        reps += 1;
+/// Times of each of `passes`, run in turn round after round (after one warm-up round) for
+/// at least `min_rounds` rounds and `seconds`. Interleaving lets every pass see the same
+/// machine conditions, so ratios of their times hold even where the machine's speed drifts
+/// over seconds (other tenants of a VM, thermal limits).
+fn interleaved_times(
+    min_rounds: usize,
+    seconds: f64,
+    passes: &mut [&mut dyn FnMut()],
+) -> Vec<Vec<f64>> {
+    for p in passes.iter_mut() {
+        p();
     }
-    best
+    let start = Instant::now();
+    let mut times = vec![Vec::new(); passes.len()];
+    let mut rounds = 0;
+    while rounds < min_rounds || start.elapsed().as_secs_f64() < seconds {
+        for (p, ts) in passes.iter_mut().zip(times.iter_mut()) {
+            let t = Instant::now();
+            p();
+            ts.push(t.elapsed().as_secs_f64());
+        }
+        rounds += 1;
+    }
+    times
 }
 
-/// Times of `f` and `g` run alternately, after one warm-up each, for at least `min_pairs`
-/// pairs and `seconds`. Alternating lets both see the same machine conditions, so their
-/// ratio holds even where the machine's speed drifts over seconds (other tenants of a VM,
-/// thermal limits).
-fn paired_times(
-    min_pairs: usize,
-    seconds: f64,
-    mut f: impl FnMut(),
-    mut g: impl FnMut(),
-) -> (Vec<f64>, Vec<f64>) {
-    f();
-    g();
-    let start = Instant::now();
-    let (mut tf, mut tg) = (Vec::new(), Vec::new());
-    while tf.len() < min_pairs || start.elapsed().as_secs_f64() < seconds {
-        let t = Instant::now();
-        f();
-        tf.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        g();
-        tg.push(t.elapsed().as_secs_f64());
-    }
-    (tf, tg)
-}
+/// Seconds of one FMA-peak burst run between the passes of a measurement.
+const BURST_SECONDS: f64 = 0.02;
 
 /// The best (smallest) and the median of some times.
 fn best_and_median(mut times: Vec<f64>) -> (f64, f64) {
@@ -138,13 +126,14 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Forward and backward matmul GFLOP/s of each quant type at `shapes`, `t` tokens.
+/// Forward and backward matmul GFLOP/s of each quant type at `shapes`, `t` tokens, and as
+/// fractions of the FMA peak measured in bursts between their passes.
 fn kernel_section(
     pool: &rayon::ThreadPool,
     shapes: &[(usize, usize)],
     t: usize,
     precision: Precision,
-    peak: f64,
+    burst: &PeakBurst,
 ) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     for &(rows, cols) in shapes {
@@ -168,20 +157,28 @@ fn kernel_section(
             let mut y = vec![0f32; t * rows];
             let mut dx = vec![0f32; t * cols];
             let flops = 2.0 * (t * rows * cols) as f64;
-            let (tf, tb) = paired_times(
+            let mut peaks = Vec::new();
+            let mut times = interleaved_times(
                 6,
                 1.2,
-                || pool.install(|| matmul_forward(&mut y, &x, &m)),
-                || pool.install(|| matmul_backward_input(&mut dx, &dy, &m)),
+                &mut [
+                    &mut || pool.install(|| matmul_forward(&mut y, &x, &m)),
+                    &mut || pool.install(|| matmul_backward_input(&mut dx, &dy, &m)),
+                    &mut || peaks.push(burst.on_pool(pool)),
+                ],
             );
+            let (tb, tf) = (times.swap_remove(1), times.swap_remove(0));
             let ((fwd, fwd_median), (bwd, bwd_median)) = (best_and_median(tf), best_and_median(tb));
             let (gf, gb) = (flops / fwd / 1e9, flops / bwd / 1e9);
+            // The best burst of the same rounds: the peak under the conditions the passes saw.
+            let peak = peaks.iter().cloned().fold(0f64, f64::max);
             out.push(json!({
                 "type": ty.name(),
                 "shape": format!("{rows}x{cols}"),
                 "tokens": t,
                 "forward_gflops": gf,
                 "backward_gflops": gb,
+                "fp32_peak_gflops_alongside": peak,
                 "forward_fraction_of_peak": gf / peak,
                 "backward_fraction_of_peak": gb / peak,
                 "backward_over_forward_time": bwd / fwd,
@@ -373,7 +370,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     progress("measuring matmul kernels");
-    report["kernels"] = Value::Array(kernel_section(&pool, &shapes, a.seq_len, precision, peak)?);
+    let burst = PeakBurst::calibrated(BURST_SECONDS);
+    report["kernels"] = Value::Array(kernel_section(
+        &pool, &shapes, a.seq_len, precision, &burst,
+    )?);
 
     if let (Some(model), Some((ids, rec, lora, budget, plan))) = (model.as_ref(), planned) {
         let cfg = &model.cfg;
@@ -385,16 +385,27 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let mut cache = KvCache::new(cfg, t)?;
         let mut act = Activations::for_model(model, t);
         let mut err = None;
-        let fwd = best_time(2, 2.0, || {
-            cache.clear();
-            if let Err(e) = model.forward(&ids, &mut cache, &mut act) {
-                err = Some(e);
-            }
-        });
+        // Bursts of the FMA peak between the passes, on as many threads as the model uses.
+        let mut peaks = Vec::new();
+        let times = interleaved_times(
+            2,
+            2.0,
+            &mut [
+                &mut || {
+                    cache.clear();
+                    if let Err(e) = model.forward(&ids, &mut cache, &mut act) {
+                        err = Some(e);
+                    }
+                },
+                &mut || peaks.push(burst.on_threads(model.threads())),
+            ],
+        );
         if let Some(e) = err {
             return Err(e);
         }
         drop((cache, act));
+        let fwd = best_and_median(times[0].clone()).0;
+        let fwd_peak = peaks.iter().cloned().fold(0f64, f64::max);
         let fwd_tps = t as f64 / fwd;
 
         let shape = plan.as_ref().map_or(WorkspaceShape::plain(t), |p| p.shape);
@@ -412,10 +423,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let first = trainer.step(&[&rec])?;
         let mut times = Vec::new();
         let mut last_loss = first.loss;
+        let mut train_peak_gflops = 0f64;
         for _ in 0..a.steps.max(1) {
             let s = Instant::now();
             last_loss = trainer.step(&[&rec])?.loss;
             times.push(s.elapsed().as_secs_f64());
+            train_peak_gflops = train_peak_gflops.max(burst.on_threads(model.threads()));
         }
         drop(trainer);
         let train_peak = heap::installed().then(|| heap::peak() as u64);
@@ -437,21 +450,28 @@ pub fn run(a: BenchArgs) -> Result<()> {
             },
             stop_ids: Vec::new(),
         };
+        let gen_peak_before = burst.on_threads(model.threads());
         let s = Instant::now();
         let (gen_ids, _) = generate(model, &[1], &params, |_| true)?;
         let gen_tps = gen_ids.len() as f64 / s.elapsed().as_secs_f64();
+        let gen_peak = gen_peak_before.max(burst.on_threads(model.threads()));
 
         report["forward_tokens_per_s"] = json!(fwd_tps);
         report["forward_gflops"] = json!(flops.forward / fwd / 1e9);
-        report["forward_fraction_of_peak"] = json!(flops.forward / fwd / 1e9 / peak);
+        report["forward_fraction_of_peak"] = json!(flops.forward / fwd / 1e9 / fwd_peak);
         report["train_tokens_per_s"] = json!(train_tps);
         report["train_step_seconds"] = json!({ "mean": mean, "best": best, "all": times });
         report["train_gflops"] = json!(flops.train / mean / 1e9);
-        report["train_fraction_of_peak"] = json!(flops.train / mean / 1e9 / peak);
+        report["train_fraction_of_peak"] = json!(flops.train / mean / 1e9 / train_peak_gflops);
         report["train_loss"] = json!({ "first": first.loss, "last": last_loss });
         report["generate_tokens_per_s"] = json!(gen_tps);
         report["generate_fraction_of_peak"] =
-            json!(gen_tps * 2.0 * (flops.forward / t as f64) / 1e9 / peak);
+            json!(gen_tps * 2.0 * (flops.forward / t as f64) / 1e9 / gen_peak);
+        report["fp32_peak_gflops_alongside"] = json!({
+            "forward": fwd_peak,
+            "train": train_peak_gflops,
+            "generate": gen_peak,
+        });
         report["flops_per_token"] = json!({
             "forward": flops.forward / t as f64,
             "train_executed": flops.train / t as f64,
@@ -499,7 +519,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         for k in ks {
             writeln!(
                 out,
-                "kernel {:>5} {:>10} T={}: forward {:>6} GFLOP/s ({}), backward {:>6} GFLOP/s ({}), backward/forward time {:.2} (medians {} / {} GFLOP/s, {:.2})",
+                "kernel {:>5} {:>10} T={}: forward {:>6} GFLOP/s ({}), backward {:>6} GFLOP/s ({}) of {} measured alongside, backward/forward time {:.2} (medians {} / {} GFLOP/s, {:.2})",
                 k["type"].as_str().unwrap_or("?"),
                 k["shape"].as_str().unwrap_or("?"),
                 k["tokens"],
@@ -507,6 +527,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 pct(&k["forward_fraction_of_peak"]),
                 f(&k["backward_gflops"]),
                 pct(&k["backward_fraction_of_peak"]),
+                f(&k["fp32_peak_gflops_alongside"]),
                 k["backward_over_forward_time"].as_f64().unwrap_or(0.0),
                 f(&k["forward_gflops_median"]),
                 f(&k["backward_gflops_median"]),
@@ -518,27 +539,30 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if report.get("train_tokens_per_s").is_some() {
         writeln!(
             out,
-            "forward (prompt processing): {} tokens/s ({} GFLOP/s, {} of peak)",
+            "forward (prompt processing): {} tokens/s ({} GFLOP/s, {} of {} measured alongside)",
             f(&report["forward_tokens_per_s"]),
             f(&report["forward_gflops"]),
-            pct(&report["forward_fraction_of_peak"])
+            pct(&report["forward_fraction_of_peak"]),
+            f(&report["fp32_peak_gflops_alongside"]["forward"])
         )
         .map_err(io)?;
         writeln!(
             out,
-            "training (forward + backward + AdamW, LoRA r {} all linear, seq {}): {} tokens/s ({} GFLOP/s executed, {} of peak)",
+            "training (forward + backward + AdamW, LoRA r {} all linear, seq {}): {} tokens/s ({} GFLOP/s executed, {} of {} measured alongside)",
             a.rank,
             a.seq_len,
             f(&report["train_tokens_per_s"]),
             f(&report["train_gflops"]),
-            pct(&report["train_fraction_of_peak"])
+            pct(&report["train_fraction_of_peak"]),
+            f(&report["fp32_peak_gflops_alongside"]["train"])
         )
         .map_err(io)?;
         writeln!(
             out,
-            "generation: {} tokens/s ({} of peak)",
+            "generation: {} tokens/s ({} of {} measured alongside)",
             f(&report["generate_tokens_per_s"]),
-            pct(&report["generate_fraction_of_peak"])
+            pct(&report["generate_fraction_of_peak"]),
+            f(&report["fp32_peak_gflops_alongside"]["generate"])
         )
         .map_err(io)?;
     }
