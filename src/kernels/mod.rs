@@ -5,6 +5,7 @@
 //! weights in their GGUF encoding and dequantizes cache-sized panels for the gemm crate.
 
 pub mod attention;
+pub mod cache_size;
 pub mod gemm;
 #[cfg(test)]
 pub(crate) mod gradcheck;
