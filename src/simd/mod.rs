@@ -1291,6 +1291,17 @@ mod tests {
                                 lay,
                             );
                             k.i8gemm(&r, &l, n, &mut Out::new(&mut got, ors, ocs, true));
+                            // Nothing outside the (rows × n) view is written.
+                            let inside = |at: usize| {
+                                (0..rows).any(|i| (0..n).any(|j| i * ors + j * ocs == at))
+                            };
+                            for (at, (&b, (&g, &tw))) in
+                                base.iter().zip(got.iter().zip(&twin)).enumerate()
+                            {
+                                if !inside(at) {
+                                    assert_eq!((g, tw), (b, b), "i8gemm {level:?} wrote at {at}");
+                                }
+                            }
                             for i in 0..rows {
                                 for j in 0..n {
                                     let at = i * ors + j * ocs;
