@@ -10,7 +10,9 @@
 //! - f32 (the engine): tiles of [`BQ`] queries × [`BK`] keys through the dispatched f32
 //!   micro-gemm and element-wise kernels. Score tiles are kept transposed (keys × queries) so
 //!   the per-query softmax statistics are vectors. The forward runs query blocks in
-//!   parallel (all heads per block). The backward (FlashAttention-2 style: key blocks outer,
+//!   parallel (all heads per block); a single block without statistics to keep (a
+//!   generation step) runs its heads in parallel instead, on the spinning team when one is
+//!   active. The backward (FlashAttention-2 style: key blocks outer,
 //!   query blocks inner, probabilities recomputed from the log-sum-exp) runs one task per
 //!   query head: each task owns that head's `dq` columns and writes its `dk`/`dv`
 //!   contributions to a per-head buffer, summed over the heads of a group in a fixed order
@@ -453,6 +455,33 @@ fn tile_needs_mask(
     j1 > pos0 + i0 + 1 || starts.is_some_and(|st| st[i0..i1].iter().any(|&s| s > j0))
 }
 
+/// A transposed score tile: `st[jj·BQ + i] = K[jj] · Qt[:, i]` for `nk` keys (rows `kvw`
+/// apart from `keys`) and the `nq` queries of `qt` (d × `ldq`, already scaled).
+fn key_scores(
+    k: &Kernels,
+    st: &mut [f32],
+    keys: &[f32],
+    kvw: usize,
+    nk: usize,
+    (qt, ldq, nq): (&[f32], usize, usize),
+    d: usize,
+) {
+    k.sgemm(
+        &Sgemm {
+            m: nk,
+            n: nq,
+            k: d,
+            r: keys,
+            rs: kvw,
+            cs: 1,
+            l: qt,
+            ldb: ldq,
+            alpha: 1.0,
+        },
+        &mut Out::new(st, BQ, 1, false),
+    );
+}
+
 #[allow(clippy::too_many_arguments)]
 fn forward_f32(
     k: &Kernels,
@@ -470,64 +499,59 @@ fn forward_f32(
     let scale = s.scale::<f32>();
     let fast = s.precision == Precision::Fast;
     let nh = s.n_head;
+    // Scratch of one head of one query block: Qᵀ (d × BQ), O (BQ × d), scores (BK × BQ),
+    // m, l, corr (BQ each).
+    let scratch = d * BQ + BQ * d + BK * BQ + 3 * BQ;
+    // Head `h` of the queries `i0 .. i0 + nq`: leaves the unnormalized output in `o` (nq × d)
+    // and the softmax statistics in `m`, `l`, returned as (o, m, l).
+    let head = |h: usize, i0: usize, nq: usize, buf: &mut [f32]| {
+        let (qt, rest) = buf.split_at_mut(d * BQ);
+        let (o, rest) = rest.split_at_mut(BQ * d);
+        let (st, rest) = rest.split_at_mut(BK * BQ);
+        let (m, rest) = rest.split_at_mut(BQ);
+        let (l, corr) = rest.split_at_mut(BQ);
+        let kmin = starts.map_or(0, |st| st[i0..i0 + nq].iter().copied().min().unwrap_or(0));
+        let kend = pos0 + i0 + nq;
+        let koff = (h / group) * d;
+        transpose_head(qt, BQ, q, width, h * d, i0, nq, d, scale);
+        o[..nq * d].fill(0.0);
+        m.fill(f32::NEG_INFINITY);
+        l.fill(0.0);
+        let mut j0 = kmin;
+        while j0 < kend {
+            let nk = BK.min(kend - j0);
+            key_scores(k, st, &kc[j0 * kvw + koff..], kvw, nk, (qt, BQ, nq), d);
+            if tile_needs_mask(j0, j0 + nk, i0, i0 + nq, pos0, starts) {
+                mask_tile(st, BQ, nk, nq, j0, i0, pos0, starts);
+            }
+            (k.ew.softmax_tile)(st, nk, nq, BQ, m, l, corr, fast);
+            (k.ew.scale_rows)(o, nq, d, d, corr);
+            let mut oo = Out::new(o, d, 1, true);
+            k.sgemm(
+                &Sgemm {
+                    m: nq,
+                    n: d,
+                    k: nk,
+                    r: st,
+                    rs: 1,
+                    cs: BQ,
+                    l: &vc[j0 * kvw + koff..],
+                    ldb: kvw,
+                    alpha: 1.0,
+                },
+                &mut oo,
+            );
+            j0 += nk;
+        }
+    };
     let block = |ib: usize, ob: &mut [f32], mut lb: Option<&mut [f32]>| {
         let i0 = ib * BQ;
         let nq = ob.len() / width;
-        // Scratch: Qᵀ (d × BQ), O (BQ × d), scores (BK × BQ), m, l, corr (BQ each).
-        with_f32(1, d * BQ + BQ * d + BK * BQ + 3 * BQ, |buf| {
-            let (qt, rest) = buf.split_at_mut(d * BQ);
-            let (o, rest) = rest.split_at_mut(BQ * d);
-            let (st, rest) = rest.split_at_mut(BK * BQ);
-            let (m, rest) = rest.split_at_mut(BQ);
-            let (l, corr) = rest.split_at_mut(BQ);
-            let kmin = starts.map_or(0, |st| st[i0..i0 + nq].iter().copied().min().unwrap_or(0));
-            let kend = pos0 + i0 + nq;
+        with_f32(1, scratch, |buf| {
             for h in 0..nh {
-                let koff = (h / group) * d;
-                transpose_head(qt, BQ, q, width, h * d, i0, nq, d, scale);
-                o[..nq * d].fill(0.0);
-                m.fill(f32::NEG_INFINITY);
-                l.fill(0.0);
-                let mut j0 = kmin;
-                while j0 < kend {
-                    let nk = BK.min(kend - j0);
-                    let mut so = Out::new(st, BQ, 1, false);
-                    k.sgemm(
-                        &Sgemm {
-                            m: nk,
-                            n: nq,
-                            k: d,
-                            r: &kc[j0 * kvw + koff..],
-                            rs: kvw,
-                            cs: 1,
-                            l: qt,
-                            ldb: BQ,
-                            alpha: 1.0,
-                        },
-                        &mut so,
-                    );
-                    if tile_needs_mask(j0, j0 + nk, i0, i0 + nq, pos0, starts) {
-                        mask_tile(st, BQ, nk, nq, j0, i0, pos0, starts);
-                    }
-                    (k.ew.softmax_tile)(st, nk, nq, BQ, m, l, corr, fast);
-                    (k.ew.scale_rows)(o, nq, d, d, corr);
-                    let mut oo = Out::new(o, d, 1, true);
-                    k.sgemm(
-                        &Sgemm {
-                            m: nq,
-                            n: d,
-                            k: nk,
-                            r: st,
-                            rs: 1,
-                            cs: BQ,
-                            l: &vc[j0 * kvw + koff..],
-                            ldb: kvw,
-                            alpha: 1.0,
-                        },
-                        &mut oo,
-                    );
-                    j0 += nk;
-                }
+                head(h, i0, nq, buf);
+                let (o, rest) = buf[d * BQ..].split_at(BQ * d);
+                let (m, l) = (&rest[BK * BQ..][..BQ], &rest[BK * BQ + BQ..][..BQ]);
                 for i in 0..nq {
                     let inv = 1.0 / l[i];
                     for (dst, &x) in ob[i * width + h * d..][..d]
@@ -549,6 +573,24 @@ fn forward_f32(
             .zip(lse.par_chunks_mut(BQ * nh))
             .enumerate()
             .for_each(|(ib, (ob, lb))| block(ib, ob, Some(lb))),
+        // One query block (generation, short prompts) without statistics to keep: the heads
+        // in parallel instead (on the spinning team during a generation step). Each head's
+        // values are computed as above, so the result does not change.
+        None if t <= BQ && nh > 1 => {
+            SharedColumns::new(out, width).par_parts(width, d, |h, mut part| {
+                with_f32(1, scratch, |buf| {
+                    head(h, 0, t, buf);
+                    let (o, rest) = buf[d * BQ..].split_at_mut(BQ * d);
+                    let l = &rest[BK * BQ + BQ..][..BQ];
+                    let mut dst = part.out(0, h * d, width, 1, false);
+                    for (i, row) in o.chunks_exact_mut(d).take(t).enumerate() {
+                        let inv = 1.0 / l[i];
+                        row.iter_mut().for_each(|x| *x *= inv);
+                        dst.put_run(i * width, row);
+                    }
+                });
+            });
+        }
         None => out
             .par_chunks_mut(BQ * width)
             .enumerate()
@@ -610,21 +652,7 @@ fn backward_f32(
                             continue;
                         }
                         // Sᵀ = K_j · (Q_i·scale)ᵀ, then P = exp(S − lse).
-                        let mut po = Out::new(p, BQ, 1, false);
-                        k.sgemm(
-                            &Sgemm {
-                                m: nk,
-                                n: nq,
-                                k: d,
-                                r: &kc[j0 * kvw + koff..],
-                                rs: kvw,
-                                cs: 1,
-                                l: &qt[i0..],
-                                ldb: t,
-                                alpha: 1.0,
-                            },
-                            &mut po,
-                        );
+                        key_scores(k, p, &kc[j0 * kvw + koff..], kvw, nk, (&qt[i0..], t, nq), d);
                         if tile_needs_mask(j0, j1, i0, i1, 0, starts) {
                             mask_tile(p, BQ, nk, nq, j0, i0, 0, starts);
                         }

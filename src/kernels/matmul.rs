@@ -504,9 +504,7 @@ fn forward_gemv_with(
                         || k.gemv(w.ty, wb, cols, x, t, yb);
                     assert!(done, "gemv takes {} with {t} tokens", w.ty);
                     for tok in 0..t {
-                        for i in 0..n {
-                            out.put(tok * rows + c0 + i - r0, buf[tok * n + i]);
-                        }
+                        out.put_run(tok * rows + c0 - r0, &buf[tok * n..(tok + 1) * n]);
                     }
                 }
             });

@@ -356,6 +356,26 @@ impl<'a> Out<'a> {
         }
     }
 
+    /// Writes (or adds) `vals` at `idx ..`, a run of elements adjacent in memory and in one
+    /// row of the window, checked once for the whole run.
+    pub fn put_run(&mut self, idx: usize, vals: &[f32]) {
+        let fits = idx <= self.len && vals.len() <= self.len - idx;
+        let in_window = vals.is_empty()
+            || self.window.is_none_or(|w| {
+                let c = (w.col + idx) % w.ld;
+                w.c0 <= c && c + vals.len() <= w.c1
+            });
+        assert!(fits && in_window, "Out: run out of bounds");
+        // SAFETY: idx + vals.len() ≤ len, so the run lies in the buffer, valid for 'a; it lies
+        // in one row of this output's window, which no other task writes.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(idx), vals.len()) };
+        if self.accumulate {
+            dst.iter_mut().zip(vals).for_each(|(d, &v)| *d += v);
+        } else {
+            dst.copy_from_slice(vals);
+        }
+    }
+
     /// The base pointer, for the per-ISA kernels (after `fits` was checked).
     #[inline]
     pub(crate) fn ptr(&mut self) -> *mut f32 {
@@ -1105,6 +1125,50 @@ mod tests {
     /// Which paths a run exercises, pinned by CI (e.g. under qemu `-cpu max`):
     /// `POCKETLORA_EXPECT_LEVELS` names the supported levels (weakest first, comma-separated)
     /// and `POCKETLORA_EXPECT_LEVEL` the one [`kernels`] picks after `POCKETLORA_DISABLE`.
+    #[test]
+    fn runs_are_written_whole_inside_their_part_and_refused_across_its_edge() {
+        // 3 rows of 10 columns; the part owns columns 4..7.
+        let mut m = vec![0f32; 30];
+        let mut shared = SharedColumns::new(&mut m, 10);
+        let parts = shared.split(10, 3);
+        let mut part = parts.part(1);
+        assert_eq!(part.columns(), (3, 6));
+        let mut part_b = parts.part(2);
+        assert_eq!(part_b.columns(), (6, 9));
+        {
+            let mut out = part.out(1, 3, 10, 1, false);
+            out.put_run(0, &[1.0, 2.0, 3.0]);
+            out.put_run(10, &[4.0]);
+            let mut acc = part.out(1, 4, 10, 1, true);
+            acc.put_run(0, &[10.0, 20.0]);
+            acc.put_run(0, &[]);
+        }
+        part_b.out(0, 6, 10, 1, false).put_run(0, &[7.0, 8.0, 9.0]);
+        let mut want = vec![0f32; 30];
+        want[13..16].copy_from_slice(&[1.0, 12.0, 23.0]);
+        want[23] = 4.0;
+        want[6..9].copy_from_slice(&[7.0, 8.0, 9.0]);
+        assert_eq!(m, want);
+        // Past the part's last column, before its first, or past the matrix: refused.
+        let mut m = vec![0f32; 30];
+        let mut shared = SharedColumns::new(&mut m, 10);
+        let parts = shared.split(10, 3);
+        for (col, idx, len) in [
+            (3usize, 1usize, 3usize),
+            (3, 0, 4),
+            (4, 8, 1),
+            (3, 27, 1),
+            (3, 17, 9),
+        ] {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut part = parts.part(1);
+                part.out(0, col, 10, 1, false).put_run(idx, &vec![1.0; len]);
+            }));
+            assert!(caught.is_err(), "column {col}, index {idx}, {len} values");
+        }
+        assert!(m.iter().all(|&x| x == 0.0), "a refused run wrote: {m:?}");
+    }
+
     #[test]
     fn detection_finds_the_levels_the_environment_expects() {
         let names: Vec<&str> = Level::available().iter().map(|l| l.name()).collect();
