@@ -304,11 +304,6 @@ impl PeakBurst {
         }
     }
 
-    /// The ISA level the burst runs at.
-    pub fn level(&self) -> Level {
-        self.level
-    }
-
     /// One burst on the calling thread.
     pub fn once(&self) {
         std::hint::black_box(self.k.fma_peak(self.iters));

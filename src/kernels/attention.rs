@@ -71,7 +71,7 @@ pub const BK: usize = 64;
 pub fn scratch_need(t: usize, s: AttnShape, backward: bool) -> ScratchNeed {
     let d = s.head_dim;
     let mut n = ScratchNeed::default();
-    n.f32[1] = d * BQ + BQ * d + BK * BQ + 3 * BQ;
+    n.f32[1] = HeadScratch::len(d);
     if backward {
         n.f32[1] = n.f32[1].max(2 * d * t + 2 * BK * BQ);
         n.f32[3] = s.n_head * (2 * t * d + 2 * t);
@@ -482,6 +482,41 @@ fn key_scores(
     );
 }
 
+/// The f32 forward's scratch for one head of one query block: Qᵀ (d × BQ), O (BQ × d),
+/// scores (BK × BQ), and the running max, sum and correction (BQ each).
+struct HeadScratch<'a> {
+    qt: &'a mut [f32],
+    o: &'a mut [f32],
+    st: &'a mut [f32],
+    m: &'a mut [f32],
+    l: &'a mut [f32],
+    corr: &'a mut [f32],
+}
+
+impl<'a> HeadScratch<'a> {
+    /// Floats it takes for heads of `d` dimensions.
+    fn len(d: usize) -> usize {
+        d * BQ + BQ * d + BK * BQ + 3 * BQ
+    }
+
+    /// Carves it from `buf` (at least [`HeadScratch::len`] floats).
+    fn split(buf: &'a mut [f32], d: usize) -> Self {
+        let (qt, rest) = buf.split_at_mut(d * BQ);
+        let (o, rest) = rest.split_at_mut(BQ * d);
+        let (st, rest) = rest.split_at_mut(BK * BQ);
+        let (m, rest) = rest.split_at_mut(BQ);
+        let (l, rest) = rest.split_at_mut(BQ);
+        HeadScratch {
+            qt,
+            o,
+            st,
+            m,
+            l,
+            corr: &mut rest[..BQ],
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn forward_f32(
     k: &Kernels,
@@ -499,17 +534,18 @@ fn forward_f32(
     let scale = s.scale::<f32>();
     let fast = s.precision == Precision::Fast;
     let nh = s.n_head;
-    // Scratch of one head of one query block: Qᵀ (d × BQ), O (BQ × d), scores (BK × BQ),
-    // m, l, corr (BQ each).
-    let scratch = d * BQ + BQ * d + BK * BQ + 3 * BQ;
-    // Head `h` of the queries `i0 .. i0 + nq`: leaves the unnormalized output in `o` (nq × d)
-    // and the softmax statistics in `m`, `l`, returned as (o, m, l).
-    let head = |h: usize, i0: usize, nq: usize, buf: &mut [f32]| {
-        let (qt, rest) = buf.split_at_mut(d * BQ);
-        let (o, rest) = rest.split_at_mut(BQ * d);
-        let (st, rest) = rest.split_at_mut(BK * BQ);
-        let (m, rest) = rest.split_at_mut(BQ);
-        let (l, corr) = rest.split_at_mut(BQ);
+    let scratch = HeadScratch::len(d);
+    // Head `h` of the queries `i0 .. i0 + nq`: leaves the unnormalized output in `sc.o`
+    // (nq × d) and the softmax statistics in `sc.m`, `sc.l`.
+    let head = |h: usize, i0: usize, nq: usize, sc: &mut HeadScratch<'_>| {
+        let HeadScratch {
+            qt,
+            o,
+            st,
+            m,
+            l,
+            corr,
+        } = sc;
         let kmin = starts.map_or(0, |st| st[i0..i0 + nq].iter().copied().min().unwrap_or(0));
         let kend = pos0 + i0 + nq;
         let koff = (h / group) * d;
@@ -548,10 +584,10 @@ fn forward_f32(
         let i0 = ib * BQ;
         let nq = ob.len() / width;
         with_f32(1, scratch, |buf| {
+            let mut sc = HeadScratch::split(buf, d);
             for h in 0..nh {
-                head(h, i0, nq, buf);
-                let (o, rest) = buf[d * BQ..].split_at(BQ * d);
-                let (m, l) = (&rest[BK * BQ..][..BQ], &rest[BK * BQ + BQ..][..BQ]);
+                head(h, i0, nq, &mut sc);
+                let (o, m, l) = (&*sc.o, &*sc.m, &*sc.l);
                 for i in 0..nq {
                     let inv = 1.0 / l[i];
                     for (dst, &x) in ob[i * width + h * d..][..d]
@@ -579,12 +615,11 @@ fn forward_f32(
         None if t <= BQ && nh > 1 => {
             SharedColumns::new(out, width).par_parts(width, d, |h, mut part| {
                 with_f32(1, scratch, |buf| {
-                    head(h, 0, t, buf);
-                    let (o, rest) = buf[d * BQ..].split_at_mut(BQ * d);
-                    let l = &rest[BK * BQ + BQ..][..BQ];
+                    let mut sc = HeadScratch::split(buf, d);
+                    head(h, 0, t, &mut sc);
                     let mut dst = part.out(0, h * d, width, 1, false);
-                    for (i, row) in o.chunks_exact_mut(d).take(t).enumerate() {
-                        let inv = 1.0 / l[i];
+                    for (i, row) in sc.o.chunks_exact_mut(d).take(t).enumerate() {
+                        let inv = 1.0 / sc.l[i];
                         row.iter_mut().for_each(|x| *x *= inv);
                         dst.put_run(i * width, row);
                     }

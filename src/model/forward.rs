@@ -211,9 +211,9 @@ impl Model {
                     block_forward(&ctx, x, kc, vc, pos0, state, chunk, false);
                 }
             };
-            // A generation step is ~7 small matrix-vector products per layer: the pool's
-            // other workers spin between them instead of being woken for each.
-            // Steps the matmuls take on their few-token GEMV path (generation) run inside a team.
+            // A generation step (the matmuls' few-token GEMV path) is ~7 small matrix-vector
+            // products per layer: the pool's other workers spin between them as a team
+            // instead of being woken for each.
             if t <= crate::kernels::matmul::GEMV_TOKENS {
                 team::with_team(|| layers(x));
             } else {

@@ -1127,7 +1127,7 @@ mod tests {
     /// and `POCKETLORA_EXPECT_LEVEL` the one [`kernels`] picks after `POCKETLORA_DISABLE`.
     #[test]
     fn runs_are_written_whole_inside_their_part_and_refused_across_its_edge() {
-        // 3 rows of 10 columns; the part owns columns 4..7.
+        // 3 rows of 10 columns in parts of 3: part 1 owns columns 3..6, part 2 6..9.
         let mut m = vec![0f32; 30];
         let mut shared = SharedColumns::new(&mut m, 10);
         let parts = shared.split(10, 3);
