@@ -398,7 +398,7 @@ fn forward_panels(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'
         // xt[tb][c][j] = x[tb·NT + j][c], zero past t.
         xt.par_chunks_mut(NT * cols)
             .enumerate()
-            .for_each(|(tb, blk)| pack_transposed(blk, x, (tb * NT, t), cols, NT));
+            .for_each(|(tb, blk)| pack_transposed(k, blk, x, (tb * NT, t), cols, NT));
         let xt = &*xt;
         let chunk = task_chunk(rows, panel_rows(kw), 12);
         let ld = panel_stride(kw);
@@ -441,13 +441,16 @@ fn forward_panels(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &QMatrix<'
 
 /// `blk[c][j] = x[t0 + j][c]` for `j < width` (zero past `t`): `width` rows of `x` (t × cols)
 /// interleaved.
-fn pack_transposed(blk: &mut [f32], x: &[f32], (t0, t): (usize, usize), cols: usize, width: usize) {
+fn pack_transposed(
+    k: &Kernels,
+    blk: &mut [f32],
+    x: &[f32],
+    (t0, t): (usize, usize),
+    cols: usize,
+    width: usize,
+) {
     let tn = width.min(t - t0);
-    for (c, row) in blk.chunks_exact_mut(width).enumerate() {
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = if j < tn { x[(t0 + j) * cols + c] } else { 0.0 };
-        }
-    }
+    k.interleave_rows(&x[t0 * cols..], tn, cols, &mut blk[..cols * width], width);
 }
 
 /// Rows per call of the block-reading GEMV (its output is staged in scratch).
@@ -541,7 +544,7 @@ fn backward_panels(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatri
         // reads one contiguous line. Packed once here for every column task.
         dyt.par_chunks_mut(mr * rows)
             .enumerate()
-            .for_each(|(ti, blk)| pack_transposed(blk, dy, (ti * mr, t), rows, mr));
+            .for_each(|(ti, blk)| pack_transposed(k, blk, dy, (ti * mr, t), rows, mr));
         let dyt = &*dyt;
         SharedColumns::new(dx, cols).par_parts(cols, width, |_, mut part| {
             let (c0, c1) = part.columns();

@@ -74,6 +74,7 @@ pub(super) fn kernels(level: Level) -> Option<Kernels> {
         dot: super::scalar::dot,
         dequant: |_, _, _| false,
         pack_cols: super::pack_cols_body,
+        interleave: super::scalar::interleave_rows,
         gemv: gemv_neon,
         // Without the dot-product extension, `fast` generation takes the f32 block GEMV.
         gemv_i8: if level == Level::Neon {

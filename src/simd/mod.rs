@@ -579,6 +579,8 @@ pub(crate) type GemvFn =
 /// without one).
 pub(crate) type GemvI8Fn =
     fn(crate::quant::GgmlType, &[u8], usize, &gemv_i8::QuantTokens<'_>, usize, &mut [f32]) -> bool;
+/// Row interleave (bounds already checked), see [`Kernels::interleave_rows`].
+pub(crate) type InterleaveFn = fn(&[f32], usize, usize, &mut [f32], usize);
 /// [`pack_cols_body`] compiled for a level.
 pub(crate) type PackColsFn = fn(Int8Layout, ColSource<'_>, PackTarget<'_>);
 
@@ -594,6 +596,7 @@ pub struct Kernels {
     dot: DotFn,
     dequant: DequantFn,
     pack_cols: PackColsFn,
+    interleave: InterleaveFn,
     gemv: GemvFn,
     gemv_i8: GemvI8Fn,
     /// FMA chains of the peak microbenchmark and FLOPs per iteration.
@@ -722,6 +725,29 @@ impl Kernels {
                 unreachable!("row geometry was checked: {e}");
             }
         }
+    }
+
+    /// Packs `rows` rows of `x` (`ldx` apart) column by column, each column's values
+    /// adjacent: `dst[c·width + j] = x[j·ldx + c]` for `j < rows`, 0 for `rows ≤ j < width`,
+    /// over the `dst.len() / width` columns (the exact forward's blocks of tokens).
+    pub fn interleave_rows(
+        &self,
+        x: &[f32],
+        rows: usize,
+        ldx: usize,
+        dst: &mut [f32],
+        width: usize,
+    ) {
+        assert!(
+            width > 0 && rows <= width && dst.len() % width == 0,
+            "interleave_rows: shape"
+        );
+        let cols = dst.len() / width;
+        assert!(
+            rows == 0 || cols == 0 || (rows - 1) * ldx + cols <= x.len(),
+            "interleave_rows: x"
+        );
+        (self.interleave)(x, rows, ldx, dst, width)
     }
 
     /// Re-quantizes `blocks · 32` rows × `ld` columns of W (read from `src`, `ld` a multiple
@@ -1184,6 +1210,38 @@ mod tests {
         }
         if let Ok(want) = std::env::var("POCKETLORA_EXPECT_LEVEL") {
             assert_eq!(used.name(), want, "POCKETLORA_EXPECT_LEVEL");
+        }
+    }
+
+    #[test]
+    fn interleave_rows_equals_the_scalar_twin_over_odd_shapes() {
+        let twin = scalar::kernels();
+        let x: Vec<f32> = (0..40 * 131).map(|i| i as f32 * 0.5 - 7.0).collect();
+        for level in Level::available() {
+            let k = Kernels::for_level(level).unwrap();
+            for width in [1, 8, 12, 16, 32, 48] {
+                for rows in [0, 1, 5, 11, 16, 17, 31, 32, 40] {
+                    if rows > width {
+                        continue;
+                    }
+                    for cols in [0, 1, 7, 16, 33, 100] {
+                        let ldx = cols + 31;
+                        let mut a = vec![f32::NAN; cols * width];
+                        let mut b = a.clone();
+                        k.interleave_rows(&x, rows, ldx, &mut a, width);
+                        twin.interleave_rows(&x, rows, ldx, &mut b, width);
+                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&a), bits(&b), "{level:?} {rows}x{cols} width {width}");
+                        // The definition, independently of either kernel.
+                        for c in 0..cols {
+                            for j in 0..width {
+                                let want = if j < rows { x[j * ldx + c] } else { 0.0 };
+                                assert_eq!(a[c * width + j].to_bits(), want.to_bits());
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 

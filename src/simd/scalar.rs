@@ -18,10 +18,20 @@ pub(super) fn kernels() -> Kernels {
         dot,
         dequant: |_: GgmlType, _: &[u8], _: &mut [f32]| false,
         pack_cols: super::pack_cols_body,
+        interleave: interleave_rows,
         gemv: super::gemv::gemv_body,
         gemv_i8: super::gemv_i8::gemv_i8_body,
         peak: (peak, 2 * 8),
         ew: super::Ew::plain(),
+    }
+}
+
+/// Reference row interleave ([`super::Kernels::interleave_rows`]): one value at a time.
+pub fn interleave_rows(x: &[f32], rows: usize, ldx: usize, dst: &mut [f32], width: usize) {
+    for (c, col) in dst.chunks_exact_mut(width).enumerate() {
+        for (j, v) in col.iter_mut().enumerate() {
+            *v = if j < rows { x[j * ldx + c] } else { 0.0 };
+        }
     }
 }
 

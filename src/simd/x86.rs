@@ -71,6 +71,7 @@ pub(super) fn kernels(level: Level) -> Option<Kernels> {
             dot: dot_avx2,
             dequant: dequant_avx2,
             pack_cols: pack_cols_avx2,
+            interleave: super::scalar::interleave_rows,
             gemv: gemv_avx2,
             gemv_i8: gemv_i8_avx2,
             peak: (peak_avx2, 12 * 8 * 2),
@@ -97,6 +98,7 @@ pub(super) fn kernels(level: Level) -> Option<Kernels> {
             dot: dot_avx512,
             dequant: dequant_avx512,
             pack_cols: pack_cols_avx512,
+            interleave: interleave_avx512,
             gemv: gemv_avx512,
             gemv_i8: if level == Level::Avx512Vnni {
                 gemv_i8_vnni
@@ -519,6 +521,49 @@ unsafe fn pack_cols512(lay: Int8Layout, src: ColSource<'_>, dst: PackTarget<'_>)
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pack_cols256(lay: Int8Layout, src: ColSource<'_>, dst: PackTarget<'_>) {
     super::pack_cols_body(lay, src, dst)
+}
+
+// ------------------------------------------------------------------------------------------
+// Row interleave, AVX-512: 16 × 16 blocks through `transpose16`.
+
+fn interleave_avx512(x: &[f32], rows: usize, ldx: usize, dst: &mut [f32], width: usize) {
+    if width % 16 != 0 {
+        return super::scalar::interleave_rows(x, rows, ldx, dst, width);
+    }
+    // SAFETY: table built after AVX-512 was detected; `Kernels::interleave_rows` checked the
+    // shape and that every row j < rows holds the dst.len() / width columns.
+    unsafe { interleave512(x, rows, ldx, dst, width) }
+}
+
+/// # Safety
+/// AVX-512 available; `width` a multiple of 16, `rows ≤ width`, `dst.len()` a multiple of
+/// `width`, and `x[j·ldx .. j·ldx + dst.len() / width]` inside `x` for every `j < rows`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn interleave512(x: &[f32], rows: usize, ldx: usize, dst: &mut [f32], width: usize) {
+    let cols = dst.len() / width;
+    let (xp, dp) = (x.as_ptr(), dst.as_mut_ptr());
+    for c0 in (0..cols).step_by(16) {
+        let cw = (cols - c0).min(16);
+        let mask = mask16(cw);
+        for j0 in (0..width).step_by(16) {
+            let r: [__m512; 16] = std::array::from_fn(|i| {
+                let at = (j0 + i) * ldx + c0;
+                if j0 + i >= rows {
+                    _mm512_setzero_ps()
+                } else if cw == 16 {
+                    // SAFETY: row j0 + i < rows holds columns c0 .. c0 + 16.
+                    unsafe { _mm512_loadu_ps(xp.add(at)) }
+                } else {
+                    // SAFETY: as above for the cw columns the mask lets through.
+                    unsafe { _mm512_maskz_loadu_ps(mask, xp.add(at)) }
+                }
+            });
+            for (cc, &v) in transpose16(&r).iter().enumerate().take(cw) {
+                // SAFETY: column c0 + cc < cols; its values j0 .. j0 + 16 ≤ width are in dst.
+                unsafe { _mm512_storeu_ps(dp.add((c0 + cc) * width + j0), v) }
+            }
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
