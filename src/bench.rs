@@ -271,7 +271,7 @@ pub fn fp32_peak_gflops(threads: usize, seconds: f64) -> (f64, Level) {
     let best = (0..3)
         .map(|_| burst.on_threads(threads))
         .fold(0f64, f64::max);
-    (best, burst.level)
+    (best, burst.k.level)
 }
 
 /// One short run of the FMA peak microbenchmark, to repeat between the passes a speed is
@@ -282,7 +282,6 @@ pub fn fp32_peak_gflops(threads: usize, seconds: f64) -> (f64, Level) {
 #[derive(Clone, Copy, Debug)]
 pub struct PeakBurst {
     k: Kernels,
-    level: Level,
     iters: usize,
 }
 
@@ -298,7 +297,7 @@ impl PeakBurst {
             let dt = t.elapsed().as_secs_f64();
             if dt > 0.005 || iters > 1 << 30 {
                 let iters = ((seconds / (dt / iters as f64)) as usize).max(1);
-                return PeakBurst { k, level, iters };
+                return PeakBurst { k, iters };
             }
             iters *= 4;
         }
