@@ -30,6 +30,12 @@ pub fn cross_entropy_backward<F: Real>(logits: &mut [F], target: usize, scale: f
     ce
 }
 
+/// Rows of `n` values per parallel task of the row-wise kernels below: about 32 Ki values
+/// (tens of microseconds of exponentials) per task, all rows in one when that is all.
+fn rows_per_task(rows: usize, n: usize) -> usize {
+    (32_768 / n.max(1)).clamp(1, rows.max(1))
+}
+
 /// Online log-sum-exp over a panel of logits, row by row: `rows` rows of `n` values (rows
 /// `ld` apart) update each row's running max `m` and sum `s` (of `e^(x − m)`, in f64).
 /// `Fast` takes the f32 exponentials from [`crate::simd::ew::exp_fast`].
@@ -45,15 +51,23 @@ pub fn lse_update_rows<F: Real>(
         "lse_update_rows: sizes"
     );
     if let (Some(x), Some(m)) = (F::as_f32(x), F::as_f32_mut(m)) {
-        return (crate::simd::kernels().ew.lse_rows)(
-            x,
-            rows,
-            n,
-            ld,
-            m,
-            s,
+        let (lse_rows, fast) = (
+            crate::simd::kernels().ew.lse_rows,
             precision == Precision::Fast,
         );
+        let per = rows_per_task(rows, n);
+        if per >= rows {
+            return lse_rows(x, rows, n, ld, m, s, fast);
+        }
+        use rayon::prelude::*;
+        return m[..rows]
+            .par_chunks_mut(per)
+            .zip(s[..rows].par_chunks_mut(per))
+            .enumerate()
+            .for_each(|(i, (m, s))| {
+                let r = m.len();
+                lse_rows(&x[i * per * ld..], r, n, ld, m, s, fast)
+            });
     }
     for j in 0..rows {
         let row = &x[j * ld..j * ld + n];
@@ -83,15 +97,21 @@ pub fn softmax_from_lse_rows<F: Real>(
         "softmax_from_lse_rows: sizes"
     );
     if let (Some(lse), Some(x)) = (F::as_f32(lse), F::as_f32_mut(x)) {
-        return (crate::simd::kernels().ew.softmax_rows)(
-            x,
-            rows,
-            n,
-            ld,
-            lse,
-            scale as f32,
+        let (softmax_rows, fast) = (
+            crate::simd::kernels().ew.softmax_rows,
             precision == Precision::Fast,
         );
+        let per = rows_per_task(rows, n);
+        if per >= rows {
+            return softmax_rows(x, rows, n, ld, lse, scale as f32, fast);
+        }
+        // Whole rows of `ld` per task; the last task's rows end at `(rows − 1)·ld + n`.
+        let x = &mut x[..(rows - 1) * ld + n];
+        use rayon::prelude::*;
+        return x
+            .par_chunks_mut(per * ld)
+            .zip(lse[..rows].par_chunks(per))
+            .for_each(|(x, lse)| softmax_rows(x, lse.len(), n, ld, lse, scale as f32, fast));
     }
     for j in 0..rows {
         for v in &mut x[j * ld..j * ld + n] {
@@ -114,6 +134,48 @@ mod tests {
         assert!(cross_entropy(&big, 0).abs() < 1e-12);
         assert!((cross_entropy(&big, 1) - 1000.0).abs() < 1e-9);
         assert!((cross_entropy(&[0.0f32; 4], 3) - 4f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn row_wise_lse_and_softmax_split_over_tasks_match_the_definition() {
+        // Enough rows of a width that the rows go to several parallel tasks, with a padded
+        // stride; the log-sum-exp over two panels of each row, then the softmax of the
+        // second panel from it.
+        for precision in [Precision::Exact, Precision::Fast] {
+            for (rows, n, ld) in [(37usize, 1000usize, 1003usize), (5, 70_000, 70_000)] {
+                let a: Vec<f32> = values(rows * ld, 41)
+                    .iter()
+                    .map(|&v| (v * 20.0) as f32)
+                    .collect();
+                let b: Vec<f32> = values(rows * ld, 42)
+                    .iter()
+                    .map(|&v| (v * 20.0) as f32)
+                    .collect();
+                let (mut m, mut s) = (vec![f32::NEG_INFINITY; rows], vec![0f64; rows]);
+                lse_update_rows(&a, (rows, n, ld), &mut m, &mut s, precision);
+                lse_update_rows(&b, (rows, n, ld), &mut m, &mut s, precision);
+                let mut lse = vec![0f32; rows];
+                for j in 0..rows {
+                    let row = a[j * ld..j * ld + n].iter().chain(&b[j * ld..j * ld + n]);
+                    let want =
+                        cross_entropy(&row.copied().collect::<Vec<_>>(), 0) + a[j * ld] as f64;
+                    let got = m[j] as f64 + s[j].ln();
+                    assert!((got - want).abs() < 1e-5, "row {j}: {got} vs {want}");
+                    lse[j] = got as f32;
+                }
+                let mut p = b.clone();
+                softmax_from_lse_rows(&mut p, (rows, n, ld), &lse, 0.25, precision);
+                for j in 0..rows {
+                    for i in [0, n / 2, n - 1] {
+                        let want = 0.25 * ((b[j * ld + i] - lse[j]) as f64).exp();
+                        let got = p[j * ld + i] as f64;
+                        assert!((got - want).abs() <= 1e-6 * want + 1e-30, "{got} vs {want}");
+                    }
+                    let pad = j * ld + n..(j + 1) * ld;
+                    assert_eq!(p[pad.clone()], b[pad], "padding written");
+                }
+            }
+        }
     }
 
     #[test]

@@ -368,20 +368,33 @@ fn lse_rows_with(
         let row = &x[j * ld..j * ld + n];
         let mut mx = [f32::NEG_INFINITY; 16];
         let chunks = n / 16;
+        // Compare-and-select, not `f32::max`: its NaN rule keeps the loop scalar. A NaN
+        // logit is never selected here but still reaches the sum below, so it shows.
         for c in 0..chunks {
             for l in 0..16 {
-                mx[l] = mx[l].max(row[16 * c + l]);
+                let v = row[16 * c + l];
+                mx[l] = if v > mx[l] { v } else { mx[l] };
             }
         }
         let mut mrow = m[j];
         for &v in mx.iter().chain(&row[16 * chunks..]) {
-            mrow = mrow.max(v);
+            mrow = if v > mrow { v } else { mrow };
         }
         let shift = if mrow == f32::NEG_INFINITY { 0.0 } else { mrow };
+        // The exponentials of 16 values at once into f32 lanes, then widened into the f64
+        // sums: written as two loops so that both are vectorized.
         let mut acc = [0f64; 16];
+        let mut ex = [0f32; 16];
         for c in 0..chunks {
+            let v: &[f32; 16] = match row[16 * c..16 * c + 16].try_into() {
+                Ok(a) => a,
+                Err(_) => unreachable!(),
+            };
             for l in 0..16 {
-                acc[l] += e(row[16 * c + l] - shift) as f64;
+                ex[l] = e(v[l] - shift);
+            }
+            for l in 0..16 {
+                acc[l] += ex[l] as f64;
             }
         }
         let mut sum = 0f64;

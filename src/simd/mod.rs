@@ -1580,6 +1580,40 @@ mod tests {
                 (e.scale_rows)(&mut d2, rows.min(n), n, ld, &lse);
                 close("scale rows", &d2, &d1, 1e-6);
             }
+            // Row-wise log-sum-exp (two panels in a row, a running max that a later panel
+            // raises) and softmax from it, over odd widths and a padded row stride.
+            for (rows, n) in [(1usize, 1usize), (3, 15), (5, 17), (2, 33), (7, 4097)] {
+                let ld = n + 5;
+                let x: Vec<f32> = vals(rows * ld, 15).iter().map(|v| v * 30.0).collect();
+                let x2: Vec<f32> = vals(rows * ld, 16).iter().map(|v| v * 30.0 + 9.0).collect();
+                for fast in [false, true] {
+                    let mk = || (vec![f32::NEG_INFINITY; rows], vec![0f64; rows]);
+                    let ((mut m1, mut s1), (mut m2, mut s2)) = (mk(), mk());
+                    for x in [&x, &x2] {
+                        (twin.lse_rows)(x, rows, n, ld, &mut m1, &mut s1, fast);
+                        (e.lse_rows)(x, rows, n, ld, &mut m2, &mut s2, fast);
+                    }
+                    assert_eq!(m1, m2, "lse max on {level:?}");
+                    for j in 0..rows {
+                        // Against the definition in f64, independently of either kernel.
+                        let all = x[j * ld..j * ld + n].iter().chain(&x2[j * ld..j * ld + n]);
+                        let want: f64 = all.map(|&v| (v as f64 - m1[j] as f64).exp()).sum();
+                        for s in [s1[j], s2[j]] {
+                            assert!((s / want - 1.0).abs() < 1e-6, "lse sum {s} vs {want}");
+                        }
+                    }
+                    let lse: Vec<f32> = (0..rows).map(|j| m1[j] + s1[j].ln() as f32).collect();
+                    let (mut p1, mut p2) = (x.clone(), x.clone());
+                    (twin.softmax_rows)(&mut p1, rows, n, ld, &lse, 0.5, fast);
+                    (e.softmax_rows)(&mut p2, rows, n, ld, &lse, 0.5, fast);
+                    close("softmax rows", &p2, &p1, 1e-6);
+                    for j in 0..rows {
+                        assert_eq!(p2[j * ld + n..(j + 1) * ld], x[j * ld + n..(j + 1) * ld]);
+                        let want = 0.5 * ((x[j * ld] - lse[j]) as f64).exp();
+                        assert!((p2[j * ld] as f64 - want).abs() <= 1e-6 * want.max(1e-30));
+                    }
+                }
+            }
         }
     }
 
