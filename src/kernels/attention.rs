@@ -73,7 +73,7 @@ pub fn scratch_need(t: usize, s: AttnShape, backward: bool) -> ScratchNeed {
     let mut n = ScratchNeed::default();
     n.f32[1] = HeadScratch::len(d);
     if backward {
-        n.f32[1] = n.f32[1].max(2 * d * t + 2 * BK * BQ);
+        n.f32[1] = n.f32[1].max(2 * d * t.next_multiple_of(BQ) + 2 * BK * BQ);
         n.f32[3] = s.n_head * (2 * t * d + 2 * t);
     }
     n
@@ -395,12 +395,13 @@ pub fn backward_twin<F: Real>(
 // ------------------------------------------------------------------------------------------
 // The f32 path.
 
-/// `dst[p·ld + i] = src[(i0 + i)·stride + off + p] · a` for `p < d`, `i < n` (a head's rows,
-/// transposed into columns).
+/// One query block of a head transposed into columns: `dst[p·BQ + i] = src[(i0 + i)·stride +
+/// off + p] · a` for `p < d`, `i < n ≤ BQ` (columns `n .. BQ` zero), through the dispatched
+/// row interleave.
 #[allow(clippy::too_many_arguments)]
-fn transpose_head(
+fn transpose_block(
+    k: &Kernels,
     dst: &mut [f32],
-    ld: usize,
     src: &[f32],
     stride: usize,
     off: usize,
@@ -409,11 +410,10 @@ fn transpose_head(
     d: usize,
     a: f32,
 ) {
-    for i in 0..n {
-        let row = &src[(i0 + i) * stride + off..][..d];
-        for (p, &x) in row.iter().enumerate() {
-            dst[p * ld + i] = x * a;
-        }
+    let dst = &mut dst[..d * BQ];
+    k.interleave_rows(&src[i0 * stride + off..], n, stride, dst, BQ);
+    if a != 1.0 {
+        dst.iter_mut().for_each(|x| *x *= a);
     }
 }
 
@@ -549,7 +549,7 @@ fn forward_f32(
         let kmin = starts.map_or(0, |st| st[i0..i0 + nq].iter().copied().min().unwrap_or(0));
         let kend = pos0 + i0 + nq;
         let koff = (h / group) * d;
-        transpose_head(qt, BQ, q, width, h * d, i0, nq, d, scale);
+        transpose_block(k, qt, q, width, h * d, i0, nq, d, scale);
         o[..nq * d].fill(0.0);
         m.fill(f32::NEG_INFINITY);
         l.fill(0.0);
@@ -647,6 +647,7 @@ fn backward_f32(
     let (width, kvw, d, group) = (s.q_width(), s.kv_width(), s.head_dim, s.group());
     let nh = s.n_head;
     let t = q.len() / width;
+    let tq = t.next_multiple_of(BQ);
     let scale = s.scale::<f32>();
     let fast = s.precision == Precision::Fast;
     // Per head: dk_h, dv_h (T × d each), Δ_h, lse_h (T each).
@@ -667,13 +668,17 @@ fn backward_f32(
             }
             dkh.fill(0.0);
             dvh.fill(0.0);
-            // Scratch: Qᵀ·scale and dOᵀ (d × T each), P and dS tiles (BK × BQ each).
-            with_f32(1, 2 * d * t + 2 * BK * BQ, |buf| {
-                let (qt, rest) = buf.split_at_mut(d * t);
-                let (dot_, rest) = rest.split_at_mut(d * t);
+            // Scratch: Qᵀ·scale and dOᵀ (d × BQ per query block), P and dS tiles (BK × BQ).
+            with_f32(1, 2 * d * tq + 2 * BK * BQ, |buf| {
+                let (qt, rest) = buf.split_at_mut(d * tq);
+                let (dot_, rest) = rest.split_at_mut(d * tq);
                 let (p, ds) = rest.split_at_mut(BK * BQ);
-                transpose_head(qt, t, q, width, h * d, 0, t, d, scale);
-                transpose_head(dot_, t, dout, width, h * d, 0, t, d, 1.0);
+                // Block `ib` of queries at `ib·d·BQ`, BQ columns per row of d.
+                for i0 in (0..t).step_by(BQ) {
+                    let (nq, at) = (BQ.min(t - i0), i0 * d);
+                    transpose_block(k, &mut qt[at..], q, width, h * d, i0, nq, d, scale);
+                    transpose_block(k, &mut dot_[at..], dout, width, h * d, i0, nq, d, 1.0);
+                }
                 let mut j0 = 0;
                 while j0 < t {
                     let nk = BK.min(t - j0);
@@ -687,7 +692,8 @@ fn backward_f32(
                             continue;
                         }
                         // Sᵀ = K_j · (Q_i·scale)ᵀ, then P = exp(S − lse).
-                        key_scores(k, p, &kc[j0 * kvw + koff..], kvw, nk, (&qt[i0..], t, nq), d);
+                        let qb = (&qt[i0 * d..], BQ, nq);
+                        key_scores(k, p, &kc[j0 * kvw + koff..], kvw, nk, qb, d);
                         if tile_needs_mask(j0, j1, i0, i1, 0, starts) {
                             mask_tile(p, BQ, nk, nq, j0, i0, 0, starts);
                         }
@@ -718,8 +724,8 @@ fn backward_f32(
                                 r: &vc[j0 * kvw + koff..],
                                 rs: kvw,
                                 cs: 1,
-                                l: &dot_[i0..],
-                                ldb: t,
+                                l: &dot_[i0 * d..],
+                                ldb: BQ,
                                 alpha: 1.0,
                             },
                             &mut dso,
