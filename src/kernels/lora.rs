@@ -292,24 +292,26 @@ fn backward_f32(
     if r == 0 || t == 0 {
         return;
     }
-    // dB (out × r) += s · dyᵀ · u, by rows of dB.
+    // dB (out × r) += s · dyᵀ · u, by rows of dB, computed as dBᵀ = s · uᵀ · dy: the rank's
+    // r rows against dB's rows in the lanes (full vectors; with dB's r columns in the lanes
+    // most of each vector was empty), stored lane-major into dB.
     db.par_chunks_mut(ROWS * r)
         .enumerate()
         .for_each(|(ci, dbc)| {
             let o0 = ci * ROWS;
             k.sgemm(
                 &Sgemm {
-                    m: dbc.len() / r,
-                    n: r,
+                    m: r,
+                    n: dbc.len() / r,
                     k: t,
-                    r: &dy[o0..],
+                    r: u,
                     rs: 1,
-                    cs: out,
-                    l: u,
-                    ldb: r,
+                    cs: r,
+                    l: &dy[o0..],
+                    ldb: out,
                     alpha: scale,
                 },
-                &mut Out::new(dbc, r, 1, true),
+                &mut Out::new(dbc, 1, r, true),
             );
         });
     // du = s · dy · B.
