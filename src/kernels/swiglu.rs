@@ -28,8 +28,8 @@ pub fn swiglu_forward<F: Real>(h: &mut [F], gate: &[F], up: &[F], precision: Pre
     }
 }
 
-/// `dgate += dh · up · silu'(gate)`, `dup += dh · silu(gate)` (`precision` as in
-/// [`swiglu_forward`]).
+/// `dgate = dh · up · silu'(gate)`, `dup = dh · silu(gate)`, overwriting both (`precision` as
+/// in [`swiglu_forward`]).
 pub fn swiglu_backward<F: Real>(
     dgate: &mut [F],
     dup: &mut [F],
@@ -59,8 +59,8 @@ pub fn swiglu_backward<F: Real>(
     for i in 0..n {
         let g = gate[i];
         let sig = sigmoid(g);
-        dgate[i] += dh[i] * up[i] * sig * (F::ONE + g * (F::ONE - sig));
-        dup[i] += dh[i] * g * sig;
+        dgate[i] = dh[i] * up[i] * sig * (F::ONE + g * (F::ONE - sig));
+        dup[i] = dh[i] * g * sig;
     }
 }
 
@@ -112,7 +112,8 @@ mod tests {
             swiglu_forward(&mut h, &x[..n], &x[n..], Precision::Exact);
             weighted(&h, &w)
         };
-        let mut d = vec![0.0; 2 * n];
+        // Stale values in the outputs: the gradient overwrites them.
+        let mut d = vec![7.0; 2 * n];
         let (dg, du) = d.split_at_mut(n);
         swiglu_backward(dg, du, &w, &x[..n], &x[n..], Precision::Exact);
         assert_close("swiglu", &d, &numeric(&x, loss));

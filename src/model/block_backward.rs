@@ -242,8 +242,6 @@ pub fn block_backward<F: Real>(
             u_d,
             lora,
         );
-        dgate.fill(F::ZERO);
-        dup.fill(F::ZERO);
         swiglu_backward(dgate, dup, dh, gate, up, ctx.precision);
         dxn.fill(F::ZERO);
         linear_backward(

@@ -230,7 +230,8 @@ fn swiglu_with(h: &mut [f32], g: &[f32], u: &[f32], e: impl Fn(f32) -> f32) {
     }
 }
 
-/// SwiGLU backward: `dg += dh·u·σ(g)·(1 + g·(1 − σ(g)))`, `du += dh·g·σ(g)`.
+/// SwiGLU backward: `dg = dh·u·σ(g)·(1 + g·(1 − σ(g)))`, `du = dh·g·σ(g)` (overwritten, so
+/// the caller need not clear them first).
 #[inline(always)]
 pub fn swiglu_back(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32], fast: bool) {
     with_exp!(fast, swiglu_back_with(dg, du, dh, g, u))
@@ -255,8 +256,8 @@ fn swiglu_back_with(
     for i in 0..n {
         let gv = g[i];
         let s = 1.0 / (1.0 + e(-gv));
-        dg[i] += dh[i] * u[i] * s * (1.0 + gv * (1.0 - s));
-        du[i] += dh[i] * gv * s;
+        dg[i] = dh[i] * u[i] * s * (1.0 + gv * (1.0 - s));
+        du[i] = dh[i] * gv * s;
     }
 }
 
