@@ -95,6 +95,19 @@ fn the_json_report_has_every_figure_and_training_stays_inside_the_budget() {
 }
 
 #[test]
+fn the_kernel_sections_buffers_do_not_count_against_the_training_budget() {
+    // A large kernel shape grows the kernel section's per-thread buffers (dequantized
+    // panels, packed tokens) to several MiB, more than the slack of a 3 MiB training plan:
+    // they must be gone before the training run is measured.
+    let o = bench(&["--budget", "3M", "--json", "--kernel-shape", "1024x1024"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let peak = r["train_peak_heap_bytes"].as_u64().unwrap();
+    assert!(peak <= 3 << 20, "training peak heap {peak} > budget");
+    assert_eq!(r["train_within_budget"], true);
+}
+
+#[test]
 fn without_a_budget_the_plan_fits_the_available_memory() {
     let o = bench(&[]);
     assert!(o.status.success(), "{}", stderr(&o));

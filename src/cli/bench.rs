@@ -374,6 +374,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     report["kernels"] = Value::Array(kernel_section(
         &pool, &shapes, a.seq_len, precision, &burst,
     )?);
+    // The section's threads stay (for the peak bursts) but their kernel buffers go: the
+    // training measurement's heap is to hold what its memory plan counts.
+    pool.broadcast(|_| crate::kernels::scratch::release());
 
     if let (Some(model), Some((ids, rec, lora, budget, plan))) = (model.as_ref(), planned) {
         let cfg = &model.cfg;

@@ -25,6 +25,10 @@ macro_rules! with_buf {
             $tl.with(|cells| match cells[slot].try_borrow_mut() {
                 Ok(mut buf) => {
                     if buf.len() < n {
+                        // Exactly `n`: `resize` alone grows the capacity amortized (to twice
+                        // the old one when that is more), past what the memory plan counts.
+                        let len = buf.len();
+                        buf.reserve_exact(n - len);
                         buf.resize(n, Default::default());
                     }
                     f(&mut buf[..n])
@@ -105,8 +109,15 @@ impl ScratchNeed {
     }
 }
 
-/// Grows this thread's buffers to at least `need` now, so later kernel calls within it do
-/// not allocate (a trainer reserves its planned scratch on every worker up front).
+/// Frees this thread's buffers (those not held further up its stack).
+pub fn release() {
+    reserve(&ScratchNeed::default());
+}
+
+/// Sets this thread's buffers to exactly `need` now (grown, or shrunk when earlier calls had
+/// grown them further), so that later kernel calls within it do not allocate and the
+/// buffers hold what the memory plan counts (a trainer reserves its planned scratch on
+/// every worker up front).
 pub fn reserve(need: &ScratchNeed) {
     fn grow<T: Default + Clone>(cells: &[RefCell<Vec<T>>], sizes: &[usize]) {
         for (c, &n) in cells.iter().zip(sizes) {
@@ -114,9 +125,15 @@ pub fn reserve(need: &ScratchNeed) {
             // while waiting inside another caller's kernel call) is skipped: it grows when
             // next used, as it would without a reservation.
             if let Ok(mut b) = c.try_borrow_mut() {
-                if b.len() < n {
-                    b.resize(n, T::default());
+                // Exactly `n`, also when an earlier call (a prompt's forward pass, say) had
+                // grown the slot past it: what the memory plan counts is this need.
+                if b.capacity() > n {
+                    b.truncate(n);
+                    b.shrink_to_fit();
                 }
+                let len = b.len();
+                b.reserve_exact(n - len);
+                b.resize(n, T::default());
             }
         }
     }
@@ -128,6 +145,26 @@ pub fn reserve(need: &ScratchNeed) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserving_sets_each_slot_to_exactly_the_need() {
+        // A bigger earlier call (a prompt's forward pass before training) grew slot 2; the
+        // reservation brings it back to the need, and grows slot 3 without over-allocating.
+        std::thread::spawn(|| {
+            with_f32(2, 10_000, |b| b[0] = 1.0);
+            with_f32(3, 100, |_| {});
+            let need = ScratchNeed {
+                f32: [0, 0, 300, 150],
+                ..ScratchNeed::default()
+            };
+            reserve(&need);
+            let have = ScratchNeed::current();
+            assert_eq!(have.f32[2], 300);
+            assert_eq!(have.f32[3], 150);
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn reserving_while_a_slot_is_held_grows_the_others() {

@@ -76,8 +76,9 @@ impl Model {
         Ok(())
     }
 
-    /// Grows every worker thread's kernel scratch to `need` now (see
-    /// [`crate::memory::plan::kernel_scratch_need`]), so that steps do not allocate it.
+    /// Sets every worker thread's kernel scratch to exactly `need` now (see
+    /// [`crate::memory::plan::kernel_scratch_need`]), so that steps do not allocate it and
+    /// no buffer an earlier, bigger call grew stays past the plan.
     pub fn reserve_scratch(&self, need: crate::kernels::scratch::ScratchNeed) {
         self.pool
             .broadcast(|_| crate::kernels::scratch::reserve(&need));
