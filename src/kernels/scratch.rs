@@ -1,5 +1,7 @@
-//! Grow-only per-thread scratch buffers for the kernels' temporaries, so steady-state calls
-//! do not allocate once each thread has seen the largest shape.
+//! Per-thread scratch buffers for the kernels' temporaries. Kernel calls only grow them, so
+//! steady-state calls do not allocate once each thread has seen the largest shape; a
+//! trainer's [`reserve`] sets them to its planned sizes up front (shrinking what an earlier,
+//! bigger call grew), and [`release`] frees them.
 //!
 //! Slots by convention: 0 = a call's operand packed by the calling thread (read by its
 //! tasks), 1 and 2 = one task's temporaries, 3 = a second call-level buffer. A task never
