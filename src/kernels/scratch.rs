@@ -20,19 +20,24 @@ thread_local! {
     static I32_BUFS: [RefCell<Vec<i32>>; 2] = const { [RefCell::new(Vec::new()), RefCell::new(Vec::new())] };
 }
 
+/// Grows `b` to `n` elements with a capacity of exactly `n` (`resize` alone grows the
+/// capacity amortized, to twice the old one when that is more, past what the memory plan
+/// counts); a longer `b` is left as it is.
+fn grow_exactly<T: Default + Clone>(b: &mut Vec<T>, n: usize) {
+    if b.len() < n {
+        let len = b.len();
+        b.reserve_exact(n - len);
+        b.resize(n, T::default());
+    }
+}
+
 macro_rules! with_buf {
     ($(#[$doc:meta])* $name:ident, $tl:ident, $t:ty) => {
         $(#[$doc])*
         pub fn $name<R>(slot: usize, n: usize, f: impl FnOnce(&mut [$t]) -> R) -> R {
             $tl.with(|cells| match cells[slot].try_borrow_mut() {
                 Ok(mut buf) => {
-                    if buf.len() < n {
-                        // Exactly `n`: `resize` alone grows the capacity amortized (to twice
-                        // the old one when that is more), past what the memory plan counts.
-                        let len = buf.len();
-                        buf.reserve_exact(n - len);
-                        buf.resize(n, Default::default());
-                    }
+                    grow_exactly(&mut buf, n);
                     f(&mut buf[..n])
                 }
                 // The slot is held further up this thread's stack: a rayon worker waiting
@@ -129,13 +134,9 @@ pub fn reserve(need: &ScratchNeed) {
             if let Ok(mut b) = c.try_borrow_mut() {
                 // Exactly `n`, also when an earlier call (a prompt's forward pass, say) had
                 // grown the slot past it: what the memory plan counts is this need.
-                if b.capacity() > n {
-                    b.truncate(n);
-                    b.shrink_to_fit();
-                }
-                let len = b.len();
-                b.reserve_exact(n - len);
-                b.resize(n, T::default());
+                b.truncate(n);
+                grow_exactly(&mut b, n);
+                b.shrink_to_fit();
             }
         }
     }
