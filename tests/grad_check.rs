@@ -238,3 +238,25 @@ fn segmented_checkpoints_and_few_logit_rows() {
         0,
     );
 }
+
+#[test]
+fn vocabulary_over_several_head_panels() {
+    // The fused head reads the vocabulary in panels of HEAD_PANEL rows with an online
+    // softmax; a vocabulary of two panels and a part one rescales what earlier panels
+    // accumulated wherever a later panel raises a row's max.
+    let panel = pocketlora::model::backward::HEAD_PANEL;
+    let spec = Spec {
+        n_vocab: 2 * panel + 37,
+        ..tiny("llama", false)
+    };
+    check(
+        &spec,
+        LoraConfig {
+            r: 2,
+            alpha: 3.0,
+            layers: LayerSelection::Last(1),
+            targets: vec![Target::O, Target::Down],
+            ..LoraConfig::default()
+        },
+    );
+}

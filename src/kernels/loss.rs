@@ -36,87 +36,69 @@ fn rows_per_task(rows: usize, n: usize) -> usize {
     (32_768 / n.max(1)).clamp(1, rows.max(1))
 }
 
-/// Online log-sum-exp over a panel of logits, row by row: `rows` rows of `n` values (rows
-/// `ld` apart) update each row's running max `m` and sum `s` (of `e^(x − m)`, in f64).
-/// `Fast` takes the f32 exponentials from [`crate::simd::ew::exp_fast`].
-pub fn lse_update_rows<F: Real>(
-    x: &[F],
+/// Online softmax over a panel of logits, row by row (flash-attention style): `rows` rows
+/// of `n` values (rows `ld` apart) update each row's running max `m` and sum `s` (of
+/// `e^(x − m)`, in f64), are replaced by `e^(x − m)` with the updated max, and `corr[j] =
+/// e^(m_old − m_new)` is the factor by which anything accumulated from row `j`'s earlier
+/// panels must be scaled. After the last panel `m + ln s` is the row's log-sum-exp. `Fast`
+/// takes the f32 exponentials from [`crate::simd::ew::exp_fast`].
+pub fn lse_exp_update_rows<F: Real>(
+    x: &mut [F],
     (rows, n, ld): (usize, usize, usize),
     m: &mut [F],
     s: &mut [f64],
+    corr: &mut [F],
     precision: Precision,
 ) {
     assert!(
-        m.len() >= rows && s.len() >= rows && (rows == 0 || (rows - 1) * ld + n <= x.len()),
-        "lse_update_rows: sizes"
+        m.len() >= rows
+            && s.len() >= rows
+            && corr.len() >= rows
+            && (rows == 0 || (rows - 1) * ld + n <= x.len()),
+        "lse_exp_update_rows: sizes"
     );
-    if let (Some(x), Some(m)) = (F::as_f32(x), F::as_f32_mut(m)) {
-        let (lse_rows, fast) = (
-            crate::simd::kernels().ew.lse_rows,
+    if rows == 0 {
+        return;
+    }
+    if let (Some(x), Some(m), Some(corr)) =
+        (F::as_f32_mut(x), F::as_f32_mut(m), F::as_f32_mut(corr))
+    {
+        let (lse_exp_rows, fast) = (
+            crate::simd::kernels().ew.lse_exp_rows,
             precision == Precision::Fast,
         );
         let per = rows_per_task(rows, n);
         if per >= rows {
-            return lse_rows(x, rows, n, ld, m, s, fast);
-        }
-        use rayon::prelude::*;
-        return m[..rows]
-            .par_chunks_mut(per)
-            .zip(s[..rows].par_chunks_mut(per))
-            .enumerate()
-            .for_each(|(i, (m, s))| {
-                let r = m.len();
-                lse_rows(&x[i * per * ld..], r, n, ld, m, s, fast)
-            });
-    }
-    for j in 0..rows {
-        let row = &x[j * ld..j * ld + n];
-        let mx = row.iter().fold(m[j], |a, &b| a.max(b));
-        let shift = if mx == F::NEG_INFINITY {
-            0.0
-        } else {
-            mx.to_f64()
-        };
-        let sum: f64 = row.iter().map(|&v| (v.to_f64() - shift).exp()).sum();
-        s[j] = s[j] * (m[j].to_f64() - shift).exp() + sum;
-        m[j] = mx;
-    }
-}
-
-/// `x ← scale · exp(x − lse)` row by row: the softmax of a panel of logits from each row's
-/// log-sum-exp over the whole row (`precision` as in [`lse_update_rows`]).
-pub fn softmax_from_lse_rows<F: Real>(
-    x: &mut [F],
-    (rows, n, ld): (usize, usize, usize),
-    lse: &[F],
-    scale: f64,
-    precision: Precision,
-) {
-    assert!(
-        lse.len() >= rows && (rows == 0 || (rows - 1) * ld + n <= x.len()),
-        "softmax_from_lse_rows: sizes"
-    );
-    if let (Some(lse), Some(x)) = (F::as_f32(lse), F::as_f32_mut(x)) {
-        let (softmax_rows, fast) = (
-            crate::simd::kernels().ew.softmax_rows,
-            precision == Precision::Fast,
-        );
-        let per = rows_per_task(rows, n);
-        if per >= rows {
-            return softmax_rows(x, rows, n, ld, lse, scale as f32, fast);
+            return lse_exp_rows(x, rows, n, ld, m, s, corr, fast);
         }
         // Whole rows of `ld` per task; the last task's rows end at `(rows − 1)·ld + n`.
         let x = &mut x[..(rows - 1) * ld + n];
         use rayon::prelude::*;
         return x
             .par_chunks_mut(per * ld)
-            .zip(lse[..rows].par_chunks(per))
-            .for_each(|(x, lse)| softmax_rows(x, lse.len(), n, ld, lse, scale as f32, fast));
+            .zip(m[..rows].par_chunks_mut(per))
+            .zip(s[..rows].par_chunks_mut(per))
+            .zip(corr[..rows].par_chunks_mut(per))
+            .for_each(|(((x, m), s), corr)| lse_exp_rows(x, m.len(), n, ld, m, s, corr, fast));
     }
     for j in 0..rows {
-        for v in &mut x[j * ld..j * ld + n] {
-            *v = F::from_f64((v.to_f64() - lse[j].to_f64()).exp() * scale);
+        let row = &mut x[j * ld..j * ld + n];
+        let mx = row.iter().fold(m[j], |a, &b| a.max(b));
+        let shift = if mx == F::NEG_INFINITY {
+            0.0
+        } else {
+            mx.to_f64()
+        };
+        let mut sum = 0f64;
+        for v in row.iter_mut() {
+            let e = (v.to_f64() - shift).exp();
+            *v = F::from_f64(e);
+            sum += e;
         }
+        let c = (m[j].to_f64() - shift).exp();
+        corr[j] = F::from_f64(c);
+        s[j] = s[j] * c + sum;
+        m[j] = mx;
     }
 }
 
@@ -137,10 +119,9 @@ mod tests {
     }
 
     #[test]
-    fn row_wise_lse_and_softmax_split_over_tasks_match_the_definition() {
+    fn online_softmax_rows_split_over_tasks_match_the_definition() {
         // Enough rows of a width that the rows go to several parallel tasks, with a padded
-        // stride; the log-sum-exp over two panels of each row, then the softmax of the
-        // second panel from it.
+        // stride; two panels of each row, the second raising some rows' max.
         for precision in [Precision::Exact, Precision::Fast] {
             for (rows, n, ld) in [(37usize, 1000usize, 1003usize), (5, 70_000, 70_000)] {
                 let a: Vec<f32> = values(rows * ld, 41)
@@ -149,30 +130,39 @@ mod tests {
                     .collect();
                 let b: Vec<f32> = values(rows * ld, 42)
                     .iter()
-                    .map(|&v| (v * 20.0) as f32)
+                    .map(|&v| (v * 20.0 + if v > 0.0 { 3.0 } else { 0.0 }) as f32)
                     .collect();
                 let (mut m, mut s) = (vec![f32::NEG_INFINITY; rows], vec![0f64; rows]);
-                lse_update_rows(&a, (rows, n, ld), &mut m, &mut s, precision);
-                lse_update_rows(&b, (rows, n, ld), &mut m, &mut s, precision);
-                let mut lse = vec![0f32; rows];
+                let mut corr = vec![f32::NAN; rows];
+                let (mut pa, mut pb) = (a.clone(), b.clone());
+                lse_exp_update_rows(&mut pa, (rows, n, ld), &mut m, &mut s, &mut corr, precision);
+                let m_a = m.clone();
+                lse_exp_update_rows(&mut pb, (rows, n, ld), &mut m, &mut s, &mut corr, precision);
+                let tol = |want: f64| 2e-6 * want.abs() + 1e-30;
                 for j in 0..rows {
-                    let row = a[j * ld..j * ld + n].iter().chain(&b[j * ld..j * ld + n]);
-                    let want =
-                        cross_entropy(&row.copied().collect::<Vec<_>>(), 0) + a[j * ld] as f64;
+                    let (ra, rb) = (&a[j * ld..j * ld + n], &b[j * ld..j * ld + n]);
+                    let row: Vec<f32> = ra.iter().chain(rb).copied().collect();
+                    let lse = cross_entropy(&row, 0) + row[0] as f64;
                     let got = m[j] as f64 + s[j].ln();
-                    assert!((got - want).abs() < 1e-5, "row {j}: {got} vs {want}");
-                    lse[j] = got as f32;
-                }
-                let mut p = b.clone();
-                softmax_from_lse_rows(&mut p, (rows, n, ld), &lse, 0.25, precision);
-                for j in 0..rows {
+                    assert!((got - lse).abs() < 1e-5, "row {j}: {got} vs {lse}");
+                    let max = row.iter().fold(f32::NEG_INFINITY, |x, &y| x.max(y));
+                    assert_eq!(m[j], max);
+                    let c = (m_a[j] as f64 - m[j] as f64).exp();
+                    assert!(
+                        (corr[j] as f64 - c).abs() <= tol(c),
+                        "corr {} vs {c}",
+                        corr[j]
+                    );
+                    // Each panel holds e^(x − the max known after it).
                     for i in [0, n / 2, n - 1] {
-                        let want = 0.25 * ((b[j * ld + i] - lse[j]) as f64).exp();
-                        let got = p[j * ld + i] as f64;
-                        assert!((got - want).abs() <= 1e-6 * want + 1e-30, "{got} vs {want}");
+                        let want_a = ((ra[i] - m_a[j]) as f64).exp();
+                        let want_b = ((rb[i] - m[j]) as f64).exp();
+                        let (ga, gb) = (pa[j * ld + i] as f64, pb[j * ld + i] as f64);
+                        assert!((ga - want_a).abs() <= tol(want_a), "{ga} vs {want_a}");
+                        assert!((gb - want_b).abs() <= tol(want_b), "{gb} vs {want_b}");
                     }
                     let pad = j * ld + n..(j + 1) * ld;
-                    assert_eq!(p[pad.clone()], b[pad], "padding written");
+                    assert_eq!(pb[pad.clone()], b[pad], "padding written");
                 }
             }
         }

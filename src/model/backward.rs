@@ -15,7 +15,7 @@ use super::block_backward::{block_backward, BackwardScratch};
 use super::config::ModelConfig;
 use super::forward::Model;
 use crate::error::{Error, ModelError, Result};
-use crate::kernels::loss::{lse_update_rows, softmax_from_lse_rows};
+use crate::kernels::loss::lse_exp_update_rows;
 use crate::kernels::{
     matmul_backward_input, matmul_forward, rmsnorm_backward, rmsnorm_forward, rope_table, Real,
 };
@@ -193,6 +193,7 @@ pub struct TrainWorkspace<F> {
     row_max: Vec<F>,
     row_sum: Vec<f64>,
     row_target: Vec<F>,
+    row_corr: Vec<F>,
     cos: Vec<F>,
     sin: Vec<F>,
     positions: Vec<usize>,
@@ -241,7 +242,7 @@ pub fn workspace_bytes(cfg: &ModelConfig, g: AdapterGeometry, shape: WorkspaceSh
         + ChunkScratch::<f32>::bytes_for(cfg, ch, g.max_rank, g.dropout)
         + BackwardScratch::<f32>::bytes_for(cfg, t, ch, g.max_rank, g.dropout)
         + f * (t * (c + 2 * half) + rows)
-        + f * rows * (2 * c + HEAD_PANEL.min(cfg.n_vocab) + 2)
+        + f * rows * (2 * c + HEAD_PANEL.min(cfg.n_vocab) + 3)
         + 8 * rows
         + t * (2 * std::mem::size_of::<usize>() + std::mem::size_of::<(usize, usize)>())
 }
@@ -296,6 +297,7 @@ impl<F: Real> TrainWorkspace<F> {
             row_max: z(rows),
             row_sum: vec![0f64; rows],
             row_target: z(rows),
+            row_corr: z(rows),
             cos: z(capacity * half),
             sin: z(capacity * half),
             positions: Vec::with_capacity(capacity),
@@ -479,6 +481,7 @@ pub fn forward_backward_packed<F: Real>(
             row_max,
             row_sum,
             row_target,
+            row_corr,
             cos,
             sin,
             preds,
@@ -527,10 +530,12 @@ pub fn forward_backward_packed<F: Real>(
 
         // Fused output head + cross-entropy + its backward, `loss_rows` target rows at a
         // time. Only target rows go through the final norm, the head and the loss; their
-        // gradients flow straight back into d(x). Per group, the head is read in panels of
-        // HEAD_PANEL vocabulary rows twice: a first pass keeps each row's running
-        // log-sum-exp and target logit, a second recomputes each panel's logits, turns them
-        // into `scale · (softmax − onehot)` and multiplies back through the panel.
+        // gradients flow straight back into d(x). Per group, the head is read once, in
+        // panels of HEAD_PANEL vocabulary rows, with an online softmax (as flash attention
+        // does over keys): each panel's logits become `e^(z − m)` with each row's running
+        // max `m`, which are multiplied back through the panel into `u` after `u` is scaled
+        // by `e^(m_old − m)`. At the end `u / Σ e^(z − m)` is `Σ_v softmax_v · W_v`, and
+        // the target's row of W is subtracted: `scale · (softmax − onehot) · W`.
         let head = model
             .weights
             .matrix(&model.weights.output)
@@ -546,46 +551,49 @@ pub fn forward_backward_packed<F: Real>(
                 let (xr, row) = (&x[i * c..(i + 1) * c], &mut rows[j * c..(j + 1) * c]);
                 rmsnorm_forward(row, &mut rstd_rows[j..j + 1], xr, norm_w, cfg.rms_eps);
             }
-            let rows = &rows[..n * c];
+            let normed = &rows[..n * c];
             let (m, s, zt) = (&mut row_max[..n], &mut row_sum[..n], &mut row_target[..n]);
+            let corr = &mut row_corr[..n];
             m.fill(F::NEG_INFINITY);
             s.fill(0.0);
-            let mut v0 = 0;
-            while v0 < v_n {
-                let vp = panel.min(v_n - v0);
-                let lg = &mut logits[..n * vp];
-                matmul_forward(lg, rows, &head.rows_range(v0, v0 + vp));
-                lse_update_rows(lg, (n, vp, vp), m, s, model.precision());
-                for (j, &(_, tgt)) in group.iter().enumerate() {
-                    if (v0..v0 + vp).contains(&tgt) {
-                        zt[j] = lg[j * vp + tgt - v0];
-                    }
-                }
-                v0 += vp;
-            }
-            for j in 0..n {
-                let lse = m[j].to_f64() + s[j].ln();
-                loss += lse - zt[j].to_f64();
-                m[j] = F::from_f64(lse);
-            }
-            let lse = &*m;
-            let dr = &mut drows[..n * c];
-            dr.fill(F::ZERO);
+            let u = &mut drows[..n * c];
+            u.fill(F::ZERO);
             let mut v0 = 0;
             while v0 < v_n {
                 let vp = panel.min(v_n - v0);
                 let sub = head.rows_range(v0, v0 + vp);
                 let lg = &mut logits[..n * vp];
-                matmul_forward(lg, rows, &sub);
-                softmax_from_lse_rows(lg, (n, vp, vp), lse, loss_scale, model.precision());
+                matmul_forward(lg, normed, &sub);
                 for (j, &(_, tgt)) in group.iter().enumerate() {
                     if (v0..v0 + vp).contains(&tgt) {
-                        lg[j * vp + tgt - v0] -= F::from_f64(loss_scale);
+                        zt[j] = lg[j * vp + tgt - v0];
                     }
                 }
-                matmul_backward_input(dr, lg, &sub);
+                lse_exp_update_rows(lg, (n, vp, vp), m, s, corr, model.precision());
+                if v0 > 0 {
+                    for (ur, &k) in u.chunks_exact_mut(c).zip(corr.iter()) {
+                        if k != F::ONE {
+                            ur.iter_mut().for_each(|x| *x *= k);
+                        }
+                    }
+                }
+                matmul_backward_input(u, lg, &sub);
                 v0 += vp;
             }
+            let dr = u;
+            for (j, &(_, tgt)) in group.iter().enumerate() {
+                loss += m[j].to_f64() + s[j].ln() - zt[j].to_f64();
+                // scale · (u / s − W[target]); the target's row of W goes where this row's
+                // normed input was (no longer needed).
+                let wt = &mut rows[j * c..(j + 1) * c];
+                head.dequantize_rows(tgt, wt);
+                let k = F::from_f64(loss_scale / s[j]);
+                let ls = F::from_f64(loss_scale);
+                for (d, &w) in dr[j * c..(j + 1) * c].iter_mut().zip(wt.iter()) {
+                    *d = *d * k - ls * w;
+                }
+            }
+            let dr = &*dr;
             for (j, &(i, _)) in group.iter().enumerate() {
                 let (dxr, xr) = (&mut dx[i * c..(i + 1) * c], &x[i * c..(i + 1) * c]);
                 rmsnorm_backward(

@@ -339,34 +339,37 @@ pub fn rmsnorm_back_row(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], r: f32
     }
 }
 
-/// Online log-sum-exp over a panel of columns, row by row: for each of `rows` rows of `x`
-/// (`n` values, rows `ld` apart), `m ← max(m, max x)` and `s ← s·e^(m_old − m) + Σ e^(x − m)`
-/// (sums in f64).
+/// Online softmax over a panel of columns, row by row: for each of `rows` rows of `x`
+/// (`n` values, rows `ld` apart), `m ← max(m, max x)`, `corr ← e^(m_old − m)` (the factor
+/// that row's accumulators must be scaled by), `x ← e^(x − m)` and `s ← s·corr + Σ x`
+/// (sums in f64: a row can be 10⁵ wide).
 #[inline(always)]
-pub fn lse_rows(
-    x: &[f32],
+pub fn lse_exp_rows(
+    x: &mut [f32],
     rows: usize,
     n: usize,
     ld: usize,
     m: &mut [f32],
     s: &mut [f64],
+    corr: &mut [f32],
     fast: bool,
 ) {
-    with_exp!(fast, lse_rows_with(x, rows, n, ld, m, s))
+    with_exp!(fast, lse_exp_rows_with(x, rows, n, ld, m, s, corr))
 }
 
 #[inline(always)]
-fn lse_rows_with(
-    x: &[f32],
+fn lse_exp_rows_with(
+    x: &mut [f32],
     rows: usize,
     n: usize,
     ld: usize,
     m: &mut [f32],
     s: &mut [f64],
+    corr: &mut [f32],
     e: impl Fn(f32) -> f32,
 ) {
     for j in 0..rows {
-        let row = &x[j * ld..j * ld + n];
+        let row = &mut x[j * ld..j * ld + n];
         let mut mx = [f32::NEG_INFINITY; 16];
         let chunks = n / 16;
         // Compare-and-select, not `f32::max`: its NaN rule keeps the loop scalar. A NaN
@@ -382,63 +385,32 @@ fn lse_rows_with(
             mrow = if v > mrow { v } else { mrow };
         }
         let shift = if mrow == f32::NEG_INFINITY { 0.0 } else { mrow };
-        // The exponentials of 16 values at once into f32 lanes, then widened into the f64
-        // sums: written as two loops so that both are vectorized.
+        // The exponentials of 16 values at once into f32 lanes (stored back), then widened
+        // into the f64 sums: written as two loops so that both are vectorized.
         let mut acc = [0f64; 16];
-        let mut ex = [0f32; 16];
         for c in 0..chunks {
-            let v: &[f32; 16] = match row[16 * c..16 * c + 16].try_into() {
+            let v: &mut [f32; 16] = match (&mut row[16 * c..16 * c + 16]).try_into() {
                 Ok(a) => a,
                 Err(_) => unreachable!(),
             };
-            for l in 0..16 {
-                ex[l] = e(v[l] - shift);
+            for x in v.iter_mut() {
+                *x = e(*x - shift);
             }
             for l in 0..16 {
-                acc[l] += ex[l] as f64;
+                acc[l] += v[l] as f64;
             }
         }
         let mut sum = 0f64;
         for a in acc {
             sum += a;
         }
-        for &v in &row[16 * chunks..] {
-            sum += e(v - shift) as f64;
+        for v in &mut row[16 * chunks..] {
+            *v = e(*v - shift);
+            sum += *v as f64;
         }
-        s[j] = s[j] * e(m[j] - shift) as f64 + sum;
+        corr[j] = e(m[j] - shift);
+        s[j] = s[j] * corr[j] as f64 + sum;
         m[j] = mrow;
-    }
-}
-
-/// `x ← scale · exp(x − lse)` row by row (softmax from a known log-sum-exp).
-#[inline(always)]
-pub fn softmax_rows(
-    x: &mut [f32],
-    rows: usize,
-    n: usize,
-    ld: usize,
-    lse: &[f32],
-    scale: f32,
-    fast: bool,
-) {
-    with_exp!(fast, softmax_rows_with(x, rows, n, ld, lse, scale))
-}
-
-#[inline(always)]
-fn softmax_rows_with(
-    x: &mut [f32],
-    rows: usize,
-    n: usize,
-    ld: usize,
-    lse: &[f32],
-    scale: f32,
-    e: impl Fn(f32) -> f32,
-) {
-    for j in 0..rows {
-        let z = lse[j];
-        for v in &mut x[j * ld..j * ld + n] {
-            *v = e(*v - z) * scale;
-        }
     }
 }
 

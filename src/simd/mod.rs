@@ -73,8 +73,7 @@ macro_rules! ew_list {
             adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 6]);
             rmsnorm_row(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) -> f32;
             rmsnorm_back_row(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], r: f32);
-            lse_rows(x: &[f32], rows: usize, n: usize, ld: usize, m: &mut [f32], s: &mut [f64], fast: bool);
-            softmax_rows(x: &mut [f32], rows: usize, n: usize, ld: usize, lse: &[f32], scale: f32, fast: bool);
+            lse_exp_rows(x: &mut [f32], rows: usize, n: usize, ld: usize, m: &mut [f32], s: &mut [f64], corr: &mut [f32], fast: bool);
             pack_lanes(lay: Int8Layout, x: &[f32], rows: usize, ldx: usize, offset: i32, vals: &mut [u8], d: &mut [f32], sum: &mut [f32], corr: &mut [i32]);
             quantize_row(x: &[f32], v: &mut [u8], d: &mut [f32], offset: i32);
             decode_q8_0(src: &[u8], v: &mut [u8], d: &mut [f32], offset: i32);
@@ -1219,7 +1218,7 @@ mod tests {
         let x: Vec<f32> = (0..40 * 131).map(|i| i as f32 * 0.5 - 7.0).collect();
         for level in Level::available() {
             let k = Kernels::for_level(level).unwrap();
-            for width in [1, 8, 12, 16, 32, 48] {
+            for width in [1, 6, 8, 12, 16, 20, 32, 48] {
                 for rows in [0, 1, 5, 11, 16, 17, 31, 32, 40] {
                     if rows > width {
                         continue;
@@ -1258,9 +1257,16 @@ mod tests {
                 (25, 17, 255),
                 (3, 4097, 2),
                 (40, 64, 0),
+                (12, 32, 50),
+                (24, 40, 9),
+                (8, 16, 33),
+                (6, 16, 5),
             ] {
-                for (rs, cs) in [(kk.max(1), 1), (1, m.max(1))] {
-                    let r = vals(m.max(1) * kk.max(1) + 3, 1);
+                // Row-major, column-major, and packed for the level's register tile (each
+                // step's `mr` row values adjacent: the kernels' one-pointer path).
+                let mr = k.f32_tile.0;
+                for (rs, cs) in [(kk.max(1), 1), (1, m.max(1)), (1, mr)] {
+                    let r = vals(m.max(1) * kk.max(1) + mr * kk + 3, 1);
                     let ldb = n + 5;
                     let l = vals(kk.max(1) * ldb, 2);
                     for (ors, ocs, acc) in [
@@ -1580,20 +1586,38 @@ mod tests {
                 (e.scale_rows)(&mut d2, rows.min(n), n, ld, &lse);
                 close("scale rows", &d2, &d1, 1e-6);
             }
-            // Row-wise log-sum-exp (two panels in a row, a running max that a later panel
-            // raises) and softmax from it, over odd widths and a padded row stride.
+            // Row-wise online softmax (two panels in a row, a running max that a later
+            // panel raises), over odd widths and a padded row stride.
             for (rows, n) in [(1usize, 1usize), (3, 15), (5, 17), (2, 33), (7, 4097)] {
                 let ld = n + 5;
                 let x: Vec<f32> = vals(rows * ld, 15).iter().map(|v| v * 30.0).collect();
                 let x2: Vec<f32> = vals(rows * ld, 16).iter().map(|v| v * 30.0 + 9.0).collect();
                 for fast in [false, true] {
-                    let mk = || (vec![f32::NEG_INFINITY; rows], vec![0f64; rows]);
-                    let ((mut m1, mut s1), (mut m2, mut s2)) = (mk(), mk());
+                    let mk = || {
+                        (
+                            vec![f32::NEG_INFINITY; rows],
+                            vec![0f64; rows],
+                            vec![0f32; rows],
+                        )
+                    };
+                    let ((mut m1, mut s1, mut c1), (mut m2, mut s2, mut c2)) = (mk(), mk());
+                    let mut m_first = Vec::new();
                     for x in [&x, &x2] {
-                        (twin.lse_rows)(x, rows, n, ld, &mut m1, &mut s1, fast);
-                        (e.lse_rows)(x, rows, n, ld, &mut m2, &mut s2, fast);
+                        let (mut p1, mut p2) = (x.clone(), x.clone());
+                        (twin.lse_exp_rows)(&mut p1, rows, n, ld, &mut m1, &mut s1, &mut c1, fast);
+                        (e.lse_exp_rows)(&mut p2, rows, n, ld, &mut m2, &mut s2, &mut c2, fast);
+                        assert_eq!(m1, m2, "online softmax max on {level:?}");
+                        close("online softmax values", &p2, &p1, 1e-6);
+                        close("online softmax corrections", &c2, &c1, 1e-6);
+                        for j in 0..rows {
+                            assert_eq!(p2[j * ld + n..(j + 1) * ld], x[j * ld + n..(j + 1) * ld]);
+                            let want = ((x[j * ld] - m2[j]) as f64).exp();
+                            assert!((p2[j * ld] as f64 - want).abs() <= 1e-6 * want.max(1e-30));
+                        }
+                        if m_first.is_empty() {
+                            m_first = m1.clone();
+                        }
                     }
-                    assert_eq!(m1, m2, "lse max on {level:?}");
                     for j in 0..rows {
                         // Against the definition in f64, independently of either kernel.
                         let all = x[j * ld..j * ld + n].iter().chain(&x2[j * ld..j * ld + n]);
@@ -1601,16 +1625,8 @@ mod tests {
                         for s in [s1[j], s2[j]] {
                             assert!((s / want - 1.0).abs() < 1e-6, "lse sum {s} vs {want}");
                         }
-                    }
-                    let lse: Vec<f32> = (0..rows).map(|j| m1[j] + s1[j].ln() as f32).collect();
-                    let (mut p1, mut p2) = (x.clone(), x.clone());
-                    (twin.softmax_rows)(&mut p1, rows, n, ld, &lse, 0.5, fast);
-                    (e.softmax_rows)(&mut p2, rows, n, ld, &lse, 0.5, fast);
-                    close("softmax rows", &p2, &p1, 1e-6);
-                    for j in 0..rows {
-                        assert_eq!(p2[j * ld + n..(j + 1) * ld], x[j * ld + n..(j + 1) * ld]);
-                        let want = 0.5 * ((x[j * ld] - lse[j]) as f64).exp();
-                        assert!((p2[j * ld] as f64 - want).abs() <= 1e-6 * want.max(1e-30));
+                        let c = (m_first[j] as f64 - m1[j] as f64).exp();
+                        assert!((c2[j] as f64 - c).abs() <= 1e-6 * c.max(1e-30), "corr");
                     }
                 }
             }

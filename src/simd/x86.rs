@@ -527,17 +527,14 @@ unsafe fn pack_cols256(lay: Int8Layout, src: ColSource<'_>, dst: PackTarget<'_>)
 // Row interleave, AVX-512: 16 × 16 blocks through `transpose16`.
 
 fn interleave_avx512(x: &[f32], rows: usize, ldx: usize, dst: &mut [f32], width: usize) {
-    if width % 16 != 0 {
-        return super::scalar::interleave_rows(x, rows, ldx, dst, width);
-    }
     // SAFETY: table built after AVX-512 was detected; `Kernels::interleave_rows` checked the
     // shape and that every row j < rows holds the dst.len() / width columns.
     unsafe { interleave512(x, rows, ldx, dst, width) }
 }
 
 /// # Safety
-/// AVX-512 available; `width` a multiple of 16, `rows ≤ width`, `dst.len()` a multiple of
-/// `width`, and `x[j·ldx .. j·ldx + dst.len() / width]` inside `x` for every `j < rows`.
+/// AVX-512 available; `rows ≤ width`, `dst.len()` a multiple of `width`, and
+/// `x[j·ldx .. j·ldx + dst.len() / width]` inside `x` for every `j < rows`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
 unsafe fn interleave512(x: &[f32], rows: usize, ldx: usize, dst: &mut [f32], width: usize) {
     let cols = dst.len() / width;
@@ -546,6 +543,9 @@ unsafe fn interleave512(x: &[f32], rows: usize, ldx: usize, dst: &mut [f32], wid
         let cw = (cols - c0).min(16);
         let mask = mask16(cw);
         for j0 in (0..width).step_by(16) {
+            // A width that is not a multiple of 16 (the register tiles' packed rows) ends
+            // with a part block.
+            let store = mask16(width - j0);
             let r: [__m512; 16] = std::array::from_fn(|i| {
                 let at = (j0 + i) * ldx + c0;
                 if j0 + i >= rows {
@@ -559,8 +559,9 @@ unsafe fn interleave512(x: &[f32], rows: usize, ldx: usize, dst: &mut [f32], wid
                 }
             });
             for (cc, &v) in transpose16(&r).iter().enumerate().take(cw) {
-                // SAFETY: column c0 + cc < cols; its values j0 .. j0 + 16 ≤ width are in dst.
-                unsafe { _mm512_storeu_ps(dp.add((c0 + cc) * width + j0), v) }
+                // SAFETY: column c0 + cc < cols; its values j0 .. min(j0 + 16, width) are in
+                // dst, and the mask stores no others.
+                unsafe { _mm512_mask_storeu_ps(dp.add((c0 + cc) * width + j0), store, v) }
             }
         }
     }
