@@ -61,6 +61,18 @@ fn the_json_report_has_every_figure_and_training_stays_inside_the_budget() {
         assert!(peak > 0.0 && peak.is_finite(), "{k}");
         let fraction = k["forward_fraction_of_peak"].as_f64().unwrap();
         assert!((fraction - f / peak).abs() <= 1e-9 * fraction, "{k}");
+        // Each round's pass over that round's burst: no burst exceeds the best one, so the
+        // median of those fractions is at least the median speed over the best burst.
+        for pass in ["forward", "backward"] {
+            let paired = k[format!("{pass}_fraction_of_peak_paired_median")]
+                .as_f64()
+                .unwrap();
+            let median = k[format!("{pass}_gflops_median")].as_f64().unwrap();
+            assert!(
+                paired.is_finite() && paired >= median / peak * (1.0 - 1e-9),
+                "{k}"
+            );
+        }
     }
     let alongside = &r["fp32_peak_gflops_alongside"];
     for pass in ["forward", "train", "generate"] {
