@@ -22,6 +22,7 @@ use crate::kernels::{
     AttnShape, LoraRef, Precision, QMatrix,
 };
 use crate::lora::{LayerAdapter, LoraPair, Target};
+use crate::memory::sizes::Sizer;
 
 /// Inverted dropout on the LoRA input path, with masks derived from a key and the element's
 /// index in the whole (T, in) input, so the backward pass regenerates exactly the forward's
@@ -137,8 +138,9 @@ pub struct BlockState<F> {
 }
 
 impl<F: Real> BlockState<F> {
-    pub fn new(cfg: &ModelConfig, capacity: usize) -> Self {
-        let z = |n: usize| vec![F::ZERO; capacity * n];
+    /// The state's buffers, taken from `s` (its one size list).
+    pub(crate) fn build(cfg: &ModelConfig, capacity: usize, s: &mut Sizer) -> Self {
+        let mut z = |n: usize| s.zeros(capacity * n);
         BlockState {
             capacity,
             x_mid: z(cfg.n_embd),
@@ -146,11 +148,6 @@ impl<F: Real> BlockState<F> {
             att: z(cfg.q_dim()),
             lse: z(cfg.n_head),
         }
-    }
-
-    /// Bytes held for `capacity` tokens.
-    pub fn bytes_for(cfg: &ModelConfig, capacity: usize) -> usize {
-        std::mem::size_of::<F>() * capacity * (cfg.n_embd + 2 * cfg.q_dim() + cfg.n_head)
     }
 
     pub fn capacity(&self) -> usize {
@@ -175,32 +172,26 @@ pub struct ChunkScratch<F> {
 }
 
 impl<F: Real> ChunkScratch<F> {
-    pub fn new(cfg: &ModelConfig, rows: usize, max_rank: usize, dropout: bool) -> Self {
+    /// The chunk's buffers, taken from `s` (its one size list).
+    pub(crate) fn build(
+        cfg: &ModelConfig,
+        rows: usize,
+        max_rank: usize,
+        dropout: bool,
+        s: &mut Sizer,
+    ) -> Self {
         let (c, qd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.n_ff);
-        let z = |n: usize| vec![F::ZERO; rows * n];
         ChunkScratch {
             rows,
-            xn: z(c),
-            rstd: z(1),
-            gate: z(ff),
-            up: z(ff),
-            h: z(ff),
-            proj: z(c.max(qd)),
-            lora_u: std::array::from_fn(|_| z(max_rank)),
-            dropped: if dropout {
-                z(c.max(qd).max(ff))
-            } else {
-                Vec::new()
-            },
+            xn: s.zeros(rows * c),
+            rstd: s.zeros(rows),
+            gate: s.zeros(rows * ff),
+            up: s.zeros(rows * ff),
+            h: s.zeros(rows * ff),
+            proj: s.zeros(rows * c.max(qd)),
+            lora_u: std::array::from_fn(|_| s.zeros(rows * max_rank)),
+            dropped: s.zeros(if dropout { rows * c.max(qd).max(ff) } else { 0 }),
         }
-    }
-
-    /// Bytes held for `rows` tokens.
-    pub fn bytes_for(cfg: &ModelConfig, rows: usize, max_rank: usize, dropout: bool) -> usize {
-        let (c, qd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.n_ff);
-        let per =
-            c + 1 + 3 * ff + c.max(qd) + 7 * max_rank + if dropout { c.max(qd).max(ff) } else { 0 };
-        std::mem::size_of::<F>() * rows * per
     }
 
     /// Tokens per chunk.

@@ -14,6 +14,7 @@ use crate::kernels::{
     rope_backward, swiglu_backward, swiglu_forward,
 };
 use crate::lora::{LayerAdapter, LoraPair, Target};
+use crate::memory::sizes::Sizer;
 
 /// Scratch of the LoRA part of a target's backward, per chunk.
 #[derive(Debug)]
@@ -41,52 +42,35 @@ pub struct BackwardScratch<F> {
 }
 
 impl<F: Real> BackwardScratch<F> {
-    /// For sequences of up to `capacity` tokens processed `rows` at a time.
-    pub fn new(
+    /// The buffers for sequences of up to `capacity` tokens processed `rows` at a time,
+    /// taken from `s` (their one size list).
+    pub(crate) fn build(
         cfg: &ModelConfig,
         capacity: usize,
         rows: usize,
         max_rank: usize,
         dropout: bool,
+        s: &mut Sizer,
     ) -> Self {
         let (c, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
-        let (full, chunk) = (
-            |n: usize| vec![F::ZERO; capacity * n],
-            |n: usize| vec![F::ZERO; rows * n],
-        );
-        let widest = c.max(qd).max(ff);
+        let widest = if dropout { c.max(qd).max(ff) } else { 0 };
         BackwardScratch {
             rows,
-            datt: full(qd),
-            dq: full(qd),
-            dk: full(kvd),
-            dv: full(kvd),
-            delta: full(cfg.n_head),
-            dxn: chunk(c),
-            dh: chunk(ff),
-            dgate: chunk(ff),
-            dup: chunk(ff),
+            datt: s.zeros(capacity * qd),
+            dq: s.zeros(capacity * qd),
+            dk: s.zeros(capacity * kvd),
+            dv: s.zeros(capacity * kvd),
+            delta: s.zeros(capacity * cfg.n_head),
+            dxn: s.zeros(rows * c),
+            dh: s.zeros(rows * ff),
+            dgate: s.zeros(rows * ff),
+            dup: s.zeros(rows * ff),
             lora: LoraScratch {
-                du: chunk(max_rank),
-                dropped: if dropout { chunk(widest) } else { Vec::new() },
-                lora_dx: if dropout { chunk(widest) } else { Vec::new() },
+                du: s.zeros(rows * max_rank),
+                dropped: s.zeros(rows * widest),
+                lora_dx: s.zeros(rows * widest),
             },
         }
-    }
-
-    /// Bytes held.
-    pub fn bytes_for(
-        cfg: &ModelConfig,
-        capacity: usize,
-        rows: usize,
-        max_rank: usize,
-        dropout: bool,
-    ) -> usize {
-        let (c, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
-        let widest = c.max(qd).max(ff);
-        let full = capacity * (2 * qd + 2 * kvd + cfg.n_head);
-        let chunk = rows * (c + 3 * ff + max_rank + if dropout { 2 * widest } else { 0 });
-        std::mem::size_of::<F>() * (full + chunk)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::kernels::{
     inverse_frequencies, matmul_forward, rmsnorm_forward, rope_table, team, Precision,
 };
 use crate::lora::Adapter;
+use crate::memory::sizes::Sizer;
 
 /// A loaded model, the thread pool its kernels run on, and the adapter (if any) that
 /// inference applies on top of the frozen weights.
@@ -261,7 +262,7 @@ impl KvCache {
     /// An empty cache for `capacity` positions. Callers that follow the model's training
     /// context (generation) cap it at `n_ctx`; evaluation may go past it.
     pub fn new(cfg: &ModelConfig, capacity: usize) -> Result<KvCache> {
-        let n = capacity
+        capacity
             .checked_mul(cfg.kv_dim())
             .filter(|n| n.checked_mul(8 * cfg.n_layer).is_some())
             .ok_or_else(|| {
@@ -269,20 +270,24 @@ impl KvCache {
                     "a KV cache of {capacity} positions does not fit in memory"
                 ))
             })?;
-        let layers = (0..cfg.n_layer)
-            .map(|_| (vec![0f32; n], vec![0f32; n]))
-            .collect();
-        Ok(KvCache {
+        Ok(KvCache::build(cfg, capacity, &mut Sizer::allocating()))
+    }
+
+    /// The cache's one size list.
+    fn build(cfg: &ModelConfig, capacity: usize, s: &mut Sizer) -> KvCache {
+        let n = capacity * cfg.kv_dim();
+        KvCache {
             kv_dim: cfg.kv_dim(),
             capacity,
             len: 0,
-            layers,
-        })
+            layers: s.each(cfg.n_layer, |s| (s.zeros(n), s.zeros(n))),
+        }
     }
 
-    /// Bytes a cache of `capacity` positions holds.
+    /// Bytes a cache of `capacity` positions holds (its per-layer buffers; the small
+    /// vector of them included).
     pub fn bytes_for(cfg: &ModelConfig, capacity: usize) -> usize {
-        2 * 4 * cfg.n_layer * capacity * cfg.kv_dim()
+        Sizer::bytes_of(|s| KvCache::build(cfg, capacity, s))
     }
 
     /// Positions filled.
@@ -340,20 +345,24 @@ impl Activations {
     /// Buffers for `capacity` tokens of model `cfg`, with room for adapters up to
     /// `max_rank` (0 without an adapter).
     pub fn new(cfg: &ModelConfig, capacity: usize, max_rank: usize) -> Activations {
+        Activations::build(cfg, capacity, max_rank, &mut Sizer::allocating())
+    }
+
+    /// The activations' one size list.
+    fn build(cfg: &ModelConfig, capacity: usize, max_rank: usize, s: &mut Sizer) -> Activations {
         let (c, half) = (cfg.n_embd, cfg.rope_dim / 2);
-        let z = |n: usize| vec![0f32; capacity * n];
         Activations {
             capacity,
             max_rank,
             n_embd: c,
             t: 0,
-            x: z(c),
-            xn: z(c),
-            rstd: z(1),
-            cos: z(half),
-            sin: z(half),
-            state: BlockState::new(cfg, capacity),
-            chunk: ChunkScratch::new(cfg, capacity.clamp(1, INFERENCE_CHUNK), max_rank, false),
+            x: s.zeros(capacity * c),
+            xn: s.zeros(capacity * c),
+            rstd: s.zeros(capacity),
+            cos: s.zeros(capacity * half),
+            sin: s.zeros(capacity * half),
+            state: BlockState::build(cfg, capacity, s),
+            chunk: ChunkScratch::build(cfg, capacity.clamp(1, INFERENCE_CHUNK), max_rank, false, s),
         }
     }
 
@@ -373,14 +382,7 @@ impl Activations {
 
     /// Bytes held for `capacity` tokens.
     pub fn bytes_for(cfg: &ModelConfig, capacity: usize, max_rank: usize) -> usize {
-        4 * capacity * (2 * cfg.n_embd + 1 + cfg.rope_dim)
-            + BlockState::<f32>::bytes_for(cfg, capacity)
-            + ChunkScratch::<f32>::bytes_for(
-                cfg,
-                capacity.clamp(1, INFERENCE_CHUNK),
-                max_rank,
-                false,
-            )
+        Sizer::bytes_of(|s| Activations::build(cfg, capacity, max_rank, s))
     }
 
     /// Tokens per forward call.

@@ -7,7 +7,9 @@ pub mod block;
 pub mod block_backward;
 pub mod config;
 pub mod forward;
+pub mod head;
 pub mod weights;
+pub mod workspace;
 
 pub use config::{
     Arch, ModelConfig, MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH,
