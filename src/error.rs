@@ -262,10 +262,7 @@ pub enum QuantError {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("architecture {arch:?} is not supported; supported: {supported}")]
-    UnsupportedArchitecture {
-        arch: String,
-        supported: &'static str,
-    },
+    UnsupportedArchitecture { arch: String, supported: String },
     #[error("tensor {tensor:?}: shape {found:?}, expected {expected:?}")]
     TensorShape {
         tensor: String,

@@ -16,9 +16,9 @@ use std::sync::{Arc, OnceLock};
 use crate::data::{parse_dataset, EncodeOptions, LoadOptions};
 use crate::gguf::GgufFile;
 use crate::infer::{end_of_generation_ids, generate_with, GenerateParams, SamplerConfig};
-use crate::kernels::RopeStyle;
 use crate::lora::{gguf_adapter, peft, Adapter};
-use crate::model::{Arch, Model, ModelConfig};
+use crate::model::arch::LLAMA;
+use crate::model::{Model, ModelConfig};
 use crate::tokenizer::bpe::byte_to_char_table;
 use crate::tokenizer::chat::{ChatTemplate, CustomTemplate, Message, Role};
 use crate::tokenizer::{ModelKind, Tokenizer};
@@ -64,22 +64,7 @@ pub fn repo_tokenizers() -> &'static [Tokenizer] {
 /// A two-block Llama small enough to check adapters against: width 8, two query heads of
 /// 4 (so q/k rows are permuted), one key/value head, feed-forward 12.
 pub fn tiny_model_config() -> ModelConfig {
-    ModelConfig {
-        arch: Arch::Llama,
-        n_vocab: 16,
-        n_embd: 8,
-        n_layer: 2,
-        n_head: 2,
-        n_head_kv: 1,
-        head_dim: 4,
-        n_ff: 12,
-        n_ctx: 16,
-        rms_eps: 1e-5,
-        rope_base: 10000.0,
-        rope_dim: 4,
-        rope_freq_scale: 1.0,
-        rope_style: RopeStyle::Adjacent,
-    }
+    ModelConfig::dense(&LLAMA, 16, 8, 2, 2, 1, 12, 16)
 }
 
 /// An adapter loaded for `model` must fit it and hold only finite numbers.

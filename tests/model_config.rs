@@ -8,7 +8,7 @@ use std::sync::Arc;
 use common::synth;
 use pocketlora::error::{Error, GgufError, ModelError};
 use pocketlora::gguf::{GgufFile, GgufWriter, Value};
-use pocketlora::model::{Arch, Model};
+use pocketlora::model::Model;
 use pocketlora::quant::GgmlType;
 
 /// Rewrites a synthetic model, letting `edit_kv` drop/replace keys and `edit_tensor`
@@ -58,17 +58,17 @@ fn valid_models_load_with_their_shapes() {
     let m = variant(&synth::llama_untied(), keep_kv, keep_tensor).unwrap();
     assert_eq!(
         (
-            m.cfg.arch,
+            m.cfg.arch.name,
             m.cfg.n_embd,
             m.cfg.n_head,
             m.cfg.n_head_kv,
             m.cfg.head_dim
         ),
-        (Arch::Llama, 128, 4, 2, 32)
+        ("llama", 128, 4, 2, 32)
     );
     assert!(!m.weights.tied_output);
     let m = variant(&synth::qwen2_biases(), keep_kv, keep_tensor).unwrap();
-    assert_eq!(m.cfg.arch, Arch::Qwen2);
+    assert_eq!(m.cfg.arch.name, "qwen2");
     assert!(m.weights.tied_output && m.weights.layers[0].bq.is_some());
     let m = variant(&synth::llama_rope_linear(), keep_kv, keep_tensor).unwrap();
     assert_eq!(m.cfg.rope_freq_scale, 0.25);

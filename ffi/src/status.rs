@@ -222,7 +222,7 @@ mod tests {
             status_of(
                 &ModelError::UnsupportedArchitecture {
                     arch: "gpt".into(),
-                    supported: "llama"
+                    supported: "llama".to_string()
                 }
                 .into()
             ),

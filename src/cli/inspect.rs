@@ -60,25 +60,44 @@ pub fn describe(f: &GgufFile) -> Result<Value> {
         .map(|(k, (n, b))| (k.to_string(), json!({"count": n, "bytes": b})))
         .collect();
     let model = match ModelConfig::from_gguf(f) {
-        Ok(c) => json!({
-            "runnable": true,
-            "architecture": c.arch.name(),
-            "n_vocab": c.n_vocab,
-            "n_embd": c.n_embd,
-            "n_layer": c.n_layer,
-            "n_head": c.n_head,
-            "n_head_kv": c.n_head_kv,
-            "head_dim": c.head_dim,
-            "n_ff": c.n_ff,
-            "n_ctx": c.n_ctx,
-            "rms_eps": c.rms_eps,
-            "rope_base": c.rope_base,
-            "rope_dim": c.rope_dim,
-            "rope_freq_scale": c.rope_freq_scale,
-            "rope_style": format!("{:?}", c.rope_style).to_lowercase(),
-            "tied_output": f.tensor_info("output.weight").is_none(),
-            "rope_freqs": f.tensor_info("rope_freqs.weight").is_some(),
-        }),
+        Ok(c) => {
+            let sliding: Vec<usize> = (0..c.n_layer).filter(|&l| c.layers[l].sliding).collect();
+            let no_rope: Vec<usize> = (0..c.n_layer)
+                .filter(|&l| c.layers[l].rope == crate::model::LayerRope::None)
+                .collect();
+            json!({
+                "runnable": true,
+                "architecture": c.arch.name(),
+                "n_vocab": c.n_vocab,
+                "n_embd": c.n_embd,
+                "n_layer": c.n_layer,
+                "n_head": c.n_head,
+                "n_head_kv": c.n_head_kv,
+                "head_dim": c.head_dim,
+                "n_ff": c.n_ff,
+                "n_ctx": c.n_ctx,
+                "rms_eps": c.rms_eps,
+                "rope_base": c.rope_base,
+                "rope_dim": c.rope_dim,
+                "rope_freq_scale": c.rope_freq_scale,
+                "rope_style": format!("{:?}", c.rope_style).to_lowercase(),
+                "tied_output": f.tensor_info("output.weight").is_none(),
+                "rope_freqs": f.tensor_info("rope_freqs.weight").is_some(),
+                "features": c.arch.features(),
+                "activation": c.arch.activation.name(),
+                "qk_norm": c.arch.qk_norm,
+                "post_norms": c.arch.post_norms,
+                "sliding_window": c.window,
+                "sliding_layers": sliding,
+                "rope_base_local": c.has_local_rope().then_some(c.rope_base_local),
+                "no_rope_layers": no_rope,
+                "attention_scale": c.attn_scale,
+                "embedding_scale": c.embed_scale,
+                "final_logit_softcap": c.final_softcap,
+                "fused_tensors": Vec::<String>::new(),
+                "covers": c.arch.covers,
+            })
+        }
         Err(e) => json!({"runnable": false, "reason": e.to_string()}),
     };
     Ok(json!({
@@ -161,6 +180,36 @@ fn render_text(d: &Value) -> String {
             }
         ));
         line(format!("rms epsilon:   {}", m["rms_eps"]));
+        let feats: Vec<String> = m["features"]
+            .as_array()
+            .map(|a| a.iter().map(s).collect())
+            .unwrap_or_default();
+        let mut block = vec![s(&m["activation"])];
+        block.extend(feats);
+        line(format!("block:         {}", block.join(", ")));
+        if let Some(w) = m["sliding_window"].as_u64() {
+            let n = m["sliding_layers"].as_array().map_or(0, |a| a.len());
+            line(format!(
+                "attention:     sliding window {w} on {n} of {} layers (local RoPE base {}), the others global",
+                m["n_layer"],
+                s(&m["rope_base_local"])
+            ));
+        }
+        if let Some(n) = m["no_rope_layers"].as_array().filter(|a| !a.is_empty()) {
+            line(format!(
+                "no RoPE:       layers {}",
+                n.iter().map(s).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if !m["final_logit_softcap"].is_null() {
+            line(format!(
+                "logits:        soft-capped at {}",
+                m["final_logit_softcap"]
+            ));
+        }
+        if m["embedding_scale"].as_f64() != Some(1.0) {
+            line(format!("embedding:     × {}", m["embedding_scale"]));
+        }
         line(format!(
             "output head:   {}",
             if m["tied_output"] == json!(true) {

@@ -28,7 +28,7 @@ use super::scratch::{with_f32, ScratchNeed};
 use crate::simd::{self, Kernels, Out, Sgemm, SharedColumns};
 
 /// Head geometry of an attention layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttnShape {
     /// Query heads.
     pub n_head: usize,
@@ -36,6 +36,8 @@ pub struct AttnShape {
     pub n_head_kv: usize,
     /// Dimensions per head.
     pub head_dim: usize,
+    /// Scale of the scores `q·k` (1/√head_dim for most models; [`AttnShape::default_scale`]).
+    pub scale: f32,
     /// `Fast` takes the softmax's exponentials from the f32 [`crate::simd::ew::exp_fast`]
     /// (about one ulp) instead of the correctly rounded one.
     pub precision: Precision,
@@ -55,7 +57,12 @@ impl AttnShape {
     }
 
     fn scale<F: Real>(&self) -> F {
-        F::ONE / F::from_f64(self.head_dim as f64).sqrt()
+        F::from_f32(self.scale)
+    }
+
+    /// 1/√head_dim.
+    pub fn default_scale(head_dim: usize) -> f32 {
+        1.0 / (head_dim as f32).sqrt()
     }
 }
 
@@ -845,6 +852,7 @@ mod tests {
             n_head: 4,
             n_head_kv: 2,
             head_dim: 6,
+            scale: AttnShape::default_scale(6),
             precision: Precision::Exact,
         };
         for (pos0, t) in [(0usize, 1usize), (0, 5), (3, 2), (0, 70), (40, 33)] {
@@ -884,6 +892,7 @@ mod tests {
                     n_head: 2,
                     n_head_kv: 2,
                     head_dim: 3,
+                    scale: AttnShape::default_scale(3),
                     precision: Precision::Exact,
                 },
                 5usize,
@@ -893,6 +902,7 @@ mod tests {
                     n_head: 4,
                     n_head_kv: 2,
                     head_dim: 4,
+                    scale: AttnShape::default_scale(4),
                     precision: Precision::Exact,
                 },
                 7,
@@ -902,6 +912,7 @@ mod tests {
                     n_head: 3,
                     n_head_kv: 1,
                     head_dim: 5,
+                    scale: AttnShape::default_scale(5),
                     precision: Precision::Exact,
                 },
                 40,
@@ -980,18 +991,22 @@ mod tests {
             n_head: 9,
             n_head_kv: 3,
             head_dim: 64,
+            scale: 0.125,
             precision: Precision::Exact,
         },
         AttnShape {
             n_head: 2,
             n_head_kv: 2,
             head_dim: 5,
+            // Not 1/√5: the scale is the model's (Gemma's query_pre_attn_scalar).
+            scale: 0.37,
             precision: Precision::Exact,
         },
         AttnShape {
             n_head: 4,
             n_head_kv: 1,
             head_dim: 33,
+            scale: 0.174_077_66,
             precision: Precision::Exact,
         },
     ];
@@ -1097,6 +1112,7 @@ mod tests {
             n_head: 4,
             n_head_kv: 2,
             head_dim: 8,
+            scale: AttnShape::default_scale(8),
             precision: Precision::Exact,
         };
         let (qw, kw) = (32, 16);
@@ -1130,6 +1146,7 @@ mod tests {
             n_head: 4,
             n_head_kv: 2,
             head_dim: 4,
+            scale: AttnShape::default_scale(4),
             precision: Precision::Exact,
         };
         let t = 23;

@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod cache_size;
 pub mod gemm;
+pub mod glu;
 #[cfg(test)]
 pub(crate) mod gradcheck;
 pub mod lora;
@@ -16,13 +17,12 @@ pub mod num;
 pub mod rmsnorm;
 pub mod rope;
 pub mod scratch;
-pub mod swiglu;
 pub mod team;
 
 pub use attention::{attention_backward, attention_forward, AttnShape};
+pub use glu::{glu_backward_overwrite, glu_forward, Glu};
 pub use lora::{lora_backward, lora_forward, LoraRef};
 pub use matmul::{matmul_backward_input, matmul_forward, Precision, QMatrix};
 pub use num::Real;
 pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 pub use rope::{inverse_frequencies, rope_backward, rope_forward, rope_table, RopeStyle};
-pub use swiglu::{swiglu_backward, swiglu_forward};

@@ -38,6 +38,7 @@ pub trait Real:
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
+    fn tanh(self) -> Self;
     fn max(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
     /// Dequantizes one encoded row into this type.
@@ -85,6 +86,10 @@ macro_rules! impl_real {
             #[inline]
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
+            }
+            #[inline]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
             }
             #[inline]
             fn max(self, other: Self) -> Self {

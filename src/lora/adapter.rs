@@ -293,25 +293,9 @@ fn init_a<F: Real>(a: &mut [F], inp: usize, r: usize, init: LoraInit, rng: &mut 
 mod tests {
     use super::*;
     use crate::lora::config::LayerSelection;
-    use crate::model::Arch;
 
     fn model() -> ModelConfig {
-        ModelConfig {
-            arch: Arch::Llama,
-            n_vocab: 10,
-            n_embd: 64,
-            n_layer: 3,
-            n_head: 4,
-            n_head_kv: 2,
-            head_dim: 16,
-            n_ff: 96,
-            n_ctx: 32,
-            rms_eps: 1e-5,
-            rope_base: 1e4,
-            rope_dim: 16,
-            rope_freq_scale: 1.0,
-            rope_style: crate::kernels::RopeStyle::Adjacent,
-        }
+        ModelConfig::dense(&crate::model::arch::LLAMA, 10, 64, 3, 4, 2, 96, 32)
     }
 
     #[test]

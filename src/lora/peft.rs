@@ -21,29 +21,30 @@ use super::adapter::{first_non_finite, target_shape, Adapter, LayerAdapter, Lora
 use super::config::{scale_for, LayerSelection, LoraConfig, LoraInit, Target, MAX_RANK};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::model::{Arch, ModelConfig};
+use crate::model::ModelConfig;
 use crate::safetensors::{self, Dtype};
 
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 pub const CONFIG_FILE: &str = "adapter_config.json";
 
-/// The PEFT module path of a target in block `layer` (without `base_model.model.`).
-pub fn module_name(layer: usize, t: Target) -> String {
-    format!("model.layers.{layer}.{}.{}", t.hf_parent(), t.hf_module())
+/// The PEFT module path of a target in block `layer` (without `base_model.model.`), as
+/// the model's architecture names it.
+pub fn module_name(model: &ModelConfig, layer: usize, t: Target) -> String {
+    model.arch.hf_module_path(layer, t)
 }
 
-fn tensor_key(layer: usize, t: Target, ab: char) -> String {
+fn tensor_key(model: &ModelConfig, layer: usize, t: Target, ab: char) -> String {
     format!(
         "base_model.model.{}.lora_{ab}.weight",
-        module_name(layer, t)
+        module_name(model, layer, t)
     )
 }
 
 /// Heads whose rows llama.cpp's converter permuted for this target, if any.
 fn permuted_heads(model: &ModelConfig, t: Target) -> Option<usize> {
-    match (model.arch, t) {
-        (Arch::Llama, Target::Q) => Some(model.n_head),
-        (Arch::Llama, Target::K) => Some(model.n_head_kv),
+    match t {
+        Target::Q if model.arch.permuted_qk => Some(model.n_head),
+        Target::K if model.arch.permuted_qk => Some(model.n_head_kv),
         _ => None,
     }
 }
@@ -104,9 +105,9 @@ pub fn save(
         .collect();
     let mut refs: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
     for ((i, t, p), perm) in adapter.entries().zip(&permuted) {
-        refs.push((tensor_key(i, t, 'A'), vec![p.r, p.in_dim], &p.a));
+        refs.push((tensor_key(model, i, t, 'A'), vec![p.r, p.in_dim], &p.a));
         refs.push((
-            tensor_key(i, t, 'B'),
+            tensor_key(model, i, t, 'B'),
             vec![p.out_dim, p.r],
             perm.as_deref().unwrap_or(&p.b),
         ));
@@ -122,12 +123,16 @@ pub fn save(
 pub fn to_tensors(adapter: &Adapter, model: &ModelConfig) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut owned = Vec::new();
     for (i, t, p) in adapter.entries() {
-        owned.push((tensor_key(i, t, 'A'), vec![p.r, p.in_dim], p.a.clone()));
+        owned.push((
+            tensor_key(model, i, t, 'A'),
+            vec![p.r, p.in_dim],
+            p.a.clone(),
+        ));
         let b = match permuted_heads(model, t) {
             Some(h) => permute_rows(&p.b, p.r, h, false),
             None => p.b.clone(),
         };
-        owned.push((tensor_key(i, t, 'B'), vec![p.out_dim, p.r], b));
+        owned.push((tensor_key(model, i, t, 'B'), vec![p.out_dim, p.r], b));
     }
     owned
 }
@@ -141,7 +146,7 @@ fn config_json(adapter: &Adapter, model: &ModelConfig, base_model: &str) -> Valu
     let mut alpha_pattern = serde_json::Map::new();
     for (i, t, p) in adapter.entries() {
         if p.r != c.r {
-            rank_pattern.insert(module_name(i, t), json!(p.r));
+            rank_pattern.insert(module_name(model, i, t), json!(p.r));
         }
         let expected = scale_for(c.alpha, p.r, c.rslora);
         if (p.scale - expected).abs() > 1e-6 * expected.abs().max(p.scale.abs()) {
@@ -150,7 +155,7 @@ fn config_json(adapter: &Adapter, model: &ModelConfig, base_model: &str) -> Valu
             } else {
                 p.r as f64
             };
-            alpha_pattern.insert(module_name(i, t), json!(p.scale as f64 * root));
+            alpha_pattern.insert(module_name(model, i, t), json!(p.scale as f64 * root));
         }
     }
     // Adapted blocks and their targets: one target list over a set of blocks when every
@@ -174,7 +179,7 @@ fn config_json(adapter: &Adapter, model: &ModelConfig, base_model: &str) -> Valu
     let (targets, layers): (Vec<String>, Value) = if regular && !adapted.is_empty() {
         let targets = per_layer[adapted[0]]
             .iter()
-            .map(|t| t.hf_module().to_string())
+            .map(|&t| model.arch.hf_module(t).to_string())
             .collect();
         let layers = if adapted.len() == model.n_layer {
             Value::Null
@@ -185,7 +190,7 @@ fn config_json(adapter: &Adapter, model: &ModelConfig, base_model: &str) -> Valu
     } else {
         let names = adapter
             .entries()
-            .map(|(i, t, _)| module_name(i, t))
+            .map(|(i, t, _)| module_name(model, i, t))
             .collect();
         (names, Value::Null)
     };
@@ -331,7 +336,7 @@ fn build(
         if key.contains("lora_B") {
             continue;
         }
-        let (layer, t) = parse_key(key).ok_or_else(|| {
+        let (layer, t) = parse_key(model, key).ok_or_else(|| {
             werr(format!("tensor {key:?} is not a LoRA A/B of a q/k/v/o/gate/up/down projection; not supported"))
         })?;
         if layer >= model.n_layer {
@@ -342,7 +347,7 @@ fn build(
             .get(&b_key)
             .ok_or_else(|| werr(format!("{key:?} has no matching {b_key:?}")))?;
         let (out, inp) = target_shape(model, t);
-        let module = module_name(layer, t);
+        let module = module_name(model, layer, t);
         let rank = a.shape.first().copied().unwrap_or(0);
         if a.shape != [rank, inp] || b.shape != [out, rank] || rank == 0 {
             return Err(werr(format!(
@@ -472,16 +477,14 @@ impl Pattern {
 }
 
 /// (block, target) of `base_model.model.model.layers.{i}.{parent}.{module}.lora_A[.default].weight`.
-fn parse_key(key: &str) -> Option<(usize, Target)> {
+fn parse_key(model: &ModelConfig, key: &str) -> Option<(usize, Target)> {
     let rest = key.strip_prefix("base_model.model.")?;
     let rest = rest.strip_prefix("model.layers.")?;
     let mut parts = rest.split('.');
     let layer: usize = parts.next()?.parse().ok()?;
     let parent = parts.next()?;
     let module = parts.next()?;
-    let t = Target::ALL
-        .into_iter()
-        .find(|t| t.hf_module() == module && t.hf_parent() == parent)?;
+    let t = model.arch.target_of_hf(parent, module)?;
     match (parts.next()?, parts.next()?, parts.next()) {
         ("lora_A" | "lora_B", "weight", None) => Some((layer, t)),
         ("lora_A" | "lora_B", _, Some("weight")) if parts.next().is_none() => Some((layer, t)),
@@ -506,19 +509,32 @@ mod tests {
 
     #[test]
     fn keys_parse_with_and_without_adapter_name() {
+        let cfg = crate::fuzzing::tiny_model_config();
         assert_eq!(
-            parse_key("base_model.model.model.layers.3.self_attn.k_proj.lora_A.weight"),
+            parse_key(
+                &cfg,
+                "base_model.model.model.layers.3.self_attn.k_proj.lora_A.weight"
+            ),
             Some((3, Target::K))
         );
         assert_eq!(
-            parse_key("base_model.model.model.layers.0.mlp.down_proj.lora_B.default.weight"),
+            parse_key(
+                &cfg,
+                "base_model.model.model.layers.0.mlp.down_proj.lora_B.default.weight"
+            ),
             Some((0, Target::Down))
         );
         assert_eq!(
-            parse_key("base_model.model.model.layers.0.mlp.q_proj.lora_A.weight"),
+            parse_key(
+                &cfg,
+                "base_model.model.model.layers.0.mlp.q_proj.lora_A.weight"
+            ),
             None
         );
-        assert_eq!(parse_key("base_model.model.lm_head.lora_A.weight"), None);
+        assert_eq!(
+            parse_key(&cfg, "base_model.model.lm_head.lora_A.weight"),
+            None
+        );
     }
 
     #[test]

@@ -230,25 +230,9 @@ impl AdapterSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Arch;
 
     fn cfg() -> ModelConfig {
-        ModelConfig {
-            arch: Arch::Llama,
-            n_vocab: 10,
-            n_embd: 8,
-            n_layer: 2,
-            n_head: 2,
-            n_head_kv: 1,
-            head_dim: 4,
-            n_ff: 12,
-            n_ctx: 16,
-            rms_eps: 1e-5,
-            rope_base: 1e4,
-            rope_dim: 4,
-            rope_freq_scale: 1.0,
-            rope_style: crate::kernels::RopeStyle::Adjacent,
-        }
+        ModelConfig::dense(&crate::model::arch::LLAMA, 10, 8, 2, 2, 1, 12, 16)
     }
 
     fn adapter(r: usize, targets: &[Target], layers: LayerSelection, seed: u64) -> Adapter {

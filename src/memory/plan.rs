@@ -204,6 +204,7 @@ pub fn kernel_scratch_need(
             n_head: m.n_head,
             n_head_kv: m.n_head_kv,
             head_dim: m.head_dim,
+            scale: m.attn_scale,
             precision,
         },
         training,
@@ -610,26 +611,18 @@ pub fn plan_generation(req: &GenerateRequest<'_>) -> Result<GeneratePlan> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::RopeStyle;
-    use crate::model::Arch;
 
     fn tinyllama() -> ModelConfig {
-        ModelConfig {
-            arch: Arch::Llama,
-            n_vocab: 32000,
-            n_embd: 2048,
-            n_layer: 22,
-            n_head: 32,
-            n_head_kv: 4,
-            head_dim: 64,
-            n_ff: 5632,
-            n_ctx: 2048,
-            rms_eps: 1e-5,
-            rope_base: 1e4,
-            rope_dim: 64,
-            rope_freq_scale: 1.0,
-            rope_style: RopeStyle::Adjacent,
-        }
+        ModelConfig::dense(
+            &crate::model::arch::LLAMA,
+            32000,
+            2048,
+            22,
+            32,
+            4,
+            5632,
+            2048,
+        )
     }
 
     fn req<'a>(m: &'a ModelConfig, l: &'a LoraConfig, budget: u64) -> TrainRequest<'a> {

@@ -8,9 +8,11 @@
 //! keep their input, attention state, keys, values and the MLP's gate and up, and backward
 //! recomputes no projection of theirs: each kept block saves one block forward per step.
 
-use super::block::{block_attention, block_forward, block_forward_kept, BlockCtx, Dropout};
-use super::block_backward::block_backward;
-use super::config::ModelConfig;
+use super::block::{
+    block_attention, block_forward, block_forward_kept, BlockCtx, Dropout, KeptMlp,
+};
+use super::block_backward::{block_backward, KeptMlpRef};
+use super::config::{LayerRope, ModelConfig};
 use super::forward::Model;
 use super::head::head_loss_backward;
 use super::workspace::{BlockBuffers, SequenceTables};
@@ -81,9 +83,9 @@ pub fn forward_backward_packed<F: Real>(
         head,
     } = ws;
     for (i, &id) in ids.iter().enumerate() {
-        model.weights.embed(id, &mut blocks.x[i * c..(i + 1) * c])?;
+        model.embed(id, &mut blocks.x[i * c..(i + 1) * c])?;
     }
-    seq.fill(model, ids, targets, doc_starts);
+    seq.fill(model, ids, targets, doc_starts, shape.capacity);
     let pass = Pass {
         model,
         adapter,
@@ -144,9 +146,17 @@ fn check_sequence(
 }
 
 impl<F: Real> SequenceTables<F> {
-    /// Positions (counted from each document's start), document starts, RoPE angles and
-    /// the predicted rows of one sequence.
-    fn fill(&mut self, model: &Model, ids: &[u32], targets: &[bool], doc_starts: &[u32]) {
+    /// Positions (counted from each document's start), document starts, sliding-window
+    /// starts, RoPE angles (per table, `capacity` rows apart) and the predicted rows of one
+    /// sequence.
+    fn fill(
+        &mut self,
+        model: &Model,
+        ids: &[u32],
+        targets: &[bool],
+        doc_starts: &[u32],
+        capacity: usize,
+    ) {
         let t = ids.len();
         let half = model.cfg.rope_dim / 2;
         self.positions.clear();
@@ -161,12 +171,21 @@ impl<F: Real> SequenceTables<F> {
             self.positions.push(i - start);
             self.starts.push(start);
         }
-        rope_table(
-            &mut self.cos[..t * half],
-            &mut self.sin[..t * half],
-            &self.positions,
-            model.inv_freq(),
-        );
+        if let Some(w) = model.cfg.window {
+            self.window_starts.clear();
+            let first = |(i, &s): (usize, &usize)| s.max((i + 1).saturating_sub(w));
+            self.window_starts
+                .extend(self.starts.iter().enumerate().map(first));
+        }
+        let table = capacity * half;
+        for (j, inv) in model.inv_freqs().iter().enumerate() {
+            rope_table(
+                &mut self.cos[j * table..j * table + t * half],
+                &mut self.sin[j * table..j * table + t * half],
+                &self.positions,
+                inv,
+            );
+        }
         self.preds.clear();
         self.preds.extend(
             (0..t.saturating_sub(1))
@@ -197,6 +216,22 @@ impl<F: Real> Pass<'_, F> {
         let cfg = &self.model.cfg;
         let (t, half) = (self.t, cfg.rope_dim / 2);
         let p = self.adapter.config.dropout;
+        let table = self.shape.capacity * half;
+        let rope = match cfg.layers[l].rope {
+            LayerRope::None => None,
+            r => {
+                let j = usize::from(r == LayerRope::Local) * table;
+                Some((
+                    &self.seq.cos[j..j + t * half],
+                    &self.seq.sin[j..j + t * half],
+                ))
+            }
+        };
+        let starts = if cfg.window_of(l).is_some() {
+            Some(&self.seq.window_starts[..t])
+        } else {
+            self.packed.then_some(&self.seq.starts[..t])
+        };
         BlockCtx {
             cfg,
             weights: &self.model.weights,
@@ -206,10 +241,9 @@ impl<F: Real> Pass<'_, F> {
                 p,
                 key: self.dropout_key ^ ((l as u64) << 40),
             }),
-            cos: &self.seq.cos[..t * half],
-            sin: &self.seq.sin[..t * half],
+            rope,
             precision: self.model.precision(),
-            starts: self.packed.then_some(&self.seq.starts[..t]),
+            starts,
         }
     }
 
@@ -227,16 +261,14 @@ impl<F: Real> Pass<'_, F> {
             if l >= keep_from {
                 let kp = &mut b.kept[l - keep_from];
                 kp.x_in[..t * c].copy_from_slice(x);
-                block_forward_kept(
-                    &self.ctx(l),
-                    x,
-                    &mut kp.k,
-                    &mut kp.v,
-                    &mut kp.state,
-                    &mut b.chunk,
-                    &mut kp.gate[..t * ff],
-                    &mut kp.up[..t * ff],
-                );
+                let down_len = if kp.down.is_empty() { 0 } else { t * c };
+                let keep = KeptMlp {
+                    gate: &mut kp.gate[..t * ff],
+                    up: &mut kp.up[..t * ff],
+                    down: &mut kp.down[..down_len],
+                };
+                let (k, v) = (&mut kp.k, &mut kp.v);
+                block_forward_kept(&self.ctx(l), x, k, v, &mut kp.state, &mut b.chunk, keep);
                 continue;
             }
             if l >= lowest && (l - lowest) % seg == 0 {
@@ -275,7 +307,11 @@ impl<F: Real> Pass<'_, F> {
                 &mut b.chunk,
                 &mut b.scratch,
                 l > self.lowest,
-                Some((&kp.gate[..t * ff], &kp.up[..t * ff])),
+                Some(KeptMlpRef {
+                    gate: &kp.gate[..t * ff],
+                    up: &kp.up[..t * ff],
+                    down: &kp.down[..if kp.down.is_empty() { 0 } else { t * c }],
+                }),
             );
         }
     }

@@ -1,24 +1,28 @@
-//! One transformer block, forward and backward, generic over the float type:
+//! One transformer block, forward and backward, generic over the float type, as its
+//! architecture's recipe ([`super::arch::Arch`]) builds it:
 //!
 //! ```text
-//! xn1 = rmsnorm(x)                    q, k, v = xn1·W0ᵀ (+ bias) + LoRA;  RoPE on q, k
-//! att = softmax(q·kᵀ/√d)·v (causal)   x_mid = x + att·Woᵀ + LoRA
-//! xn2 = rmsnorm(x_mid)                g, u = xn2·W0ᵀ + LoRA;  h = silu(g)·u
-//! out = x_mid + h·Wdᵀ + LoRA
+//! xn1 = rmsnorm(x)                    q, k, v = xn1·W0ᵀ (+ bias) + LoRA
+//!                                     [QK-norm: per-head rmsnorm of q, k];  RoPE on q, k
+//! att = softmax(scale·q·kᵀ)·v         (causal; a sliding window and document starts bound
+//!                                      the keys from below)
+//! o = att·Woᵀ + LoRA                  [post-norm: o = rmsnorm(o)];  x_mid = x + o
+//! xn2 = rmsnorm(x_mid)                g, u = xn2·W0ᵀ + LoRA;  h = act(g)·u (SwiGLU, GeGLU)
+//! d = h·Wdᵀ + LoRA                    [post-norm: d = rmsnorm(d)];  out = x_mid + d
 //! ```
 //!
 //! Memory grows with a token *chunk*, not with T, wherever it can: the projections, norms
 //! and the MLP run chunk by chunk; only the attention state — x_mid, q, att and the
-//! log-sum-exp (k and v live in the caller's cache or buffer) — covers all T tokens. The
-//! backward pass (`block_backward.rs`, read side by side with this file) recomputes each
-//! chunk's norms, MLP activations and LoRA inputs from x_in and x_mid. W0 never gets a
-//! gradient.
+//! log-sum-exp, and for training the inputs of the QK- and post-norms (k and v live in the
+//! caller's cache or buffer) — covers all T tokens. The backward pass
+//! (`block_backward.rs`, read side by side with this file) recomputes each chunk's norms,
+//! MLP activations and LoRA inputs from x_in and x_mid. W0 never gets a gradient.
 
 use super::config::ModelConfig;
 use super::weights::{LayerWeights, MatrixRef, Weights};
 use crate::kernels::num::{add_into, Real};
 use crate::kernels::{
-    attention_forward, lora_forward, matmul_forward, rmsnorm_forward, rope_forward, swiglu_forward,
+    attention_forward, glu_forward, lora_forward, matmul_forward, rmsnorm_forward, rope_forward,
     AttnShape, LoraRef, Precision, QMatrix,
 };
 use crate::lora::{LayerAdapter, LoraPair, Target};
@@ -65,13 +69,14 @@ pub struct BlockCtx<'a, F> {
     pub layer: usize,
     pub lora: Option<&'a LayerAdapter<F>>,
     pub dropout: Option<Dropout>,
-    /// RoPE angles of the T positions, (T, rope_dim/2) each.
-    pub cos: &'a [F],
-    pub sin: &'a [F],
+    /// RoPE angles (cos, sin) of this layer's T positions, (T, rope_dim/2) each; `None`
+    /// when the layer has no RoPE.
+    pub rope: Option<(&'a [F], &'a [F])>,
     /// Arithmetic of the products with W0.
     pub precision: Precision,
-    /// Document masking of packed sequences: token `i` attends to keys `starts[i] ..= i`
-    /// only (the first position of its record). `None`: plain causal attention.
+    /// The first key each query may see, relative to the key rows: the first position of
+    /// its record (packed sequences), its sliding window's start, or the later of both.
+    /// `None`: plain causal attention.
     pub starts: Option<&'a [usize]>,
 }
 
@@ -96,17 +101,16 @@ impl<F: Real> BlockCtx<'_, F> {
             n_head: self.cfg.n_head,
             n_head_kv: self.cfg.n_head_kv,
             head_dim: self.cfg.head_dim,
+            scale: self.cfg.attn_scale,
             precision: self.precision,
         }
     }
 
-    /// RoPE rows of tokens `r0 .. r1`.
-    pub(crate) fn rope_rows(&self, r0: usize, r1: usize) -> (&[F], &[F]) {
+    /// RoPE rows of tokens `r0 .. r1` (`None`: the layer has no RoPE).
+    pub(crate) fn rope_rows(&self, r0: usize, r1: usize) -> Option<(&[F], &[F])> {
         let half = self.cfg.rope_dim / 2;
-        (
-            &self.cos[r0 * half..r1 * half],
-            &self.sin[r0 * half..r1 * half],
-        )
+        self.rope
+            .map(|(c, s)| (&c[r0 * half..r1 * half], &s[r0 * half..r1 * half]))
     }
 }
 
@@ -129,24 +133,35 @@ pub struct BlockState<F> {
     capacity: usize,
     /// Residual after attention, (T, C).
     pub(crate) x_mid: Vec<F>,
-    /// Queries after bias and RoPE, (T, q_dim).
+    /// Queries after bias, QK-norm and RoPE, (T, q_dim).
     pub(crate) q: Vec<F>,
     /// Attention output, (T, q_dim).
     pub(crate) att: Vec<F>,
     /// Log-sum-exp of each query row and head, (T, n_head).
     pub(crate) lse: Vec<F>,
+    /// Training states only, for the norms' backward: queries and keys before QK-norm,
+    /// (T, q_dim) and (T, kv_dim); the attention output before its post-norm, (T, C).
+    /// Empty when the recipe has no such norm, and in inference states.
+    pub(crate) q_pre: Vec<F>,
+    pub(crate) k_pre: Vec<F>,
+    pub(crate) o_pre: Vec<F>,
 }
 
 impl<F: Real> BlockState<F> {
-    /// The state's buffers, taken from `s` (its one size list).
-    pub(crate) fn build(cfg: &ModelConfig, capacity: usize, s: &mut Sizer) -> Self {
-        let mut z = |n: usize| s.zeros(capacity * n);
+    /// The state's buffers, taken from `s` (its one size list); `training` states also
+    /// keep the norms' inputs.
+    pub(crate) fn build(cfg: &ModelConfig, capacity: usize, training: bool, s: &mut Sizer) -> Self {
+        let qk = training && cfg.arch.qk_norm;
+        let post = training && cfg.arch.post_norms;
         BlockState {
             capacity,
-            x_mid: z(cfg.n_embd),
-            q: z(cfg.q_dim()),
-            att: z(cfg.q_dim()),
-            lse: z(cfg.n_head),
+            x_mid: s.zeros(capacity * cfg.n_embd),
+            q: s.zeros(capacity * cfg.q_dim()),
+            att: s.zeros(capacity * cfg.q_dim()),
+            lse: s.zeros(capacity * cfg.n_head),
+            q_pre: s.zeros(if qk { capacity * cfg.q_dim() } else { 0 }),
+            k_pre: s.zeros(if qk { capacity * cfg.kv_dim() } else { 0 }),
+            o_pre: s.zeros(if post { capacity * cfg.n_embd } else { 0 }),
         }
     }
 
@@ -164,11 +179,16 @@ pub struct ChunkScratch<F> {
     pub(crate) gate: Vec<F>,
     pub(crate) up: Vec<F>,
     pub(crate) h: Vec<F>,
+    /// A projection's output before its norm or residual add, (rows, max(C, q_dim)).
     pub(crate) proj: Vec<F>,
     /// `u = dropout(x)·Aᵀ` per target, (rows, r).
     pub(crate) lora_u: [Vec<F>; 7],
     /// Dropped-out LoRA input, (rows, widest input).
     pub(crate) dropped: Vec<F>,
+    /// Reciprocal RMS of the per-head QK-norm rows, (rows, n_head) (QK-norm only).
+    pub(crate) head_rstd: Vec<F>,
+    /// Reciprocal RMS of a post-norm, (rows) (post-norms only).
+    pub(crate) post_rstd: Vec<F>,
 }
 
 impl<F: Real> ChunkScratch<F> {
@@ -181,6 +201,7 @@ impl<F: Real> ChunkScratch<F> {
         s: &mut Sizer,
     ) -> Self {
         let (c, qd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.n_ff);
+        let (qk, post) = (cfg.arch.qk_norm, cfg.arch.post_norms);
         ChunkScratch {
             rows,
             xn: s.zeros(rows * c),
@@ -191,6 +212,8 @@ impl<F: Real> ChunkScratch<F> {
             proj: s.zeros(rows * c.max(qd)),
             lora_u: std::array::from_fn(|_| s.zeros(rows * max_rank)),
             dropped: s.zeros(if dropout { rows * c.max(qd).max(ff) } else { 0 }),
+            head_rstd: s.zeros(if qk { rows * cfg.n_head } else { 0 }),
+            post_rstd: s.zeros(if post { rows } else { 0 }),
         }
     }
 
@@ -266,12 +289,81 @@ pub(crate) fn add_bias<F: Real>(y: &mut [F], bias: Option<&[f32]>) {
     }
 }
 
+/// One of q or k for the chunk starting at token `r0`: `out ← rope(norm(xn·W0ᵀ + bias +
+/// LoRA))`, with the per-head QK-norm when the recipe has it (its input also copied to
+/// `pre`, when given: training) and RoPE when the layer has it.
+#[allow(clippy::too_many_arguments)]
+fn query_or_key<F: Real>(
+    ctx: &BlockCtx<'_, F>,
+    t: Target,
+    out: &mut [F],
+    xn: &[F],
+    r0: usize,
+    n_heads: usize,
+    ch: &mut ChunkScratch<F>,
+    pre: Option<&mut [F]>,
+) {
+    let (cfg, lw) = (ctx.cfg, ctx.lw());
+    let n = xn.len() / cfg.n_embd;
+    let (bias, norm) = match t {
+        Target::Q => (lw.bq.as_deref(), lw.q_norm.as_deref()),
+        _ => (lw.bk.as_deref(), lw.k_norm.as_deref()),
+    };
+    let ChunkScratch {
+        proj,
+        lora_u,
+        dropped,
+        head_rstd,
+        ..
+    } = ch;
+    let u = &mut lora_u[t.index()];
+    match norm {
+        None => {
+            linear_forward(ctx, t, out, xn, r0, u, dropped);
+            add_bias(out, bias);
+        }
+        Some(w) => {
+            let p = &mut proj[..out.len()];
+            linear_forward(ctx, t, p, xn, r0, u, dropped);
+            add_bias(p, bias);
+            if let Some(pre) = pre {
+                pre.copy_from_slice(p);
+            }
+            rmsnorm_forward(out, &mut head_rstd[..n * n_heads], p, w, cfg.rms_eps);
+        }
+    }
+    if let Some((cos, sin)) = ctx.rope_rows(r0, r0 + n) {
+        rope_forward(out, n_heads, cfg.head_dim, cos, sin, cfg.rope_style);
+    }
+}
+
+/// `x += norm(y)` where the recipe has a post-norm `w` for this sum (its reciprocal RMS to
+/// `rstd`, the normed rows to `scratch`), else `x += y`.
+fn add_residual<F: Real>(
+    x: &mut [F],
+    y: &[F],
+    w: Option<&[f32]>,
+    eps: f32,
+    scratch: &mut [F],
+    rstd: &mut [F],
+) {
+    match w {
+        Some(w) => {
+            let n = y.len() / w.len();
+            let normed = &mut scratch[..y.len()];
+            rmsnorm_forward(normed, &mut rstd[..n], y, w, eps);
+            add_into(x, normed);
+        }
+        None => add_into(x, y),
+    }
+}
+
 /// The attention half of the block on `x` (T, C), in place: `x ← x_mid`, also kept in
 /// `st`. Keys and values of positions `pos0 ..` go to rows `pos0 ..` of `kc`/`vc` (a cache,
 /// or a training buffer), and attention reads rows `0 .. pos0+T`. With `keep_lse`, the
 /// log-sum-exp is kept for the backward pass.
 #[allow(clippy::too_many_arguments)]
-pub fn block_attention<F: Real>(
+pub(crate) fn block_attention<F: Real>(
     ctx: &BlockCtx<'_, F>,
     x: &mut [F],
     kc: &mut [F],
@@ -290,40 +382,32 @@ pub fn block_attention<F: Real>(
         "block: {t} tokens exceed the state capacity {}",
         st.capacity
     );
-    let ChunkScratch {
-        rows,
-        xn,
-        rstd,
-        proj,
-        lora_u,
-        dropped,
-        ..
-    } = ch;
-    let rows = *rows;
-    let [u_q, u_k, u_v, u_o, ..] = lora_u;
+    let rows = ch.rows;
+    // Training states keep the QK-norm inputs (empty buffers otherwise).
+    let keep_pre = !st.q_pre.is_empty();
     for r0 in (0..t).step_by(rows) {
         let r1 = (r0 + rows).min(t);
         let n = r1 - r0;
-        let (cos, sin) = ctx.rope_rows(r0, r1);
-        let xn = &mut xn[..n * c];
+        let mut xn = std::mem::take(&mut ch.xn);
         rmsnorm_forward(
-            xn,
-            &mut rstd[..n],
+            &mut xn[..n * c],
+            &mut ch.rstd[..n],
             &x[r0 * c..r1 * c],
             &lw.attn_norm,
             cfg.rms_eps,
         );
+        let xn_c = &xn[..n * c];
         let q = &mut st.q[r0 * qd..r1 * qd];
-        linear_forward(ctx, Target::Q, q, xn, r0, u_q, dropped);
-        add_bias(q, lw.bq.as_deref());
-        rope_forward(q, cfg.n_head, cfg.head_dim, cos, sin, cfg.rope_style);
+        let q_pre = keep_pre.then(|| &mut st.q_pre[r0 * qd..r1 * qd]);
+        query_or_key(ctx, Target::Q, q, xn_c, r0, cfg.n_head, ch, q_pre);
         let k = &mut kc[(pos0 + r0) * kvd..(pos0 + r1) * kvd];
-        linear_forward(ctx, Target::K, k, xn, r0, u_k, dropped);
-        add_bias(k, lw.bk.as_deref());
-        rope_forward(k, cfg.n_head_kv, cfg.head_dim, cos, sin, cfg.rope_style);
+        let k_pre = keep_pre.then(|| &mut st.k_pre[r0 * kvd..r1 * kvd]);
+        query_or_key(ctx, Target::K, k, xn_c, r0, cfg.n_head_kv, ch, k_pre);
         let v = &mut vc[(pos0 + r0) * kvd..(pos0 + r1) * kvd];
-        linear_forward(ctx, Target::V, v, xn, r0, u_v, dropped);
+        let u_v = &mut ch.lora_u[Target::V.index()];
+        linear_forward(ctx, Target::V, v, xn_c, r0, u_v, &mut ch.dropped);
         add_bias(v, lw.bv.as_deref());
+        ch.xn = xn;
     }
     let n_kv = (pos0 + t) * kvd;
     let lse = if keep_lse {
@@ -341,24 +425,39 @@ pub fn block_attention<F: Real>(
         ctx.shape(),
         ctx.starts,
     );
+    let keep_o = !st.o_pre.is_empty();
+    let ChunkScratch {
+        xn,
+        proj,
+        lora_u,
+        dropped,
+        post_rstd,
+        ..
+    } = ch;
     for r0 in (0..t).step_by(rows) {
         let r1 = (r0 + rows).min(t);
         let proj = &mut proj[..(r1 - r0) * c];
-        linear_forward(
-            ctx,
-            Target::O,
+        let att = &st.att[r0 * qd..r1 * qd];
+        let u_o = &mut lora_u[Target::O.index()];
+        linear_forward(ctx, Target::O, proj, att, r0, u_o, dropped);
+        if keep_o {
+            st.o_pre[r0 * c..r1 * c].copy_from_slice(proj);
+        }
+        let post = lw.attn_post_norm.as_deref();
+        add_residual(
+            &mut x[r0 * c..r1 * c],
             proj,
-            &st.att[r0 * qd..r1 * qd],
-            r0,
-            u_o,
-            dropped,
+            post,
+            cfg.rms_eps,
+            xn,
+            post_rstd,
         );
-        add_into(&mut x[r0 * c..r1 * c], proj);
     }
     st.x_mid[..t * c].copy_from_slice(x);
 }
 
 /// The MLP half on one chunk of rows (`x` holds x_mid of tokens `r0 ..`, in place → out).
+/// Leaves the chunk's gate, up and (before its post-norm) down projections in `ch`.
 pub(crate) fn mlp_chunk<F: Real>(
     ctx: &BlockCtx<'_, F>,
     x: &mut [F],
@@ -377,6 +476,7 @@ pub(crate) fn mlp_chunk<F: Real>(
         proj,
         lora_u,
         dropped,
+        post_rstd,
         ..
     } = ch;
     let [.., u_g, u_u, u_d] = lora_u;
@@ -387,17 +487,27 @@ pub(crate) fn mlp_chunk<F: Real>(
         &mut h[..n * ff],
         &mut proj[..n * c],
     );
-    rmsnorm_forward(xn, &mut rstd[..n], x, &ctx.lw().ffn_norm, cfg.rms_eps);
+    let lw = ctx.lw();
+    rmsnorm_forward(xn, &mut rstd[..n], x, &lw.ffn_norm, cfg.rms_eps);
     linear_forward(ctx, Target::Gate, gate, xn, r0, u_g, dropped);
     linear_forward(ctx, Target::Up, up, xn, r0, u_u, dropped);
-    swiglu_forward(h, gate, up, ctx.precision);
+    glu_forward(cfg.arch.activation, h, gate, up, ctx.precision);
     linear_forward(ctx, Target::Down, proj, h, r0, u_d, dropped);
-    add_into(x, proj);
+    let post = lw.ffn_post_norm.as_deref();
+    add_residual(x, proj, post, cfg.rms_eps, xn, post_rstd);
+}
+
+/// What a kept block keeps of its MLP over all T tokens: gate, up (T, n_ff) and, when the
+/// recipe post-norms the MLP output, the down projection before the norm (T, C).
+pub(crate) struct KeptMlp<'a, F> {
+    pub gate: &'a mut [F],
+    pub up: &'a mut [F],
+    pub down: &'a mut [F],
 }
 
 /// [`block_forward`] for training without recompute: the attention state (with the
-/// log-sum-exp) goes to `st`, keys and values to `kc`/`vc`, and the MLP's gate and up
-/// projections of all T tokens to `gate_all`/`up_all` (T, n_ff), all kept for backward.
+/// log-sum-exp) goes to `st`, keys and values to `kc`/`vc`, and the MLP's projections to
+/// `keep`, all kept for backward.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn block_forward_kept<F: Real>(
     ctx: &BlockCtx<'_, F>,
@@ -406,8 +516,7 @@ pub(crate) fn block_forward_kept<F: Real>(
     vc: &mut [F],
     st: &mut BlockState<F>,
     ch: &mut ChunkScratch<F>,
-    gate_all: &mut [F],
-    up_all: &mut [F],
+    keep: KeptMlp<'_, F>,
 ) {
     block_attention(ctx, x, kc, vc, 0, st, ch, true);
     let (c, ff) = (ctx.cfg.n_embd, ctx.cfg.n_ff);
@@ -415,14 +524,17 @@ pub(crate) fn block_forward_kept<F: Real>(
     for (i, xc) in x.chunks_mut(rows * c).enumerate() {
         let (r0, n) = (i * rows, xc.len() / c);
         mlp_chunk(ctx, xc, r0, ch);
-        gate_all[r0 * ff..(r0 + n) * ff].copy_from_slice(&ch.gate[..n * ff]);
-        up_all[r0 * ff..(r0 + n) * ff].copy_from_slice(&ch.up[..n * ff]);
+        keep.gate[r0 * ff..(r0 + n) * ff].copy_from_slice(&ch.gate[..n * ff]);
+        keep.up[r0 * ff..(r0 + n) * ff].copy_from_slice(&ch.up[..n * ff]);
+        if !keep.down.is_empty() {
+            keep.down[r0 * c..(r0 + n) * c].copy_from_slice(&ch.proj[..n * c]);
+        }
     }
 }
 
 /// The whole block on `x` (T, C) in place (see [`block_attention`] for the cache).
 #[allow(clippy::too_many_arguments)]
-pub fn block_forward<F: Real>(
+pub(crate) fn block_forward<F: Real>(
     ctx: &BlockCtx<'_, F>,
     x: &mut [F],
     kc: &mut [F],

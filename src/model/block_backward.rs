@@ -1,17 +1,22 @@
-//! The backward pass of one block (see `block.rs` for the forward, step by step). The MLP
-//! and the projections run chunk by chunk: each chunk's norm outputs, MLP activations and
-//! LoRA inputs are recomputed from x_mid (MLP) or x_in (q/k/v), so only the attention
-//! state and the attention gradients cover all T tokens. When the workspace keeps every
-//! block's activations (`WorkspaceShape::keep`), the MLP's gate and up come from the
-//! forward pass instead. Adds into the adapter gradients
-//! and turns d(out) into d(x_in).
+//! The backward pass of one block (see `block.rs` for the forward, step by step), in four
+//! phases read bottom-up against the forward: the MLP, the output projection, attention
+//! with RoPE, and the q/k/v projections. The MLP and the projections run chunk by chunk:
+//! each chunk's norm outputs, MLP activations and LoRA inputs are recomputed from x_mid
+//! (MLP) or x_in (q/k/v), so only the attention state and the attention gradients cover
+//! all T tokens. When the workspace keeps every block's activations
+//! (`WorkspaceShape::kept`), the MLP's projections come from the forward pass instead.
+//! Adds into the adapter gradients and turns d(out) into d(x_in).
+//!
+//! The norms' backward ([`rmsnorm_backward`]) adds into its input gradient: the post-norm
+//! and QK-norm gradients start from zeroed chunk buffers; their reciprocal RMS is
+//! recomputed from the kept inputs.
 
 use super::block::{linear_forward, lora_input, BlockCtx, BlockState, ChunkScratch};
 use super::config::ModelConfig;
 use crate::kernels::num::{add_into, Real};
 use crate::kernels::{
-    attention_backward, lora_backward, matmul_backward_input, rmsnorm_backward, rmsnorm_forward,
-    rope_backward, swiglu_backward, swiglu_forward,
+    attention_backward, glu_backward_overwrite, glu_forward, lora_backward, matmul_backward_input,
+    rmsnorm_backward, rmsnorm_forward, rope_backward,
 };
 use crate::lora::{LayerAdapter, LoraPair, Target};
 use crate::memory::sizes::Sizer;
@@ -38,6 +43,11 @@ pub struct BackwardScratch<F> {
     dh: Vec<F>,
     dgate: Vec<F>,
     dup: Vec<F>,
+    /// Gradient of a post-norm's input, (rows, C) (post-norms only).
+    dpost: Vec<F>,
+    /// Gradients of q and k before QK-norm, (rows, q_dim) and (rows, kv_dim) (QK-norm only).
+    dq_pre: Vec<F>,
+    dk_pre: Vec<F>,
     lora: LoraScratch<F>,
 }
 
@@ -54,6 +64,7 @@ impl<F: Real> BackwardScratch<F> {
     ) -> Self {
         let (c, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
         let widest = if dropout { c.max(qd).max(ff) } else { 0 };
+        let (qk, post) = (cfg.arch.qk_norm, cfg.arch.post_norms);
         BackwardScratch {
             rows,
             datt: s.zeros(capacity * qd),
@@ -65,6 +76,9 @@ impl<F: Real> BackwardScratch<F> {
             dh: s.zeros(rows * ff),
             dgate: s.zeros(rows * ff),
             dup: s.zeros(rows * ff),
+            dpost: s.zeros(if post { rows * c } else { 0 }),
+            dq_pre: s.zeros(if qk { rows * qd } else { 0 }),
+            dk_pre: s.zeros(if qk { rows * kvd } else { 0 }),
             lora: LoraScratch {
                 du: s.zeros(rows * max_rank),
                 dropped: s.zeros(rows * widest),
@@ -72,6 +86,17 @@ impl<F: Real> BackwardScratch<F> {
             },
         }
     }
+}
+
+/// The adapter gradients of one block, per target (`None` where not adapted).
+type Grads<'a, F> = [Option<&'a mut LoraPair<F>>; 7];
+
+/// What the MLP's backward takes from the forward pass when the block kept it: gate and
+/// up (T, n_ff), and the down projection before its post-norm (T, C; empty without one).
+pub(crate) struct KeptMlpRef<'a, F> {
+    pub gate: &'a [F],
+    pub up: &'a [F],
+    pub down: &'a [F],
 }
 
 /// Gradient of `linear_forward` for target `t` on the chunk starting at token `r0`: adds
@@ -118,12 +143,30 @@ fn linear_backward<F: Real>(
     }
 }
 
+/// The gradient of a post-norm `y = rmsnorm(x)·w` on one chunk: `dx` (zeroed first) from
+/// `dy` and the norm's input `x`, its reciprocal RMS recomputed into `rstd` (`scratch`
+/// takes the discarded normed rows).
+fn post_norm_backward<F: Real>(
+    dx: &mut [F],
+    dy: &[F],
+    x: &[F],
+    w: &[f32],
+    eps: f32,
+    scratch: &mut [F],
+    rstd: &mut [F],
+) {
+    let n = x.len() / w.len();
+    rmsnorm_forward(&mut scratch[..x.len()], &mut rstd[..n], x, w, eps);
+    dx.fill(F::ZERO);
+    rmsnorm_backward(dx, dy, x, w, &rstd[..n]);
+}
+
 /// Backward through the block whose attention half ran forward from `x_in` at positions
 /// `0 .. T` with `keep_lse`, leaving `st` and the keys/values `k`, `v` (T, kv_dim). On entry
 /// `dx` holds d(out); on return d(x_in) — unless `need_dx` is false (the lowest adapted
 /// block), when the input gradient is skipped and `dx` is left partial.
 #[allow(clippy::too_many_arguments)]
-pub fn block_backward<F: Real>(
+pub(crate) fn block_backward<F: Real>(
     ctx: &BlockCtx<'_, F>,
     grads: Option<&mut LayerAdapter<F>>,
     dx: &mut [F],
@@ -134,43 +177,47 @@ pub fn block_backward<F: Real>(
     ch: &mut ChunkScratch<F>,
     sc: &mut BackwardScratch<F>,
     need_dx: bool,
-    kept_mlp: Option<(&[F], &[F])>,
+    kept_mlp: Option<KeptMlpRef<'_, F>>,
+) {
+    let t = x_in.len() / ctx.cfg.n_embd;
+    let mut g: Grads<'_, F> = match grads {
+        Some(l) => {
+            let mut it = l.iter_mut().map(|p| p.as_mut());
+            std::array::from_fn(|_| it.next().flatten())
+        }
+        None => Default::default(),
+    };
+    let rows = ch.rows().min(sc.rows);
+    mlp_backward(ctx, &mut g, dx, t, rows, st, ch, sc, kept_mlp.as_ref());
+    out_proj_backward(ctx, &mut g, dx, t, rows, st, ch, sc);
+    attention_and_rope_backward(ctx, t, k, v, st, sc);
+    qkv_backward(ctx, &mut g, dx, x_in, rows, st, ch, sc, need_dx);
+}
+
+/// The chunks of `t` tokens, `rows` at a time, as `(r0, r1)`.
+fn chunks(t: usize, rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..t).step_by(rows).map(move |r0| (r0, (r0 + rows).min(t)))
+}
+
+/// `out = x_mid + post(down(act(gate(xn2), up(xn2))))`, `xn2 = rmsnorm(x_mid)`: per chunk,
+/// recompute the MLP's activations, then d(x_mid) = d(out) + the MLP's input gradient.
+#[allow(clippy::too_many_arguments)]
+fn mlp_backward<F: Real>(
+    ctx: &BlockCtx<'_, F>,
+    g: &mut Grads<'_, F>,
+    dx: &mut [F],
+    t: usize,
+    rows: usize,
+    st: &BlockState<F>,
+    ch: &mut ChunkScratch<F>,
+    sc: &mut BackwardScratch<F>,
+    kept: Option<&KeptMlpRef<'_, F>>,
 ) {
     let cfg = ctx.cfg;
     let lw = ctx.lw();
-    let (c, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
-    let t = x_in.len() / c;
-    let rows = ch.rows().min(sc.rows);
-    let [mut gq, mut gk, mut gv, mut go, mut gg, mut gu, mut gd] = match grads {
-        Some([a, b, c2, d, e, f, h]) => [
-            a.as_mut(),
-            b.as_mut(),
-            c2.as_mut(),
-            d.as_mut(),
-            e.as_mut(),
-            f.as_mut(),
-            h.as_mut(),
-        ],
-        None => Default::default(),
-    };
-    let BackwardScratch {
-        datt,
-        dq,
-        dk,
-        dv,
-        delta,
-        dxn,
-        dh,
-        dgate,
-        dup,
-        lora,
-        ..
-    } = sc;
-    let chunks = || (0..t).step_by(rows).map(move |r0| (r0, (r0 + rows).min(t)));
-
-    // out = x_mid + down(swiglu(gate(xn2), up(xn2))), xn2 = rmsnorm(x_mid): per chunk,
-    // recompute the MLP's activations, then d(x_mid) = d(out) + the MLP's input gradient.
-    for (r0, r1) in chunks() {
+    let (c, ff) = (cfg.n_embd, cfg.n_ff);
+    let post = lw.ffn_post_norm.as_deref();
+    for (r0, r1) in chunks(t, rows) {
         let n = r1 - r0;
         let x_mid = &st.x_mid[r0 * c..r1 * c];
         let ChunkScratch {
@@ -179,8 +226,10 @@ pub fn block_backward<F: Real>(
             gate,
             up,
             h,
+            proj,
             lora_u,
             dropped,
+            post_rstd,
             ..
         } = &mut *ch;
         let [.., u_g, u_u, u_d] = lora_u;
@@ -192,11 +241,11 @@ pub fn block_backward<F: Real>(
             &mut h[..n * ff],
         );
         rmsnorm_forward(xn, rstd, x_mid, &lw.ffn_norm, cfg.rms_eps);
-        match kept_mlp {
+        match kept {
             // Kept from the forward pass: only the LoRA inputs are formed again.
-            Some((kg, ku)) => {
-                gate.copy_from_slice(&kg[r0 * ff..r1 * ff]);
-                up.copy_from_slice(&ku[r0 * ff..r1 * ff]);
+            Some(kp) => {
+                gate.copy_from_slice(&kp.gate[r0 * ff..r1 * ff]);
+                up.copy_from_slice(&kp.up[r0 * ff..r1 * ff]);
                 lora_input(ctx, Target::Gate, xn, r0, u_g, dropped);
                 lora_input(ctx, Target::Up, xn, r0, u_u, dropped);
             }
@@ -205,111 +254,189 @@ pub fn block_backward<F: Real>(
                 linear_forward(ctx, Target::Up, up, xn, r0, u_u, dropped);
             }
         }
-        swiglu_forward(h, gate, up, ctx.precision);
-        lora_input(ctx, Target::Down, h, r0, u_d, dropped);
+        glu_forward(cfg.arch.activation, h, gate, up, ctx.precision);
         let dxc = &mut dx[r0 * c..r1 * c];
+        // d(down's output): through the post-norm when there is one, whose input (the
+        // down projection) was kept or is recomputed here.
+        let d_down: &[F] = match post {
+            Some(w) => {
+                let d_pre = &mut proj[..n * c];
+                match kept {
+                    Some(kp) => {
+                        d_pre.copy_from_slice(&kp.down[r0 * c..r1 * c]);
+                        lora_input(ctx, Target::Down, h, r0, u_d, dropped);
+                    }
+                    None => linear_forward(ctx, Target::Down, d_pre, h, r0, u_d, dropped),
+                }
+                let dpost = &mut sc.dpost[..n * c];
+                let (d_pre, scratch) = (&*d_pre, &mut sc.dxn[..n * c]);
+                post_norm_backward(dpost, dxc, d_pre, w, cfg.rms_eps, scratch, post_rstd);
+                &sc.dpost[..n * c]
+            }
+            None => {
+                lora_input(ctx, Target::Down, h, r0, u_d, dropped);
+                dxc
+            }
+        };
         let (dh, dgate, dup, dxn) = (
-            &mut dh[..n * ff],
-            &mut dgate[..n * ff],
-            &mut dup[..n * ff],
-            &mut dxn[..n * c],
+            &mut sc.dh[..n * ff],
+            &mut sc.dgate[..n * ff],
+            &mut sc.dup[..n * ff],
+            &mut sc.dxn[..n * c],
         );
         dh.fill(F::ZERO);
+        let lora = &mut sc.lora;
+        let gd = g[Target::Down.index()].as_deref_mut();
         linear_backward(
             ctx,
             Target::Down,
             Some(&mut *dh),
-            gd.as_deref_mut(),
-            dxc,
+            gd,
+            d_down,
             h,
             r0,
             u_d,
             lora,
         );
-        swiglu_backward(dgate, dup, dh, gate, up, ctx.precision);
+        let act = cfg.arch.activation;
+        glu_backward_overwrite(act, dgate, dup, dh, gate, up, ctx.precision);
         dxn.fill(F::ZERO);
+        let gg = g[Target::Gate.index()].as_deref_mut();
         linear_backward(
             ctx,
             Target::Gate,
             Some(&mut *dxn),
-            gg.as_deref_mut(),
+            gg,
             dgate,
             xn,
             r0,
             u_g,
             lora,
         );
-        linear_backward(
-            ctx,
-            Target::Up,
-            Some(&mut *dxn),
-            gu.as_deref_mut(),
-            dup,
-            xn,
-            r0,
-            u_u,
-            lora,
-        );
-        rmsnorm_backward(dxc, dxn, x_mid, &lw.ffn_norm, rstd);
+        let gu = g[Target::Up.index()].as_deref_mut();
+        linear_backward(ctx, Target::Up, Some(&mut *dxn), gu, dup, xn, r0, u_u, lora);
+        rmsnorm_backward(&mut dx[r0 * c..r1 * c], dxn, x_mid, &lw.ffn_norm, rstd);
     }
+}
 
-    // x_mid = x_in + o(att): d(att) from the output projection of d(x_mid), per chunk.
-    let datt = &mut datt[..t * qd];
+/// `x_mid = x_in + post(o(att))`: d(att) (T, q_dim) from the output projection of
+/// d(x_mid), per chunk, through the post-norm when there is one.
+#[allow(clippy::too_many_arguments)]
+fn out_proj_backward<F: Real>(
+    ctx: &BlockCtx<'_, F>,
+    g: &mut Grads<'_, F>,
+    dx: &[F],
+    t: usize,
+    rows: usize,
+    st: &BlockState<F>,
+    ch: &mut ChunkScratch<F>,
+    sc: &mut BackwardScratch<F>,
+) {
+    let cfg = ctx.cfg;
+    let (c, qd) = (cfg.n_embd, cfg.q_dim());
+    let post = ctx.lw().attn_post_norm.as_deref();
+    let datt = &mut sc.datt[..t * qd];
     datt.fill(F::ZERO);
-    for (r0, r1) in chunks() {
+    for (r0, r1) in chunks(t, rows) {
+        let n = r1 - r0;
         let att = &st.att[r0 * qd..r1 * qd];
         let ChunkScratch {
-            lora_u, dropped, ..
+            xn,
+            lora_u,
+            dropped,
+            post_rstd,
+            ..
         } = &mut *ch;
         let u_o = &mut lora_u[Target::O.index()];
         lora_input(ctx, Target::O, att, r0, u_o, dropped);
-        linear_backward(
-            ctx,
-            Target::O,
-            Some(&mut datt[r0 * qd..r1 * qd]),
-            go.as_deref_mut(),
-            &dx[r0 * c..r1 * c],
-            att,
-            r0,
-            u_o,
-            lora,
-        );
+        let dxc = &dx[r0 * c..r1 * c];
+        let dy: &[F] = match post {
+            Some(w) => {
+                let o_pre = &st.o_pre[r0 * c..r1 * c];
+                let dpost = &mut sc.dpost[..n * c];
+                post_norm_backward(dpost, dxc, o_pre, w, cfg.rms_eps, xn, post_rstd);
+                &sc.dpost[..n * c]
+            }
+            None => dxc,
+        };
+        let go = g[Target::O.index()].as_deref_mut();
+        let datt = Some(&mut datt[r0 * qd..r1 * qd]);
+        linear_backward(ctx, Target::O, datt, go, dy, att, r0, u_o, &mut sc.lora);
     }
+}
 
-    // Attention over all T tokens, then RoPE backwards.
+/// Attention over all T tokens, then RoPE backwards: d(att) → dq (T, q_dim), dk, dv
+/// (T, kv_dim), dq and dk with respect to the queries and keys before RoPE.
+fn attention_and_rope_backward<F: Real>(
+    ctx: &BlockCtx<'_, F>,
+    t: usize,
+    k: &[F],
+    v: &[F],
+    st: &BlockState<F>,
+    sc: &mut BackwardScratch<F>,
+) {
+    let cfg = ctx.cfg;
+    let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+    let BackwardScratch {
+        datt,
+        dq,
+        dk,
+        dv,
+        delta,
+        ..
+    } = sc;
     let (dq, dk, dv) = (&mut dq[..t * qd], &mut dk[..t * kvd], &mut dv[..t * kvd]);
     dq.fill(F::ZERO);
     dk.fill(F::ZERO);
     dv.fill(F::ZERO);
-    let lse = &st.lse[..t * cfg.n_head];
     attention_backward(
         dq,
         dk,
         dv,
         &mut delta[..t * cfg.n_head],
-        datt,
+        &datt[..t * qd],
         &st.q[..t * qd],
         k,
         v,
         &st.att[..t * qd],
-        lse,
+        &st.lse[..t * cfg.n_head],
         ctx.shape(),
         ctx.starts,
     );
-    let half = cfg.rope_dim / 2;
-    let (cos, sin) = (&ctx.cos[..t * half], &ctx.sin[..t * half]);
-    rope_backward(dq, cfg.n_head, cfg.head_dim, cos, sin, cfg.rope_style);
-    rope_backward(dk, cfg.n_head_kv, cfg.head_dim, cos, sin, cfg.rope_style);
+    if let Some((cos, sin)) = ctx.rope_rows(0, t) {
+        rope_backward(dq, cfg.n_head, cfg.head_dim, cos, sin, cfg.rope_style);
+        rope_backward(dk, cfg.n_head_kv, cfg.head_dim, cos, sin, cfg.rope_style);
+    }
+}
 
-    // q, k, v = projections of xn1 = rmsnorm(x_in), per chunk.
-    for (r0, r1) in chunks() {
+/// q, k, v = projections of xn1 = rmsnorm(x_in) (q and k through QK-norm when the recipe
+/// has it), per chunk: the adapter gradients, and d(x_in) when `need_dx`.
+#[allow(clippy::too_many_arguments)]
+fn qkv_backward<F: Real>(
+    ctx: &BlockCtx<'_, F>,
+    g: &mut Grads<'_, F>,
+    dx: &mut [F],
+    x_in: &[F],
+    rows: usize,
+    st: &BlockState<F>,
+    ch: &mut ChunkScratch<F>,
+    sc: &mut BackwardScratch<F>,
+    need_dx: bool,
+) {
+    let cfg = ctx.cfg;
+    let lw = ctx.lw();
+    let (c, qd, kvd) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim());
+    let t = x_in.len() / c;
+    for (r0, r1) in chunks(t, rows) {
         let n = r1 - r0;
         let xi = &x_in[r0 * c..r1 * c];
         let ChunkScratch {
             xn,
             rstd,
+            proj,
             lora_u,
             dropped,
+            head_rstd,
             ..
         } = &mut *ch;
         let [u_q, u_k, u_v, ..] = lora_u;
@@ -318,42 +445,64 @@ pub fn block_backward<F: Real>(
         lora_input(ctx, Target::Q, xn, r0, u_q, dropped);
         lora_input(ctx, Target::K, xn, r0, u_k, dropped);
         lora_input(ctx, Target::V, xn, r0, u_v, dropped);
-        let dxn = &mut dxn[..n * c];
+        // d(q), d(k) before QK-norm, when the recipe has it.
+        let qk_norm = |dy: &[F], pre: &[F], w: &[f32], heads: usize, dpre: &mut [F]| {
+            let width = dy.len() / n;
+            let scratch = &mut proj[..n * width];
+            rmsnorm_forward(scratch, &mut head_rstd[..n * heads], pre, w, cfg.rms_eps);
+            dpre.fill(F::ZERO);
+            rmsnorm_backward(dpre, dy, pre, w, &head_rstd[..n * heads]);
+        };
+        let mut qk_norm = qk_norm;
+        let dq_c = &sc.dq[r0 * qd..r1 * qd];
+        let dq_c: &[F] = match lw.q_norm.as_deref() {
+            Some(w) => {
+                let pre = &st.q_pre[r0 * qd..r1 * qd];
+                qk_norm(dq_c, pre, w, cfg.n_head, &mut sc.dq_pre[..n * qd]);
+                &sc.dq_pre[..n * qd]
+            }
+            None => dq_c,
+        };
+        let dk_c = &sc.dk[r0 * kvd..r1 * kvd];
+        let dk_c: &[F] = match lw.k_norm.as_deref() {
+            Some(w) => {
+                let pre = &st.k_pre[r0 * kvd..r1 * kvd];
+                qk_norm(dk_c, pre, w, cfg.n_head_kv, &mut sc.dk_pre[..n * kvd]);
+                &sc.dk_pre[..n * kvd]
+            }
+            None => dk_c,
+        };
+        let dv_c = &sc.dv[r0 * kvd..r1 * kvd];
+        let dxn = &mut sc.dxn[..n * c];
         dxn.fill(F::ZERO);
         let mut d = need_dx.then_some(&mut *dxn);
+        let lora = &mut sc.lora;
+        let gq = g[Target::Q.index()].as_deref_mut();
         linear_backward(
             ctx,
             Target::Q,
             d.as_deref_mut(),
-            gq.as_deref_mut(),
-            &dq[r0 * qd..r1 * qd],
+            gq,
+            dq_c,
             xn,
             r0,
             u_q,
             lora,
         );
+        let gk = g[Target::K.index()].as_deref_mut();
         linear_backward(
             ctx,
             Target::K,
             d.as_deref_mut(),
-            gk.as_deref_mut(),
-            &dk[r0 * kvd..r1 * kvd],
+            gk,
+            dk_c,
             xn,
             r0,
             u_k,
             lora,
         );
-        linear_backward(
-            ctx,
-            Target::V,
-            d,
-            gv.as_deref_mut(),
-            &dv[r0 * kvd..r1 * kvd],
-            xn,
-            r0,
-            u_v,
-            lora,
-        );
+        let gv = g[Target::V.index()].as_deref_mut();
+        linear_backward(ctx, Target::V, d, gv, dv_c, xn, r0, u_v, lora);
         if need_dx {
             rmsnorm_backward(&mut dx[r0 * c..r1 * c], dxn, xi, &lw.attn_norm, rstd);
         }

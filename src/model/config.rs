@@ -1,11 +1,14 @@
-//! Model hyper-parameters read from GGUF metadata (`{arch}.*` keys), validated once.
+//! Model hyper-parameters read from GGUF metadata (`{arch}.*` keys), validated once. What
+//! an architecture's keys mean comes from its recipe ([`super::arch::Arch`]); the result is
+//! plain numbers and per-layer facts (sliding window, which RoPE table) that the passes
+//! read.
 
+use super::arch::{AttnScale, WindowPattern};
 use crate::error::{GgufError, ModelError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, Value};
 use crate::kernels::RopeStyle;
 
-/// Architectures this engine runs, as written in `general.architecture`.
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2";
+pub use super::arch::Arch;
 
 /// Most transformer blocks a model may declare.
 pub const MAX_LAYERS: u64 = 1 << 12;
@@ -18,30 +21,38 @@ pub const MAX_CONTEXT: u64 = 1 << 24;
 /// Largest vocabulary (rows of `token_embd`).
 pub const MAX_VOCAB: u64 = 1 << 22;
 
-/// A supported architecture.
+/// Which RoPE angles a layer's queries and keys are rotated by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arch {
-    /// Llama 2/3, TinyLlama, SmolLM2, Mistral: GQA, SwiGLU, RMSNorm, adjacent-pair RoPE on
-    /// converter-permuted Q/K rows.
-    Llama,
-    /// Qwen2: Llama plus q/k/v biases and half-split (NEOX) RoPE.
-    Qwen2,
+pub enum LayerRope {
+    /// The model's RoPE (`rope.freq_base`, its scaling and frequency factors).
+    Global,
+    /// The sliding-window layers' own base (`rope_base_local`), unscaled.
+    Local,
+    /// No RoPE (smollm3's NoPE layers).
+    None,
 }
 
-impl Arch {
-    /// The `general.architecture` string.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Llama => "llama",
-            Arch::Qwen2 => "qwen2",
-        }
-    }
+/// What differs from layer to layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerSpec {
+    /// Attends only to the last `window` positions (itself included).
+    pub sliding: bool,
+    pub rope: LayerRope,
+}
+
+impl LayerSpec {
+    /// A full-attention layer with the model's RoPE.
+    pub const GLOBAL: LayerSpec = LayerSpec {
+        sliding: false,
+        rope: LayerRope::Global,
+    };
 }
 
 /// Everything the forward pass needs to know about a model's shape.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
-    pub arch: Arch,
+    /// The architecture's recipe.
+    pub arch: &'static Arch,
     /// Vocabulary size (rows of `token_embd`).
     pub n_vocab: usize,
     /// Residual width.
@@ -61,22 +72,30 @@ pub struct ModelConfig {
     /// `1 / factor` of linear RoPE scaling (1 when unscaled).
     pub rope_freq_scale: f32,
     pub rope_style: RopeStyle,
+    /// RoPE base of the sliding-window layers (`rope.freq_base_swa`, or the recipe's).
+    pub rope_base_local: f32,
+    /// The sliding window (`attention.sliding_window`) of the layers marked `sliding`.
+    pub window: Option<usize>,
+    /// Per layer: sliding or full attention, and its RoPE.
+    pub layers: Vec<LayerSpec>,
+    /// Scale of the attention scores (1/√head_dim unless the recipe says otherwise).
+    pub attn_scale: f32,
+    /// Factor of the token embeddings (1, or √n_embd for gemma).
+    pub embed_scale: f32,
+    /// Final-logit soft-capping: logits become `cap · tanh(z / cap)`.
+    pub final_softcap: Option<f32>,
 }
 
 impl ModelConfig {
     /// Reads and checks the configuration; `n_vocab` comes from the embedding tensor.
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig> {
         let arch_name = f.get_str("general.architecture")?;
-        let arch = match arch_name {
-            "llama" => Arch::Llama,
-            "qwen2" => Arch::Qwen2,
-            other => {
-                return Err(ModelError::UnsupportedArchitecture {
-                    arch: other.to_string(),
-                    supported: SUPPORTED_ARCHITECTURES,
-                }
-                .into())
+        let Some(arch) = Arch::by_name(arch_name) else {
+            return Err(ModelError::UnsupportedArchitecture {
+                arch: arch_name.to_string(),
+                supported: Arch::supported(),
             }
+            .into());
         };
         let key = |k: &str| format!("{arch_name}.{k}");
         // Every size is bounded before anything is sized by it (or multiplied with it).
@@ -153,6 +172,49 @@ impl ModelConfig {
             .into());
         }
         let n_vocab = embd.info.n_rows() as usize;
+        let window = match arch.window {
+            WindowPattern::None => None,
+            WindowPattern::Period(_) => match opt("attention.sliding_window", MAX_CONTEXT)? {
+                Some(0) | None => None,
+                Some(w) => Some(w),
+            },
+        };
+        let sliding = sliding_layers(f, &key, arch, window.is_some(), n_layer)?;
+        let layers: Vec<LayerSpec> = (0..n_layer)
+            .map(|il| LayerSpec {
+                sliding: sliding[il],
+                rope: match arch.no_rope_every {
+                    Some(n) if (il + 1) % n == 0 => LayerRope::None,
+                    _ if sliding[il] && arch.local_rope_base.is_some() => LayerRope::Local,
+                    _ => LayerRope::Global,
+                },
+            })
+            .collect();
+        let rope_base_local = match f.opt_f32(&key("rope.freq_base_swa"))? {
+            Some(b) => b,
+            None => arch.local_rope_base.unwrap_or(rope_base),
+        };
+        let final_softcap = if arch.final_softcap {
+            match f.opt_f32(&key("final_logit_softcapping"))? {
+                Some(0.0) => None,
+                Some(c) if c.is_finite() && c > 0.0 => Some(c),
+                Some(c) => {
+                    return Err(ModelError::Config(format!(
+                        "final_logit_softcapping {c} must be positive"
+                    ))
+                    .into())
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        let attn_scale = attention_scale(arch, n_layer, n_embd, n_head, head_dim);
+        let embed_scale = if arch.embed_scale_sqrt_width {
+            (n_embd as f32).sqrt()
+        } else {
+            1.0
+        };
         let cfg = ModelConfig {
             arch,
             n_vocab,
@@ -167,10 +229,13 @@ impl ModelConfig {
             rope_base,
             rope_dim,
             rope_freq_scale,
-            rope_style: match arch {
-                Arch::Llama => RopeStyle::Adjacent,
-                Arch::Qwen2 => RopeStyle::HalfSplit,
-            },
+            rope_style: arch.rope_style,
+            rope_base_local,
+            window,
+            layers,
+            attn_scale,
+            embed_scale,
+            final_softcap,
         };
         cfg.check_positive()?;
         Ok(cfg)
@@ -192,15 +257,70 @@ impl ModelConfig {
         if !(self.rms_eps.is_finite()
             && self.rms_eps >= 0.0
             && self.rope_base.is_finite()
-            && self.rope_base > 0.0)
+            && self.rope_base > 0.0
+            && self.rope_base_local.is_finite()
+            && self.rope_base_local > 0.0)
         {
             return Err(ModelError::Config(format!(
-                "rms epsilon {} / rope base {} out of range",
-                self.rms_eps, self.rope_base
+                "rms epsilon {} / rope base {} (local {}) out of range",
+                self.rms_eps, self.rope_base, self.rope_base_local
             ))
             .into());
         }
         Ok(())
+    }
+
+    /// A llama-like configuration with every layer global (tests and fixtures).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dense(
+        arch: &'static Arch,
+        n_vocab: usize,
+        n_embd: usize,
+        n_layer: usize,
+        n_head: usize,
+        n_head_kv: usize,
+        n_ff: usize,
+        n_ctx: usize,
+    ) -> ModelConfig {
+        let head_dim = n_embd / n_head.max(1);
+        ModelConfig {
+            arch,
+            n_vocab,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff,
+            n_ctx,
+            rms_eps: 1e-5,
+            rope_base: 1e4,
+            rope_dim: head_dim,
+            rope_freq_scale: 1.0,
+            rope_style: arch.rope_style,
+            rope_base_local: 1e4,
+            window: None,
+            layers: vec![LayerSpec::GLOBAL; n_layer],
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            embed_scale: 1.0,
+            final_softcap: None,
+        }
+    }
+
+    /// Whether some layer rotates by the local RoPE table.
+    pub fn has_local_rope(&self) -> bool {
+        self.layers.iter().any(|l| l.rope == LayerRope::Local)
+    }
+
+    /// How many RoPE angle tables a pass fills: the global one, and the local one when
+    /// some layer uses it.
+    pub fn rope_tables(&self) -> usize {
+        1 + usize::from(self.has_local_rope())
+    }
+
+    /// The sliding window of layer `l`, if it has one.
+    pub fn window_of(&self, l: usize) -> Option<usize> {
+        self.layers[l].sliding.then_some(self.window).flatten()
     }
 
     /// Width of the query projection output.
@@ -211,6 +331,62 @@ impl ModelConfig {
     /// Width of the key/value projection outputs.
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
+    }
+}
+
+/// Which layers use the sliding window: llama.cpp's rule (`load_swa_pattern`): a flag per
+/// layer when `attention.sliding_window_pattern` is an array, else its period (or the
+/// recipe's), layer `il` local when `il % n < n − 1` (n = 0: every layer).
+fn sliding_layers(
+    f: &GgufFile,
+    key: &dyn Fn(&str) -> String,
+    arch: &Arch,
+    has_window: bool,
+    n_layer: usize,
+) -> Result<Vec<bool>> {
+    let WindowPattern::Period(default) = arch.window else {
+        return Ok(vec![false; n_layer]);
+    };
+    if !has_window {
+        return Ok(vec![false; n_layer]);
+    }
+    let k = key("attention.sliding_window_pattern");
+    let period = match f.get(&k) {
+        Some(Value::Array(a)) => {
+            let flags: Option<Vec<bool>> = a
+                .iter()
+                .map(|v| match v {
+                    Value::Bool(b) => Some(b),
+                    _ => None,
+                })
+                .collect();
+            return match flags {
+                Some(v) if v.len() == n_layer => Ok(v),
+                _ => Err(ModelError::Config(format!(
+                    "{k} must hold one bool per layer ({n_layer})"
+                ))
+                .into()),
+            };
+        }
+        Some(_) => f.get_u32(&k)?,
+        None => default,
+    };
+    Ok((0..n_layer as u32)
+        .map(|il| period == 0 || il % period < period - 1)
+        .collect())
+}
+
+/// The attention scores' scale by the recipe's rule ([`AttnScale`]).
+fn attention_scale(
+    arch: &Arch,
+    n_layer: usize,
+    n_embd: usize,
+    n_head: usize,
+    head_dim: usize,
+) -> f32 {
+    match arch.attn_scale {
+        AttnScale::Gemma if n_layer == 62 => 1.0 / ((n_embd / n_head) as f32).sqrt(),
+        _ => 1.0 / (head_dim as f32).sqrt(),
     }
 }
 

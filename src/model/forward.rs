@@ -1,12 +1,15 @@
-//! Inference with f32 activations: embedding lookup, every block (see [`super::block`]) over
-//! the KV cache, with the model's adapter if one is set, then the final norm. Logits are a
-//! separate step ([`Model::logits`]) so callers compute them only for the rows they need.
+//! Inference with f32 activations: embedding lookup (scaled as the recipe says), every
+//! block (see [`super::block`]) over the KV cache ([`super::kv_cache`]; sliding-window
+//! layers see only their window), with the model's adapter if one is set, then the final
+//! norm. Logits are a separate step ([`Model::logits`], soft-capped where the model says)
+//! so callers compute them only for the rows they need.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use super::block::{block_forward, BlockCtx, BlockState, ChunkScratch};
-use super::config::ModelConfig;
+use super::config::{LayerRope, ModelConfig};
+use super::kv_cache::KvCache;
 use super::weights::Weights;
 use crate::error::{Error, ModelError, Result};
 use crate::gguf::GgufFile;
@@ -22,7 +25,9 @@ use crate::memory::sizes::Sizer;
 pub struct Model {
     pub cfg: ModelConfig,
     pub weights: Weights,
-    inv_freq: Vec<f64>,
+    /// RoPE inverse frequencies: the global table, then the local one (sliding-window
+    /// layers) when some layer uses it.
+    inv_freqs: Vec<Vec<f64>>,
     pool: Arc<rayon::ThreadPool>,
     adapter: Option<Arc<Adapter>>,
     precision: Precision,
@@ -40,12 +45,21 @@ impl Model {
     pub fn from_file(file: Arc<GgufFile>, threads: usize) -> Result<Model> {
         let cfg = ModelConfig::from_gguf(&file)?;
         let weights = Weights::load(file, &cfg)?;
-        let inv_freq = inverse_frequencies(
+        let mut inv_freqs = vec![inverse_frequencies(
             cfg.rope_dim,
             cfg.rope_base,
             cfg.rope_freq_scale,
             weights.rope_freqs.as_deref(),
-        );
+        )];
+        if cfg.has_local_rope() {
+            // The local layers' own base, unscaled (llama.cpp's rope_freq_scale_train_swa).
+            inv_freqs.push(inverse_frequencies(
+                cfg.rope_dim,
+                cfg.rope_base_local,
+                1.0,
+                None,
+            ));
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("pocketlora-{i}"))
@@ -54,7 +68,7 @@ impl Model {
         Ok(Model {
             cfg,
             weights,
-            inv_freq,
+            inv_freqs,
             pool: Arc::new(pool),
             adapter: None,
             precision: Precision::Exact,
@@ -90,9 +104,25 @@ impl Model {
         self.pool.install(f)
     }
 
-    /// Per-pair RoPE inverse frequencies (scaling and factors applied).
+    /// Per-pair RoPE inverse frequencies (scaling and factors applied) of the global table.
     pub fn inv_freq(&self) -> &[f64] {
-        &self.inv_freq
+        &self.inv_freqs[0]
+    }
+
+    /// The RoPE tables: global, then local when the model has one ([`ModelConfig::rope_tables`]).
+    pub fn inv_freqs(&self) -> &[Vec<f64>] {
+        &self.inv_freqs
+    }
+
+    /// Writes the embedding of `token` into `out`, scaled as the recipe says (×√n_embd for
+    /// gemma).
+    pub fn embed<F: crate::kernels::Real>(&self, token: u32, out: &mut [F]) -> Result<()> {
+        self.weights.embed(token, out)?;
+        if self.cfg.embed_scale != 1.0 {
+            let s = F::from_f32(self.cfg.embed_scale);
+            out.iter_mut().for_each(|v| *v *= s);
+        }
+        Ok(())
     }
 
     /// Applies `adapter` in every following forward pass (hot swap; `None` removes it).
@@ -163,27 +193,31 @@ impl Model {
                 act.capacity()
             )));
         }
-        let pos0 = cache.len;
-        if pos0 + t > cache.capacity {
+        let pos0 = cache.len();
+        if pos0 + t > cache.capacity() {
             return Err(ModelError::ContextOverflow {
                 len: pos0 + t,
-                context: cache.capacity,
+                context: cache.capacity(),
             }
             .into());
         }
+        cache.check_call(t)?;
         let c = cfg.n_embd;
         act.t = t;
         for (i, &tok) in tokens.iter().enumerate() {
-            self.weights.embed(tok, &mut act.x[i * c..(i + 1) * c])?;
+            self.embed(tok, &mut act.x[i * c..(i + 1) * c])?;
         }
         let positions: Vec<usize> = (pos0..pos0 + t).collect();
         let half = cfg.rope_dim / 2;
-        rope_table(
-            &mut act.cos[..t * half],
-            &mut act.sin[..t * half],
-            &positions,
-            &self.inv_freq,
-        );
+        let table = act.capacity * half;
+        for (j, inv) in self.inv_freqs.iter().enumerate() {
+            rope_table(
+                &mut act.cos[j * table..j * table + t * half],
+                &mut act.sin[j * table..j * table + t * half],
+                &positions,
+                inv,
+            );
+        }
         self.install(|| {
             let Activations {
                 x,
@@ -191,6 +225,7 @@ impl Model {
                 rstd,
                 cos,
                 sin,
+                window_starts,
                 state,
                 chunk,
                 ..
@@ -198,19 +233,31 @@ impl Model {
             let x = &mut x[..t * c];
             let mut layers = |x: &mut [f32]| {
                 for l in 0..cfg.n_layer {
+                    let view = cache.layer_for(l, pos0, t);
+                    if let Some(w) = view.window {
+                        window_starts.clear();
+                        let p0 = view.pos0;
+                        window_starts.extend((0..t).map(|i| (p0 + i + 1).saturating_sub(w)));
+                    }
+                    let starts = view.window.map(|_| &window_starts[..]);
+                    let rope = match cfg.layers[l].rope {
+                        LayerRope::None => None,
+                        r => {
+                            let j = usize::from(r == LayerRope::Local) * table;
+                            Some((&cos[j..j + t * half], &sin[j..j + t * half]))
+                        }
+                    };
                     let ctx = BlockCtx {
                         cfg,
                         weights: &self.weights,
                         layer: l,
                         lora: adapter.map(|a| &a.layers[l]),
                         dropout: None,
-                        cos: &cos[..t * half],
-                        sin: &sin[..t * half],
+                        rope,
                         precision: self.precision,
-                        starts: None,
+                        starts,
                     };
-                    let (kc, vc) = cache.layer_mut(l);
-                    block_forward(&ctx, x, kc, vc, pos0, state, chunk, false);
+                    block_forward(&ctx, x, view.k, view.v, view.pos0, state, chunk, false);
                 }
             };
             // A generation step (the matmuls' few-token GEMV path) is ~7 small matrix-vector
@@ -229,7 +276,7 @@ impl Model {
                 cfg.rms_eps,
             );
         });
-        cache.len = pos0 + t;
+        cache.set_len(pos0 + t);
         Ok(())
     }
 
@@ -240,6 +287,9 @@ impl Model {
             .matrix(&self.weights.output)
             .with_precision(self.precision);
         self.install(|| matmul_forward(logits, hidden, &head));
+        if let Some(cap) = self.cfg.final_softcap {
+            softcap(logits, cap);
+        }
     }
 }
 
@@ -248,76 +298,10 @@ fn max_rank(adapter: Option<&Adapter>) -> usize {
     adapter.map_or(0, |a| a.pairs().map(|p| p.r).max().unwrap_or(0))
 }
 
-/// Keys and values of every layer for positions `0 .. len`, room for `capacity`.
-#[derive(Debug)]
-pub struct KvCache {
-    kv_dim: usize,
-    capacity: usize,
-    len: usize,
-    /// Per layer: keys (capacity, kv_dim), then values (capacity, kv_dim).
-    layers: Vec<(Vec<f32>, Vec<f32>)>,
-}
-
-impl KvCache {
-    /// An empty cache for `capacity` positions. Callers that follow the model's training
-    /// context (generation) cap it at `n_ctx`; evaluation may go past it.
-    pub fn new(cfg: &ModelConfig, capacity: usize) -> Result<KvCache> {
-        capacity
-            .checked_mul(cfg.kv_dim())
-            .filter(|n| n.checked_mul(8 * cfg.n_layer).is_some())
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "a KV cache of {capacity} positions does not fit in memory"
-                ))
-            })?;
-        Ok(KvCache::build(cfg, capacity, &mut Sizer::allocating()))
-    }
-
-    /// The cache's one size list.
-    fn build(cfg: &ModelConfig, capacity: usize, s: &mut Sizer) -> KvCache {
-        let n = capacity * cfg.kv_dim();
-        KvCache {
-            kv_dim: cfg.kv_dim(),
-            capacity,
-            len: 0,
-            layers: s.each(cfg.n_layer, |s| (s.zeros(n), s.zeros(n))),
-        }
-    }
-
-    /// Bytes a cache of `capacity` positions holds (its per-layer buffers; the small
-    /// vector of them included).
-    pub fn bytes_for(cfg: &ModelConfig, capacity: usize) -> usize {
-        Sizer::bytes_of(|s| KvCache::build(cfg, capacity, s))
-    }
-
-    /// Positions filled.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Positions it can hold.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Forgets every position (keeps the memory).
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    /// Drops positions from `len` on, so a prefix can be reused.
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-    }
-
-    fn layer_mut(&mut self, l: usize) -> (&mut [f32], &mut [f32]) {
-        let (k, v) = &mut self.layers[l];
-        debug_assert_eq!(k.len(), self.capacity * self.kv_dim);
-        (k, v)
+/// Final-logit soft-capping in place: `z ← cap · tanh(z / cap)`.
+pub fn softcap(logits: &mut [f32], cap: f32) {
+    for z in logits {
+        *z = cap * (*z / cap).tanh();
     }
 }
 
@@ -331,8 +315,11 @@ pub struct Activations {
     x: Vec<f32>,
     xn: Vec<f32>,
     rstd: Vec<f32>,
+    /// RoPE angles, (capacity, rope_dim/2) per table ([`ModelConfig::rope_tables`]).
     cos: Vec<f32>,
     sin: Vec<f32>,
+    /// The first key each query of a sliding-window layer may see.
+    window_starts: Vec<usize>,
     state: BlockState<f32>,
     chunk: ChunkScratch<f32>,
 }
@@ -351,6 +338,7 @@ impl Activations {
     /// The activations' one size list.
     fn build(cfg: &ModelConfig, capacity: usize, max_rank: usize, s: &mut Sizer) -> Activations {
         let (c, half) = (cfg.n_embd, cfg.rope_dim / 2);
+        let tables = cfg.rope_tables();
         Activations {
             capacity,
             max_rank,
@@ -359,9 +347,10 @@ impl Activations {
             x: s.zeros(capacity * c),
             xn: s.zeros(capacity * c),
             rstd: s.zeros(capacity),
-            cos: s.zeros(capacity * half),
-            sin: s.zeros(capacity * half),
-            state: BlockState::build(cfg, capacity, s),
+            cos: s.zeros(tables * capacity * half),
+            sin: s.zeros(tables * capacity * half),
+            window_starts: s.room(if cfg.window.is_some() { capacity } else { 0 }),
+            state: BlockState::build(cfg, capacity, false, s),
             chunk: ChunkScratch::build(cfg, capacity.clamp(1, INFERENCE_CHUNK), max_rank, false, s),
         }
     }

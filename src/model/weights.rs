@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use super::config::{Arch, ModelConfig};
+use super::arch::Biases;
+use super::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::kernels::QMatrix;
@@ -31,7 +32,14 @@ pub struct LayerWeights {
     pub bq: Option<Vec<f32>>,
     pub bk: Option<Vec<f32>>,
     pub bv: Option<Vec<f32>>,
+    /// Per-head RMSNorm weights of Q and K, (head_dim) each (QK-norm).
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    /// RMSNorm of the attention output before the residual add (gemma).
+    pub attn_post_norm: Option<Vec<f32>>,
     pub ffn_norm: Vec<f32>,
+    /// RMSNorm of the MLP output before the residual add (gemma).
+    pub ffn_post_norm: Option<Vec<f32>>,
     pub w_gate: MatrixRef,
     pub w_up: MatrixRef,
     pub w_down: MatrixRef,
@@ -66,12 +74,19 @@ impl Weights {
             let name = |s: &str| format!("blk.{i}.{s}");
             let bias = |s: &str, n: usize| -> Result<Option<Vec<f32>>> {
                 let nm = name(s);
-                match (cfg.arch, f.tensor_info(&nm)) {
-                    (Arch::Qwen2, _) => vector(f, &nm, n).map(Some),
-                    (Arch::Llama, Some(_)) => vector(f, &nm, n).map(Some),
-                    (Arch::Llama, None) => Ok(None),
+                match (cfg.arch.biases, f.tensor_info(&nm)) {
+                    (Biases::Required, _) | (Biases::IfPresent, Some(_)) => {
+                        vector(f, &nm, n).map(Some)
+                    }
+                    (Biases::IfPresent | Biases::None, _) => Ok(None),
                 }
             };
+            // A vector the recipe calls for (`Some`), or `None` when it does not.
+            let needed = |on: bool, s: &str, n: usize| -> Result<Option<Vec<f32>>> {
+                on.then(|| vector(f, &name(s), n)).transpose()
+            };
+            let (qk, post) = (cfg.arch.qk_norm, cfg.arch.post_norms);
+            let hd = cfg.head_dim;
             layers.push(LayerWeights {
                 attn_norm: vector(f, &name("attn_norm.weight"), c)?,
                 wq: matrix(f, &name("attn_q.weight"), q, c)?,
@@ -81,7 +96,11 @@ impl Weights {
                 bq: bias("attn_q.bias", q)?,
                 bk: bias("attn_k.bias", kv)?,
                 bv: bias("attn_v.bias", kv)?,
+                q_norm: needed(qk, "attn_q_norm.weight", hd)?,
+                k_norm: needed(qk, "attn_k_norm.weight", hd)?,
+                attn_post_norm: needed(post, "post_attention_norm.weight", c)?,
                 ffn_norm: vector(f, &name("ffn_norm.weight"), c)?,
+                ffn_post_norm: needed(post, "post_ffw_norm.weight", c)?,
                 w_gate: matrix(f, &name("ffn_gate.weight"), ff, c)?,
                 w_up: matrix(f, &name("ffn_up.weight"), ff, c)?,
                 w_down: matrix(f, &name("ffn_down.weight"), c, ff)?,

@@ -177,30 +177,39 @@ pub(crate) struct Kept<F> {
     /// The MLP's gate and up projections, (T, n_ff).
     pub(crate) gate: Vec<F>,
     pub(crate) up: Vec<F>,
+    /// The down projection before the MLP's post-norm, (T, C) (post-norms only).
+    pub(crate) down: Vec<F>,
 }
 
 impl<F: Real> Kept<F> {
     fn build(cfg: &ModelConfig, t: usize, s: &mut Sizer) -> Self {
+        let post = cfg.arch.post_norms;
         Kept {
             x_in: s.zeros(t * cfg.n_embd),
-            state: BlockState::build(cfg, t, s),
+            state: BlockState::build(cfg, t, true, s),
             k: s.zeros(t * cfg.kv_dim()),
             v: s.zeros(t * cfg.kv_dim()),
             gate: s.zeros(t * cfg.n_ff),
             up: s.zeros(t * cfg.n_ff),
+            down: s.zeros(if post { t * cfg.n_embd } else { 0 }),
         }
     }
 }
 
-/// The sequence's tables: RoPE angles, positions, document starts and the target rows.
+/// The sequence's tables: RoPE angles, positions, document starts, sliding-window starts
+/// and the target rows.
 #[derive(Debug)]
 pub(crate) struct SequenceTables<F> {
-    /// RoPE angles of the T positions, (T, rope_dim/2) each.
+    /// RoPE angles of the T positions, (capacity, rope_dim/2) per table
+    /// ([`ModelConfig::rope_tables`]: global, then local).
     pub(crate) cos: Vec<F>,
     pub(crate) sin: Vec<F>,
     pub(crate) positions: Vec<usize>,
     /// Per token, the first position of its document (packed sequences).
     pub(crate) starts: Vec<usize>,
+    /// Per token, the first position its sliding window sees (and its document: the later
+    /// of both); filled only for models with sliding windows.
+    pub(crate) window_starts: Vec<usize>,
     /// (row, target token) of every predicted position.
     pub(crate) preds: Vec<(usize, usize)>,
 }
@@ -283,17 +292,18 @@ impl<F: Real> TrainWorkspace<F> {
                 kept: s.each(n_kept, |s| Kept::build(cfg, capacity, s)),
                 k: s.zeros(capacity * kvd),
                 v: s.zeros(capacity * kvd),
-                state: BlockState::build(cfg, capacity, s),
+                state: BlockState::build(cfg, capacity, true, s),
                 chunk: ChunkScratch::build(cfg, chunk, g.max_rank, g.dropout, s),
                 scratch: BackwardScratch::build(cfg, capacity, chunk, g.max_rank, g.dropout, s),
                 dx: s.zeros(capacity * c),
             },
             head: HeadBuffers::build(cfg, rows, s),
             seq: SequenceTables {
-                cos: s.zeros(capacity * half),
-                sin: s.zeros(capacity * half),
+                cos: s.zeros(cfg.rope_tables() * capacity * half),
+                sin: s.zeros(cfg.rope_tables() * capacity * half),
                 positions: s.room(capacity),
                 starts: s.room(capacity),
+                window_starts: s.room(if cfg.window.is_some() { capacity } else { 0 }),
                 preds: s.room(capacity),
             },
         }

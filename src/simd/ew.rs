@@ -246,19 +246,98 @@ fn swiglu_back_with(
     u: &[f32],
     e: impl Fn(f32) -> f32,
 ) {
-    let n = dh
-        .len()
-        .min(g.len())
-        .min(u.len())
-        .min(dg.len())
-        .min(du.len());
-    let (dg, du, dh, g, u) = (&mut dg[..n], &mut du[..n], &dh[..n], &g[..n], &u[..n]);
+    let (dg, du, dh, g, u) = common_len(dg, du, dh, g, u);
+    let n = dh.len();
     for i in 0..n {
         let gv = g[i];
         let s = 1.0 / (1.0 + e(-gv));
         dg[i] = dh[i] * u[i] * s * (1.0 + gv * (1.0 - s));
         du[i] = dh[i] * gv * s;
     }
+}
+
+/// √(2/π), the tanh GELU's inner factor.
+const GELU_K: f32 = 0.797_884_6;
+/// The tanh GELU's cubic coefficient.
+const GELU_C: f32 = 0.044_715;
+
+/// `tanh(z) = 1 − 2 / (e^(2z) + 1)` through the level's exponential: ±1 at the ends (the
+/// exponential saturates to 0 or +∞), branch-free.
+#[inline(always)]
+fn tanh_with(z: f32, e: &impl Fn(f32) -> f32) -> f32 {
+    1.0 - 2.0 / (e(2.0 * z) + 1.0)
+}
+
+/// GeGLU forward with the tanh GELU (`gelu_pytorch_tanh`):
+/// `h = ½·g·(1 + tanh(√(2/π)·(g + 0.044715·g³)))·u`.
+#[inline(always)]
+pub fn geglu(h: &mut [f32], g: &[f32], u: &[f32], fast: bool) {
+    with_exp!(fast, geglu_with(h, g, u))
+}
+
+#[inline(always)]
+fn geglu_with(h: &mut [f32], g: &[f32], u: &[f32], e: impl Fn(f32) -> f32) {
+    for ((o, &gv), &uv) in h.iter_mut().zip(g).zip(u) {
+        let t = tanh_with(GELU_K * (gv + GELU_C * gv * gv * gv), &e);
+        *o = 0.5 * gv * (1.0 + t) * uv;
+    }
+}
+
+/// GeGLU backward: `dg = dh·u·gelu'(g)`, `du = dh·gelu(g)` (overwritten), with
+/// `gelu'(g) = ½(1 + t) + ½·g·(1 − t²)·√(2/π)·(1 + 3·0.044715·g²)`.
+#[inline(always)]
+pub fn geglu_back(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32], fast: bool) {
+    with_exp!(fast, geglu_back_with(dg, du, dh, g, u))
+}
+
+#[inline(always)]
+fn geglu_back_with(
+    dg: &mut [f32],
+    du: &mut [f32],
+    dh: &[f32],
+    g: &[f32],
+    u: &[f32],
+    e: impl Fn(f32) -> f32,
+) {
+    let (dg, du, dh, g, u) = common_len(dg, du, dh, g, u);
+    let n = dh.len();
+    for i in 0..n {
+        let gv = g[i];
+        let g2 = gv * gv;
+        let t = tanh_with(GELU_K * (gv + GELU_C * g2 * gv), &e);
+        let gelu = 0.5 * gv * (1.0 + t);
+        let d = 0.5 * (1.0 + t) + 0.5 * gv * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * GELU_C * g2);
+        dg[i] = dh[i] * u[i] * d;
+        du[i] = dh[i] * gelu;
+    }
+}
+
+/// A gated activation's backward slices: (dg, du, dh, g, u).
+type GluBack<'a> = (
+    &'a mut [f32],
+    &'a mut [f32],
+    &'a [f32],
+    &'a [f32],
+    &'a [f32],
+);
+
+/// The five slices of a gated activation's backward cut to their common length (so the
+/// loops index without bounds checks).
+#[inline(always)]
+fn common_len<'a>(
+    dg: &'a mut [f32],
+    du: &'a mut [f32],
+    dh: &'a [f32],
+    g: &'a [f32],
+    u: &'a [f32],
+) -> GluBack<'a> {
+    let n = dh
+        .len()
+        .min(g.len())
+        .min(u.len())
+        .min(dg.len())
+        .min(du.len());
+    (&mut dg[..n], &mut du[..n], &dh[..n], &g[..n], &u[..n])
 }
 
 /// AdamW update of one tensor (torch semantics); `k = [β1, β2, lr/bc1, √bc2, ε, decay]`.

@@ -70,6 +70,8 @@ macro_rules! ew_list {
             scale_rows(y: &mut [f32], rows: usize, n: usize, ld: usize, scale: &[f32]);
             swiglu(h: &mut [f32], g: &[f32], u: &[f32], fast: bool);
             swiglu_back(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32], fast: bool);
+            geglu(h: &mut [f32], g: &[f32], u: &[f32], fast: bool);
+            geglu_back(dg: &mut [f32], du: &mut [f32], dh: &[f32], g: &[f32], u: &[f32], fast: bool);
             adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: [f32; 6]);
             rmsnorm_row(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) -> f32;
             rmsnorm_back_row(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], r: f32);
@@ -1526,6 +1528,13 @@ mod tests {
                     (e.swiglu_back)(&mut dg2, &mut du2, &dh, &g, &u, fast);
                     close("swiglu dg", &dg2, &dg1, 1e-6);
                     close("swiglu du", &du2, &du1, 1e-6);
+                    (twin.geglu)(&mut h1, &g, &u, fast);
+                    (e.geglu)(&mut h2, &g, &u, fast);
+                    close("geglu", &h2, &h1, 1e-6);
+                    (twin.geglu_back)(&mut dg1, &mut du1, &dh, &g, &u, fast);
+                    (e.geglu_back)(&mut dg2, &mut du2, &dh, &g, &u, fast);
+                    close("geglu dg", &dg2, &dg1, 1e-6);
+                    close("geglu du", &du2, &du1, 1e-6);
                 }
                 let (mut p1, mut m1, mut v1) = (
                     vals(n, 6),
