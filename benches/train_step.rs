@@ -39,6 +39,7 @@ fn smollm2_shape() -> synth::Spec {
         matrix_types: [GgmlType::Q8_0; 7],
         rope_linear: None,
         rope_freqs: None,
+        features: synth::Features::NONE,
         seed: 1,
     }
 }

@@ -202,6 +202,7 @@ fn big_models_inside_their_budgets() {
                 matrix_types: [ty; 7],
                 rope_linear: None,
                 rope_freqs: None,
+                features: common::synth::Features::NONE,
                 seed: 3,
             };
             std::fs::write(&path, build(&spec)).unwrap();
@@ -254,4 +255,115 @@ fn big_models_inside_their_budgets() {
         );
         assert!(rss <= bytes && heap <= bytes, "{name}: over the budget");
     }
+}
+
+/// A gemma3-shaped model (head size 128 over a 256-wide residual, one key/value head,
+/// QK-norm, post-norms, GeGLU, sliding window 64 on five of six layers, an 8192-token tied
+/// Q8_0 head), written here.
+#[cfg(target_os = "linux")]
+fn gemma3_shaped(dir: &std::path::Path) -> std::path::PathBuf {
+    use common::synth::{build, Features, Spec};
+    use pocketlora::quant::GgmlType;
+    let path = dir.join("gemma3-shaped.gguf");
+    let spec = Spec {
+        name: "gemma3-shaped",
+        arch: "gemma3",
+        n_vocab: 8192,
+        n_embd: 256,
+        n_layer: 6,
+        n_head: 4,
+        n_head_kv: 1,
+        n_ff: 1024,
+        n_ctx: 1024,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 1_000_000.0,
+        embd_ty: GgmlType::Q8_0,
+        output_ty: GgmlType::Q8_0,
+        matrix_types: [GgmlType::Q8_0; 7],
+        rope_linear: None,
+        rope_freqs: None,
+        features: Features {
+            head_dim: Some(128),
+            sliding_window: Some(64),
+            ..Features::NONE
+        },
+        seed: 8,
+    };
+    std::fs::write(&path, build(&spec)).unwrap();
+    path
+}
+
+/// The budget holds for the new architecture's buffers too (QK-norm and post-norm inputs,
+/// window starts, the head over a larger vocabulary): a gemma3-shaped model trained at
+/// three budgets, from one that forces recompute to one where every block keeps its
+/// activations, stays inside each (RssAnon sampled from outside, and the counted heap).
+#[cfg(target_os = "linux")]
+#[test]
+fn gemma3_shaped_training_stays_inside_its_budgets() {
+    let dir = scratch_dir("budget-gemma3");
+    let model = gemma3_shaped(&dir);
+    let data = dir.join("long.jsonl");
+    let mut f = std::fs::File::create(&data).unwrap();
+    for r in 0..4u32 {
+        let ids: Vec<String> = (0..256u32)
+            .map(|i| (3 + (i * 7919 + r * 104729) % 8000).to_string())
+            .collect();
+        writeln!(f, "{{\"ids\": [{}]}}", ids.join(", ")).unwrap();
+    }
+    drop(f);
+    let mut kept = Vec::new();
+    for (budget, bytes) in [("14M", 14u64 << 20), ("24M", 24 << 20), ("60M", 60 << 20)] {
+        let out = dir.join(budget);
+        let args = [
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--rank",
+            "8",
+            "--seq-len",
+            "256",
+            "--batch",
+            "2",
+            "--steps",
+            "3",
+            "--budget",
+            budget,
+            "--json",
+        ];
+        let (rss, o) = run_sampled(&args);
+        assert!(
+            o.status.success(),
+            "{budget}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let done: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap())
+                .unwrap();
+        let heap = done["peak_heap_bytes"].as_u64().unwrap();
+        let planned = done["plan"]["total_bytes"].as_u64().unwrap();
+        eprintln!(
+            "gemma3-shaped {budget}: RssAnon peak {rss}, heap peak {heap}, plan {planned}, kept {}, chunk {}, segment {}",
+            done["plan"]["kept_blocks"], done["plan"]["chunk"], done["plan"]["segment"]
+        );
+        assert!(
+            rss > 0 && rss <= bytes,
+            "{budget}: RssAnon {rss} over the budget"
+        );
+        assert!(heap <= bytes, "{budget}: heap {heap} over the budget");
+        assert!(
+            planned <= bytes && heap <= planned,
+            "{budget}: heap {heap}, plan {planned}"
+        );
+        kept.push(done["plan"]["kept_blocks"].as_u64().unwrap());
+    }
+    assert!(
+        kept[0] < 6 && kept[2] == 6,
+        "the budgets span the plans: {kept:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

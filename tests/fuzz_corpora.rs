@@ -137,6 +137,7 @@ fn tiny_spec(arch: &'static str, n_embd: usize, ty: GgmlType) -> synth::Spec {
         matrix_types: [ty; 7],
         rope_linear: None,
         rope_freqs: None,
+        features: common::synth::Features::NONE,
         seed: 7,
     }
 }

@@ -60,6 +60,9 @@ fn synthetic_models_match_hugging_face_greedy_continuations() {
         synth::llama_untied(),
         synth::qwen2_biases(),
         synth::llama_kquants(),
+        synth::gemma3(),
+        synth::qwen3(),
+        synth::smollm3(),
     ] {
         let path = dir.join(format!("{}.gguf", spec.name));
         std::fs::write(&path, synth::build(&spec)).unwrap();
@@ -72,13 +75,25 @@ fn synthetic_models_match_hugging_face_greedy_continuations() {
             .iter()
             .map(|x| x.as_u64().unwrap() as u32)
             .collect();
-        let m = Model::open(&path, 2).unwrap();
-        assert_eq!(
-            greedy(&m, &want[..3], want.len() - 3),
-            want,
-            "{}",
+        // Equal up to the first step where the reference's top-2 logit margin is below
+        // 1e-4 (a tie within rounding), which must come after at least 20 tokens; the
+        // older goldens carry no margins and are compared in full.
+        let margins: Vec<f64> = v["margins"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x.as_f64().unwrap()).collect())
+            .unwrap_or_default();
+        let n = margins
+            .iter()
+            .position(|&m| m < 1e-4)
+            .unwrap_or(want.len() - 3);
+        assert!(
+            n >= 20.min(want.len() - 3),
+            "{}: tie at step {n}",
             spec.name
         );
+        let m = Model::open(&path, 2).unwrap();
+        let got = greedy(&m, &want[..3], want.len() - 3);
+        assert_eq!(got[..3 + n], want[..3 + n], "{}", spec.name);
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -208,5 +223,67 @@ fn generation_steps_give_the_same_logits_on_one_two_and_three_threads() {
                 );
             }
         }
+    }
+}
+
+/// The sliding-window KV cache keeps only what each local layer's window still sees (its
+/// rows move to the front when full). A 600-token sequence on the synthetic gemma3 (window
+/// 8; the cache's local layers hold 8 − 1 + 512 rows, so they compact from position 519
+/// on): every position's logits from a prompt read in chunks of 512 and then one token at
+/// a time must give the cross-entropy the uncached training pass (window starts over the
+/// whole sequence) gives the same position, before and after the compaction.
+#[test]
+fn sliding_window_cache_matches_the_uncached_training_pass() {
+    use pocketlora::kernels::loss::cross_entropy;
+    use pocketlora::lora::{Adapter, LoraConfig};
+    use pocketlora::model::backward::{forward_backward, TrainWorkspace};
+    use pocketlora::model::{Activations, KvCache};
+
+    let spec = synth::gemma3();
+    let model = Model::from_file(
+        std::sync::Arc::new(pocketlora::gguf::GgufFile::from_bytes(synth::build(&spec)).unwrap()),
+        2,
+    )
+    .unwrap();
+    let (t, v) = (600usize, spec.n_vocab);
+    let mut r = synth::Lcg::new(3);
+    let ids: Vec<u32> = (0..t)
+        .map(|_| 3 + ((r.next() + 1.0) * 0.5 * (v - 4) as f32) as u32)
+        .collect();
+    // Cached: 512 tokens at once, then one at a time; logits at every position.
+    let mut cache = KvCache::new(&model.cfg, t).unwrap();
+    let mut act = Activations::for_model(&model, 512);
+    let mut logits = vec![0f32; v];
+    let mut cached_ce = vec![0f64; t];
+    model.forward(&ids[..512], &mut cache, &mut act).unwrap();
+    let c = model.cfg.n_embd;
+    for p in 0..511 {
+        model.logits(&act.hidden()[p * c..(p + 1) * c], &mut logits);
+        cached_ce[p] = cross_entropy(&logits, ids[p + 1] as usize);
+    }
+    for p in 511..t - 1 {
+        if p > 511 {
+            model.forward(&ids[p..p + 1], &mut cache, &mut act).unwrap();
+        }
+        let h = act.hidden();
+        model.logits(&h[h.len() - c..], &mut logits);
+        cached_ce[p] = cross_entropy(&logits, ids[p + 1] as usize);
+    }
+    // Uncached: the training pass over all 600 tokens, one target position at a time.
+    let adapter: Adapter = Adapter::new(&model.cfg, LoraConfig::default()).unwrap();
+    let mut grads = adapter.zeros_like();
+    let mut ws = TrainWorkspace::new(&model, &adapter, t);
+    for p in [0usize, 7, 300, 510, 511, 517, 518, 519, 520, 530, 598] {
+        let mut targets = vec![false; t];
+        targets[p + 1] = true;
+        let ce = forward_backward(
+            &model, &adapter, &mut grads, &ids, &targets, 1.0, 0, &mut ws,
+        )
+        .unwrap();
+        assert!(
+            (ce - cached_ce[p]).abs() <= 1e-4 * ce.abs().max(1.0),
+            "position {p}: cached {} vs uncached {ce}",
+            cached_ce[p]
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! Whole-model gradient check in f64: the adapter gradients of the training pass
 //! (checkpointed forward, fused head + loss, block backward) against central differences
-//! of the loss, on small synthetic llama and qwen2 models with every target adapted, B
-//! non-zero, GQA, tied and untied heads, and dropout.
+//! of the loss, on small synthetic llama, qwen2, gemma3, qwen3 and smollm3 models with
+//! every target adapted, B non-zero, GQA, tied and untied heads, and dropout; for gemma3
+//! every feature at once (head size other than n_embd/n_head, QK-norm, post-norms,
+//! GeGLU, √d embeddings, sliding windows shorter than the sequences with their own RoPE
+//! base, final-logit soft-capping), under every workspace shape.
 
 mod common;
 
@@ -10,7 +13,9 @@ use std::sync::Arc;
 use common::synth::{self, Lcg, Spec};
 use pocketlora::gguf::GgufFile;
 use pocketlora::lora::{Adapter, LayerSelection, LoraConfig, Target};
-use pocketlora::model::backward::{forward_backward, SavedDtype, TrainWorkspace, WorkspaceShape};
+use pocketlora::model::backward::{
+    forward_backward, SavedDtype, TrainWorkspace, WorkspaceShape, ALL_BLOCKS,
+};
 use pocketlora::model::Model;
 use pocketlora::quant::GgmlType;
 
@@ -33,9 +38,15 @@ fn tiny(arch: &'static str, tied: bool) -> Spec {
         matrix_types: [GgmlType::F32; 7],
         rope_linear: None,
         rope_freqs: None,
+        features: common::synth::Features::NONE,
         seed: 5,
     }
 }
+
+/// `check_chunked`'s `chunk` for a workspace keeping every block's activations.
+const KEEP_ALL: usize = 1000;
+/// ... and for one keeping only the top block's.
+const KEEP_TOP: usize = 1001;
 
 fn loss_and_grads(
     model: &Model,
@@ -48,12 +59,19 @@ fn loss_and_grads(
         .iter()
         .map(|(_, t)| t.iter().filter(|&&b| b).count())
         .sum();
-    // chunk 0 asks for √L checkpointing (a checkpoint every 2 blocks) with 5 logit rows.
+    // chunk 0 asks for √L checkpointing (a checkpoint every 2 blocks) with 5 logit rows;
+    // KEEP_ALL keeps every block's activations, KEEP_TOP the top block's (the others
+    // checkpointed, in chunks of 4).
     let shape = match chunk {
         0 => WorkspaceShape {
             segment: 2,
             loss_rows: 5,
             ..WorkspaceShape::plain(16)
+        },
+        KEEP_ALL => WorkspaceShape::keeping(16, ALL_BLOCKS),
+        KEEP_TOP => WorkspaceShape {
+            chunk: 4,
+            ..WorkspaceShape::keeping(16, 1)
         },
         c => WorkspaceShape::chunked(16, c, SavedDtype::F32),
     };
@@ -259,4 +277,67 @@ fn vocabulary_over_several_head_panels() {
             ..LoraConfig::default()
         },
     );
+}
+
+/// A gemma3 with every feature: head size 12 (not 32/4), a sliding window of 4 on layers 0
+/// and 1 (pattern 3) with RoPE base 100 there, soft-capped logits (cap 2: the logits of
+/// this model reach past it), QK-norm, post-norms, GeGLU, √d embeddings, tied head.
+fn gemma3() -> Spec {
+    Spec {
+        features: synth::Features {
+            head_dim: Some(12),
+            sliding_window: Some(4),
+            swa_pattern: Some(3),
+            rope_base_swa: Some(100.0),
+            final_softcap: Some(2.0),
+            ..synth::Features::NONE
+        },
+        ..tiny("gemma3", true)
+    }
+}
+
+fn all_targets(r: usize) -> LoraConfig {
+    LoraConfig {
+        r,
+        alpha: 3.0,
+        ..LoraConfig::default()
+    }
+}
+
+#[test]
+fn gemma3_every_feature_plain_and_kept() {
+    check(&gemma3(), all_targets(2));
+    check_chunked(&gemma3(), all_targets(2), KEEP_ALL);
+}
+
+#[test]
+fn gemma3_chunked_with_dropout_and_partly_kept() {
+    let lora = LoraConfig {
+        dropout: 0.2,
+        ..all_targets(2)
+    };
+    check_chunked(&gemma3(), lora.clone(), 3);
+    check_chunked(&gemma3(), lora, KEEP_TOP);
+    check_chunked(&gemma3(), all_targets(2), 0);
+}
+
+#[test]
+fn qwen3_head_size_and_qk_norm_untied() {
+    let spec = Spec {
+        features: synth::Features {
+            head_dim: Some(12),
+            ..synth::Features::NONE
+        },
+        ..tiny("qwen3", false)
+    };
+    check(&spec, all_targets(2));
+}
+
+#[test]
+fn smollm3_without_rope_on_every_fourth_layer() {
+    let spec = Spec {
+        n_layer: 4,
+        ..tiny("smollm3", true)
+    };
+    check(&spec, all_targets(2));
 }

@@ -146,6 +146,7 @@ fn q4_0_llama(
         matrix_types: [GgmlType::Q4_0; 7],
         rope_linear: None,
         rope_freqs: None,
+        features: common::synth::Features::NONE,
         seed: 7,
     }
 }

@@ -61,13 +61,16 @@ fn bundled_models_match_the_oracle() {
     }
 }
 
-fn specs() -> [Spec; 5] {
+fn specs() -> [Spec; 8] {
     [
         synth::llama_untied(),
         synth::qwen2_biases(),
         synth::llama_kquants(),
         synth::llama_rope_linear(),
         synth::llama_rope_freqs(),
+        synth::gemma3(),
+        synth::qwen3(),
+        synth::smollm3(),
     ]
 }
 

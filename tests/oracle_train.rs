@@ -1,7 +1,8 @@
 //! LoRA training against Hugging Face PEFT (shared/oracle/peft_reference.py; goldens made by
 //! tests/golden/oracle/make_train_goldens.sh): an adapter on all seven targets with
 //! non-zero B, loaded from PEFT's own files, on the stories260K F32/Q8_0/Q4_0 models and the
-//! synthetic llama (untied), qwen2 (biases) and K-quant llama.
+//! synthetic llama (untied), qwen2 (biases) and K-quant llama, and the synthetic gemma3,
+//! qwen3 and smollm3 (explicit Hugging Face models, tools/oracle/gguf_to_hf.py).
 //! - per-record loss with the adapter within 1e-4 relative;
 //! - every lora_A / lora_B gradient within 1e-3 (‖ours − ref‖ / ‖ref‖);
 //! - 10 AdamW steps (batch 2, lr 1e-2, clip 1.0, weight decay 0.01): losses within 1e-3
@@ -200,6 +201,25 @@ fn synthetic_llama_qwen2_and_kquants() {
         synth::qwen2_biases(),
         synth::llama_kquants(),
     ] {
+        let path = synth_model(&spec, &dir);
+        case(
+            spec.name,
+            &path,
+            &golden(&format!("oracle/{}.records.jsonl", spec.name)),
+            1e-3,
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn synthetic_gemma3_qwen3_and_smollm3() {
+    // Their goldens come from explicit Hugging Face models (tools/oracle/gguf_to_hf.py):
+    // gemma3 with QK-norm, post-norms, GeGLU, √d embeddings, sliding windows shorter than
+    // the records and soft-capped logits; qwen3 with QK-norm and head size 24 over a
+    // 64-wide residual; smollm3 with a layer without RoPE.
+    let dir = scratch_dir("oracle-train-arch");
+    for spec in [synth::gemma3(), synth::qwen3(), synth::smollm3()] {
         let path = synth_model(&spec, &dir);
         case(
             spec.name,

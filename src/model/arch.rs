@@ -166,7 +166,7 @@ pub static SMOLLM3: Arch = Arch {
 
 /// Every recipe files are opened with, in the order `inspect` and errors list them. A
 /// recipe joins this list once it is verified against transformers and llama.cpp.
-pub static ALL: [&Arch; 2] = [&LLAMA, &QWEN2];
+pub static ALL: [&Arch; 5] = [&LLAMA, &QWEN2, &GEMMA3, &QWEN3, &SMOLLM3];
 
 impl Arch {
     /// The recipe of `general.architecture = name`.

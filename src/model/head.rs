@@ -8,6 +8,10 @@
 //! multiplied back through the panel into `u` after `u` is scaled by `e^(m_old − m)`. At
 //! the end `u / Σ e^(z − m)` is `Σ_v softmax_v · W_v`, and the target's row of W is
 //! subtracted: `scale · (softmax − onehot) · W`.
+//!
+//! With final-logit soft-capping (`c = cap · tanh(z / cap)`), the softmax runs over `c`,
+//! and each panel's `e^(c − m)` is multiplied by `dc/dz = 1 − (c/cap)²` before it goes
+//! back through the panel; the target's row of W is weighed by its own `dc/dz`.
 
 use super::config::ModelConfig;
 use super::forward::Model;
@@ -38,12 +42,17 @@ pub(crate) struct HeadBuffers<F> {
     row_sum: Vec<f64>,
     row_target: Vec<F>,
     row_corr: Vec<F>,
+    /// Soft-capping only: `dc/dz` of one panel's logits, (rows, HEAD_PANEL), and of each
+    /// row's target, (rows).
+    panel_slope: Vec<F>,
+    row_target_slope: Vec<F>,
 }
 
 impl<F: Real> HeadBuffers<F> {
     /// The buffers' one size list.
     pub(crate) fn build(cfg: &ModelConfig, rows: usize, s: &mut Sizer) -> Self {
         let c = cfg.n_embd;
+        let capped = cfg.final_softcap.is_some();
         HeadBuffers {
             rstd: s.zeros(rows),
             rows: s.zeros(rows * c),
@@ -53,6 +62,12 @@ impl<F: Real> HeadBuffers<F> {
             row_sum: s.zeros(rows),
             row_target: s.zeros(rows),
             row_corr: s.zeros(rows),
+            panel_slope: s.zeros(if capped {
+                rows * HEAD_PANEL.min(cfg.n_vocab)
+            } else {
+                0
+            }),
+            row_target_slope: s.zeros(if capped { rows } else { 0 }),
         }
     }
 }
@@ -86,6 +101,8 @@ pub(crate) fn head_loss_backward<F: Real>(
         row_sum,
         row_target,
         row_corr,
+        panel_slope,
+        row_target_slope,
     } = hb;
     dx.fill(F::ZERO);
     let mut loss = 0f64;
@@ -102,8 +119,10 @@ pub(crate) fn head_loss_backward<F: Real>(
             sum: s,
             target: zt,
             corr: &mut row_corr[..n],
+            target_slope: &mut row_target_slope[..],
         };
-        online_softmax_through_head(model, &head, group, &rows[..n * c], dr, stats, logits);
+        let normed = &rows[..n * c];
+        online_softmax_through_head(model, &head, group, normed, dr, stats, logits, panel_slope);
         let (m, s, zt) = (&row_max[..n], &row_sum[..n], &row_target[..n]);
         for (j, &(_, tgt)) in group.iter().enumerate() {
             loss += m[j].to_f64() + s[j].ln() - zt[j].to_f64();
@@ -112,7 +131,10 @@ pub(crate) fn head_loss_backward<F: Real>(
             let wt = &mut rows[j * c..(j + 1) * c];
             head.dequantize_rows(tgt, wt);
             let k = F::from_f64(loss_scale / s[j]);
-            let ls = F::from_f64(loss_scale);
+            let ls = match row_target_slope.get(j) {
+                Some(&d) => F::from_f64(loss_scale) * d,
+                None => F::from_f64(loss_scale),
+            };
             for (d, &w) in dr[j * c..(j + 1) * c].iter_mut().zip(wt.iter()) {
                 *d = *d * k - ls * w;
             }
@@ -133,11 +155,16 @@ struct RowStats<'a, F> {
     sum: &'a mut [f64],
     target: &'a mut [F],
     corr: &'a mut [F],
+    /// Soft-capping only (else empty): the target logit's `dc/dz`.
+    target_slope: &'a mut [F],
 }
 
 /// One pass over the head's vocabulary panels for the group's normed rows: leaves each
 /// row's max and sum of `e^(z − max)` and its target logit in `st`, and
 /// `u = Σ_v e^(z_v − max) · W_v` in `u`. `logits` holds one panel's logits at a time.
+/// With soft-capping, `z` is the capped logit and each term is weighed by its `dc/dz`
+/// (`slope`, one panel's).
+#[allow(clippy::too_many_arguments)]
 fn online_softmax_through_head<F: Real>(
     model: &Model,
     head: &QMatrix<'_>,
@@ -146,6 +173,7 @@ fn online_softmax_through_head<F: Real>(
     u: &mut [F],
     st: RowStats<'_, F>,
     logits: &mut [F],
+    slope: &mut [F],
 ) {
     let c = model.cfg.n_embd;
     let n = group.len();
@@ -160,12 +188,23 @@ fn online_softmax_through_head<F: Real>(
         let sub = head.rows_range(v0, v0 + vp);
         let lg = &mut logits[..n * vp];
         matmul_forward(lg, normed, &sub);
+        let capped = model.cfg.final_softcap.map(|cap| {
+            let slope = &mut slope[..n * vp];
+            softcap_with_slope(lg, slope, cap);
+            &*slope
+        });
         for (j, &(_, tgt)) in group.iter().enumerate() {
             if (v0..v0 + vp).contains(&tgt) {
                 st.target[j] = lg[j * vp + tgt - v0];
+                if let Some(sl) = capped {
+                    st.target_slope[j] = sl[j * vp + tgt - v0];
+                }
             }
         }
         lse_exp_update_rows(lg, (n, vp, vp), st.max, st.sum, st.corr, model.precision());
+        if let Some(sl) = capped {
+            lg.iter_mut().zip(sl).for_each(|(e, &d)| *e *= d);
+        }
         if v0 > 0 {
             for (ur, &k) in u.chunks_exact_mut(c).zip(st.corr.iter()) {
                 if k != F::ONE {
@@ -175,5 +214,15 @@ fn online_softmax_through_head<F: Real>(
         }
         matmul_backward_input(u, lg, &sub);
         v0 += vp;
+    }
+}
+
+/// `z ← cap · tanh(z / cap)` in place, and `slope ← dc/dz = 1 − (c / cap)²`.
+fn softcap_with_slope<F: Real>(z: &mut [F], slope: &mut [F], cap: f32) {
+    let cap = F::from_f32(cap);
+    for (v, d) in z.iter_mut().zip(slope.iter_mut()) {
+        let t = (*v / cap).tanh();
+        *v = cap * t;
+        *d = F::ONE - t * t;
     }
 }

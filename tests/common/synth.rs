@@ -30,7 +30,48 @@ pub struct Spec {
     pub rope_linear: Option<f32>,
     /// A Llama-3.1-style `rope_freqs.weight` tensor (one divisor per rotated pair).
     pub rope_freqs: Option<Vec<f32>>,
+    /// What the newer architectures add (head size, windows, soft-cap, ...).
+    pub features: Features,
     pub seed: u64,
+}
+
+/// The settings of the newer architectures: which tensors a block has follows from the
+/// architecture (gemma3: QK-norm and post-norms; qwen3: QK-norm).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Features {
+    /// `attention.key_length` / `value_length` (head size other than n_embd / n_head).
+    pub head_dim: Option<usize>,
+    /// `attention.sliding_window`.
+    pub sliding_window: Option<u32>,
+    /// `attention.sliding_window_pattern` (a period).
+    pub swa_pattern: Option<u32>,
+    /// `rope.freq_base_swa`.
+    pub rope_base_swa: Option<f32>,
+    /// `final_logit_softcapping`.
+    pub final_softcap: Option<f32>,
+    /// `rope.dimension_count` below the head size (partial rotary).
+    pub rope_dim: Option<usize>,
+}
+
+impl Features {
+    pub const NONE: Features = Features {
+        head_dim: None,
+        sliding_window: None,
+        swa_pattern: None,
+        rope_base_swa: None,
+        final_softcap: None,
+        rope_dim: None,
+    };
+}
+
+/// Whether blocks of `arch` carry per-head Q/K norms.
+fn has_qk_norm(arch: &str) -> bool {
+    matches!(arch, "gemma3" | "qwen3")
+}
+
+/// Whether blocks of `arch` carry post-attention and post-MLP norms.
+fn has_post_norms(arch: &str) -> bool {
+    arch == "gemma3"
 }
 
 /// A llama with an untied output head: embedding 128, 4 heads of 32, 2 KV heads.
@@ -61,6 +102,7 @@ pub fn llama_untied() -> Spec {
         ],
         rope_linear: None,
         rope_freqs: None,
+        features: Features::NONE,
         seed: 11,
     }
 }
@@ -107,6 +149,7 @@ pub fn qwen2_biases() -> Spec {
         matrix_types: [GgmlType::F32; 7],
         rope_linear: None,
         rope_freqs: None,
+        features: Features::NONE,
         seed: 22,
     }
 }
@@ -139,7 +182,115 @@ pub fn llama_kquants() -> Spec {
         ],
         rope_linear: None,
         rope_freqs: None,
+        features: Features::NONE,
         seed: 33,
+    }
+}
+
+/// A gemma3 with every feature its recipe has: 4 heads of 32 over a 64-wide residual (head
+/// size other than n_embd / n_head) sharing one key/value head, QK-norm, post-norms,
+/// GeGLU, √d embeddings, a sliding window of 8 (shorter than most records) on layers 0, 1
+/// and 3 (pattern 3) with RoPE base 10 000 there and 1e6 on the global layer 2, soft-capped
+/// logits (cap 8), a Q8_0 embedding and an untied Q5_0 head (a tied head makes this
+/// random model repeat its last token); F32, Q8_0, Q5_0 and Q4_0 matrices.
+pub fn gemma3() -> Spec {
+    Spec {
+        name: "synth-gemma3",
+        arch: "gemma3",
+        n_vocab: 96,
+        n_embd: 64,
+        n_layer: 4,
+        n_head: 4,
+        n_head_kv: 1,
+        n_ff: 128,
+        n_ctx: 256,
+        tied: false,
+        qkv_bias: false,
+        rope_base: 1_000_000.0,
+        embd_ty: GgmlType::Q8_0,
+        output_ty: GgmlType::Q5_0,
+        matrix_types: [
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::Q5_0,
+            GgmlType::F32,
+            GgmlType::Q4_0,
+            GgmlType::F32,
+            GgmlType::Q8_0,
+        ],
+        rope_linear: None,
+        rope_freqs: None,
+        features: Features {
+            head_dim: Some(32),
+            sliding_window: Some(8),
+            swa_pattern: Some(3),
+            rope_base_swa: Some(10_000.0),
+            final_softcap: Some(8.0),
+            rope_dim: None,
+        },
+        seed: 44,
+    }
+}
+
+/// A qwen3: QK-norm, NEOX RoPE, 4 heads of 24 over a 64-wide residual, 2 key/value heads,
+/// an untied Q8_0 head; F32 and Q8_0 matrices.
+pub fn qwen3() -> Spec {
+    Spec {
+        name: "synth-qwen3",
+        arch: "qwen3",
+        n_vocab: 88,
+        n_embd: 64,
+        n_layer: 3,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 160,
+        n_ctx: 256,
+        tied: false,
+        qkv_bias: false,
+        rope_base: 1_000_000.0,
+        embd_ty: GgmlType::F32,
+        output_ty: GgmlType::Q8_0,
+        matrix_types: [
+            GgmlType::Q8_0,
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::F32,
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::F32,
+        ],
+        rope_linear: None,
+        rope_freqs: None,
+        features: Features {
+            head_dim: Some(24),
+            ..Features::NONE
+        },
+        seed: 55,
+    }
+}
+
+/// A smollm3: llama blocks with no RoPE on layer 3 (every fourth), tied head.
+pub fn smollm3() -> Spec {
+    Spec {
+        name: "synth-smollm3",
+        arch: "smollm3",
+        n_vocab: 80,
+        n_embd: 64,
+        n_layer: 4,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 128,
+        n_ctx: 256,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 5_000_000.0,
+        embd_ty: GgmlType::F32,
+        output_ty: GgmlType::F32,
+        matrix_types: [GgmlType::F32; 7],
+        rope_linear: None,
+        rope_freqs: None,
+        features: Features::NONE,
+        seed: 66,
     }
 }
 
@@ -181,7 +332,7 @@ pub fn writer(s: &Spec) -> GgufWriter {
     let mut r = Lcg::new(s.seed);
     let mut w = GgufWriter::new();
     let a = s.arch;
-    let hd = s.n_embd / s.n_head;
+    let hd = s.features.head_dim.unwrap_or(s.n_embd / s.n_head);
     let (q, kv) = (s.n_head * hd, s.n_head_kv * hd);
     w.set("general.architecture", Value::String(a.into()));
     w.set("general.name", Value::String(s.name.into()));
@@ -205,7 +356,30 @@ pub fn writer(s: &Spec) -> GgufWriter {
         Value::F32(1e-5),
     );
     w.set(format!("{a}.rope.freq_base"), Value::F32(s.rope_base));
-    w.set(format!("{a}.rope.dimension_count"), Value::U32(hd as u32));
+    w.set(
+        format!("{a}.rope.dimension_count"),
+        Value::U32(s.features.rope_dim.unwrap_or(hd) as u32),
+    );
+    let f = &s.features;
+    if let Some(d) = f.head_dim {
+        w.set(format!("{a}.attention.key_length"), Value::U32(d as u32));
+        w.set(format!("{a}.attention.value_length"), Value::U32(d as u32));
+    }
+    if let Some(n) = f.sliding_window {
+        w.set(format!("{a}.attention.sliding_window"), Value::U32(n));
+    }
+    if let Some(n) = f.swa_pattern {
+        w.set(
+            format!("{a}.attention.sliding_window_pattern"),
+            Value::U32(n),
+        );
+    }
+    if let Some(b) = f.rope_base_swa {
+        w.set(format!("{a}.rope.freq_base_swa"), Value::F32(b));
+    }
+    if let Some(c) = f.final_softcap {
+        w.set(format!("{a}.final_logit_softcapping"), Value::F32(c));
+    }
     w.set(format!("{a}.vocab_size"), Value::U32(s.n_vocab as u32));
     if let Some(f) = s.rope_linear {
         w.set(
@@ -328,6 +502,24 @@ pub fn writer(s: &Spec) -> GgufWriter {
             &mat(&mut r, s.n_embd, q),
             &[q as u64, c],
         );
+        if has_qk_norm(a) {
+            for n in ["attn_q_norm", "attn_k_norm"] {
+                let v = norm(&mut r, hd);
+                tensor(
+                    &mut w,
+                    &format!("{b}.{n}.weight"),
+                    GgmlType::F32,
+                    &v,
+                    &[hd as u64],
+                );
+            }
+        }
+        if has_post_norms(a) {
+            for n in ["post_attention_norm", "post_ffw_norm"] {
+                let v = norm(&mut r, s.n_embd);
+                tensor(&mut w, &format!("{b}.{n}.weight"), GgmlType::F32, &v, &[c]);
+            }
+        }
         tensor(
             &mut w,
             &format!("{b}.ffn_norm.weight"),

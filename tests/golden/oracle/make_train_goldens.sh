@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Oracle goldens for LoRA training (tests/oracle_train.rs), made once with Hugging Face
-# transformers + PEFT (shared/oracle/peft_reference.py) in a venv outside the repository.
-#   usage: tests/golden/oracle/make_train_goldens.sh PYTHON ORACLE_DIR SYNTH_DIR
+# transformers + PEFT (tools/oracle/peft_reference.py, a superset of
+# shared/oracle/peft_reference.py) in a venv outside the repository.
+#   usage: tests/golden/oracle/make_train_goldens.sh PYTHON ORACLE_DIR SYNTH_DIR [MODELS...]
+# MODELS (default: all) picks which goldens to remake. gemma3, qwen3 and smollm3 are loaded
+# as explicit Hugging Face models (tools/oracle/gguf_to_hf.py writes SYNTH_DIR/hf-<name>):
+# transformers' GGUF loader drops the features they test.
 # SYNTH_DIR holds the synthetic models written by
 #   POCKETLORA_SYNTH_OUT=SYNTH_DIR cargo test --release --test oracle_eval -- --ignored write_synthetic_fixtures
 set -euo pipefail
@@ -20,9 +24,17 @@ run() { # name model data
         --clip 1.0 --weight-decay 0.01 --out $out/$name/trained > $out/$name/train.json
     rm -f $out/$name/trained/README.md $out/$name/init/README.md
 }
-for m in stories260K-f32 stories260K-q8_0 stories260K-q4_0; do
-    run $m ../../../assets/$m.gguf eval_records.jsonl
+shift 3
+want() { [ $# -eq 0 ] || [[ " $* " == *" $M "* ]]; }
+for M in stories260K-f32 stories260K-q8_0 stories260K-q4_0; do
+    want "$@" && run $M ../../../assets/$M.gguf eval_records.jsonl
 done
-for m in synth-llama-untied synth-qwen2 synth-llama-kquants; do
-    run $m $SYNTH/$m.gguf $m.records.jsonl
+for M in synth-llama-untied synth-qwen2 synth-llama-kquants; do
+    want "$@" && run $M $SYNTH/$M.gguf $M.records.jsonl
+done
+for M in synth-gemma3 synth-qwen3 synth-smollm3; do
+    if want "$@"; then
+        $PY "$(dirname "$ORACLE")/gguf_to_hf.py" $SYNTH/$M.gguf $SYNTH/hf-$M > /dev/null
+        run $M $SYNTH/hf-$M $M.records.jsonl
+    fi
 done
