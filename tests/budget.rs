@@ -8,8 +8,9 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use common::cli::run_sampled;
 use common::{asset, scratch_dir};
 /// Records of 256 tokens (deterministic ids), so sequences really are 256 long.
 fn data(dir: &std::path::Path) -> std::path::PathBuf {
@@ -22,40 +23,6 @@ fn data(dir: &std::path::Path) -> std::path::PathBuf {
         writeln!(f, "{{\"ids\": [{}]}}", ids.join(", ")).unwrap();
     }
     p
-}
-
-/// Peak RssAnon (bytes) of a process, sampled from /proc while it runs, and its output.
-#[cfg(target_os = "linux")]
-fn run_sampled(args: &[&str]) -> (u64, std::process::Output) {
-    let child = Command::new(env!("CARGO_BIN_EXE_pocketlora"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
-    let sampler = std::thread::spawn(move || {
-        let mut peak = 0u64;
-        while let Ok(s) = std::fs::read_to_string(&status_path) {
-            if let Some(kb) = s
-                .lines()
-                .find(|l| l.starts_with("RssAnon:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                peak = peak.max(kb * 1024);
-            }
-            if s.lines()
-                .any(|l| l.starts_with("State:") && l.contains('Z'))
-            {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_micros(500));
-        }
-        peak
-    });
-    let out = child.wait_with_output().unwrap();
-    (sampler.join().unwrap(), out)
 }
 
 #[cfg(target_os = "linux")]

@@ -13,6 +13,7 @@
 //! | `gpt-2`, `mpt`, `olmo`, `jais`, `phi-2`, ... | GPT-2: `'s\|'t\|'re\|'ve\|'m\|'ll\|'d\| ?\p{L}+\| ?\p{N}+\| ?[^\s\p{L}\p{N}]+\|\s+(?!\S)\|\s+` |
 //! | `llama-bpe`, `llama3`, `dbrx`, `smaug-bpe`, ... | Llama 3: `(?i:'s\|'t\|'re\|'ve\|'m\|'ll\|'d)\|[^\r\n\p{L}\p{N}]?\p{L}+\|\p{N}{1,3}\| ?[^\s\p{L}\p{N}]+[\r\n]*\|\s*[\r\n]+\|\s+(?!\S)\|\s+` |
 //! | `qwen2`, `stablelm2`, `megrez`, ... | Llama 3 with `\p{N}` (single digits) |
+//! | `qwen35` | `qwen2` with `[\p{L}\p{M}]+` letter runs (`[^\s\p{L}\p{M}\p{N}]` for the others) |
 //! | `starcoder`, `refact`, `smollm`, `command-r`, ... | `\p{N}`, then GPT-2 |
 //! | `falcon` | ``[\p{P}\$\+<=>\^~\|`]+``, GPT-2, `[0-9][0-9][0-9]` |
 //! | `default` (or no key) | `[\p{P}\$\+<=>\^~\|]+`, GPT-2, `\p{N}+`, `[0-9][0-9][0-9]` |
@@ -39,6 +40,8 @@ pub enum PreTokenizer {
     Llama3,
     /// `qwen2`: the Llama 3 regex with single digits.
     Qwen2,
+    /// `qwen35` (Qwen3.5): `qwen2` whose letter runs also take combining marks.
+    Qwen35,
     /// `starcoder`, `refact`, `smollm`, ...: single digits, then GPT-2.
     Starcoder,
     /// `falcon`
@@ -96,6 +99,7 @@ pub const NAMES: &[(&str, PreTokenizer)] = &[
     ("megrez", PreTokenizer::Qwen2),
     ("stablelm2", PreTokenizer::Qwen2),
     ("hunyuan", PreTokenizer::Qwen2),
+    ("qwen35", PreTokenizer::Qwen35),
 ];
 
 impl PreTokenizer {
@@ -130,8 +134,18 @@ impl PreTokenizer {
         use Stage::*;
         match self {
             PreTokenizer::Gpt2 => &[Gpt2],
-            PreTokenizer::Llama3 => &[Llama3 { digits: 3 }],
-            PreTokenizer::Qwen2 => &[Llama3 { digits: 1 }],
+            PreTokenizer::Llama3 => &[Llama3 {
+                digits: 3,
+                marks: false,
+            }],
+            PreTokenizer::Qwen2 => &[Llama3 {
+                digits: 1,
+                marks: false,
+            }],
+            PreTokenizer::Qwen35 => &[Llama3 {
+                digits: 1,
+                marks: true,
+            }],
             PreTokenizer::Starcoder => &[Single(Number), Gpt2],
             PreTokenizer::Falcon => &[Run(FalconPunct), Gpt2, Triple(AsciiDigit)],
             PreTokenizer::Default => &[Run(DefaultPunct), Gpt2, Run(Number), Triple(AsciiDigit)],
@@ -195,7 +209,8 @@ enum Stage {
     /// The GPT-2 regex.
     Gpt2,
     /// The Llama 3 regex, with `\p{N}{1,digits}`.
-    Llama3 { digits: usize },
+    /// With `marks`, letter runs also take combining marks (`[\p{L}\p{M}]+`, qwen35).
+    Llama3 { digits: usize, marks: bool },
     /// `C+`
     Run(Class),
     /// `\s?C+`
@@ -351,7 +366,7 @@ impl Stage {
     fn split(self, cps: &[u32], frag: Range<usize>, out: &mut Vec<Range<usize>>) {
         match self {
             Stage::Gpt2 => split_gpt2(cps, frag, out),
-            Stage::Llama3 { digits } => split_llama3(cps, frag, digits, out),
+            Stage::Llama3 { digits, marks } => split_llama3(cps, frag, digits, marks, out),
             _ => self.split_generic(cps, frag, out),
         }
     }
@@ -475,12 +490,22 @@ fn split_gpt2(cps: &[u32], frag: Range<usize>, out: &mut Vec<Range<usize>>) {
 }
 
 /// The Llama 3 regex over `cps[frag]` (llama.cpp `unicode_regex_split_custom_llama3`), with
-/// numbers cut into groups of at most `digits`.
-fn split_llama3(cps: &[u32], frag: Range<usize>, digits: usize, out: &mut Vec<Range<usize>>) {
+/// numbers cut into groups of at most `digits`; with `marks`, combining marks count as
+/// letters (`unicode_regex_split_custom_qwen35`).
+fn split_llama3(
+    cps: &[u32],
+    frag: Range<usize>,
+    digits: usize,
+    marks: bool,
+    out: &mut Vec<Range<usize>>,
+) {
     let end = frag.end;
     let get = |p: usize| (p < end).then(|| cps[p]);
     let cat = |p: usize| get(p).map(category);
-    let letter = |p: usize| cat(p) == Some(Category::Letter);
+    let letter = |p: usize| {
+        let c = cat(p);
+        c == Some(Category::Letter) || (marks && c == Some(Category::Mark))
+    };
     let number = |p: usize| cat(p) == Some(Category::Number);
     let space = |p: usize| get(p).is_some_and(is_whitespace);
     let crlf = |p: usize| matches!(get(p), Some(0x0A | 0x0D));
@@ -597,6 +622,17 @@ mod tests {
             words(PreTokenizer::Gpt2, "Hello world's  3.14 !!\n\n x"),
             ["Hello", " world", "'s", " ", " 3", ".", "14", " !!", "\n\n", " x"]
         );
+    }
+
+    #[test]
+    fn qwen35_letter_runs_take_combining_marks() {
+        // "café" with a combining acute accent (U+0301), and a word that starts with a mark.
+        let s = "cafe\u{301} \u{301}x";
+        assert_eq!(
+            words(PreTokenizer::Qwen2, s),
+            ["cafe", "\u{301}", " \u{301}", "x"]
+        );
+        assert_eq!(words(PreTokenizer::Qwen35, s), ["cafe\u{301}", " \u{301}x"]);
     }
 
     #[test]
