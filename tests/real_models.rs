@@ -13,7 +13,11 @@
 //!   off) for as long as transformers and llama.cpp agree with each other;
 //! - personalization end to end at `--budget 256M`: six one-line facts as text records, the
 //!   trained adapter continues at least four of them from their first three words, the base
-//!   model none; RssAnon and the counted heap stay inside the budget.
+//!   model none; RssAnon and the counted heap stay inside the budget;
+//! - adapters both ways: a PEFT adapter evaluates here as in PEFT, ours in PEFT as here;
+//!   ours exported as a llama.cpp adapter and merged into the base give llama.cpp's greedy
+//!   text; its tokenizer gives llama-tokenize's ids; Gemma's chat template renders and
+//!   trains on a copy of the file that carries it.
 //!
 //! SmolLM2-135M-Instruct (Q4_1): answers a chat question as the reference runs do.
 
@@ -228,4 +232,209 @@ fn real_tokenizers_match_llama_cpp() {
             cases.as_array().unwrap().len()
         );
     }
+}
+
+/// Adapters travel between PEFT and here on the real Gemma 3 270M (r 2 on q and v): a PEFT
+/// adapter (made by PEFT, B non-zero) evaluates here as in PEFT, and one trained here
+/// (saved as a PEFT directory) evaluates in PEFT as here — six fact records, each within
+/// 1e-3 relative.
+#[test]
+fn gemma3_270m_peft_adapters_evaluate_as_in_peft() {
+    let Some(path) = real_model(GEMMA3) else {
+        return;
+    };
+    let mut model = Model::open(&path, 2).unwrap();
+    let records = read_ids_jsonl(golden("real/gemma3_facts_records.jsonl")).unwrap();
+    for name in ["gemma3_peft_qv", "gemma3_ours_qv"] {
+        let a = pocketlora::lora::load(&golden(&format!("real/{name}")), &model.cfg).unwrap();
+        model.set_adapter(Some(std::sync::Arc::new(a))).unwrap();
+        let report = evaluate(&model, &records).unwrap();
+        let want = json(&format!("real/{name}.peft_loss.json"));
+        for (i, (got, w)) in report
+            .per_record
+            .iter()
+            .zip(want["per_record"].as_array().unwrap())
+            .enumerate()
+        {
+            let w = w.as_f64().unwrap();
+            assert!(
+                rel_diff(*got, w) < 1e-3,
+                "{name} record {i}: {got} vs PEFT {w}"
+            );
+        }
+    }
+}
+
+/// The adapter trained here, exported as a llama.cpp GGUF adapter and merged into the
+/// base, gives the greedy text llama.cpp gives with them (`--lora`, and the merged file;
+/// F32 KV cache, flash attention off), for the very bytes llama.cpp ran (FNV-1a checked).
+#[test]
+fn gemma3_270m_exported_and_merged_adapters_run_as_in_llama_cpp() {
+    let Some(path) = real_model(GEMMA3) else {
+        return;
+    };
+    let dir = scratch_dir("real-gemma3-export");
+    let (adapter, merged) = (dir.join("qv.gguf"), dir.join("qv-merged.gguf"));
+    let m = path.to_str().unwrap();
+    let ours = golden("real/gemma3_ours_qv");
+    let a = ours.to_str().unwrap();
+    for args in [
+        vec![
+            "export",
+            "--model",
+            m,
+            "--adapter",
+            a,
+            "--out",
+            adapter.to_str().unwrap(),
+        ],
+        vec![
+            "merge",
+            "--model",
+            m,
+            "--adapter",
+            a,
+            "--out",
+            merged.to_str().unwrap(),
+        ],
+    ] {
+        let o = run(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let want = json("real/gemma3_ours_qv.llama_cpp.json");
+    let fnv = |p: &std::path::Path| {
+        format!(
+            "{:016x}",
+            common::synth::fnv1a64(&std::fs::read(p).unwrap())
+        )
+    };
+    assert_eq!(
+        fnv(&adapter),
+        want["adapter_gguf_fnv1a64"].as_str().unwrap()
+    );
+    assert_eq!(fnv(&merged), want["merged_gguf_fnv1a64"].as_str().unwrap());
+    let llama_text = |v: &serde_json::Value| {
+        let s = v.as_str().unwrap();
+        s[..s.find(" [end of text]").unwrap_or(s.len())]
+            .trim_end()
+            .to_string()
+    };
+    for r in want["runs"].as_array().unwrap() {
+        let prompt = r["prompt"].as_str().unwrap();
+        let gen = |model: &str, adapter: Option<&str>| {
+            let mut args = vec![
+                "generate", "--model", model, "--prompt", prompt, "-n", "16", "--temp", "0",
+            ];
+            if let Some(a) = adapter {
+                args.extend(["--adapter", a]);
+            }
+            stdout(&run(&args)).trim_end().to_string()
+        };
+        let with_adapter = gen(m, Some(adapter.to_str().unwrap()));
+        let with_merged = gen(merged.to_str().unwrap(), None);
+        assert_eq!(
+            with_adapter,
+            format!("{prompt}{}", llama_text(&r["llama_cpp_with_adapter"]))
+        );
+        assert_eq!(
+            with_merged,
+            format!("{prompt}{}", llama_text(&r["llama_cpp_merged"]))
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Gemma's chat template on a Gemma 3 file that carries it (the real 270M is a base model
+/// without one: a copy of it with `tokenizer.chat_template` set to Gemma's template, as
+/// llama.cpp ships it in models/templates/google-gemma-2-2b-it.jinja): `--chat` renders
+/// `<start_of_turn>user … <end_of_turn>` and opens the model's turn, and chat records
+/// train the model's turns — after training, `--chat` with a trained question answers as
+/// trained.
+#[test]
+fn gemma3_270m_chat_template_renders_and_trains() {
+    const GEMMA_TEMPLATE: &str = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}";
+    let Some(path) = real_model(GEMMA3) else {
+        return;
+    };
+    let dir = scratch_dir("real-gemma3-chat");
+    let with_template = dir.join("gemma3-chat.gguf");
+    let mut w = pocketlora::gguf::GgufWriter::copy_of(&GgufFile::open(&path).unwrap()).unwrap();
+    w.set(
+        "tokenizer.chat_template",
+        pocketlora::gguf::Value::String(GEMMA_TEMPLATE.into()),
+    );
+    w.write_file(&with_template).unwrap();
+    let m = with_template.to_str().unwrap();
+    let q = "Where does my sister Alice live?";
+    // The rendered prompt, as ids, is Gemma's turn format.
+    let o = run(&[
+        "generate", "--model", m, "--chat", q, "-n", "1", "--temp", "0", "--ids",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: Vec<u32> = stdout(&o)
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let tok = Tokenizer::open(&with_template).unwrap();
+    let want = tok.encode(
+        &format!("<start_of_turn>user\n{q}<end_of_turn>\n<start_of_turn>model\n"),
+        true,
+        true,
+    );
+    assert_eq!(got[..got.len() - 1], want[..], "the rendered chat prompt");
+    // Chat records train the model's turns.
+    let data = dir.join("chat.jsonl");
+    let rec = |q: &str, a: &str| {
+        serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+            .to_string()
+    };
+    std::fs::write(
+        &data,
+        [
+            rec(q, "Alice lives in Lisbon."),
+            rec("What is our wifi password?", "Orange tiger seven."),
+            rec("Where is the spare key?", "Under the blue flower pot."),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = dir.join("adapter");
+    let o = run(&[
+        "train",
+        "--model",
+        m,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--rank",
+        "8",
+        "--lr",
+        "2e-3",
+        "--batch",
+        "3",
+        "--steps",
+        "30",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&[
+        "generate",
+        "--model",
+        m,
+        "--adapter",
+        out.to_str().unwrap(),
+        "--chat",
+        "What is our wifi password?",
+        "-n",
+        "12",
+        "--temp",
+        "0",
+    ]);
+    let answer = stdout(&o);
+    assert!(
+        answer.trim_start().starts_with("Orange tiger seven."),
+        "{answer:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -73,3 +73,49 @@ for m, out in zip(models, ["gemma3_tokenizer.json", "smollm2_tokenizer.json"]):
         rows.append([t, json.loads(r.stdout)])
     json.dump(rows, open(out, "w"), ensure_ascii=False)
 PYEOF
+# Adapter interop goldens (POCKETLORA: the pocketlora binary to use, default target/release):
+#   gemma3_peft_qv/                PEFT's own r 2 q,v adapter (B non-zero), and
+#   gemma3_ours_qv/                one trained here (20 steps on assets/demo/facts.jsonl);
+#   *.peft_loss.json               PEFT's loss of each on gemma3_facts_records.jsonl;
+#   gemma3_ours_qv.llama_cpp.json  llama.cpp's greedy text with ours exported (--lora) and
+#                                  merged, and the FNV-1a of those two files.
+P=${POCKETLORA:-../../../target/release/pocketlora}
+"$PY" - "$LB" "$M" <<'PYEOF'
+import json, subprocess, sys
+lb, m = sys.argv[1:3]
+with open("gemma3_facts_records.jsonl", "w") as out:
+    for l in open("../../../assets/demo/facts.jsonl"):
+        r = subprocess.run([f"{lb}/llama-tokenize", "-m", m, "--stdin", "--ids", "--log-disable"],
+                           input=json.loads(l)["text"], capture_output=True, text=True, check=True)
+        out.write(json.dumps({"ids": json.loads(r.stdout) + [1]}) + "\n")
+PYEOF
+rm -rf gemma3_peft_qv gemma3_ours_qv /tmp/gemma3-qv
+"$PY" $ORACLE init --model "$M" --r 2 --alpha 4 --targets q_proj,v_proj --seed 1 --nonzero-b --out gemma3_peft_qv
+rm -f gemma3_peft_qv/README.md
+"$P" train --model "$M" --data ../../../assets/demo/facts.jsonl --out /tmp/gemma3-qv --rank 2 --alpha 4 \
+    --targets q,v --lr 5e-3 --batch 6 --steps 20 --quiet
+mkdir -p gemma3_ours_qv && cp /tmp/gemma3-qv/adapter_config.json /tmp/gemma3-qv/adapter_model.safetensors gemma3_ours_qv/
+for a in gemma3_peft_qv gemma3_ours_qv; do
+    "$PY" $ORACLE loss --model "$M" --adapter $a --data gemma3_facts_records.jsonl > $a.peft_loss.json
+done
+"$P" export --model "$M" --adapter gemma3_ours_qv --out /tmp/gemma3-qv.gguf
+"$P" merge --model "$M" --adapter gemma3_ours_qv --out /tmp/gemma3-qv-merged.gguf
+"$PY" - "$LB" "$M" <<'PYEOF'
+import json, subprocess, sys
+lb, m = sys.argv[1:3]
+def fnv(path):
+    h = 0xcbf29ce484222325
+    for b in open(path, "rb").read():
+        h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+    return "%016x" % h
+run = lambda *a: subprocess.run([f"{lb}/llama-completion", *a, "-n", "16", "--temp", "0", "-ctk", "f32",
+    "-ctv", "f32", "-fa", "off", "-t", "1", "--no-warmup", "-no-cnv", "--no-display-prompt"],
+    capture_output=True, text=True, check=True).stdout
+runs = [{"prompt": p,
+         "llama_cpp_with_adapter": run("-m", m, "--lora", "/tmp/gemma3-qv.gguf", "-p", p),
+         "llama_cpp_merged": run("-m", "/tmp/gemma3-qv-merged.gguf", "-p", p)}
+        for p in ["My sister Alice", "The spare key", "Our wifi password"]]
+json.dump({"adapter_gguf_fnv1a64": fnv("/tmp/gemma3-qv.gguf"),
+           "merged_gguf_fnv1a64": fnv("/tmp/gemma3-qv-merged.gguf"), "runs": runs},
+          open("gemma3_ours_qv.llama_cpp.json", "w"), indent=1)
+PYEOF
