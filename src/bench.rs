@@ -29,10 +29,14 @@ pub struct Shape {
     pub qkv_bias: bool,
     pub rope_base: f32,
     pub rms_eps: f32,
+    /// Head size when it is not n_embd / n_head (`attention.key_length`).
+    pub head_dim: Option<usize>,
+    /// The sliding window (`attention.sliding_window`), for recipes that have windows.
+    pub window: Option<usize>,
 }
 
 /// The shapes `bench --shape` knows.
-pub const SHAPES: [Shape; 3] = [
+pub const SHAPES: [Shape; 7] = [
     Shape {
         name: "smollm2-135m",
         arch: "llama",
@@ -47,6 +51,8 @@ pub const SHAPES: [Shape; 3] = [
         qkv_bias: false,
         rope_base: 100_000.0,
         rms_eps: 1e-5,
+        head_dim: None,
+        window: None,
     },
     Shape {
         name: "tinyllama-1.1b",
@@ -62,6 +68,8 @@ pub const SHAPES: [Shape; 3] = [
         qkv_bias: false,
         rope_base: 10_000.0,
         rms_eps: 1e-5,
+        head_dim: None,
+        window: None,
     },
     Shape {
         name: "qwen2.5-0.5b",
@@ -77,6 +85,76 @@ pub const SHAPES: [Shape; 3] = [
         qkv_bias: true,
         rope_base: 1_000_000.0,
         rms_eps: 1e-6,
+        head_dim: None,
+        window: None,
+    },
+    Shape {
+        name: "gemma3-270m",
+        arch: "gemma3",
+        n_vocab: 262_144,
+        n_embd: 640,
+        n_layer: 18,
+        n_head: 4,
+        n_head_kv: 1,
+        n_ff: 2048,
+        n_ctx: 32768,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 1_000_000.0,
+        rms_eps: 1e-6,
+        head_dim: Some(256),
+        window: Some(512),
+    },
+    Shape {
+        name: "qwen3-0.6b",
+        arch: "qwen3",
+        n_vocab: 151_936,
+        n_embd: 1024,
+        n_layer: 28,
+        n_head: 16,
+        n_head_kv: 8,
+        n_ff: 3072,
+        n_ctx: 40960,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 1_000_000.0,
+        rms_eps: 1e-6,
+        head_dim: Some(128),
+        window: None,
+    },
+    Shape {
+        name: "llama3.2-1b",
+        arch: "llama",
+        n_vocab: 128_256,
+        n_embd: 2048,
+        n_layer: 16,
+        n_head: 32,
+        n_head_kv: 8,
+        n_ff: 8192,
+        n_ctx: 131_072,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 500_000.0,
+        rms_eps: 1e-5,
+        head_dim: None,
+        window: None,
+    },
+    Shape {
+        name: "smollm3-3b",
+        arch: "smollm3",
+        n_vocab: 128_256,
+        n_embd: 2048,
+        n_layer: 36,
+        n_head: 16,
+        n_head_kv: 4,
+        n_ff: 11008,
+        n_ctx: 65536,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 5_000_000.0,
+        rms_eps: 1e-6,
+        head_dim: None,
+        window: None,
     },
 ];
 
@@ -145,7 +223,9 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
     }
     let s = shape;
     let a = s.arch;
-    let hd = s.n_embd / s.n_head;
+    let recipe = crate::model::Arch::by_name(a)
+        .ok_or_else(|| Error::InvalidArgument(format!("shape {}: architecture {a}?", s.name)))?;
+    let hd = s.head_dim.unwrap_or(s.n_embd / s.n_head);
     let (q, kv) = (s.n_head * hd, s.n_head_kv * hd);
     let mut w = GgufWriter::new();
     let u32v = |v: usize| Value::U32(v as u32);
@@ -167,6 +247,13 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
     w.set(format!("{a}.rope.freq_base"), Value::F32(s.rope_base));
     w.set(format!("{a}.rope.dimension_count"), u32v(hd));
     w.set(format!("{a}.vocab_size"), u32v(s.n_vocab));
+    if let Some(d) = s.head_dim {
+        w.set(format!("{a}.attention.key_length"), u32v(d));
+        w.set(format!("{a}.attention.value_length"), u32v(d));
+    }
+    if let Some(win) = s.window {
+        w.set(format!("{a}.attention.sliding_window"), u32v(win));
+    }
     // Vocabulary: 0 <unk>, 1 <s>, 2 </s>, 3..259 <0x00>..<0xFF>, then "▁t{i}".
     let piece = |i: usize| -> String {
         match i {
@@ -241,6 +328,42 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
             vector(&mut w, format!("{b}.attn_v.bias"), kv, sd + 3, 0.0, 0.1)?;
         }
         matrix(&mut w, format!("{b}.attn_output.weight"), c, q, scale(q))?;
+        if recipe.qk_norm {
+            vector(
+                &mut w,
+                format!("{b}.attn_q_norm.weight"),
+                hd,
+                sd + 5,
+                1.0,
+                0.2,
+            )?;
+            vector(
+                &mut w,
+                format!("{b}.attn_k_norm.weight"),
+                hd,
+                sd + 6,
+                1.0,
+                0.2,
+            )?;
+        }
+        if recipe.post_norms {
+            vector(
+                &mut w,
+                format!("{b}.post_attention_norm.weight"),
+                c,
+                sd + 7,
+                1.0,
+                0.2,
+            )?;
+            vector(
+                &mut w,
+                format!("{b}.post_ffw_norm.weight"),
+                c,
+                sd + 8,
+                1.0,
+                0.2,
+            )?;
+        }
         vector(&mut w, format!("{b}.ffn_norm.weight"), c, sd + 4, 1.0, 0.2)?;
         matrix(&mut w, format!("{b}.ffn_gate.weight"), s.n_ff, c, scale(c))?;
         matrix(&mut w, format!("{b}.ffn_up.weight"), s.n_ff, c, scale(c))?;
@@ -339,8 +462,8 @@ pub struct Flops {
     pub forward: f64,
     /// One training step as this engine runs it: forward, the checkpointed blocks' forward
     /// again from their checkpoints (not the blocks whose activations are kept), the input gradients,
-    /// the head three times (two passes forward, one back), the LoRA products (forward and
-    /// the backward ones).
+    /// the head twice (its logits and their gradient, one pass over the vocabulary), the LoRA
+    /// products (forward and the backward ones).
     pub train: f64,
 }
 
@@ -358,15 +481,30 @@ pub fn flops(cfg: &ModelConfig, t: usize, r: usize, kept: usize) -> Flops {
     let layers = cfg.n_layer as f64;
     let lin = c * q + 2.0 * c * kv + q * c + 3.0 * c * ff;
     let lora_io = (c + q) + 2.0 * (c + kv) + (q + c) + 2.0 * (c + ff) + (ff + c);
-    let attn_unit = 2.0 * cfg.n_head as f64 * cfg.head_dim as f64 * t * (t + 1.0) / 2.0;
-    let fwd_block = 2.0 * t * lin + 2.0 * attn_unit;
+    // Query-key pairs per layer: causal, or within a sliding window.
+    let tn = t as usize;
+    let pairs = |l: usize| match cfg.window_of(l) {
+        Some(w) => (0..tn).map(|i| (i + 1).min(w)).sum::<usize>() as f64,
+        None => t * (t + 1.0) / 2.0,
+    };
+    let unit = 2.0 * cfg.n_head as f64 * cfg.head_dim as f64;
+    let attn: f64 = (0..cfg.n_layer).map(|l| unit * pairs(l)).sum();
     let lora_fwd = 2.0 * t * r as f64 * lora_io;
-    let forward = layers * fwd_block;
+    let forward = layers * 2.0 * t * lin + 2.0 * attn;
     let head = 2.0 * t * cfg.n_vocab as f64 * c;
     let recomputed = layers - kept.min(cfg.n_layer) as f64;
-    let train = layers * (fwd_block + 2.0 * t * lin + 5.0 * attn_unit + 3.0 * lora_fwd)
-        + recomputed * (fwd_block + lora_fwd)
-        + 3.0 * head;
+    // A checkpointed block's backward recomputes its MLP's down projection too when the
+    // recipe post-norms the MLP output.
+    let post_down = if cfg.arch.post_norms {
+        2.0 * t * c * ff
+    } else {
+        0.0
+    };
+    let per_layer_attn = attn / layers.max(1.0);
+    let train = layers * (2.0 * t * lin + 2.0 * t * lin + 3.0 * lora_fwd)
+        + 7.0 * attn
+        + recomputed * (2.0 * t * lin + 2.0 * per_layer_attn + lora_fwd + post_down)
+        + 2.0 * head;
     Flops { forward, train }
 }
 
@@ -487,6 +625,8 @@ mod tests {
             qkv_bias: false,
             rope_base: 10000.0,
             rms_eps: 1e-5,
+            head_dim: None,
+            window: None,
         };
         let dir =
             std::env::temp_dir().join(format!("pocketlora-bench-test-{}", std::process::id()));
@@ -498,6 +638,22 @@ mod tests {
         let tok = crate::tokenizer::Tokenizer::from_gguf(model.weights.file()).unwrap();
         assert_eq!(tok.token_text(3), Some("<0x00>"));
         assert!(!tok.encode("hello world", true, false).is_empty());
+        // A gemma3 shape: its head size, window and recipe tensors are written.
+        let g = Shape {
+            arch: "gemma3",
+            head_dim: Some(32),
+            window: Some(8),
+            ..s
+        };
+        let path = dir.join("tiny-gemma3.gguf");
+        write_random_model(&g, GgmlType::Q8_0, &path).unwrap();
+        let model = crate::model::Model::open(&path, 1).unwrap();
+        let c = &model.cfg;
+        assert_eq!((c.head_dim, c.q_dim(), c.window), (32, 128, Some(8)));
+        assert!(c.layers[0].sliding && model.weights.layers[1].ffn_post_norm.is_some());
+        // Windowed attention counts only the pairs inside the window.
+        let full = flops(&crate::model::ModelConfig { window: None, ..c.clone() }, 64, 8, 0);
+        assert!(flops(c, 64, 8, 0).forward < full.forward);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

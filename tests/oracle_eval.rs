@@ -114,7 +114,11 @@ fn write_synthetic_fixtures() {
     let dir = std::env::var("POCKETLORA_SYNTH_OUT").expect("set POCKETLORA_SYNTH_OUT");
     let dir = Path::new(&dir);
     std::fs::create_dir_all(dir).expect("create output dir");
-    for spec in specs() {
+    // The F32 variants are for the llama.cpp comparisons (tests/llama_cpp_adapter.rs).
+    for spec in specs()
+        .into_iter()
+        .chain([synth::gemma3_f32(), synth::qwen3_f32()])
+    {
         let (model, hash) = write_model(&spec, dir);
         let records = dir.join(format!("{}.records.jsonl", spec.name));
         std::fs::write(&records, synth::records(spec.n_vocab, spec.seed)).expect("write records");

@@ -100,6 +100,8 @@ fn fast_stays_within_tolerance_when_every_matrix_is_int8() {
         qkv_bias: false,
         rope_base: 10000.0,
         rms_eps: 1e-5,
+        head_dim: None,
+        window: None,
     };
     for quant in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K] {
         let path = dir.join(format!("{}.gguf", quant.name()));
@@ -111,6 +113,17 @@ fn fast_stays_within_tolerance_when_every_matrix_is_int8() {
             &random_records(512, 3, 96),
         );
     }
+    // A gemma3 shape: GeGLU, QK-norm and post-norms, head size 128, a window of 32.
+    let gemma = Shape {
+        arch: "gemma3",
+        head_dim: Some(128),
+        window: Some(32),
+        ..shape
+    };
+    let path = dir.join("gemma3-q8_0.gguf");
+    write_random_model(&gemma, GgmlType::Q8_0, &path).unwrap();
+    let model = Model::open(&path, 2).unwrap();
+    compare("random gemma3 Q8_0", model, &random_records(512, 3, 96));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -269,6 +269,29 @@ pub fn qwen3() -> Spec {
     }
 }
 
+/// `gemma3` with every tensor F32, for llama.cpp comparisons (ggml quantizes activations
+/// in quantized matmuls, which would hide what the comparison is for).
+pub fn gemma3_f32() -> Spec {
+    Spec {
+        name: "synth-gemma3-f32",
+        embd_ty: GgmlType::F32,
+        output_ty: GgmlType::F32,
+        matrix_types: [GgmlType::F32; 7],
+        ..gemma3()
+    }
+}
+
+/// `qwen3` with every tensor F32 (see [`gemma3_f32`]).
+pub fn qwen3_f32() -> Spec {
+    Spec {
+        name: "synth-qwen3-f32",
+        embd_ty: GgmlType::F32,
+        output_ty: GgmlType::F32,
+        matrix_types: [GgmlType::F32; 7],
+        ..qwen3()
+    }
+}
+
 /// A smollm3: llama blocks with no RoPE on layer 3 (every fourth), tied head.
 pub fn smollm3() -> Spec {
     Spec {

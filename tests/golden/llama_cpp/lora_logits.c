@@ -25,6 +25,7 @@ int main(int argc, char ** argv) {
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
     struct llama_context * ctx = llama_init_from_model(model, cp);
     if (!ctx) { fprintf(stderr, "context failed\n"); return 1; }
+    struct llama_adapter_lora * ads[16]; float scales[16]; size_t n_ads = 0;
     if (strcmp(argv[2], "-") != 0) {
         char * save = NULL;
         for (char * item = strtok_r(argv[2], ",", &save); item; item = strtok_r(NULL, ",", &save)) {
@@ -33,9 +34,12 @@ int main(int argc, char ** argv) {
             if (colon) { *colon = 0; scale = (float)atof(colon + 1); }
             struct llama_adapter_lora * ad = llama_adapter_lora_init(model, item);
             if (!ad) { fprintf(stderr, "llama_adapter_lora_init refused %s\n", item); return 1; }
-            if (llama_set_adapter_lora(ctx, ad, scale) != 0) { fprintf(stderr, "set adapter failed\n"); return 1; }
-            fprintf(stderr, "applied %s at scale %g\n", item, scale);
+            if (n_ads == 16) { fprintf(stderr, "too many adapters\n"); return 1; }
+            ads[n_ads] = ad; scales[n_ads++] = scale;
+            fprintf(stderr, "applying %s at scale %g\n", item, scale);
         }
+        // llama.cpp's API since 2026 sets every adapter at once (llama_set_adapters_lora).
+        if (llama_set_adapters_lora(ctx, ads, n_ads, scales) != 0) { fprintf(stderr, "set adapters failed\n"); return 1; }
     }
     struct llama_batch b = llama_batch_init(n, 0, 1);
     for (int i = 0; i < n; i++) {

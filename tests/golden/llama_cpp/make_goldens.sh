@@ -10,8 +10,14 @@ LCPP=$1; PY=$2; PL=$3; SYNTH=$4
 cd "$(dirname "$0")"
 ROOT=../../..; G=../oracle; A=$ROOT/assets
 TMP=$(mktemp -d)
-gcc -O2 -o $TMP/lora_logits lora_logits.c -I$LCPP/include -I$LCPP/ggml/include \
-    -L$LCPP/build/bin -lllama -lggml -lggml-base -Wl,-rpath,$LCPP/build/bin
+if [ -f $LCPP/build/bin/libllama.so ]; then
+    gcc -O2 -o $TMP/lora_logits lora_logits.c -I$LCPP/include -I$LCPP/ggml/include \
+        -L$LCPP/build/bin -lllama -lggml -lggml-base -Wl,-rpath,$LCPP/build/bin
+else # a static build (BUILD_SHARED_LIBS=OFF)
+    gcc -O2 -c lora_logits.c -o $TMP/lora_logits.o -I$LCPP/include -I$LCPP/ggml/include
+    g++ $TMP/lora_logits.o -o $TMP/lora_logits $LCPP/build/src/libllama.a $LCPP/build/ggml/src/libggml.a \
+        $LCPP/build/ggml/src/libggml-cpu.a $LCPP/build/ggml/src/libggml-base.a -fopenmp -lpthread -lm
+fi
 # Our exports (the test re-exports and checks the FNV-1a 64 recorded next to the logits).
 $PL export --model $A/stories260K-f32.gguf --adapter $G/train/stories260K-f32/trained --out $TMP/trained-f32.gguf --name Trained
 $PL export --model $A/stories260K-f32.gguf --adapter $G/train/stories260K-f32/trained --out $TMP/trained-f16.gguf --name Trained --dtype f16
@@ -50,6 +56,17 @@ logits logits_merged-q8_0_stories260K-q8_0_trained.json merged-q8_0.gguf -
 logits logits_stories260K-q8_0_base.json stories260K-q8_0.gguf -
 logits logits_stories260K-q8_0_trained.json stories260K-q8_0.gguf $TMP/trained-q8.gguf
 logits logits_synth-qwen2_trained.json synth-qwen2.gguf $TMP/qwen2-trained.gguf 1,5,9,20,33,41,7,60
+# The newer architectures (F32 variants; the PEFT-trained adapters of their oracle goldens).
+# (Made with llama.cpp from the llama-cpp-python 0.3.36 sdist, static build.)
+ARCH_IDS=1,5,9,20,33,41,7,60,12,3,77,25,50,18,64,2,44,31,8,70,15,66,29,40
+for m in gemma3 qwen3 smollm3; do
+    base=synth-$m-f32; [ $m = smollm3 ] && base=synth-smollm3
+    $PL export --model $SYNTH/$base.gguf --adapter $G/train/synth-$m/trained --out $TMP/$m-trained.gguf --name Trained
+    $PL merge --model $SYNTH/$base.gguf --adapter $G/train/synth-$m/trained --out $TMP/$m-merged.gguf > /dev/null
+    logits logits_${base}_base.json $base.gguf - $ARCH_IDS
+    logits logits_${base}_trained.json $base.gguf $TMP/$m-trained.gguf $ARCH_IDS
+    logits logits_${base}_merged.json $m-merged.gguf - $ARCH_IDS
+done
 # llama.cpp's converter on the same PEFT adapters (F32: it writes LoRA tensors as F32 whatever --outtype).
 export PYTHONPATH=$TMP/stubs
 S=$TMP/stubs/mistral_common/tokens/tokenizers; mkdir -p $S
