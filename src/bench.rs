@@ -652,7 +652,15 @@ mod tests {
         assert_eq!((c.head_dim, c.q_dim(), c.window), (32, 128, Some(8)));
         assert!(c.layers[0].sliding && model.weights.layers[1].ffn_post_norm.is_some());
         // Windowed attention counts only the pairs inside the window.
-        let full = flops(&crate::model::ModelConfig { window: None, ..c.clone() }, 64, 8, 0);
+        let full = flops(
+            &crate::model::ModelConfig {
+                window: None,
+                ..c.clone()
+            },
+            64,
+            8,
+            0,
+        );
         assert!(flops(c, 64, 8, 0).forward < full.forward);
         std::fs::remove_dir_all(&dir).unwrap();
     }

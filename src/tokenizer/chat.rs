@@ -7,6 +7,7 @@
 //! | name | signature | format |
 //! | --- | --- | --- |
 //! | `chatml` (Qwen, SmolLM2) | `<\|im_start\|>` | `<\|im_start\|>{role}\n{content}<\|im_end\|>\n` |
+//! | `qwen3` | `<\|im_start\|>`, `</think>`, `reasoning_content`, `last_query_index` | ChatML with Qwen3's `<think>` blocks: kept after the last user turn (an empty one on the last assistant turn), dropped before it (rendered as transformers renders Qwen3-0.6B's template) |
 //! | `llama3` | `<\|start_header_id\|>` and `<\|end_header_id\|>` | `<\|start_header_id\|>{role}<\|end_header_id\|>\n\n{content, trimmed}<\|eot_id\|>` |
 //! | `llama2`, `llama2-sys`, `llama2-sys-bos`, `llama2-sys-strip` | `[INST]` (+ `<<SYS>>`, `bos_token + '[INST]`, `content.strip()`) | `[INST] {user} [/INST]{assistant}</s>` |
 //! | `mistral-v1`, `mistral-v3`, `mistral-v3-tekken`, `mistral-v7` | `[INST]` with `' [INST] ' + system_message`, `[AVAILABLE_TOOLS]` or `[SYSTEM_PROMPT]` | Mistral's published formats |
@@ -180,6 +181,8 @@ pub enum InstVariant {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Family {
     ChatMl,
+    /// Qwen3: ChatML whose assistant turns carry `<think>` blocks (see [`render_qwen3`]).
+    Qwen3,
     Llama3,
     Inst(InstVariant),
     Zephyr,
@@ -198,6 +201,7 @@ pub struct ChatTemplate {
 
 const NAMES: &[(&str, Family)] = &[
     ("chatml", Family::ChatMl),
+    ("qwen3", Family::Qwen3),
     ("llama3", Family::Llama3),
     ("llama2", Family::Inst(InstVariant::Llama2)),
     ("llama2-sys", Family::Inst(InstVariant::Llama2Sys)),
@@ -223,6 +227,10 @@ fn detect(t: &str) -> Option<Family> {
         return Some(f.clone());
     }
     let has = |s: &str| t.contains(s);
+    if has("<|im_start|>") && has("</think>") && has("reasoning_content") && has("last_query_index")
+    {
+        return Some(Family::Qwen3);
+    }
     if has("<|im_start|>") {
         // Phi-4 (`<|im_sep|>`) and SmolVLM look alike but differ.
         return (!has("<|im_sep|>") && !has("<end_of_utterance>")).then_some(Family::ChatMl);
@@ -275,7 +283,7 @@ fn trim(s: &str) -> &str {
 }
 
 impl ChatTemplate {
-    /// A template by name (`chatml`, `llama3`, `llama2`, `llama2-sys`, `llama2-sys-bos`,
+    /// A template by name (`chatml`, `qwen3`, `llama3`, `llama2`, `llama2-sys`, `llama2-sys-bos`,
     /// `llama2-sys-strip`, `mistral-v1`, `mistral-v3`, `mistral-v3-tekken`, `mistral-v7`,
     /// `zephyr`, `phi3`, `gemma`) or a Jinja template text recognised by its signature.
     /// Zephyr's end of turn is `<|endoftext|>` when the text spells it, else `</s>`
@@ -285,7 +293,7 @@ impl ChatTemplate {
             let head: String = template.chars().take(60).collect();
             TokenizerError::UnknownChatTemplate {
                 hint: format!(
-                    "{head:?}… matches none of chatml, llama3, llama2/mistral [INST], zephyr, phi3, gemma; use a custom template"
+                    "{head:?}… matches none of chatml, qwen3, llama3, llama2/mistral [INST], zephyr, phi3, gemma; use a custom template"
                 ),
             }
         })?;
@@ -366,6 +374,7 @@ impl ChatTemplate {
                     r.text("<|im_start|>assistant\n");
                 }
             }
+            Family::Qwen3 => render_qwen3(messages, add_generation_prompt, &mut r),
             Family::Llama3 => {
                 for m in messages {
                     r.text(&format!(
@@ -435,6 +444,67 @@ impl ChatTemplate {
             }
         }
         r.finish()
+    }
+}
+
+/// Qwen3's template (Qwen/Qwen3-0.6B, without tools): ChatML, and an assistant turn's
+/// `<think>…</think>` reasoning (in its content) is kept only after the last user message —
+/// there every assistant turn that has reasoning, and the last turn always (empty
+/// reasoning when it has none), is written `<think>\n{reasoning}\n</think>\n\n{answer}`;
+/// earlier turns keep only the answer. The generation prompt opens the assistant's turn
+/// (the model then writes its own `<think>` block).
+fn render_qwen3(messages: &[Message], add_generation_prompt: bool, r: &mut Builder) {
+    // The last user message that is not a tool response.
+    let tool_response =
+        |c: &str| c.starts_with("<tool_response>") && c.ends_with("</tool_response>");
+    let last_query = messages
+        .iter()
+        .rposition(|m| m.role == Role::User && !tool_response(&m.content))
+        .unwrap_or(messages.len().saturating_sub(1));
+    for (i, m) in messages.iter().enumerate() {
+        match m.role {
+            Role::System if i == 0 => {
+                r.text("<|im_start|>system\n");
+                r.text(&m.content);
+                r.text("<|im_end|>\n");
+            }
+            Role::User | Role::System => {
+                r.text(&format!("<|im_start|>{}\n", m.role.as_str()));
+                r.text(&m.content);
+                r.text("<|im_end|>\n");
+            }
+            Role::Assistant => {
+                let (reasoning, answer) = match m.content.find("</think>") {
+                    Some(_) => {
+                        let after = m.content.rsplit("</think>").next().unwrap_or("");
+                        let before = m.content.split("</think>").next().unwrap_or("");
+                        let before = before.trim_end_matches('\n');
+                        let inner = before.rsplit("<think>").next().unwrap_or(before);
+                        (
+                            inner.trim_start_matches('\n'),
+                            after.trim_start_matches('\n'),
+                        )
+                    }
+                    None => ("", m.content.as_str()),
+                };
+                let has_reasoning = m.content.contains("</think>") && !reasoning.is_empty();
+                r.text("<|im_start|>assistant\n");
+                let body = if i > last_query && (i + 1 == messages.len() || has_reasoning) {
+                    format!(
+                        "<think>\n{}\n</think>\n\n{}",
+                        reasoning.trim_matches('\n'),
+                        answer.trim_start_matches('\n')
+                    )
+                } else {
+                    answer.to_string()
+                };
+                r.turn(Role::Assistant, &body, "<|im_end|>");
+                r.text("\n");
+            }
+        }
+    }
+    if add_generation_prompt {
+        r.text("<|im_start|>assistant\n");
     }
 }
 

@@ -2,7 +2,8 @@
 """Writes chat_goldens.json: reference renderings of one conversation by each chat family.
 
 Usage (run once; the output is committed):
-    /work/venv-oracle/bin/python make_chat_goldens.py path/to/llama.cpp/tests/test-chat-template.cpp
+    /work/venv-oracle/bin/python make_chat_goldens.py path/to/llama.cpp/tests/test-chat-template.cpp \
+        [path/to/llama.cpp/models/templates]
 
 Two independent sources, neither of them this crate:
 1. llama.cpp's tests/test-chat-template.cpp (MIT): for every test case whose template belongs
@@ -13,6 +14,10 @@ Two independent sources, neither of them this crate:
    HuggingFaceH4/zephyr-7b-beta (not among llama.cpp's cases), on the same conversation, with
    and without the generation prompt; and on the ChatML and Llama 3 templates without the
    system message (where Jinja and llama.cpp's renderer must agree).
+3. With llama.cpp's models/templates (second argument): transformers `apply_chat_template`
+   on Qwen3's template (Qwen-Qwen3-0.6B.jinja), on conversations with and without `<think>`
+   reasoning in assistant turns, ending with a user turn (generation prompt) or an assistant
+   turn (training data).
 """
 import json
 import re
@@ -138,6 +143,34 @@ def main():
                 "expected": hf(t, no_system, agp),
                 "source": "transformers apply_chat_template",
             })
+    if len(sys.argv) > 2:
+        qwen3 = open(f"{sys.argv[2]}/Qwen-Qwen3-0.6B.jinja").read()
+        think = [
+            {"role": "system", "content": "You are a helpful assistant"},
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "<think>\nThe user greets me.\n</think>\n\nHi there"},
+            {"role": "user", "content": "Who are you"},
+            {"role": "assistant", "content": "<think>\n\nA question about me.\n\n</think>\n\n  I am an assistant"},
+        ]
+        convs = [
+            ("the llama.cpp conversation", CONVERSATION, (True, False)),
+            ("reasoning in both assistant turns, ending with one", think, (False,)),
+            ("reasoning in past turns, then a question", think[:-1] + [{"role": "user", "content": "Why?"}], (True,)),
+            ("no reasoning, ending with an assistant turn", CONVERSATION[:5], (False,)),
+            ("reasoning only in the last turn", CONVERSATION[:4] + [think[-1]], (False,)),
+        ]
+        for what, msgs, agps in convs:
+            for agp in agps:
+                cases.append({
+                    "name": f"Qwen/Qwen3-0.6B: {what} (add_generation_prompt={agp})",
+                    "family": "qwen3",
+                    "template": qwen3,
+                    "messages": msgs,
+                    "add_generation_prompt": agp,
+                    "eos": "</s>",
+                    "expected": hf(qwen3, msgs, agp),
+                    "source": "transformers apply_chat_template",
+                })
     json.dump({"conversation_roles": "system, user, assistant, user, assistant, user",
                "transformers": __import__("transformers").__version__,
                "cases": cases}, sys.stdout, ensure_ascii=False, indent=1)
