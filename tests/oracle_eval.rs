@@ -61,7 +61,7 @@ fn bundled_models_match_the_oracle() {
     }
 }
 
-fn specs() -> [Spec; 8] {
+fn specs() -> [Spec; 9] {
     [
         synth::llama_untied(),
         synth::qwen2_biases(),
@@ -71,6 +71,7 @@ fn specs() -> [Spec; 8] {
         synth::gemma3(),
         synth::qwen3(),
         synth::smollm3(),
+        synth::llama3(),
     ]
 }
 

@@ -217,9 +217,15 @@ fn synthetic_gemma3_qwen3_and_smollm3() {
     // Their goldens come from explicit Hugging Face models (tools/oracle/gguf_to_hf.py):
     // gemma3 with QK-norm, post-norms, GeGLU, √d embeddings, sliding windows shorter than
     // the records and soft-capped logits; qwen3 with QK-norm and head size 24 over a
-    // 64-wide residual; smollm3 with a layer without RoPE.
+    // 64-wide residual; smollm3 with a layer without RoPE; a Llama 3.2-style llama with
+    // rope_freqs from Llama 3 RoPE scaling (transformers built with rope_type llama3).
     let dir = scratch_dir("oracle-train-arch");
-    for spec in [synth::gemma3(), synth::qwen3(), synth::smollm3()] {
+    for spec in [
+        synth::gemma3(),
+        synth::qwen3(),
+        synth::smollm3(),
+        synth::llama3(),
+    ] {
         let path = synth_model(&spec, &dir);
         case(
             spec.name,

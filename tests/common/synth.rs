@@ -129,6 +129,64 @@ pub fn llama_rope_freqs() -> Spec {
     }
 }
 
+/// Llama 3.x's RoPE scaling (`rope_type = "llama3"`) as llama.cpp's converter writes it:
+/// one `rope_freqs.weight` divisor per rotated pair from (factor, low, high, original
+/// context), here 8, 1, 4 and 64 — an original context short enough that the 70-token
+/// records reach the scaled and the smoothed frequencies.
+pub fn llama3_rope_factors(head_dim: usize, base: f64) -> Vec<f32> {
+    let (factor, low, high, orig) = (8.0f64, 1.0f64, 4.0f64, 64.0f64);
+    let (low_wl, high_wl) = (orig / low, orig / high);
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / base.powf(2.0 * i as f64 / head_dim as f64);
+            let wl = 2.0 * std::f64::consts::PI / freq;
+            (if wl < high_wl {
+                1.0
+            } else if wl > low_wl {
+                factor
+            } else {
+                let smooth = (orig / wl - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }) as f32
+        })
+        .collect()
+}
+
+/// A Llama 3.2-style model: base 500 000, Llama 3 RoPE scaling in `rope_freqs.weight`
+/// ([`llama3_rope_factors`]), GQA; F32 and Q8_0 matrices; an untied head (tied, this random
+/// model only repeats its last token).
+pub fn llama3() -> Spec {
+    Spec {
+        name: "synth-llama3",
+        arch: "llama",
+        n_vocab: 100,
+        n_embd: 128,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 256,
+        n_ctx: 256,
+        tied: false,
+        qkv_bias: false,
+        rope_base: 500_000.0,
+        embd_ty: GgmlType::F32,
+        output_ty: GgmlType::F32,
+        matrix_types: [
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::F32,
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::F32,
+            GgmlType::F32,
+        ],
+        rope_linear: None,
+        rope_freqs: Some(llama3_rope_factors(32, 500_000.0)),
+        features: Features::NONE,
+        seed: 77,
+    }
+}
+
 /// A qwen2 with q/k/v biases and half-split RoPE.
 pub fn qwen2_biases() -> Spec {
     Spec {

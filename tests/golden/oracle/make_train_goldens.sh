@@ -32,9 +32,10 @@ done
 for M in synth-llama-untied synth-qwen2 synth-llama-kquants; do
     want "$@" && run $M $SYNTH/$M.gguf $M.records.jsonl
 done
-for M in synth-gemma3 synth-qwen3 synth-smollm3; do
+for M in synth-gemma3 synth-qwen3 synth-smollm3 synth-llama3; do
     if want "$@"; then
-        $PY "$(dirname "$ORACLE")/gguf_to_hf.py" $SYNTH/$M.gguf $SYNTH/hf-$M > /dev/null
+        extra=""; [ $M = synth-llama3 ] && extra="--llama3-rope 8,1,4,64"
+        $PY "$(dirname "$ORACLE")/gguf_to_hf.py" $SYNTH/$M.gguf $SYNTH/hf-$M $extra > /dev/null
         run $M $SYNTH/hf-$M $M.records.jsonl
     fi
 done
