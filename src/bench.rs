@@ -36,7 +36,7 @@ pub struct Shape {
 }
 
 /// The shapes `bench --shape` knows.
-pub const SHAPES: [Shape; 7] = [
+pub const SHAPES: [Shape; 8] = [
     Shape {
         name: "smollm2-135m",
         arch: "llama",
@@ -135,6 +135,23 @@ pub const SHAPES: [Shape; 7] = [
         tied: true,
         qkv_bias: false,
         rope_base: 500_000.0,
+        rms_eps: 1e-5,
+        head_dim: None,
+        window: None,
+    },
+    Shape {
+        name: "phi3-mini",
+        arch: "phi3",
+        n_vocab: 32064,
+        n_embd: 3072,
+        n_layer: 32,
+        n_head: 32,
+        n_head_kv: 32,
+        n_ff: 8192,
+        n_ctx: 4096,
+        tied: false,
+        qkv_bias: false,
+        rope_base: 10_000.0,
         rms_eps: 1e-5,
         head_dim: None,
         window: None,
@@ -319,9 +336,19 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
         let b = format!("blk.{l}");
         let sd = 1000 + 10 * l as u64;
         vector(&mut w, format!("{b}.attn_norm.weight"), c, sd, 1.0, 0.2)?;
-        matrix(&mut w, format!("{b}.attn_q.weight"), q, c, scale(c))?;
-        matrix(&mut w, format!("{b}.attn_k.weight"), kv, c, scale(c))?;
-        matrix(&mut w, format!("{b}.attn_v.weight"), kv, c, scale(c))?;
+        if recipe.fused {
+            matrix(
+                &mut w,
+                format!("{b}.attn_qkv.weight"),
+                q + 2 * kv,
+                c,
+                scale(c),
+            )?;
+        } else {
+            matrix(&mut w, format!("{b}.attn_q.weight"), q, c, scale(c))?;
+            matrix(&mut w, format!("{b}.attn_k.weight"), kv, c, scale(c))?;
+            matrix(&mut w, format!("{b}.attn_v.weight"), kv, c, scale(c))?;
+        }
         if s.qkv_bias {
             vector(&mut w, format!("{b}.attn_q.bias"), q, sd + 1, 0.0, 0.1)?;
             vector(&mut w, format!("{b}.attn_k.bias"), kv, sd + 2, 0.0, 0.1)?;
@@ -365,8 +392,18 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
             )?;
         }
         vector(&mut w, format!("{b}.ffn_norm.weight"), c, sd + 4, 1.0, 0.2)?;
-        matrix(&mut w, format!("{b}.ffn_gate.weight"), s.n_ff, c, scale(c))?;
-        matrix(&mut w, format!("{b}.ffn_up.weight"), s.n_ff, c, scale(c))?;
+        if recipe.fused {
+            matrix(
+                &mut w,
+                format!("{b}.ffn_up.weight"),
+                2 * s.n_ff,
+                c,
+                scale(c),
+            )?;
+        } else {
+            matrix(&mut w, format!("{b}.ffn_gate.weight"), s.n_ff, c, scale(c))?;
+            matrix(&mut w, format!("{b}.ffn_up.weight"), s.n_ff, c, scale(c))?;
+        }
         matrix(
             &mut w,
             format!("{b}.ffn_down.weight"),

@@ -64,6 +64,7 @@ fn synthetic_models_match_hugging_face_greedy_continuations() {
         synth::qwen3(),
         synth::smollm3(),
         synth::llama3(),
+        synth::phi3(),
     ] {
         let path = dir.join(format!("{}.gguf", spec.name));
         std::fs::write(&path, synth::build(&spec)).unwrap();

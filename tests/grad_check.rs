@@ -341,3 +341,25 @@ fn smollm3_without_rope_on_every_fourth_layer() {
     };
     check(&spec, all_targets(2));
 }
+
+/// A phi3: fused q/k/v and gate/up (each fused pair's A shared by its parts, B split by
+/// rows), partial rotary over 4 of 8 dimensions, LongRoPE factors and attention factor;
+/// with dropout (one mask per fused module's input, as PEFT applies it) and chunked.
+#[test]
+fn phi3_fused_projections_partial_rotary_and_long_rope() {
+    let spec = Spec {
+        n_ctx: 64,
+        features: synth::Features {
+            rope_dim: Some(4),
+            long_rope: Some((vec![1.0, 2.5], vec![1.0, 1.2], 16, 1.1)),
+            ..synth::Features::NONE
+        },
+        ..tiny("phi3", false)
+    };
+    check(&spec, all_targets(2));
+    let lora = LoraConfig {
+        dropout: 0.25,
+        ..all_targets(2)
+    };
+    check_chunked(&spec, lora, 3);
+}

@@ -475,18 +475,20 @@ fn gguf_adapters_load_back_as_they_were_exported() {
 
 /// The newer architectures in llama.cpp: the synthetic gemma3 (every feature: QK-norm,
 /// post-norms, GeGLU, √d embeddings, sliding windows of 8 over 24 tokens with their own
-/// RoPE base, soft-capped logits), qwen3 (QK-norm, head size 24) and smollm3 (a layer
-/// without RoPE), all F32: llama.cpp's logits without an adapter, with our GGUF export of
+/// RoPE base, soft-capped logits), qwen3 (QK-norm, head size 24), smollm3 (a layer
+/// without RoPE) and phi3 (fused qkv and gate/up — its adapter on the fused tensors —,
+/// partial rotary, LongRoPE), all F32: llama.cpp's logits without an adapter, with our GGUF export of
 /// the PEFT-trained adapter, and on our merged model equal ours (made by
 /// make_goldens.sh with llama.cpp from the llama-cpp-python 0.3.36 sdist).
 #[test]
-fn gemma3_qwen3_smollm3_run_in_llama_cpp_as_here() {
+fn new_architectures_run_in_llama_cpp_as_here() {
     use pocketlora::lora::merge::{merge_file, MergeOptions};
     let dir = common::scratch_dir("llama-cpp-arch");
     for (spec, arch) in [
         (common::synth::gemma3_f32(), "gemma3"),
         (common::synth::qwen3_f32(), "qwen3"),
         (common::synth::smollm3(), "smollm3"),
+        (common::synth::phi3_f32(), "phi"),
     ] {
         let path = dir.join(format!("{}.gguf", spec.name));
         std::fs::write(&path, common::synth::build(&spec)).unwrap();

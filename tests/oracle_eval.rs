@@ -61,7 +61,7 @@ fn bundled_models_match_the_oracle() {
     }
 }
 
-fn specs() -> [Spec; 9] {
+fn specs() -> [Spec; 10] {
     [
         synth::llama_untied(),
         synth::qwen2_biases(),
@@ -72,6 +72,7 @@ fn specs() -> [Spec; 9] {
         synth::qwen3(),
         synth::smollm3(),
         synth::llama3(),
+        synth::phi3(),
     ]
 }
 
@@ -116,9 +117,10 @@ fn write_synthetic_fixtures() {
     let dir = Path::new(&dir);
     std::fs::create_dir_all(dir).expect("create output dir");
     // The F32 variants are for the llama.cpp comparisons (tests/llama_cpp_adapter.rs).
-    for spec in specs()
-        .into_iter()
-        .chain([synth::gemma3_f32(), synth::qwen3_f32()])
+    for spec in
+        specs()
+            .into_iter()
+            .chain([synth::gemma3_f32(), synth::qwen3_f32(), synth::phi3_f32()])
     {
         let (model, hash) = write_model(&spec, dir);
         let records = dir.join(format!("{}.records.jsonl", spec.name));

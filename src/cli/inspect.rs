@@ -83,6 +83,8 @@ pub fn describe(f: &GgufFile) -> Result<Value> {
                 "rope_style": format!("{:?}", c.rope_style).to_lowercase(),
                 "tied_output": f.tensor_info("output.weight").is_none(),
                 "rope_freqs": f.tensor_info("rope_freqs.weight").is_some(),
+                "long_rope": (c.arch.long_rope && f.tensor_info("rope_factors_long.weight").is_some())
+                    .then(|| json!({"attn_factor": c.rope_attn_factor})),
                 "features": c.arch.features(),
                 "activation": c.arch.activation.name(),
                 "qk_norm": c.arch.qk_norm,
@@ -174,9 +176,14 @@ fn render_text(d: &Value) -> String {
             s(&m["rope_style"]),
             m["rope_freq_scale"],
             if m["rope_freqs"] == json!(true) {
-                ", per-dimension factors"
+                ", per-dimension factors".to_string()
+            } else if !m["long_rope"].is_null() {
+                format!(
+                    ", LongRoPE factors, attention factor {}",
+                    m["long_rope"]["attn_factor"]
+                )
             } else {
-                ""
+                String::new()
             }
         ));
         line(format!("rms epsilon:   {}", m["rms_eps"]));

@@ -25,4 +25,6 @@ pub use lora::{lora_backward, lora_forward, LoraRef};
 pub use matmul::{matmul_backward_input, matmul_forward, Precision, QMatrix};
 pub use num::Real;
 pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward};
-pub use rope::{inverse_frequencies, rope_backward, rope_forward, rope_table, RopeStyle};
+pub use rope::{
+    inverse_frequencies, rope_backward, rope_forward, rope_table, scale_rope_table, RopeStyle,
+};

@@ -55,6 +55,15 @@ pub fn rope_table<F: Real>(cos: &mut [F], sin: &mut [F], positions: &[usize], in
     }
 }
 
+/// Multiplies a RoPE table by `mscale` (LongRoPE's attention factor: llama.cpp's
+/// `attn_factor`, transformers' `attention_scaling`, on both cos and sin).
+pub fn scale_rope_table<F: Real>(cos: &mut [F], sin: &mut [F], mscale: f32) {
+    if mscale != 1.0 {
+        let m = F::from_f32(mscale);
+        cos.iter_mut().chain(sin.iter_mut()).for_each(|v| *v *= m);
+    }
+}
+
 /// Rotates, in place, every head of every row of `x` (rows, n_heads · head_dim) by the
 /// angles of `cos`/`sin` (rows, rot_dim/2).
 pub fn rope_forward<F: Real>(

@@ -2,7 +2,7 @@
 //! target's scale. Stored in GGUF row order (B's rows line up with the base tensor's rows);
 //! the PEFT reader/writer converts q/k rows to Hugging Face order.
 
-use super::config::{LoraConfig, LoraInit, Target};
+use super::config::{LoraConfig, LoraInit, Target, N_TARGETS};
 use crate::error::{Error, Result};
 use crate::infer::sampler::Rng;
 use crate::kernels::{LoraRef, Real};
@@ -47,7 +47,7 @@ impl<F: Real> LoraPair<F> {
 }
 
 /// The adapter of one block: a pair per target, where adapted.
-pub type LayerAdapter<F = f32> = [Option<LoraPair<F>>; 7];
+pub type LayerAdapter<F = f32> = [Option<LoraPair<F>>; N_TARGETS];
 
 /// A LoRA adapter for a whole model.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +66,8 @@ pub fn target_shape(cfg: &ModelConfig, t: Target) -> (usize, usize) {
         Target::O => (c, q),
         Target::Gate | Target::Up => (ff, c),
         Target::Down => (c, ff),
+        Target::Qkv => (q + 2 * kv, c),
+        Target::GateUp => (2 * ff, c),
     }
 }
 
@@ -73,6 +75,11 @@ impl<F: Real> Adapter<F> {
     /// A fresh adapter: A initialised as `config.init` says (seeded), B = 0.
     pub fn new(model: &ModelConfig, config: LoraConfig) -> Result<Adapter<F>> {
         config.validate()?;
+        let targets = config.targets_for(model.arch)?;
+        let config = LoraConfig {
+            targets: targets.clone(),
+            ..config
+        };
         let on = config.layers.resolve(model.n_layer)?;
         let mut rng = Rng::new(config.seed);
         let scale = config.scale();
@@ -81,7 +88,7 @@ impl<F: Real> Adapter<F> {
         for &adapted in &on {
             let mut layer: LayerAdapter<F> = Default::default();
             if adapted {
-                for &t in &config.targets {
+                for &t in &targets {
                     let (out, inp) = target_shape(model, t);
                     let mut p = LoraPair::zeros(r, inp, out, scale);
                     init_a(&mut p.a, inp, r, config.init, &mut rng);
@@ -138,7 +145,7 @@ impl<F: Real> Adapter<F> {
         self.layers.iter().enumerate().flat_map(|(i, l)| {
             l.iter()
                 .enumerate()
-                .filter_map(move |(t, p)| p.as_ref().map(|p| (i, Target::ALL[t], p)))
+                .filter_map(move |(t, p)| p.as_ref().map(|p| (i, Target::EVERY[t], p)))
         })
     }
 
@@ -234,12 +241,12 @@ impl std::fmt::Display for NonFinite {
 impl<F: Real> Adapter<F> {
     /// The non-finite values of this adapter, if any: the first one met scanning blocks
     /// from the last to the first (the order of the backward pass, so for gradients the
-    /// block where it appeared), targets in [`Target::ALL`] order, B before A.
+    /// block where it appeared), targets in [`Target::EVERY`] order, B before A.
     pub fn find_non_finite(&self) -> Option<NonFinite> {
         let mut found: Option<NonFinite> = None;
         let mut n_tensors = 0;
         for (layer, la) in self.layers.iter().enumerate().rev() {
-            for t in Target::ALL {
+            for t in Target::EVERY {
                 let Some(p) = &la[t.index()] else { continue };
                 for (tensor, v) in [("lora_b", &p.b), ("lora_a", &p.a)] {
                     if let Some((index, value)) = first_non_finite(v) {

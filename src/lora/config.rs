@@ -5,7 +5,9 @@
 use crate::error::{Error, Result};
 
 /// A linear layer of a transformer block that can carry an adapter. The order is the index
-/// used throughout (`Target::ALL[i]`).
+/// used throughout (`Target::EVERY[i]`). `Qkv` and `GateUp` are the fused projections of
+/// architectures that store q/k/v, or gate/up, as one matrix (phi3): there they replace
+/// Q, K, V and Gate, Up (see [`crate::model::Arch::targets`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
     Q,
@@ -15,9 +17,31 @@ pub enum Target {
     Gate,
     Up,
     Down,
+    /// q, k and v in one matrix: rows q, then k, then v.
+    Qkv,
+    /// gate and up in one matrix: rows gate, then up.
+    GateUp,
 }
 
+/// Adapter slots per block: one per [`Target`].
+pub const N_TARGETS: usize = 9;
+
 impl Target {
+    /// Every target, in index order.
+    pub const EVERY: [Target; N_TARGETS] = [
+        Target::Q,
+        Target::K,
+        Target::V,
+        Target::O,
+        Target::Gate,
+        Target::Up,
+        Target::Down,
+        Target::Qkv,
+        Target::GateUp,
+    ];
+
+    /// The seven separate projections of a llama-like block (`all-linear` before it is
+    /// resolved against a model's architecture).
     pub const ALL: [Target; 7] = [
         Target::Q,
         Target::K,
@@ -28,7 +52,7 @@ impl Target {
         Target::Down,
     ];
 
-    /// Position in [`Target::ALL`].
+    /// Position in [`Target::EVERY`].
     pub fn index(self) -> usize {
         self as usize
     }
@@ -43,6 +67,8 @@ impl Target {
             Target::Gate => "gate",
             Target::Up => "up",
             Target::Down => "down",
+            Target::Qkv => "qkv",
+            Target::GateUp => "gate_up",
         }
     }
 
@@ -56,13 +82,15 @@ impl Target {
             Target::Gate => "gate_proj",
             Target::Up => "up_proj",
             Target::Down => "down_proj",
+            Target::Qkv => "qkv_proj",
+            Target::GateUp => "gate_up_proj",
         }
     }
 
     /// The Hugging Face parent module (`self_attn` or `mlp`).
     pub fn hf_parent(self) -> &'static str {
         match self {
-            Target::Q | Target::K | Target::V | Target::O => "self_attn",
+            Target::Q | Target::K | Target::V | Target::O | Target::Qkv => "self_attn",
             _ => "mlp",
         }
     }
@@ -77,13 +105,22 @@ impl Target {
             Target::Gate => "ffn_gate",
             Target::Up => "ffn_up",
             Target::Down => "ffn_down",
+            Target::Qkv => "attn_qkv",
+            // phi3 stores gate and up fused in the tensor llama-like files call ffn_up.
+            Target::GateUp => "ffn_up",
         }
     }
 
-    /// Accepts `q`, `q_proj`, `attn_q`, … (any case).
+    /// Whether this is a fused projection ([`Target::Qkv`], [`Target::GateUp`]).
+    pub fn is_fused(self) -> bool {
+        matches!(self, Target::Qkv | Target::GateUp)
+    }
+
+    /// Accepts `q`, `q_proj`, `attn_q`, …, `qkv`, `qkv_proj`, `gate_up`, … (any case;
+    /// `ffn_up` is the separate up projection).
     pub fn parse(s: &str) -> Option<Target> {
         let s = s.trim().to_ascii_lowercase();
-        Target::ALL
+        Target::EVERY
             .into_iter()
             .find(|t| s == t.short() || s == t.hf_module() || s == t.gguf_tensor())
     }
@@ -97,7 +134,7 @@ impl Target {
         for part in s.split(',').filter(|p| !p.trim().is_empty()) {
             let t = Target::parse(part).ok_or_else(|| {
                 Error::InvalidArgument(format!(
-                    "unknown LoRA target {part:?}; use all-linear or a list of q, k, v, o, gate, up, down"
+                    "unknown LoRA target {part:?}; use all-linear or a list of q, k, v, o, gate, up, down (qkv, gate_up where the model fuses them)"
                 ))
             })?;
             out.push(t);
@@ -265,6 +302,41 @@ impl LoraConfig {
     }
 }
 
+impl LoraConfig {
+    /// The targets as a model of architecture `arch` has them: on an architecture with
+    /// fused projections, `all-linear` (the seven separate ones) becomes its own list
+    /// (qkv, o, gate_up, down), and asking for part of a fused projection is an error that
+    /// names the fused one; on others, a fused target is an error.
+    pub fn targets_for(&self, arch: &crate::model::Arch) -> Result<Vec<Target>> {
+        let have = arch.targets;
+        if self.targets == Target::ALL {
+            return Ok(have.to_vec());
+        }
+        for &t in &self.targets {
+            if !have.contains(&t) {
+                let fused = have
+                    .iter()
+                    .find(|f| f.is_fused() && arch.fused_parts(**f).contains(&t));
+                return Err(Error::InvalidArgument(match fused {
+                    Some(f) => format!(
+                        "LoRA target {}: {} fuses it with others into one projection; target {} (or all-linear)",
+                        t.short(),
+                        arch.name,
+                        f.short()
+                    ),
+                    None => format!(
+                        "LoRA target {} does not exist in {}; its targets are {}",
+                        t.short(),
+                        arch.name,
+                        have.iter().map(|t| t.short()).collect::<Vec<_>>().join(", ")
+                    ),
+                }));
+            }
+        }
+        Ok(self.targets.clone())
+    }
+}
+
 /// The LoRA scale for a rank and alpha.
 pub fn scale_for(alpha: f32, r: usize, rslora: bool) -> f32 {
     if rslora {
@@ -293,6 +365,33 @@ mod tests {
             .to_string()
             .contains("lm_head"));
         assert!(Target::parse_list(",").is_err());
+    }
+
+    #[test]
+    fn targets_resolve_against_fused_architectures() {
+        use crate::model::arch::{LLAMA, PHI3};
+        let all = LoraConfig::default();
+        assert_eq!(all.targets_for(&LLAMA).unwrap(), Target::ALL.to_vec());
+        assert_eq!(
+            all.targets_for(&PHI3).unwrap(),
+            vec![Target::O, Target::Down, Target::Qkv, Target::GateUp]
+        );
+        let q = LoraConfig {
+            targets: vec![Target::Q, Target::O],
+            ..LoraConfig::default()
+        };
+        let e = q.targets_for(&PHI3).unwrap_err().to_string();
+        assert!(e.contains("qkv") && e.contains("phi3"), "{e}");
+        let fused = LoraConfig {
+            targets: Target::parse_list("qkv,gate_up_proj").unwrap(),
+            ..LoraConfig::default()
+        };
+        assert_eq!(
+            fused.targets_for(&PHI3).unwrap(),
+            vec![Target::Qkv, Target::GateUp]
+        );
+        assert!(fused.targets_for(&LLAMA).is_err());
+        assert_eq!(Target::parse("ffn_up"), Some(Target::Up));
     }
 
     #[test]

@@ -191,7 +191,7 @@ pub fn from_file(f: &GgufFile, path: &Path, model: &ModelConfig) -> Result<Adapt
                 "tensor {name:?} is not the lora_a/lora_b of a q/k/v/o/gate/up/down weight; not supported"
             )));
         };
-        let (layer, t) = parse_stem(stem).ok_or_else(|| {
+        let (layer, t) = parse_stem(model.arch, stem).ok_or_else(|| {
             err(format!(
                 "tensor {name:?} does not adapt a block's attn_q/k/v/output or ffn_gate/up/down; not supported"
             ))
@@ -273,15 +273,12 @@ pub fn from_file(f: &GgufFile, path: &Path, model: &ModelConfig) -> Result<Adapt
     Ok(Adapter { config, layers })
 }
 
-/// (block, target) of `blk.N.attn_q` etc.
-fn parse_stem(stem: &str) -> Option<(usize, Target)> {
+/// (block, target) of `blk.N.attn_q` etc., as architecture `arch` names its tensors.
+fn parse_stem(arch: &crate::model::Arch, stem: &str) -> Option<(usize, Target)> {
     let rest = stem.strip_prefix("blk.")?;
     let (n, tensor) = rest.split_once('.')?;
     let layer = n.parse().ok()?;
-    let t = Target::ALL
-        .into_iter()
-        .find(|t| t.gguf_tensor() == tensor)?;
-    Some((layer, t))
+    Some((layer, arch.target_of_gguf(tensor)?))
 }
 
 #[cfg(test)]
@@ -300,10 +297,16 @@ mod tests {
         };
         assert_eq!(exported_alpha(&c), 32.0);
         assert_eq!(llama_cpp_scale(exported_alpha(&c), 16), c.scale());
-        assert_eq!(parse_stem("blk.12.ffn_down"), Some((12, Target::Down)));
-        assert_eq!(parse_stem("blk.0.attn_output"), Some((0, Target::O)));
-        assert_eq!(parse_stem("token_embd"), None);
-        assert_eq!(parse_stem("blk.x.attn_q"), None);
+        assert_eq!(
+            parse_stem(&crate::model::arch::LLAMA, "blk.12.ffn_down"),
+            Some((12, Target::Down))
+        );
+        assert_eq!(
+            parse_stem(&crate::model::arch::LLAMA, "blk.0.attn_output"),
+            Some((0, Target::O))
+        );
+        assert_eq!(parse_stem(&crate::model::arch::LLAMA, "token_embd"), None);
+        assert_eq!(parse_stem(&crate::model::arch::LLAMA, "blk.x.attn_q"), None);
         assert_eq!(tensor_name(3, Target::K, 'b'), "blk.3.attn_k.weight.lora_b");
     }
 }

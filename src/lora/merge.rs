@@ -21,7 +21,6 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::adapter::{Adapter, LoraPair};
-use super::config::Target;
 use crate::error::{Error, GgufError, Result};
 use crate::gguf::{GgufFile, GgufWriter};
 use crate::kernels::gemm::{gemm_scaled, MatRef};
@@ -128,8 +127,12 @@ pub fn merge_file(
     for (k, v) in base.metadata() {
         w.set(k.clone(), v.clone());
     }
+    let arch = base
+        .opt_str("general.architecture")?
+        .and_then(crate::model::Arch::by_name)
+        .unwrap_or(&crate::model::arch::LLAMA);
     for info in base.tensors() {
-        let job = match adapted_pair(adapter, &info.name) {
+        let job = match adapted_pair(adapter, arch, &info.name) {
             Some(pair) => {
                 let ty_out = match opts.out_type {
                     Some(t) if t.bytes_for(pair.in_dim as u64).is_some() => t,
@@ -201,12 +204,16 @@ pub fn merge_file(
 }
 
 /// The pair adapting tensor `name` (`blk.N.<target>.weight`), if any.
-fn adapted_pair<'a>(adapter: &'a Adapter, name: &str) -> Option<&'a LoraPair> {
+fn adapted_pair<'a>(
+    adapter: &'a Adapter,
+    arch: &crate::model::Arch,
+    name: &str,
+) -> Option<&'a LoraPair> {
     let rest = name.strip_prefix("blk.")?;
     let (n, rest) = rest.split_once('.')?;
     let stem = rest.strip_suffix(".weight")?;
     let layer: usize = n.parse().ok()?;
-    let t = Target::ALL.into_iter().find(|t| t.gguf_tensor() == stem)?;
+    let t = arch.target_of_gguf(stem)?;
     adapter.layers.get(layer)?[t.index()].as_ref()
 }
 

@@ -57,12 +57,13 @@ pub fn save_extra_bytes(model: &ModelConfig, lora: &LoraConfig, copies: usize) -
     let on = lora.layers.resolve(model.n_layer)?;
     let layers = on.iter().filter(|&&b| b).count() as u64;
     let mut permuted = 0u64;
-    for &t in &lora.targets {
+    let targets = lora.targets_for(model.arch)?;
+    for &t in &targets {
         if permuted_heads(model, t).is_some() {
             permuted += (crate::lora::target_shape(model, t).0 * lora.r * 4) as u64;
         }
     }
-    let tensors = layers * 2 * lora.targets.len() as u64;
+    let tensors = layers * 2 * targets.len() as u64;
     Ok(layers * permuted + tensors * 512 * copies.max(1) as u64)
 }
 
@@ -164,7 +165,7 @@ fn config_json(adapter: &Adapter, model: &ModelConfig, base_model: &str) -> Valu
         .layers
         .iter()
         .map(|l| {
-            Target::ALL
+            Target::EVERY
                 .into_iter()
                 .filter(|t| l[t.index()].is_some())
                 .collect()

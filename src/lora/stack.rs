@@ -48,7 +48,7 @@ pub fn combine(parts: &[(&Adapter, f32)]) -> Result<Adapter> {
     let mut max_r = 0;
     for l in 0..first.layers.len() {
         let mut layer: LayerAdapter = Default::default();
-        for t in Target::ALL {
+        for t in Target::EVERY {
             let present: Vec<(&LoraPair, f32)> = parts
                 .iter()
                 .filter_map(|(a, w)| a.layers[l][t.index()].as_ref().map(|p| (p, *w)))
@@ -277,7 +277,7 @@ mod tests {
         let m = combine(&[(&x, 1.0), (&y, -0.5)]).unwrap();
         assert!(m.check_fits(&cfg()).is_ok());
         for l in 0..2 {
-            for t in Target::ALL {
+            for t in Target::EVERY {
                 let (px, py) = (&x.layers[l][t.index()], &y.layers[l][t.index()]);
                 let pm = &m.layers[l][t.index()];
                 match (px, py) {

@@ -160,7 +160,7 @@ pub fn human(b: u64) -> String {
 pub fn adapter_params(model: &ModelConfig, lora: &LoraConfig) -> Result<u64> {
     let on = lora.layers.resolve(model.n_layer)?;
     let per_layer: u64 = lora
-        .targets
+        .targets_for(model.arch)?
         .iter()
         .map(|&t| {
             let (out, inp) = target_shape(model, t);
@@ -209,6 +209,8 @@ pub fn kernel_scratch_need(
         },
         training,
     );
+    // The base products run per projection (a fused tensor's parts are row views of it);
+    // the LoRA products per projection too, over its rows of a fused pair's B.
     for t in Target::ALL {
         let (out, inp) = target_shape(m, t);
         need = need.max(matmul::scratch_need(chunk, out, inp, precision, false));

@@ -10,6 +10,7 @@
 
 pub use crate::kernels::Glu;
 use crate::kernels::RopeStyle;
+use crate::lora::config::N_TARGETS;
 use crate::lora::Target;
 
 /// Whether a block's q/k/v projections carry biases.
@@ -79,12 +80,22 @@ pub struct Arch {
     /// Reads `{arch}.final_logit_softcapping` (gemma): logits `cap·tanh(z/cap)`.
     pub final_softcap: bool,
     pub attn_scale: AttnScale,
-    /// The Hugging Face module paths of the targets: (parent, module) per [`Target`].
-    pub hf_modules: [(&'static str, &'static str); 7],
+    /// q, k and v are one matrix (`attn_qkv`; phi3), and gate and up one (`ffn_up` holding
+    /// gate then up).
+    pub fused: bool,
+    /// LongRoPE (phi3): `rope_factors_long` / `rope_factors_short` per-pair divisors, long
+    /// when the model's context exceeds `rope.scaling.original_context_length` (llama.cpp's
+    /// rule with its default context), and `rope.scaling.attn_factor` on cos and sin.
+    pub long_rope: bool,
+    /// The linear layers that carry adapters, in [`Target`] order (`all-linear`).
+    pub targets: &'static [Target],
+    /// The Hugging Face module paths of the targets: (parent, module) per [`Target`]
+    /// index (empty for targets the architecture does not have).
+    pub hf_modules: [(&'static str, &'static str); N_TARGETS],
 }
 
 /// Hugging Face module names of llama-like blocks.
-const LLAMA_MODULES: [(&str, &str); 7] = [
+const LLAMA_MODULES: [(&str, &str); N_TARGETS] = [
     ("self_attn", "q_proj"),
     ("self_attn", "k_proj"),
     ("self_attn", "v_proj"),
@@ -92,6 +103,21 @@ const LLAMA_MODULES: [(&str, &str); 7] = [
     ("mlp", "gate_proj"),
     ("mlp", "up_proj"),
     ("mlp", "down_proj"),
+    ("", ""),
+    ("", ""),
+];
+
+/// Hugging Face module names of phi3 blocks (fused qkv and gate/up).
+const PHI3_MODULES: [(&str, &str); N_TARGETS] = [
+    ("", ""),
+    ("", ""),
+    ("", ""),
+    ("self_attn", "o_proj"),
+    ("", ""),
+    ("", ""),
+    ("mlp", "down_proj"),
+    ("self_attn", "qkv_proj"),
+    ("mlp", "gate_up_proj"),
 ];
 
 /// Llama 2/3.x, TinyLlama, SmolLM2, Mistral.
@@ -110,6 +136,9 @@ pub static LLAMA: Arch = Arch {
     no_rope_every: None,
     final_softcap: false,
     attn_scale: AttnScale::InvSqrtHeadDim,
+    fused: false,
+    long_rope: false,
+    targets: &Target::ALL,
     hf_modules: LLAMA_MODULES,
 };
 
@@ -151,6 +180,9 @@ pub static GEMMA3: Arch = Arch {
     no_rope_every: None,
     final_softcap: true,
     attn_scale: AttnScale::Gemma,
+    fused: false,
+    long_rope: false,
+    targets: &Target::ALL,
     hf_modules: LLAMA_MODULES,
 };
 
@@ -164,9 +196,25 @@ pub static SMOLLM3: Arch = Arch {
     ..LLAMA
 };
 
+/// Phi-3 / Phi-4-mini: fused `attn_qkv` and gate/up, NEOX RoPE on the first
+/// `rope.dimension_count` dimensions of each head (partial rotary), LongRoPE factors. Its
+/// sliding window is off, as llama.cpp turns it off for Phi.
+pub static PHI3: Arch = Arch {
+    name: "phi3",
+    covers: "Phi-3-mini (4k, 128k), Phi-3.5-mini, Phi-4-mini",
+    rope_style: RopeStyle::HalfSplit,
+    permuted_qk: false,
+    biases: Biases::None,
+    fused: true,
+    long_rope: true,
+    targets: &[Target::O, Target::Down, Target::Qkv, Target::GateUp],
+    hf_modules: PHI3_MODULES,
+    ..LLAMA
+};
+
 /// Every recipe files are opened with, in the order `inspect` and errors list them. A
 /// recipe joins this list once it is verified against transformers and llama.cpp.
-pub static ALL: [&Arch; 5] = [&LLAMA, &QWEN2, &GEMMA3, &QWEN3, &SMOLLM3];
+pub static ALL: [&Arch; 6] = [&LLAMA, &QWEN2, &GEMMA3, &QWEN3, &SMOLLM3, &PHI3];
 
 impl Arch {
     /// The recipe of `general.architecture = name`.
@@ -193,9 +241,33 @@ impl Arch {
 
     /// The target whose Hugging Face module is `parent.module`.
     pub fn target_of_hf(&self, parent: &str, module: &str) -> Option<Target> {
-        Target::ALL
-            .into_iter()
+        self.targets
+            .iter()
+            .copied()
             .find(|t| self.hf_modules[t.index()] == (parent, module))
+    }
+
+    /// The target whose base tensor is `blk.N.{name}.weight` in this architecture.
+    pub fn target_of_gguf(&self, name: &str) -> Option<Target> {
+        self.targets
+            .iter()
+            .copied()
+            .find(|t| t.gguf_tensor() == name)
+    }
+
+    /// The separate projections a fused target holds (itself for the others).
+    pub fn fused_parts(&self, t: Target) -> &'static [Target] {
+        match t {
+            Target::Qkv => &[Target::Q, Target::K, Target::V],
+            Target::GateUp => &[Target::Gate, Target::Up],
+            Target::Q => &[Target::Q],
+            Target::K => &[Target::K],
+            Target::V => &[Target::V],
+            Target::O => &[Target::O],
+            Target::Gate => &[Target::Gate],
+            Target::Up => &[Target::Up],
+            Target::Down => &[Target::Down],
+        }
     }
 
     /// The Hugging Face module name of target `t` (`q_proj`, …).
@@ -220,6 +292,9 @@ impl Arch {
         }
         if self.no_rope_every.is_some() {
             f.push("layers without RoPE");
+        }
+        if self.fused {
+            f.push("fused attn_qkv and gate/up");
         }
         f
     }

@@ -17,7 +17,7 @@ use super::forward::Model;
 use super::head::head_loss_backward;
 use super::workspace::{BlockBuffers, SequenceTables};
 use crate::error::{Error, ModelError, Result};
-use crate::kernels::{rope_table, Real};
+use crate::kernels::{rope_table, scale_rope_table, Real};
 use crate::lora::Adapter;
 
 pub use super::head::{HEAD_PANEL, LOSS_ROWS};
@@ -179,12 +179,14 @@ impl<F: Real> SequenceTables<F> {
         }
         let table = capacity * half;
         for (j, inv) in model.inv_freqs().iter().enumerate() {
-            rope_table(
+            let (c, s) = (
                 &mut self.cos[j * table..j * table + t * half],
                 &mut self.sin[j * table..j * table + t * half],
-                &self.positions,
-                inv,
             );
+            rope_table(c, s, &self.positions, inv);
+            if j == 0 {
+                scale_rope_table(c, s, model.cfg.rope_attn_factor);
+            }
         }
         self.preds.clear();
         self.preds.extend(

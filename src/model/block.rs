@@ -92,8 +92,11 @@ impl<F: Real> BlockCtx<'_, F> {
             .with_precision(self.precision)
     }
 
-    pub(crate) fn pair(&self, t: Target) -> Option<&LoraPair<F>> {
-        self.lora.and_then(|l| l[t.index()].as_ref())
+    /// The adapter of projection `t`: its pair and `t`'s rows of it (a fused pair's part).
+    pub(crate) fn pair(&self, t: Target) -> Option<LoraPart<'_, F>> {
+        let (slot, rows) = self.cfg.lora_part(t);
+        let pair = self.lora.and_then(|l| l[slot.index()].as_ref())?;
+        Some(LoraPart { pair, slot, rows })
     }
 
     pub(crate) fn shape(&self) -> AttnShape {
@@ -114,14 +117,44 @@ impl<F: Real> BlockCtx<'_, F> {
     }
 }
 
-/// The base matrix of a target.
+/// The adapter of one projection: the pair of its adapter target (`slot`), and the rows
+/// of that pair's B that produce this projection (all of them, or its part of a fused
+/// q/k/v or gate/up pair — whose A the parts share, as PEFT's one module has one A).
+pub(crate) struct LoraPart<'a, F> {
+    pub pair: &'a LoraPair<F>,
+    /// The adapter target: the projection itself, or the fused one holding it (the
+    /// dropout mask is the slot's, one mask for the fused module's input as in PEFT).
+    pub slot: Target,
+    pub rows: std::ops::Range<usize>,
+}
+
+impl<F: Real> LoraPart<'_, F> {
+    pub(crate) fn view(&self) -> LoraRef<'_, F> {
+        let r = self.pair.r;
+        LoraRef {
+            b: &self.pair.b[self.rows.start * r..self.rows.end * r],
+            ..self.pair.view()
+        }
+    }
+
+    pub(crate) fn r(&self) -> usize {
+        self.pair.r
+    }
+
+    pub(crate) fn in_dim(&self) -> usize {
+        self.pair.in_dim
+    }
+}
+
+/// The base matrix of a projection (one of the seven separate ones; a fused tensor's part
+/// is a row view of it).
 pub(crate) fn base(lw: &LayerWeights, t: Target) -> &MatrixRef {
     match t {
-        Target::Q => &lw.wq,
+        Target::Q | Target::Qkv => &lw.wq,
         Target::K => &lw.wk,
         Target::V => &lw.wv,
         Target::O => &lw.wo,
-        Target::Gate => &lw.w_gate,
+        Target::Gate | Target::GateUp => &lw.w_gate,
         Target::Up => &lw.w_up,
         Target::Down => &lw.w_down,
     }
@@ -233,19 +266,19 @@ pub(crate) fn lora_input<F: Real>(
     dropped: &mut [F],
 ) -> Option<()> {
     let p = ctx.pair(t)?;
-    let inp = p.in_dim;
+    let (inp, r) = (p.in_dim(), p.r());
     let rows = x.len() / inp;
-    let u = &mut u[..rows * p.r];
+    let u = &mut u[..rows * r];
     let a_only = LoraRef {
-        a: &p.a,
+        a: &p.pair.a,
         b: &[],
-        r: p.r,
+        r,
         scale: F::ZERO,
     };
     match ctx.dropout {
         Some(d) => {
             let xd = &mut dropped[..x.len()];
-            d.apply(t, x, xd, r0 * inp);
+            d.apply(p.slot, x, xd, r0 * inp);
             crate::kernels::lora::lora_input(u, xd, a_only);
         }
         None => crate::kernels::lora::lora_input(u, x, a_only),
@@ -266,12 +299,12 @@ pub(crate) fn linear_forward<F: Real>(
 ) {
     matmul_forward(y, x, &ctx.matrix(t));
     if let Some(p) = ctx.pair(t) {
-        let rows = x.len() / p.in_dim;
-        let u = &mut u[..rows * p.r];
+        let rows = x.len() / p.in_dim();
+        let u = &mut u[..rows * p.r()];
         match ctx.dropout {
             Some(d) => {
                 let xd = &mut dropped[..x.len()];
-                d.apply(t, x, xd, r0 * p.in_dim);
+                d.apply(p.slot, x, xd, r0 * p.in_dim());
                 lora_forward(y, u, xd, p.view());
             }
             None => lora_forward(y, u, x, p.view()),

@@ -18,6 +18,7 @@ use crate::kernels::{
     attention_backward, glu_backward_overwrite, glu_forward, lora_backward, matmul_backward_input,
     rmsnorm_backward, rmsnorm_forward, rope_backward,
 };
+use crate::lora::config::N_TARGETS;
 use crate::lora::{LayerAdapter, LoraPair, Target};
 use crate::memory::sizes::Sizer;
 
@@ -88,8 +89,17 @@ impl<F: Real> BackwardScratch<F> {
     }
 }
 
-/// The adapter gradients of one block, per target (`None` where not adapted).
-type Grads<'a, F> = [Option<&'a mut LoraPair<F>>; 7];
+/// The adapter gradients of one block, per adapter target (`None` where not adapted).
+type Grads<'a, F> = [Option<&'a mut LoraPair<F>>; N_TARGETS];
+
+/// The gradient pair of projection `t` (its fused pair's, where the recipe fuses it).
+fn grad_of<'g, F>(
+    g: &'g mut Grads<'_, F>,
+    cfg: &ModelConfig,
+    t: Target,
+) -> Option<&'g mut LoraPair<F>> {
+    g[cfg.lora_part(t).0.index()].as_deref_mut()
+}
 
 /// What the MLP's backward takes from the forward pass when the block kept it: gate and
 /// up (T, n_ff), and the down projection before its post-norm (T, C; empty without one).
@@ -122,24 +132,27 @@ fn linear_backward<F: Real>(
         return;
     };
     let rows = x.len() / m.cols;
-    let (u, du) = (&u[..rows * p.r], &mut s.du[..rows * p.r]);
+    let r = p.r();
+    let (u, du) = (&u[..rows * r], &mut s.du[..rows * r]);
+    // A fused pair's part: its rows of dB; dA (shared by the parts) accumulates.
+    let (ga, gb) = (&mut g.a, &mut g.b[p.rows.start * r..p.rows.end * r]);
     match ctx.dropout {
         Some(d) => {
             let xd = &mut s.dropped[..x.len()];
-            d.apply(t, x, xd, r0 * m.cols);
+            d.apply(p.slot, x, xd, r0 * m.cols);
             match dx {
                 Some(dx) => {
                     let dxl = &mut s.lora_dx[..x.len()];
                     dxl.fill(F::ZERO);
-                    lora_backward(Some(&mut *dxl), &mut g.a, &mut g.b, du, dy, xd, u, p.view());
+                    lora_backward(Some(&mut *dxl), ga, gb, du, dy, xd, u, p.view());
                     // The mask is the same linear map on the way back.
-                    d.apply(t, dxl, xd, r0 * m.cols);
+                    d.apply(p.slot, dxl, xd, r0 * m.cols);
                     add_into(dx, xd);
                 }
-                None => lora_backward(None, &mut g.a, &mut g.b, du, dy, xd, u, p.view()),
+                None => lora_backward(None, ga, gb, du, dy, xd, u, p.view()),
             }
         }
-        None => lora_backward(dx, &mut g.a, &mut g.b, du, dy, x, u, p.view()),
+        None => lora_backward(dx, ga, gb, du, dy, x, u, p.view()),
     }
 }
 
@@ -286,7 +299,7 @@ fn mlp_backward<F: Real>(
         );
         dh.fill(F::ZERO);
         let lora = &mut sc.lora;
-        let gd = g[Target::Down.index()].as_deref_mut();
+        let gd = grad_of(g, ctx.cfg, Target::Down);
         linear_backward(
             ctx,
             Target::Down,
@@ -301,7 +314,7 @@ fn mlp_backward<F: Real>(
         let act = cfg.arch.activation;
         glu_backward_overwrite(act, dgate, dup, dh, gate, up, ctx.precision);
         dxn.fill(F::ZERO);
-        let gg = g[Target::Gate.index()].as_deref_mut();
+        let gg = grad_of(g, ctx.cfg, Target::Gate);
         linear_backward(
             ctx,
             Target::Gate,
@@ -313,7 +326,7 @@ fn mlp_backward<F: Real>(
             u_g,
             lora,
         );
-        let gu = g[Target::Up.index()].as_deref_mut();
+        let gu = grad_of(g, ctx.cfg, Target::Up);
         linear_backward(ctx, Target::Up, Some(&mut *dxn), gu, dup, xn, r0, u_u, lora);
         rmsnorm_backward(&mut dx[r0 * c..r1 * c], dxn, x_mid, &lw.ffn_norm, rstd);
     }
@@ -359,7 +372,7 @@ fn out_proj_backward<F: Real>(
             }
             None => dxc,
         };
-        let go = g[Target::O.index()].as_deref_mut();
+        let go = grad_of(g, ctx.cfg, Target::O);
         let datt = Some(&mut datt[r0 * qd..r1 * qd]);
         linear_backward(ctx, Target::O, datt, go, dy, att, r0, u_o, &mut sc.lora);
     }
@@ -477,7 +490,7 @@ fn qkv_backward<F: Real>(
         dxn.fill(F::ZERO);
         let mut d = need_dx.then_some(&mut *dxn);
         let lora = &mut sc.lora;
-        let gq = g[Target::Q.index()].as_deref_mut();
+        let gq = grad_of(g, ctx.cfg, Target::Q);
         linear_backward(
             ctx,
             Target::Q,
@@ -489,7 +502,7 @@ fn qkv_backward<F: Real>(
             u_q,
             lora,
         );
-        let gk = g[Target::K.index()].as_deref_mut();
+        let gk = grad_of(g, ctx.cfg, Target::K);
         linear_backward(
             ctx,
             Target::K,
@@ -501,7 +514,7 @@ fn qkv_backward<F: Real>(
             u_k,
             lora,
         );
-        let gv = g[Target::V.index()].as_deref_mut();
+        let gv = grad_of(g, ctx.cfg, Target::V);
         linear_backward(ctx, Target::V, d, gv, dv_c, xn, r0, u_v, lora);
         if need_dx {
             rmsnorm_backward(&mut dx[r0 * c..r1 * c], dxn, xi, &lw.attn_norm, rstd);

@@ -7,6 +7,7 @@ use super::arch::{AttnScale, WindowPattern};
 use crate::error::{GgufError, ModelError, Result};
 use crate::gguf::{GgufFile, Value};
 use crate::kernels::RopeStyle;
+use crate::lora::Target;
 
 pub use super::arch::Arch;
 
@@ -84,6 +85,9 @@ pub struct ModelConfig {
     pub embed_scale: f32,
     /// Final-logit soft-capping: logits become `cap · tanh(z / cap)`.
     pub final_softcap: Option<f32>,
+    /// Factor on the RoPE cos and sin of the global table (LongRoPE's
+    /// `rope.scaling.attn_factor`; 1 otherwise).
+    pub rope_attn_factor: f32,
 }
 
 impl ModelConfig {
@@ -210,6 +214,20 @@ impl ModelConfig {
             None
         };
         let attn_scale = attention_scale(arch, n_layer, n_embd, n_head, head_dim);
+        let rope_attn_factor = if arch.long_rope {
+            match f.opt_f32(&key("rope.scaling.attn_factor"))? {
+                Some(a) if a.is_finite() && a > 0.0 => a,
+                Some(a) => {
+                    return Err(ModelError::Config(format!(
+                        "rope.scaling.attn_factor {a} must be positive"
+                    ))
+                    .into())
+                }
+                None => 1.0,
+            }
+        } else {
+            1.0
+        };
         let embed_scale = if arch.embed_scale_sqrt_width {
             (n_embd as f32).sqrt()
         } else {
@@ -236,6 +254,7 @@ impl ModelConfig {
             attn_scale,
             embed_scale,
             final_softcap,
+            rope_attn_factor,
         };
         cfg.check_positive()?;
         Ok(cfg)
@@ -304,6 +323,27 @@ impl ModelConfig {
             attn_scale: 1.0 / (head_dim as f32).sqrt(),
             embed_scale: 1.0,
             final_softcap: None,
+            rope_attn_factor: 1.0,
+        }
+    }
+
+    /// Where the LoRA of projection `t` (one of the seven separate ones the block computes)
+    /// lives: the adapter target, and the rows of its B (and of its output) that belong to
+    /// `t` — all of them, or `t`'s part of a fused target (q, k, v of `Qkv`; gate, up of
+    /// `GateUp`).
+    pub fn lora_part(&self, t: Target) -> (Target, std::ops::Range<usize>) {
+        let (qd, kvd, ff) = (self.q_dim(), self.kv_dim(), self.n_ff);
+        if !self.arch.fused {
+            let out = crate::lora::target_shape(self, t).0;
+            return (t, 0..out);
+        }
+        match t {
+            Target::Q => (Target::Qkv, 0..qd),
+            Target::K => (Target::Qkv, qd..qd + kvd),
+            Target::V => (Target::Qkv, qd + kvd..qd + 2 * kvd),
+            Target::Gate => (Target::GateUp, 0..ff),
+            Target::Up => (Target::GateUp, ff..2 * ff),
+            t => (t, 0..crate::lora::target_shape(self, t).0),
         }
     }
 

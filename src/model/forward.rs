@@ -14,7 +14,8 @@ use super::weights::Weights;
 use crate::error::{Error, ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::kernels::{
-    inverse_frequencies, matmul_forward, rmsnorm_forward, rope_table, team, Precision,
+    inverse_frequencies, matmul_forward, rmsnorm_forward, rope_table, scale_rope_table, team,
+    Precision,
 };
 use crate::lora::Adapter;
 use crate::memory::sizes::Sizer;
@@ -211,12 +212,14 @@ impl Model {
         let half = cfg.rope_dim / 2;
         let table = act.capacity * half;
         for (j, inv) in self.inv_freqs.iter().enumerate() {
-            rope_table(
+            let (c, s) = (
                 &mut act.cos[j * table..j * table + t * half],
                 &mut act.sin[j * table..j * table + t * half],
-                &positions,
-                inv,
             );
+            rope_table(c, s, &positions, inv);
+            if j == 0 {
+                scale_rope_table(c, s, cfg.rope_attn_factor);
+            }
         }
         self.install(|| {
             let Activations {

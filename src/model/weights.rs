@@ -11,13 +11,28 @@ use crate::gguf::GgufFile;
 use crate::kernels::QMatrix;
 use crate::quant::{dequantize_row, GgmlType};
 
-/// A validated 2-D weight tensor of the file: `rows` output features × `cols` inputs.
+/// A validated 2-D weight tensor of the file: `rows` output features × `cols` inputs —
+/// or, for a projection stored inside a fused tensor (phi3's `attn_qkv`, `ffn_up`), rows
+/// `row0 .. row0 + rows` of it.
 #[derive(Clone, Debug)]
 pub struct MatrixRef {
     pub name: String,
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
+    /// The first row within the tensor (0 unless a fused tensor's part).
+    pub row0: usize,
+}
+
+impl MatrixRef {
+    /// Rows `r0 .. r0 + rows` of this (checked) matrix.
+    fn part(&self, r0: usize, rows: usize) -> MatrixRef {
+        MatrixRef {
+            rows,
+            row0: self.row0 + r0,
+            ..self.clone()
+        }
+    }
 }
 
 /// The weights of one transformer block.
@@ -87,11 +102,31 @@ impl Weights {
             };
             let (qk, post) = (cfg.arch.qk_norm, cfg.arch.post_norms);
             let hd = cfg.head_dim;
+            // Fused q/k/v and gate/up: each projection is a row view of its fused tensor.
+            let (wq, wk, wv, w_gate, w_up) = if cfg.arch.fused {
+                let qkv = matrix(f, &name("attn_qkv.weight"), q + 2 * kv, c)?;
+                let gate_up = matrix(f, &name("ffn_up.weight"), 2 * ff, c)?;
+                (
+                    qkv.part(0, q),
+                    qkv.part(q, kv),
+                    qkv.part(q + kv, kv),
+                    gate_up.part(0, ff),
+                    gate_up.part(ff, ff),
+                )
+            } else {
+                (
+                    matrix(f, &name("attn_q.weight"), q, c)?,
+                    matrix(f, &name("attn_k.weight"), kv, c)?,
+                    matrix(f, &name("attn_v.weight"), kv, c)?,
+                    matrix(f, &name("ffn_gate.weight"), ff, c)?,
+                    matrix(f, &name("ffn_up.weight"), ff, c)?,
+                )
+            };
             layers.push(LayerWeights {
                 attn_norm: vector(f, &name("attn_norm.weight"), c)?,
-                wq: matrix(f, &name("attn_q.weight"), q, c)?,
-                wk: matrix(f, &name("attn_k.weight"), kv, c)?,
-                wv: matrix(f, &name("attn_v.weight"), kv, c)?,
+                wq,
+                wk,
+                wv,
                 wo: matrix(f, &name("attn_output.weight"), c, q)?,
                 bq: bias("attn_q.bias", q)?,
                 bk: bias("attn_k.bias", kv)?,
@@ -101,16 +136,13 @@ impl Weights {
                 attn_post_norm: needed(post, "post_attention_norm.weight", c)?,
                 ffn_norm: vector(f, &name("ffn_norm.weight"), c)?,
                 ffn_post_norm: needed(post, "post_ffw_norm.weight", c)?,
-                w_gate: matrix(f, &name("ffn_gate.weight"), ff, c)?,
-                w_up: matrix(f, &name("ffn_up.weight"), ff, c)?,
+                w_gate,
+                w_up,
                 w_down: matrix(f, &name("ffn_down.weight"), c, ff)?,
             });
         }
         let output_norm = vector(f, "output_norm.weight", c)?;
-        let rope_freqs = match f.tensor_info("rope_freqs.weight") {
-            Some(_) => Some(vector(f, "rope_freqs.weight", cfg.rope_dim / 2)?),
-            None => None,
-        };
+        let rope_freqs = rope_factors(f, cfg)?;
         Ok(Weights {
             file,
             token_embd,
@@ -133,8 +165,10 @@ impl Weights {
             Some(v) => v.data,
             None => unreachable!("tensor {} was found at load", m.name),
         };
-        match QMatrix::new(m.ty, m.rows, m.cols, data) {
-            Ok(q) => q,
+        let total =
+            (data.len() as u64 / m.ty.bytes_for(m.cols as u64).unwrap_or(1).max(1)) as usize;
+        match QMatrix::new(m.ty, total, m.cols, data) {
+            Ok(q) => q.rows_range(m.row0, m.row0 + m.rows),
             Err(e) => unreachable!("tensor {} was checked at load: {e}", m.name),
         }
     }
@@ -176,7 +210,34 @@ fn matrix(f: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<MatrixRe
         ty: t.info.ty,
         rows,
         cols,
+        row0: 0,
     })
+}
+
+/// The per-pair RoPE frequency divisors: `rope_freqs.weight` (Llama 3.1), or for LongRoPE
+/// (phi3) `rope_factors_long` when the model's context exceeds
+/// `rope.scaling.original_context_length`, else `rope_factors_short` — llama.cpp's choice
+/// (`get_rope_factors`) with its default context, the model's own.
+fn rope_factors(f: &GgufFile, cfg: &ModelConfig) -> Result<Option<Vec<f32>>> {
+    let n = cfg.rope_dim / 2;
+    if f.tensor_info("rope_freqs.weight").is_some() {
+        return vector(f, "rope_freqs.weight", n).map(Some);
+    }
+    if !cfg.arch.long_rope || f.tensor_info("rope_factors_long.weight").is_none() {
+        return Ok(None);
+    }
+    let orig = f
+        .opt_u32(&format!(
+            "{}.rope.scaling.original_context_length",
+            cfg.arch.name
+        ))?
+        .map_or(cfg.n_ctx, |v| v as usize);
+    let which = if cfg.n_ctx > orig {
+        "rope_factors_long.weight"
+    } else {
+        "rope_factors_short.weight"
+    };
+    vector(f, which, n).map(Some)
 }
 
 /// Reads a 1-D tensor of `n` elements as f32.

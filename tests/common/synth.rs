@@ -51,6 +51,9 @@ pub struct Features {
     pub final_softcap: Option<f32>,
     /// `rope.dimension_count` below the head size (partial rotary).
     pub rope_dim: Option<usize>,
+    /// LongRoPE: `rope_factors_long.weight`, `rope_factors_short.weight`,
+    /// `rope.scaling.original_context_length` and `rope.scaling.attn_factor`.
+    pub long_rope: Option<(Vec<f32>, Vec<f32>, u32, f32)>,
 }
 
 impl Features {
@@ -61,12 +64,18 @@ impl Features {
         rope_base_swa: None,
         final_softcap: None,
         rope_dim: None,
+        long_rope: None,
     };
 }
 
 /// Whether blocks of `arch` carry per-head Q/K norms.
 fn has_qk_norm(arch: &str) -> bool {
     matches!(arch, "gemma3" | "qwen3")
+}
+
+/// Whether `arch` stores q/k/v and gate/up fused (phi3).
+fn fused(arch: &str) -> bool {
+    arch == "phi3"
 }
 
 /// Whether blocks of `arch` carry post-attention and post-MLP norms.
@@ -285,6 +294,7 @@ pub fn gemma3() -> Spec {
             rope_base_swa: Some(10_000.0),
             final_softcap: Some(8.0),
             rope_dim: None,
+            long_rope: None,
         },
         seed: 44,
     }
@@ -347,6 +357,60 @@ pub fn qwen3_f32() -> Spec {
         output_ty: GgmlType::F32,
         matrix_types: [GgmlType::F32; 7],
         ..qwen3()
+    }
+}
+
+/// A phi3 (named synth-phi: llama.cpp gives names containing "phi3" Phi-3's special
+/// tokens, which this vocabulary does not have): fused attn_qkv and gate/up (ffn_up of 2·n_ff rows), NEOX RoPE on the first 12
+/// of each head's 24 dimensions (partial rotary), LongRoPE factors (long ones chosen: the
+/// context, 512, is over the original 64) and attention factor √(1 + ln 8 / ln 64); GQA,
+/// an untied Q8_0 head; F32 and Q8_0 matrices.
+pub fn phi3() -> Spec {
+    let long = vec![1.0, 1.3, 1.8, 2.5, 3.2, 4.0];
+    let short = vec![1.0, 1.05, 1.1, 1.2, 1.3, 1.5];
+    Spec {
+        name: "synth-phi",
+        arch: "phi3",
+        n_vocab: 90,
+        n_embd: 96,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 128,
+        n_ctx: 512,
+        tied: false,
+        qkv_bias: false,
+        rope_base: 10_000.0,
+        embd_ty: GgmlType::F32,
+        output_ty: GgmlType::Q8_0,
+        matrix_types: [
+            GgmlType::F32,
+            GgmlType::F32,
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::F32,
+        ],
+        rope_linear: None,
+        rope_freqs: None,
+        features: Features {
+            rope_dim: Some(12),
+            long_rope: Some((long, short, 64, (1.0f32 + 8f32.ln() / 64f32.ln()).sqrt())),
+            ..Features::NONE
+        },
+        seed: 88,
+    }
+}
+
+/// `phi3` with every tensor F32 (see [`gemma3_f32`]).
+pub fn phi3_f32() -> Spec {
+    Spec {
+        name: "synth-phi-f32",
+        embd_ty: GgmlType::F32,
+        output_ty: GgmlType::F32,
+        matrix_types: [GgmlType::F32; 7],
+        ..phi3()
     }
 }
 
@@ -461,6 +525,13 @@ pub fn writer(s: &Spec) -> GgufWriter {
     if let Some(c) = f.final_softcap {
         w.set(format!("{a}.final_logit_softcapping"), Value::F32(c));
     }
+    if let Some((_, _, orig, attn)) = &f.long_rope {
+        w.set(
+            format!("{a}.rope.scaling.original_context_length"),
+            Value::U32(*orig),
+        );
+        w.set(format!("{a}.rope.scaling.attn_factor"), Value::F32(*attn));
+    }
     w.set(format!("{a}.vocab_size"), Value::U32(s.n_vocab as u32));
     if let Some(f) = s.rope_linear {
         w.set(
@@ -532,27 +603,45 @@ pub fn writer(s: &Spec) -> GgufWriter {
             &norm(&mut r, s.n_embd),
             &[c],
         );
-        tensor(
-            &mut w,
-            &format!("{b}.attn_q.weight"),
-            t(0),
-            &mat(&mut r, q, s.n_embd),
-            &[c, q as u64],
+        let (wq, wk, wv) = (
+            mat(&mut r, q, s.n_embd),
+            mat(&mut r, kv, s.n_embd),
+            mat(&mut r, kv, s.n_embd),
         );
-        tensor(
-            &mut w,
-            &format!("{b}.attn_k.weight"),
-            t(1),
-            &mat(&mut r, kv, s.n_embd),
-            &[c, kv as u64],
-        );
-        tensor(
-            &mut w,
-            &format!("{b}.attn_v.weight"),
-            t(2),
-            &mat(&mut r, kv, s.n_embd),
-            &[c, kv as u64],
-        );
+        if fused(a) {
+            // phi3: one attn_qkv, rows q then k then v (as llama.cpp's converter writes it).
+            let qkv: Vec<f32> = [wq, wk, wv].concat();
+            let rows = (q + 2 * kv) as u64;
+            tensor(
+                &mut w,
+                &format!("{b}.attn_qkv.weight"),
+                t(0),
+                &qkv,
+                &[c, rows],
+            );
+        } else {
+            tensor(
+                &mut w,
+                &format!("{b}.attn_q.weight"),
+                t(0),
+                &wq,
+                &[c, q as u64],
+            );
+            tensor(
+                &mut w,
+                &format!("{b}.attn_k.weight"),
+                t(1),
+                &wk,
+                &[c, kv as u64],
+            );
+            tensor(
+                &mut w,
+                &format!("{b}.attn_v.weight"),
+                t(2),
+                &wv,
+                &[c, kv as u64],
+            );
+        }
         if s.qkv_bias {
             tensor(
                 &mut w,
@@ -609,20 +698,21 @@ pub fn writer(s: &Spec) -> GgufWriter {
             &[c],
         );
         let ff = s.n_ff as u64;
-        tensor(
-            &mut w,
-            &format!("{b}.ffn_gate.weight"),
-            t(4),
-            &mat(&mut r, s.n_ff, s.n_embd),
-            &[c, ff],
-        );
-        tensor(
-            &mut w,
-            &format!("{b}.ffn_up.weight"),
-            t(5),
-            &mat(&mut r, s.n_ff, s.n_embd),
-            &[c, ff],
-        );
+        let (wg, wu) = (mat(&mut r, s.n_ff, s.n_embd), mat(&mut r, s.n_ff, s.n_embd));
+        if fused(a) {
+            // phi3: gate and up in one ffn_up, gate first.
+            let gu: Vec<f32> = [wg, wu].concat();
+            tensor(
+                &mut w,
+                &format!("{b}.ffn_up.weight"),
+                t(5),
+                &gu,
+                &[c, 2 * ff],
+            );
+        } else {
+            tensor(&mut w, &format!("{b}.ffn_gate.weight"), t(4), &wg, &[c, ff]);
+            tensor(&mut w, &format!("{b}.ffn_up.weight"), t(5), &wu, &[c, ff]);
+        }
         tensor(
             &mut w,
             &format!("{b}.ffn_down.weight"),
@@ -646,6 +736,17 @@ pub fn writer(s: &Spec) -> GgufWriter {
             &r.vec(s.n_vocab * s.n_embd, 1.0 / (c as f32).sqrt()),
             &[c, v],
         );
+    }
+    if let Some((long, short, _, _)) = &s.features.long_rope {
+        for (n, v) in [("rope_factors_long", long), ("rope_factors_short", short)] {
+            tensor(
+                &mut w,
+                &format!("{n}.weight"),
+                GgmlType::F32,
+                v,
+                &[v.len() as u64],
+            );
+        }
     }
     if let Some(f) = &s.rope_freqs {
         tensor(

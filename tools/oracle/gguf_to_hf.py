@@ -16,7 +16,13 @@ mapped it forward:
     post_attention_layernorm, post_ffw_norm -> post_feedforward_layernorm, the attention
     scale as llama.cpp sets it (query_pre_attn_scalar = head size; n_embd / n_head for the
     62-layer 27B), sliding layers by llama.cpp's pattern rule;
-  - qwen3: q_norm / k_norm per head.
+  - qwen3: q_norm / k_norm per head;
+  - phi3: attn_qkv -> qkv_proj, ffn_up (gate then up) -> gate_up_proj; partial rotary
+    from rope.dimension_count; LongRoPE with the factors llama.cpp picks (long when the
+    context exceeds rope.scaling.original_context_length, as with llama.cpp's default
+    context) given as both long_factor and short_factor — transformers picks by each
+    sequence's length instead — and rope.scaling.attn_factor as attention_factor; no
+    sliding window (llama.cpp turns Phi's off).
 
     gguf_to_hf.py MODEL.gguf OUTDIR [--llama3-rope FACTOR,LOW,HIGH,ORIG_CTX]
 
@@ -120,6 +126,20 @@ def main():
         from transformers import Qwen3Config
         cfg = Qwen3Config(**common, rope_parameters=rope, attention_bias=False, use_sliding_window=False)
         permute = False
+    elif arch == "phi3":
+        from transformers import Phi3Config
+        rope_dim = k("rope.dimension_count", head_dim)
+        rope_p = dict(rope, partial_rotary_factor=rope_dim / head_dim)
+        if "rope_factors_long.weight" in tensors:
+            orig = k("rope.scaling.original_context_length", k("context_length"))
+            chosen = tensors["rope_factors_long.weight" if k("context_length") > orig
+                             else "rope_factors_short.weight"].tolist()
+            rope_p.update(rope_type="longrope", long_factor=chosen, short_factor=chosen,
+                          original_max_position_embeddings=orig,
+                          attention_factor=float(k("rope.scaling.attn_factor", 1.0)))
+        cfg = Phi3Config(**common, rope_parameters=rope_p, sliding_window=None,
+                         original_max_position_embeddings=rope_p.get("original_max_position_embeddings", k("context_length")))
+        permute = False
     elif arch == "gemma3":
         from transformers import Gemma3TextConfig
         window = k("attention.sliding_window")
@@ -155,6 +175,9 @@ def main():
     mats = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
             "ffn_down": "mlp.down_proj"}
+    if arch == "phi3":
+        mats = {"attn_qkv": "self_attn.qkv_proj", "attn_output": "self_attn.o_proj",
+                "ffn_up": "mlp.gate_up_proj", "ffn_down": "mlp.down_proj"}
     for l in range(n_layer):
         p = f"model.layers.{l}."
         for g, h in norms.items():
@@ -175,7 +198,7 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     cfg.architectures = [{"gemma3": "Gemma3ForCausalLM", "llama": "LlamaForCausalLM",
                           "smollm3": "SmolLM3ForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                          "qwen3": "Qwen3ForCausalLM"}[arch]]
+                          "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM"}[arch]]
     cfg.save_pretrained(a.out)
     save_file({n: torch.from_numpy(np.ascontiguousarray(v)) for n, v in sd.items()},
               os.path.join(a.out, "model.safetensors"))

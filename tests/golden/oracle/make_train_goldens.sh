@@ -13,10 +13,10 @@ PY=$1; ORACLE=$2/peft_reference.py; SYNTH=$3
 cd "$(dirname "$0")"
 out=train
 mkdir -p $out
-run() { # name model data
-    local name=$1 model=$2 data=$3
+run() { # name model data [targets]
+    local name=$1 model=$2 data=$3 targets=${4:-q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj}
     rm -rf $out/$name && mkdir -p $out/$name
-    $PY $ORACLE init --model $model --r 4 --alpha 8 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj \
+    $PY $ORACLE init --model $model --r 4 --alpha 8 --targets $targets \
         --seed 0 --nonzero-b --out $out/$name/init > /dev/null
     $PY $ORACLE loss --model $model --adapter $out/$name/init --data $data > $out/$name/loss.json
     $PY $ORACLE grads --model $model --adapter $out/$name/init --data $data --out $out/$name/grads.safetensors > $out/$name/grads.json
@@ -32,10 +32,11 @@ done
 for M in synth-llama-untied synth-qwen2 synth-llama-kquants; do
     want "$@" && run $M $SYNTH/$M.gguf $M.records.jsonl
 done
-for M in synth-gemma3 synth-qwen3 synth-smollm3 synth-llama3; do
+for M in synth-gemma3 synth-qwen3 synth-smollm3 synth-llama3 synth-phi; do
     if want "$@"; then
         extra=""; [ $M = synth-llama3 ] && extra="--llama3-rope 8,1,4,64"
+        targets=""; [ $M = synth-phi ] && targets=qkv_proj,o_proj,gate_up_proj,down_proj
         $PY "$(dirname "$ORACLE")/gguf_to_hf.py" $SYNTH/$M.gguf $SYNTH/hf-$M $extra > /dev/null
-        run $M $SYNTH/hf-$M $M.records.jsonl
+        run $M $SYNTH/hf-$M $M.records.jsonl $targets
     fi
 done
