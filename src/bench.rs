@@ -33,10 +33,13 @@ pub struct Shape {
     pub head_dim: Option<usize>,
     /// The sliding window (`attention.sliding_window`), for recipes that have windows.
     pub window: Option<usize>,
+    /// Hybrid recipes (lfm2): the attention layers; the others are short-convolution
+    /// blocks of 3 taps.
+    pub attn_layers: Option<&'static [usize]>,
 }
 
 /// The shapes `bench --shape` knows.
-pub const SHAPES: [Shape; 8] = [
+pub const SHAPES: [Shape; 9] = [
     Shape {
         name: "smollm2-135m",
         arch: "llama",
@@ -53,6 +56,7 @@ pub const SHAPES: [Shape; 8] = [
         rms_eps: 1e-5,
         head_dim: None,
         window: None,
+        attn_layers: None,
     },
     Shape {
         name: "tinyllama-1.1b",
@@ -70,6 +74,7 @@ pub const SHAPES: [Shape; 8] = [
         rms_eps: 1e-5,
         head_dim: None,
         window: None,
+        attn_layers: None,
     },
     Shape {
         name: "qwen2.5-0.5b",
@@ -87,6 +92,7 @@ pub const SHAPES: [Shape; 8] = [
         rms_eps: 1e-6,
         head_dim: None,
         window: None,
+        attn_layers: None,
     },
     Shape {
         name: "gemma3-270m",
@@ -104,6 +110,7 @@ pub const SHAPES: [Shape; 8] = [
         rms_eps: 1e-6,
         head_dim: Some(256),
         window: Some(512),
+        attn_layers: None,
     },
     Shape {
         name: "qwen3-0.6b",
@@ -121,6 +128,7 @@ pub const SHAPES: [Shape; 8] = [
         rms_eps: 1e-6,
         head_dim: Some(128),
         window: None,
+        attn_layers: None,
     },
     Shape {
         name: "llama3.2-1b",
@@ -138,6 +146,7 @@ pub const SHAPES: [Shape; 8] = [
         rms_eps: 1e-5,
         head_dim: None,
         window: None,
+        attn_layers: None,
     },
     Shape {
         name: "phi3-mini",
@@ -155,6 +164,25 @@ pub const SHAPES: [Shape; 8] = [
         rms_eps: 1e-5,
         head_dim: None,
         window: None,
+        attn_layers: None,
+    },
+    Shape {
+        name: "lfm2-350m",
+        arch: "lfm2",
+        n_vocab: 65536,
+        n_embd: 1024,
+        n_layer: 16,
+        n_head: 16,
+        n_head_kv: 8,
+        n_ff: 4608,
+        n_ctx: 128_000,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 1_000_000.0,
+        rms_eps: 1e-5,
+        head_dim: None,
+        window: None,
+        attn_layers: Some(&[2, 5, 8, 10, 12, 14]),
     },
     Shape {
         name: "smollm3-3b",
@@ -172,6 +200,7 @@ pub const SHAPES: [Shape; 8] = [
         rms_eps: 1e-6,
         head_dim: None,
         window: None,
+        attn_layers: None,
     },
 ];
 
@@ -256,7 +285,20 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
     w.set(format!("{a}.block_count"), u32v(s.n_layer));
     w.set(format!("{a}.feed_forward_length"), u32v(s.n_ff));
     w.set(format!("{a}.attention.head_count"), u32v(s.n_head));
-    w.set(format!("{a}.attention.head_count_kv"), u32v(s.n_head_kv));
+    let is_conv = |l: usize| s.attn_layers.is_some_and(|at| !at.contains(&l));
+    match s.attn_layers {
+        Some(_) => {
+            let per = (0..s.n_layer)
+                .map(|l| u32v(if is_conv(l) { 0 } else { s.n_head_kv }))
+                .collect();
+            w.set(
+                format!("{a}.attention.head_count_kv"),
+                Value::Array(Array::new(ValueType::U32, per)),
+            );
+            w.set(format!("{a}.shortconv.l_cache"), u32v(3));
+        }
+        None => w.set(format!("{a}.attention.head_count_kv"), u32v(s.n_head_kv)),
+    }
     w.set(
         format!("{a}.attention.layer_norm_rms_epsilon"),
         Value::F32(s.rms_eps),
@@ -336,42 +378,68 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
         let b = format!("blk.{l}");
         let sd = 1000 + 10 * l as u64;
         vector(&mut w, format!("{b}.attn_norm.weight"), c, sd, 1.0, 0.2)?;
-        if recipe.fused {
+        if is_conv(l) {
             matrix(
                 &mut w,
-                format!("{b}.attn_qkv.weight"),
-                q + 2 * kv,
+                format!("{b}.shortconv.in_proj.weight"),
+                3 * c,
+                c,
+                scale(c),
+            )?;
+            let k: Vec<f32> = random(3 * c, sd + 9, 0.5);
+            let bytes = k.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let dims = [3, c as u64];
+            w.add_tensor(
+                format!("{b}.shortconv.conv.weight"),
+                GgmlType::F32,
+                &dims,
+                bytes,
+            )?;
+            matrix(
+                &mut w,
+                format!("{b}.shortconv.out_proj.weight"),
+                c,
                 c,
                 scale(c),
             )?;
         } else {
-            matrix(&mut w, format!("{b}.attn_q.weight"), q, c, scale(c))?;
-            matrix(&mut w, format!("{b}.attn_k.weight"), kv, c, scale(c))?;
-            matrix(&mut w, format!("{b}.attn_v.weight"), kv, c, scale(c))?;
-        }
-        if s.qkv_bias {
-            vector(&mut w, format!("{b}.attn_q.bias"), q, sd + 1, 0.0, 0.1)?;
-            vector(&mut w, format!("{b}.attn_k.bias"), kv, sd + 2, 0.0, 0.1)?;
-            vector(&mut w, format!("{b}.attn_v.bias"), kv, sd + 3, 0.0, 0.1)?;
-        }
-        matrix(&mut w, format!("{b}.attn_output.weight"), c, q, scale(q))?;
-        if recipe.qk_norm {
-            vector(
-                &mut w,
-                format!("{b}.attn_q_norm.weight"),
-                hd,
-                sd + 5,
-                1.0,
-                0.2,
-            )?;
-            vector(
-                &mut w,
-                format!("{b}.attn_k_norm.weight"),
-                hd,
-                sd + 6,
-                1.0,
-                0.2,
-            )?;
+            if recipe.fused {
+                matrix(
+                    &mut w,
+                    format!("{b}.attn_qkv.weight"),
+                    q + 2 * kv,
+                    c,
+                    scale(c),
+                )?;
+            } else {
+                matrix(&mut w, format!("{b}.attn_q.weight"), q, c, scale(c))?;
+                matrix(&mut w, format!("{b}.attn_k.weight"), kv, c, scale(c))?;
+                matrix(&mut w, format!("{b}.attn_v.weight"), kv, c, scale(c))?;
+            }
+            if s.qkv_bias {
+                vector(&mut w, format!("{b}.attn_q.bias"), q, sd + 1, 0.0, 0.1)?;
+                vector(&mut w, format!("{b}.attn_k.bias"), kv, sd + 2, 0.0, 0.1)?;
+                vector(&mut w, format!("{b}.attn_v.bias"), kv, sd + 3, 0.0, 0.1)?;
+            }
+            matrix(&mut w, format!("{b}.attn_output.weight"), c, q, scale(q))?;
+            if recipe.qk_norm {
+                vector(
+                    &mut w,
+                    format!("{b}.attn_q_norm.weight"),
+                    hd,
+                    sd + 5,
+                    1.0,
+                    0.2,
+                )?;
+                vector(
+                    &mut w,
+                    format!("{b}.attn_k_norm.weight"),
+                    hd,
+                    sd + 6,
+                    1.0,
+                    0.2,
+                )?;
+            }
         }
         if recipe.post_norms {
             vector(
@@ -412,7 +480,7 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
             scale(s.n_ff),
         )?;
     }
-    vector(&mut w, "output_norm.weight".into(), c, 7, 1.0, 0.2)?;
+    vector(&mut w, recipe.output_norm.into(), c, 7, 1.0, 0.2)?;
     if !s.tied {
         matrix(&mut w, "output.weight".into(), s.n_vocab, c, scale(c))?;
     }
@@ -664,6 +732,7 @@ mod tests {
             rms_eps: 1e-5,
             head_dim: None,
             window: None,
+            attn_layers: None,
         };
         let dir =
             std::env::temp_dir().join(format!("pocketlora-bench-test-{}", std::process::id()));

@@ -65,6 +65,7 @@ fn synthetic_models_match_hugging_face_greedy_continuations() {
         synth::smollm3(),
         synth::llama3(),
         synth::phi3(),
+        synth::lfm2(),
     ] {
         let path = dir.join(format!("{}.gguf", spec.name));
         std::fs::write(&path, synth::build(&spec)).unwrap();
@@ -231,19 +232,25 @@ fn generation_steps_give_the_same_logits_on_one_two_and_three_threads() {
 /// The sliding-window KV cache keeps only what each local layer's window still sees (its
 /// rows move to the front when full). A 600-token sequence on the synthetic gemma3 (window
 /// 8; the cache's local layers hold 8 − 1 + 512 rows, so they compact from position 519
-/// on): every position's logits from a prompt read in chunks of 512 and then one token at
-/// a time must give the cross-entropy the uncached training pass (window starts over the
+/// on), and on the synthetic lfm2 (its conv layers' state: 3 taps, compacting from 514):
+/// every position's logits from a prompt read in chunks of 512 and then one token at a
+/// time must give the cross-entropy the uncached training pass (window starts over the
 /// whole sequence) gives the same position, before and after the compaction.
 #[test]
 fn sliding_window_cache_matches_the_uncached_training_pass() {
+    for spec in [synth::gemma3(), synth::lfm2()] {
+        window_cache_matches(&spec);
+    }
+}
+
+fn window_cache_matches(spec: &synth::Spec) {
     use pocketlora::kernels::loss::cross_entropy;
     use pocketlora::lora::{Adapter, LoraConfig};
     use pocketlora::model::backward::{forward_backward, TrainWorkspace};
     use pocketlora::model::{Activations, KvCache};
 
-    let spec = synth::gemma3();
     let model = Model::from_file(
-        std::sync::Arc::new(pocketlora::gguf::GgufFile::from_bytes(synth::build(&spec)).unwrap()),
+        std::sync::Arc::new(pocketlora::gguf::GgufFile::from_bytes(synth::build(spec)).unwrap()),
         2,
     )
     .unwrap();
@@ -275,7 +282,9 @@ fn sliding_window_cache_matches_the_uncached_training_pass() {
     let adapter: Adapter = Adapter::new(&model.cfg, LoraConfig::default()).unwrap();
     let mut grads = adapter.zeros_like();
     let mut ws = TrainWorkspace::new(&model, &adapter, t);
-    for p in [0usize, 7, 300, 510, 511, 517, 518, 519, 520, 530, 598] {
+    for p in [
+        0usize, 7, 300, 510, 511, 513, 514, 517, 518, 519, 520, 530, 598,
+    ] {
         let mut targets = vec![false; t];
         targets[p + 1] = true;
         let ce = forward_backward(
@@ -284,7 +293,8 @@ fn sliding_window_cache_matches_the_uncached_training_pass() {
         .unwrap();
         assert!(
             (ce - cached_ce[p]).abs() <= 1e-4 * ce.abs().max(1.0),
-            "position {p}: cached {} vs uncached {ce}",
+            "{} position {p}: cached {} vs uncached {ce}",
+            spec.name,
             cached_ce[p]
         );
     }

@@ -363,3 +363,25 @@ fn phi3_fused_projections_partial_rotary_and_long_rope() {
     };
     check_chunked(&spec, lora, 3);
 }
+
+/// An lfm2: short-convolution blocks (3 taps) on layers 0 and 2 around an attention block
+/// with QK-norm, every target (conv in/out projections included); also chunked with
+/// dropout and with every block's activations kept.
+#[test]
+fn lfm2_short_convolution_blocks() {
+    let spec = Spec {
+        features: synth::Features {
+            conv_layers: Some(vec![true, false, true]),
+            conv_taps: 3,
+            ..synth::Features::NONE
+        },
+        ..tiny("lfm2", false)
+    };
+    check(&spec, all_targets(2));
+    let lora = LoraConfig {
+        dropout: 0.2,
+        ..all_targets(2)
+    };
+    check_chunked(&spec, lora, 3);
+    check_chunked(&spec, all_targets(2), KEEP_ALL);
+}

@@ -477,7 +477,8 @@ fn gguf_adapters_load_back_as_they_were_exported() {
 /// post-norms, GeGLU, √d embeddings, sliding windows of 8 over 24 tokens with their own
 /// RoPE base, soft-capped logits), qwen3 (QK-norm, head size 24), smollm3 (a layer
 /// without RoPE) and phi3 (fused qkv and gate/up — its adapter on the fused tensors —,
-/// partial rotary, LongRoPE), all F32: llama.cpp's logits without an adapter, with our GGUF export of
+/// partial rotary, LongRoPE) and lfm2 (short-convolution blocks on three of four
+/// layers, their in/out projections adapted), all F32: llama.cpp's logits without an adapter, with our GGUF export of
 /// the PEFT-trained adapter, and on our merged model equal ours (made by
 /// make_goldens.sh with llama.cpp from the llama-cpp-python 0.3.36 sdist).
 #[test]
@@ -489,6 +490,7 @@ fn new_architectures_run_in_llama_cpp_as_here() {
         (common::synth::qwen3_f32(), "qwen3"),
         (common::synth::smollm3(), "smollm3"),
         (common::synth::phi3_f32(), "phi"),
+        (common::synth::lfm2_f32(), "lfm2"),
     ] {
         let path = dir.join(format!("{}.gguf", spec.name));
         std::fs::write(&path, common::synth::build(&spec)).unwrap();

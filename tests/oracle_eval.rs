@@ -61,7 +61,7 @@ fn bundled_models_match_the_oracle() {
     }
 }
 
-fn specs() -> [Spec; 10] {
+fn specs() -> [Spec; 11] {
     [
         synth::llama_untied(),
         synth::qwen2_biases(),
@@ -73,6 +73,7 @@ fn specs() -> [Spec; 10] {
         synth::smollm3(),
         synth::llama3(),
         synth::phi3(),
+        synth::lfm2(),
     ]
 }
 
@@ -117,11 +118,12 @@ fn write_synthetic_fixtures() {
     let dir = Path::new(&dir);
     std::fs::create_dir_all(dir).expect("create output dir");
     // The F32 variants are for the llama.cpp comparisons (tests/llama_cpp_adapter.rs).
-    for spec in
-        specs()
-            .into_iter()
-            .chain([synth::gemma3_f32(), synth::qwen3_f32(), synth::phi3_f32()])
-    {
+    for spec in specs().into_iter().chain([
+        synth::gemma3_f32(),
+        synth::qwen3_f32(),
+        synth::phi3_f32(),
+        synth::lfm2_f32(),
+    ]) {
         let (model, hash) = write_model(&spec, dir);
         let records = dir.join(format!("{}.records.jsonl", spec.name));
         std::fs::write(&records, synth::records(spec.n_vocab, spec.seed)).expect("write records");

@@ -226,6 +226,7 @@ fn synthetic_gemma3_qwen3_and_smollm3() {
         synth::smollm3(),
         synth::llama3(),
         synth::phi3(),
+        synth::lfm2(),
     ] {
         let path = synth_model(&spec, &dir);
         case(

@@ -128,3 +128,43 @@ fn each_record_keeps_its_own_loss_inside_a_pack() {
         );
     }
 }
+
+/// The same for the newer mixers: a packed sequence's short convolutions (lfm2) and sliding
+/// windows (gemma3) stop at each document's start, so every record keeps its loss and its
+/// gradient (the synthetic models' records, packed into sequences of 128).
+#[test]
+fn short_convolutions_and_windows_stay_inside_their_documents() {
+    use common::synth;
+    for spec in [synth::lfm2(), synth::gemma3()] {
+        let file = pocketlora::gguf::GgufFile::from_bytes(synth::build(&spec)).unwrap();
+        let model = Model::from_file(std::sync::Arc::new(file), 2).unwrap();
+        let text = synth::records(spec.n_vocab, spec.seed);
+        let records: Vec<TokenRecord> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let ids: Vec<u32> = v["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect();
+                let targets = (0..ids.len()).map(|i| i > 0).collect();
+                TokenRecord::new(ids, targets)
+            })
+            .collect();
+        let a = adapter(&model);
+        let packed = pack(records.clone(), 128);
+        assert!(packed.iter().any(|r| r.doc_starts.len() >= 2));
+        let shape = WorkspaceShape::plain(128);
+        let (alone, g_alone) = run(&model, &a, &records, shape);
+        let (together, g_together) = run(&model, &a, &packed, shape);
+        assert!(
+            ((alone - together) / alone).abs() < 1e-5,
+            "{}: loss alone {alone} packed {together}",
+            spec.name
+        );
+        let r = rel(&flat(&g_together), &flat(&g_alone));
+        assert!(r < 1e-5, "{}: gradients differ by {r:e}", spec.name);
+    }
+}

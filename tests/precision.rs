@@ -102,6 +102,7 @@ fn fast_stays_within_tolerance_when_every_matrix_is_int8() {
         rms_eps: 1e-5,
         head_dim: None,
         window: None,
+        attn_layers: None,
     };
     for quant in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K] {
         let path = dir.join(format!("{}.gguf", quant.name()));

@@ -17,6 +17,7 @@ pub mod num;
 pub mod rmsnorm;
 pub mod rope;
 pub mod scratch;
+pub mod shortconv;
 pub mod team;
 
 pub use attention::{attention_backward, attention_forward, AttnShape};
@@ -28,3 +29,4 @@ pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 pub use rope::{
     inverse_frequencies, rope_backward, rope_forward, rope_table, scale_rope_table, RopeStyle,
 };
+pub use shortconv::{shortconv_backward, shortconv_forward};

@@ -68,6 +68,8 @@ pub fn target_shape(cfg: &ModelConfig, t: Target) -> (usize, usize) {
         Target::Down => (c, ff),
         Target::Qkv => (q + 2 * kv, c),
         Target::GateUp => (2 * ff, c),
+        Target::ConvIn => (3 * c, c),
+        Target::ConvOut => (c, c),
     }
 }
 
@@ -88,7 +90,8 @@ impl<F: Real> Adapter<F> {
         for &adapted in &on {
             let mut layer: LayerAdapter<F> = Default::default();
             if adapted {
-                for &t in &targets {
+                let l = layers.len();
+                for &t in targets.iter().filter(|&&t| model.layer_has(l, t)) {
                     let (out, inp) = target_shape(model, t);
                     let mut p = LoraPair::zeros(r, inp, out, scale);
                     init_a(&mut p.a, inp, r, config.init, &mut rng);
@@ -164,6 +167,13 @@ impl<F: Real> Adapter<F> {
             )));
         }
         for (i, t, p) in self.entries() {
+            if !model.layer_has(i, t) {
+                return Err(Error::InvalidArgument(format!(
+                    "adapter block {i} {}: the model's block {i} has no such projection ({}) — trained for another base model?",
+                    t.hf_module(),
+                    if model.layers[i].conv { "a short-convolution block" } else { "an attention block" }
+                )));
+            }
             let (out, inp) = target_shape(model, t);
             if (p.out_dim, p.in_dim) != (out, inp)
                 || p.a.len() != p.r * inp

@@ -21,10 +21,15 @@ pub enum Target {
     Qkv,
     /// gate and up in one matrix: rows gate, then up.
     GateUp,
+    /// A short-convolution block's input projection (lfm2: `in_proj`, n_embd → 3·n_embd,
+    /// the gates B and C and the input x).
+    ConvIn,
+    /// A short-convolution block's output projection (lfm2: `out_proj`).
+    ConvOut,
 }
 
 /// Adapter slots per block: one per [`Target`].
-pub const N_TARGETS: usize = 9;
+pub const N_TARGETS: usize = 11;
 
 impl Target {
     /// Every target, in index order.
@@ -38,6 +43,8 @@ impl Target {
         Target::Down,
         Target::Qkv,
         Target::GateUp,
+        Target::ConvIn,
+        Target::ConvOut,
     ];
 
     /// The seven separate projections of a llama-like block (`all-linear` before it is
@@ -69,6 +76,8 @@ impl Target {
             Target::Down => "down",
             Target::Qkv => "qkv",
             Target::GateUp => "gate_up",
+            Target::ConvIn => "conv_in",
+            Target::ConvOut => "conv_out",
         }
     }
 
@@ -84,6 +93,8 @@ impl Target {
             Target::Down => "down_proj",
             Target::Qkv => "qkv_proj",
             Target::GateUp => "gate_up_proj",
+            Target::ConvIn => "in_proj",
+            Target::ConvOut => "out_proj",
         }
     }
 
@@ -91,6 +102,7 @@ impl Target {
     pub fn hf_parent(self) -> &'static str {
         match self {
             Target::Q | Target::K | Target::V | Target::O | Target::Qkv => "self_attn",
+            Target::ConvIn | Target::ConvOut => "conv",
             _ => "mlp",
         }
     }
@@ -108,6 +120,8 @@ impl Target {
             Target::Qkv => "attn_qkv",
             // phi3 stores gate and up fused in the tensor llama-like files call ffn_up.
             Target::GateUp => "ffn_up",
+            Target::ConvIn => "shortconv.in_proj",
+            Target::ConvOut => "shortconv.out_proj",
         }
     }
 

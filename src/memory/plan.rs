@@ -211,7 +211,12 @@ pub fn kernel_scratch_need(
     );
     // The base products run per projection (a fused tensor's parts are row views of it);
     // the LoRA products per projection too, over its rows of a fused pair's B.
-    for t in Target::ALL {
+    let conv: &[Target] = if m.has_conv() {
+        &[Target::ConvIn, Target::ConvOut]
+    } else {
+        &[]
+    };
+    for t in Target::ALL.into_iter().chain(conv.iter().copied()) {
         let (out, inp) = target_shape(m, t);
         need = need.max(matmul::scratch_need(chunk, out, inp, precision, false));
         if training {

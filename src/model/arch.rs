@@ -87,8 +87,15 @@ pub struct Arch {
     /// when the model's context exceeds `rope.scaling.original_context_length` (llama.cpp's
     /// rule with its default context), and `rope.scaling.attn_factor` on cos and sin.
     pub long_rope: bool,
-    /// The linear layers that carry adapters, in [`Target`] order (`all-linear`).
+    /// The linear layers that carry adapters, in [`Target`] order (`all-linear`; a
+    /// layer has the ones its kind has, see [`super::ModelConfig::layer_has`]).
     pub targets: &'static [Target],
+    /// Hybrid blocks (lfm2): layers whose `attention.head_count_kv` entry is 0 are gated
+    /// short-convolution blocks (`shortconv.in_proj`, a causal depthwise convolution of
+    /// `shortconv.l_cache` taps, `shortconv.out_proj`) instead of attention.
+    pub short_conv: bool,
+    /// The final norm's tensor (lfm2's converter names it `token_embd_norm`).
+    pub output_norm: &'static str,
     /// The Hugging Face module paths of the targets: (parent, module) per [`Target`]
     /// index (empty for targets the architecture does not have).
     pub hf_modules: [(&'static str, &'static str); N_TARGETS],
@@ -105,6 +112,8 @@ const LLAMA_MODULES: [(&str, &str); N_TARGETS] = [
     ("mlp", "down_proj"),
     ("", ""),
     ("", ""),
+    ("", ""),
+    ("", ""),
 ];
 
 /// Hugging Face module names of phi3 blocks (fused qkv and gate/up).
@@ -118,6 +127,24 @@ const PHI3_MODULES: [(&str, &str); N_TARGETS] = [
     ("mlp", "down_proj"),
     ("self_attn", "qkv_proj"),
     ("mlp", "gate_up_proj"),
+    ("", ""),
+    ("", ""),
+];
+
+/// Hugging Face module names of lfm2 blocks (attention or short convolution, then the
+/// MLP as `feed_forward.w1/w3/w2`).
+const LFM2_MODULES: [(&str, &str); N_TARGETS] = [
+    ("self_attn", "q_proj"),
+    ("self_attn", "k_proj"),
+    ("self_attn", "v_proj"),
+    ("self_attn", "out_proj"),
+    ("feed_forward", "w1"),
+    ("feed_forward", "w3"),
+    ("feed_forward", "w2"),
+    ("", ""),
+    ("", ""),
+    ("conv", "in_proj"),
+    ("conv", "out_proj"),
 ];
 
 /// Llama 2/3.x, TinyLlama, SmolLM2, Mistral.
@@ -139,6 +166,8 @@ pub static LLAMA: Arch = Arch {
     fused: false,
     long_rope: false,
     targets: &Target::ALL,
+    short_conv: false,
+    output_norm: "output_norm.weight",
     hf_modules: LLAMA_MODULES,
 };
 
@@ -183,6 +212,8 @@ pub static GEMMA3: Arch = Arch {
     fused: false,
     long_rope: false,
     targets: &Target::ALL,
+    short_conv: false,
+    output_norm: "output_norm.weight",
     hf_modules: LLAMA_MODULES,
 };
 
@@ -212,9 +243,36 @@ pub static PHI3: Arch = Arch {
     ..LLAMA
 };
 
+/// LFM2 (Liquid): hybrid blocks — gated short convolutions on the layers whose key/value
+/// head count is 0, attention with QK-norm and NEOX RoPE on the others — each followed by
+/// a SwiGLU MLP; tied head.
+pub static LFM2: Arch = Arch {
+    name: "lfm2",
+    covers: "LFM2 (350M, 700M, 1.2B, 2.6B), LFM2.5",
+    rope_style: RopeStyle::HalfSplit,
+    permuted_qk: false,
+    biases: Biases::None,
+    qk_norm: true,
+    short_conv: true,
+    output_norm: "token_embd_norm.weight",
+    targets: &[
+        Target::Q,
+        Target::K,
+        Target::V,
+        Target::O,
+        Target::Gate,
+        Target::Up,
+        Target::Down,
+        Target::ConvIn,
+        Target::ConvOut,
+    ],
+    hf_modules: LFM2_MODULES,
+    ..LLAMA
+};
+
 /// Every recipe files are opened with, in the order `inspect` and errors list them. A
 /// recipe joins this list once it is verified against transformers and llama.cpp.
-pub static ALL: [&Arch; 6] = [&LLAMA, &QWEN2, &GEMMA3, &QWEN3, &SMOLLM3, &PHI3];
+pub static ALL: [&Arch; 7] = [&LLAMA, &QWEN2, &GEMMA3, &QWEN3, &SMOLLM3, &PHI3, &LFM2];
 
 impl Arch {
     /// The recipe of `general.architecture = name`.
@@ -267,6 +325,8 @@ impl Arch {
             Target::Gate => &[Target::Gate],
             Target::Up => &[Target::Up],
             Target::Down => &[Target::Down],
+            Target::ConvIn => &[Target::ConvIn],
+            Target::ConvOut => &[Target::ConvOut],
         }
     }
 
@@ -295,6 +355,9 @@ impl Arch {
         }
         if self.fused {
             f.push("fused attn_qkv and gate/up");
+        }
+        if self.short_conv {
+            f.push("gated short-convolution layers");
         }
         f
     }

@@ -25,6 +25,7 @@ use crate::kernels::{
     attention_forward, glu_forward, lora_forward, matmul_forward, rmsnorm_forward, rope_forward,
     AttnShape, LoraRef, Precision, QMatrix,
 };
+use crate::lora::config::N_TARGETS;
 use crate::lora::{LayerAdapter, LoraPair, Target};
 use crate::memory::sizes::Sizer;
 
@@ -87,9 +88,13 @@ impl<F: Real> BlockCtx<'_, F> {
 
     /// The base matrix of target `t`, multiplied in this context's precision.
     pub(crate) fn matrix(&self, t: Target) -> QMatrix<'_> {
-        self.weights
-            .matrix(base(self.lw(), t))
-            .with_precision(self.precision)
+        let Some(m) = base(self.lw(), t) else {
+            unreachable!(
+                "block {} has no {t:?} projection (its kind was checked at load)",
+                self.layer
+            )
+        };
+        self.weights.matrix(m).with_precision(self.precision)
     }
 
     /// The adapter of projection `t`: its pair and `t`'s rows of it (a fused pair's part).
@@ -146,17 +151,19 @@ impl<F: Real> LoraPart<'_, F> {
     }
 }
 
-/// The base matrix of a projection (one of the seven separate ones; a fused tensor's part
-/// is a row view of it).
-pub(crate) fn base(lw: &LayerWeights, t: Target) -> &MatrixRef {
+/// The base matrix of a projection (one of the separate ones; a fused tensor's part is a
+/// row view of it), if the block has it.
+pub(crate) fn base(lw: &LayerWeights, t: Target) -> Option<&MatrixRef> {
     match t {
-        Target::Q | Target::Qkv => &lw.wq,
-        Target::K => &lw.wk,
-        Target::V => &lw.wv,
-        Target::O => &lw.wo,
-        Target::Gate | Target::GateUp => &lw.w_gate,
-        Target::Up => &lw.w_up,
-        Target::Down => &lw.w_down,
+        Target::Q | Target::Qkv => lw.wq.as_ref(),
+        Target::K => lw.wk.as_ref(),
+        Target::V => lw.wv.as_ref(),
+        Target::O => lw.wo.as_ref(),
+        Target::Gate | Target::GateUp => Some(&lw.w_gate),
+        Target::Up => Some(&lw.w_up),
+        Target::Down => Some(&lw.w_down),
+        Target::ConvIn => lw.conv.as_ref().map(|c| &c.in_proj),
+        Target::ConvOut => lw.conv.as_ref().map(|c| &c.out_proj),
     }
 }
 
@@ -178,6 +185,11 @@ pub struct BlockState<F> {
     pub(crate) q_pre: Vec<F>,
     pub(crate) k_pre: Vec<F>,
     pub(crate) o_pre: Vec<F>,
+    /// Short-convolution blocks (models that have them): the input projection's output
+    /// (gates B, C and input x), (T, 3C); in training states also the convolution's input
+    /// B ⊙ x, (T, C) (inference keeps that in the cache).
+    pub(crate) bcx: Vec<F>,
+    pub(crate) bx: Vec<F>,
 }
 
 impl<F: Real> BlockState<F> {
@@ -186,15 +198,28 @@ impl<F: Real> BlockState<F> {
     pub(crate) fn build(cfg: &ModelConfig, capacity: usize, training: bool, s: &mut Sizer) -> Self {
         let qk = training && cfg.arch.qk_norm;
         let post = training && cfg.arch.post_norms;
+        let conv = cfg.has_conv();
+        // A conv block's mixer output (C wide) lives where attention's (q_dim) does.
+        let att_w = if conv {
+            cfg.q_dim().max(cfg.n_embd)
+        } else {
+            cfg.q_dim()
+        };
         BlockState {
             capacity,
             x_mid: s.zeros(capacity * cfg.n_embd),
             q: s.zeros(capacity * cfg.q_dim()),
-            att: s.zeros(capacity * cfg.q_dim()),
+            att: s.zeros(capacity * att_w),
             lse: s.zeros(capacity * cfg.n_head),
             q_pre: s.zeros(if qk { capacity * cfg.q_dim() } else { 0 }),
             k_pre: s.zeros(if qk { capacity * cfg.kv_dim() } else { 0 }),
             o_pre: s.zeros(if post { capacity * cfg.n_embd } else { 0 }),
+            bcx: s.zeros(if conv { capacity * 3 * cfg.n_embd } else { 0 }),
+            bx: s.zeros(if conv && training {
+                capacity * cfg.n_embd
+            } else {
+                0
+            }),
         }
     }
 
@@ -214,8 +239,9 @@ pub struct ChunkScratch<F> {
     pub(crate) h: Vec<F>,
     /// A projection's output before its norm or residual add, (rows, max(C, q_dim)).
     pub(crate) proj: Vec<F>,
-    /// `u = dropout(x)·Aᵀ` per target, (rows, r).
-    pub(crate) lora_u: [Vec<F>; 7],
+    /// `u = dropout(x)·Aᵀ` per projection, (rows, r) (empty for the fused targets, whose
+    /// parts use their projections' slots, and for conv projections without conv blocks).
+    pub(crate) lora_u: [Vec<F>; N_TARGETS],
     /// Dropped-out LoRA input, (rows, widest input).
     pub(crate) dropped: Vec<F>,
     /// Reciprocal RMS of the per-head QK-norm rows, (rows, n_head) (QK-norm only).
@@ -243,7 +269,14 @@ impl<F: Real> ChunkScratch<F> {
             up: s.zeros(rows * ff),
             h: s.zeros(rows * ff),
             proj: s.zeros(rows * c.max(qd)),
-            lora_u: std::array::from_fn(|_| s.zeros(rows * max_rank)),
+            lora_u: std::array::from_fn(|i| {
+                let used = match Target::EVERY[i] {
+                    Target::Qkv | Target::GateUp => false,
+                    Target::ConvIn | Target::ConvOut => cfg.has_conv(),
+                    _ => true,
+                };
+                s.zeros(if used { rows * max_rank } else { 0 })
+            }),
             dropped: s.zeros(if dropout { rows * c.max(qd).max(ff) } else { 0 }),
             head_rstd: s.zeros(if qk { rows * cfg.n_head } else { 0 }),
             post_rstd: s.zeros(if post { rows } else { 0 }),
@@ -372,7 +405,7 @@ fn query_or_key<F: Real>(
 
 /// `x += norm(y)` where the recipe has a post-norm `w` for this sum (its reciprocal RMS to
 /// `rstd`, the normed rows to `scratch`), else `x += y`.
-fn add_residual<F: Real>(
+pub(crate) fn add_residual<F: Real>(
     x: &mut [F],
     y: &[F],
     w: Option<&[f32]>,
@@ -415,6 +448,14 @@ pub(crate) fn block_attention<F: Real>(
         "block: {t} tokens exceed the state capacity {}",
         st.capacity
     );
+    if cfg.layers[ctx.layer].conv {
+        // The convolution's input rows: the training state's, or the cache's (`kc`).
+        let mut bx = std::mem::take(&mut st.bx);
+        let buf = if bx.is_empty() { kc } else { &mut bx[..] };
+        super::block_conv::shortconv_mixer(ctx, x, buf, pos0, st, ch);
+        st.bx = bx;
+        return;
+    }
     let rows = ch.rows;
     // Training states keep the QK-norm inputs (empty buffers otherwise).
     let keep_pre = !st.q_pre.is_empty();
@@ -458,7 +499,27 @@ pub(crate) fn block_attention<F: Real>(
         ctx.shape(),
         ctx.starts,
     );
+    mixer_output(ctx, Target::O, qd, x, st, ch);
+}
+
+/// The end of a block's mixer, per chunk: its output `st.att` (T, `width`) through the
+/// output projection `t` (attention's o, a conv block's out_proj), the post-norm where the
+/// recipe has one (its input kept in training states), added into the residual `x` (T, C),
+/// which is then x_mid, also kept in `st`.
+pub(crate) fn mixer_output<F: Real>(
+    ctx: &BlockCtx<'_, F>,
+    t: Target,
+    width: usize,
+    x: &mut [F],
+    st: &mut BlockState<F>,
+    ch: &mut ChunkScratch<F>,
+) {
+    let cfg = ctx.cfg;
+    let c = cfg.n_embd;
+    let n_tok = x.len() / c;
+    let rows = ch.rows;
     let keep_o = !st.o_pre.is_empty();
+    let post = ctx.lw().attn_post_norm.as_deref();
     let ChunkScratch {
         xn,
         proj,
@@ -467,26 +528,19 @@ pub(crate) fn block_attention<F: Real>(
         post_rstd,
         ..
     } = ch;
-    for r0 in (0..t).step_by(rows) {
-        let r1 = (r0 + rows).min(t);
+    for r0 in (0..n_tok).step_by(rows) {
+        let r1 = (r0 + rows).min(n_tok);
         let proj = &mut proj[..(r1 - r0) * c];
-        let att = &st.att[r0 * qd..r1 * qd];
-        let u_o = &mut lora_u[Target::O.index()];
-        linear_forward(ctx, Target::O, proj, att, r0, u_o, dropped);
+        let att = &st.att[r0 * width..r1 * width];
+        let u = &mut lora_u[t.index()];
+        linear_forward(ctx, t, proj, att, r0, u, dropped);
         if keep_o {
             st.o_pre[r0 * c..r1 * c].copy_from_slice(proj);
         }
-        let post = lw.attn_post_norm.as_deref();
-        add_residual(
-            &mut x[r0 * c..r1 * c],
-            proj,
-            post,
-            cfg.rms_eps,
-            xn,
-            post_rstd,
-        );
+        let xr = &mut x[r0 * c..r1 * c];
+        add_residual(xr, proj, post, cfg.rms_eps, xn, post_rstd);
     }
-    st.x_mid[..t * c].copy_from_slice(x);
+    st.x_mid[..n_tok * c].copy_from_slice(x);
 }
 
 /// The MLP half on one chunk of rows (`x` holds x_mid of tokens `r0 ..`, in place → out).
@@ -512,7 +566,7 @@ pub(crate) fn mlp_chunk<F: Real>(
         post_rstd,
         ..
     } = ch;
-    let [.., u_g, u_u, u_d] = lora_u;
+    let [.., u_g, u_u, u_d, _, _, _, _] = lora_u;
     let (xn, gate, up, h, proj) = (
         &mut xn[..n * c],
         &mut gate[..n * ff],

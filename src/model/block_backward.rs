@@ -35,12 +35,12 @@ pub struct LoraScratch<F> {
 #[derive(Debug)]
 pub struct BackwardScratch<F> {
     rows: usize,
-    datt: Vec<F>,
+    pub(crate) datt: Vec<F>,
     dq: Vec<F>,
     dk: Vec<F>,
     dv: Vec<F>,
     delta: Vec<F>,
-    dxn: Vec<F>,
+    pub(crate) dxn: Vec<F>,
     dh: Vec<F>,
     dgate: Vec<F>,
     dup: Vec<F>,
@@ -49,7 +49,12 @@ pub struct BackwardScratch<F> {
     /// Gradients of q and k before QK-norm, (rows, q_dim) and (rows, kv_dim) (QK-norm only).
     dq_pre: Vec<F>,
     dk_pre: Vec<F>,
-    lora: LoraScratch<F>,
+    /// Short-convolution blocks: the convolution's output and its input's gradient, (T, C),
+    /// and the gradient of the input projection's output, (T, 3C).
+    pub(crate) conv_out: Vec<F>,
+    pub(crate) dbx: Vec<F>,
+    pub(crate) dbcx: Vec<F>,
+    pub(crate) lora: LoraScratch<F>,
 }
 
 impl<F: Real> BackwardScratch<F> {
@@ -66,9 +71,11 @@ impl<F: Real> BackwardScratch<F> {
         let (c, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
         let widest = if dropout { c.max(qd).max(ff) } else { 0 };
         let (qk, post) = (cfg.arch.qk_norm, cfg.arch.post_norms);
+        let conv = cfg.has_conv();
+        let datt_w = if conv { qd.max(c) } else { qd };
         BackwardScratch {
             rows,
-            datt: s.zeros(capacity * qd),
+            datt: s.zeros(capacity * datt_w),
             dq: s.zeros(capacity * qd),
             dk: s.zeros(capacity * kvd),
             dv: s.zeros(capacity * kvd),
@@ -80,6 +87,9 @@ impl<F: Real> BackwardScratch<F> {
             dpost: s.zeros(if post { rows * c } else { 0 }),
             dq_pre: s.zeros(if qk { rows * qd } else { 0 }),
             dk_pre: s.zeros(if qk { rows * kvd } else { 0 }),
+            conv_out: s.zeros(if conv { capacity * c } else { 0 }),
+            dbx: s.zeros(if conv { capacity * c } else { 0 }),
+            dbcx: s.zeros(if conv { capacity * 3 * c } else { 0 }),
             lora: LoraScratch {
                 du: s.zeros(rows * max_rank),
                 dropped: s.zeros(rows * widest),
@@ -90,10 +100,10 @@ impl<F: Real> BackwardScratch<F> {
 }
 
 /// The adapter gradients of one block, per adapter target (`None` where not adapted).
-type Grads<'a, F> = [Option<&'a mut LoraPair<F>>; N_TARGETS];
+pub(crate) type Grads<'a, F> = [Option<&'a mut LoraPair<F>>; N_TARGETS];
 
 /// The gradient pair of projection `t` (its fused pair's, where the recipe fuses it).
-fn grad_of<'g, F>(
+pub(crate) fn grad_of<'g, F>(
     g: &'g mut Grads<'_, F>,
     cfg: &ModelConfig,
     t: Target,
@@ -113,7 +123,7 @@ pub(crate) struct KeptMlpRef<'a, F> {
 /// `dy·W0` (when `dx` is given) and the LoRA part into `dx`, the adapter gradients into
 /// `grad`. `u` is the chunk's saved `dropout(x)·Aᵀ`.
 #[allow(clippy::too_many_arguments)]
-fn linear_backward<F: Real>(
+pub(crate) fn linear_backward<F: Real>(
     ctx: &BlockCtx<'_, F>,
     t: Target,
     mut dx: Option<&mut [F]>,
@@ -202,13 +212,32 @@ pub(crate) fn block_backward<F: Real>(
     };
     let rows = ch.rows().min(sc.rows);
     mlp_backward(ctx, &mut g, dx, t, rows, st, ch, sc, kept_mlp.as_ref());
-    out_proj_backward(ctx, &mut g, dx, t, rows, st, ch, sc);
+    if ctx.cfg.layers[ctx.layer].conv {
+        let c = ctx.cfg.n_embd;
+        out_proj_backward(ctx, &mut g, Target::ConvOut, c, dx, t, rows, st, ch, sc);
+        super::block_conv::shortconv_mixer_backward(
+            ctx, &mut g, dx, x_in, rows, st, ch, sc, need_dx,
+        );
+        return;
+    }
+    out_proj_backward(
+        ctx,
+        &mut g,
+        Target::O,
+        ctx.cfg.q_dim(),
+        dx,
+        t,
+        rows,
+        st,
+        ch,
+        sc,
+    );
     attention_and_rope_backward(ctx, t, k, v, st, sc);
     qkv_backward(ctx, &mut g, dx, x_in, rows, st, ch, sc, need_dx);
 }
 
 /// The chunks of `t` tokens, `rows` at a time, as `(r0, r1)`.
-fn chunks(t: usize, rows: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(crate) fn chunks(t: usize, rows: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..t).step_by(rows).map(move |r0| (r0, (r0 + rows).min(t)))
 }
 
@@ -245,7 +274,7 @@ fn mlp_backward<F: Real>(
             post_rstd,
             ..
         } = &mut *ch;
-        let [.., u_g, u_u, u_d] = lora_u;
+        let [.., u_g, u_u, u_d, _, _, _, _] = lora_u;
         let (xn, rstd, gate, up, h) = (
             &mut xn[..n * c],
             &mut rstd[..n],
@@ -332,12 +361,15 @@ fn mlp_backward<F: Real>(
     }
 }
 
-/// `x_mid = x_in + post(o(att))`: d(att) (T, q_dim) from the output projection of
-/// d(x_mid), per chunk, through the post-norm when there is one.
+/// `x_mid = x_in + post(o(att))`: d(att) (T, width `qd`) from the output projection
+/// `target` (attention's o, or a conv block's out_proj) of d(x_mid), per chunk, through the
+/// post-norm when there is one.
 #[allow(clippy::too_many_arguments)]
 fn out_proj_backward<F: Real>(
     ctx: &BlockCtx<'_, F>,
     g: &mut Grads<'_, F>,
+    target: Target,
+    qd: usize,
     dx: &[F],
     t: usize,
     rows: usize,
@@ -346,7 +378,7 @@ fn out_proj_backward<F: Real>(
     sc: &mut BackwardScratch<F>,
 ) {
     let cfg = ctx.cfg;
-    let (c, qd) = (cfg.n_embd, cfg.q_dim());
+    let c = cfg.n_embd;
     let post = ctx.lw().attn_post_norm.as_deref();
     let datt = &mut sc.datt[..t * qd];
     datt.fill(F::ZERO);
@@ -360,8 +392,8 @@ fn out_proj_backward<F: Real>(
             post_rstd,
             ..
         } = &mut *ch;
-        let u_o = &mut lora_u[Target::O.index()];
-        lora_input(ctx, Target::O, att, r0, u_o, dropped);
+        let u_o = &mut lora_u[target.index()];
+        lora_input(ctx, target, att, r0, u_o, dropped);
         let dxc = &dx[r0 * c..r1 * c];
         let dy: &[F] = match post {
             Some(w) => {
@@ -372,9 +404,9 @@ fn out_proj_backward<F: Real>(
             }
             None => dxc,
         };
-        let go = grad_of(g, ctx.cfg, Target::O);
+        let go = grad_of(g, ctx.cfg, target);
         let datt = Some(&mut datt[r0 * qd..r1 * qd]);
-        linear_backward(ctx, Target::O, datt, go, dy, att, r0, u_o, &mut sc.lora);
+        linear_backward(ctx, target, datt, go, dy, att, r0, u_o, &mut sc.lora);
     }
 }
 

@@ -36,6 +36,8 @@ pub enum LayerRope {
 /// What differs from layer to layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerSpec {
+    /// A gated short-convolution block instead of attention (lfm2).
+    pub conv: bool,
     /// Attends only to the last `window` positions (itself included).
     pub sliding: bool,
     pub rope: LayerRope,
@@ -44,6 +46,7 @@ pub struct LayerSpec {
 impl LayerSpec {
     /// A full-attention layer with the model's RoPE.
     pub const GLOBAL: LayerSpec = LayerSpec {
+        conv: false,
         sliding: false,
         rope: LayerRope::Global,
     };
@@ -88,6 +91,8 @@ pub struct ModelConfig {
     /// Factor on the RoPE cos and sin of the global table (LongRoPE's
     /// `rope.scaling.attn_factor`; 1 otherwise).
     pub rope_attn_factor: f32,
+    /// Taps of the short convolutions (`shortconv.l_cache`; 0 without conv layers).
+    pub conv_taps: usize,
 }
 
 impl ModelConfig {
@@ -124,7 +129,52 @@ impl ModelConfig {
         let n_layer = get("block_count", MAX_LAYERS)?;
         let n_ff = get("feed_forward_length", MAX_WIDTH)?;
         let n_head = get("attention.head_count", MAX_HEADS)?;
-        let n_head_kv = opt("attention.head_count_kv", MAX_HEADS)?.unwrap_or(n_head);
+        // Hybrid models (lfm2) give one key/value head count per layer, 0 for the
+        // short-convolution layers.
+        let (n_head_kv, conv_layers) = match f.get(&key("attention.head_count_kv")) {
+            Some(Value::Array(a)) if arch.short_conv => {
+                let per: Option<Vec<u64>> = a
+                    .iter()
+                    .map(|v| match v {
+                        Value::U32(x) => Some(u64::from(x)),
+                        Value::I32(x) => u64::try_from(x).ok(),
+                        Value::U64(x) => Some(x),
+                        _ => None,
+                    })
+                    .collect();
+                let per = per.filter(|p| p.len() == n_layer).ok_or_else(|| {
+                    ModelError::Config(format!(
+                        "{} must hold one count per layer ({n_layer})",
+                        key("attention.head_count_kv")
+                    ))
+                })?;
+                let attn: Vec<u64> = per.iter().copied().filter(|&k| k > 0).collect();
+                let kv = attn.first().copied().unwrap_or(n_head as u64);
+                if attn.iter().any(|&k| k != kv) || kv > MAX_HEADS {
+                    return Err(ModelError::Config(format!(
+                        "attention layers with different key/value head counts ({attn:?}) are not supported"
+                    ))
+                    .into());
+                }
+                (kv as usize, per.iter().map(|&k| k == 0).collect())
+            }
+            _ => (
+                opt("attention.head_count_kv", MAX_HEADS)?.unwrap_or(n_head),
+                vec![false; n_layer],
+            ),
+        };
+        let conv_taps = if arch.short_conv && conv_layers.iter().any(|&c| c) {
+            let l = get("shortconv.l_cache", 1 << 10)?;
+            if l < 2 {
+                return Err(ModelError::Config(format!(
+                    "shortconv.l_cache {l} must be at least 2"
+                ))
+                .into());
+            }
+            l
+        } else {
+            0
+        };
         let n_ctx = get("context_length", MAX_CONTEXT)?;
         let rms_eps = f.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
         let rope_base = f.opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0);
@@ -186,6 +236,7 @@ impl ModelConfig {
         let sliding = sliding_layers(f, &key, arch, window.is_some(), n_layer)?;
         let layers: Vec<LayerSpec> = (0..n_layer)
             .map(|il| LayerSpec {
+                conv: conv_layers[il],
                 sliding: sliding[il],
                 rope: match arch.no_rope_every {
                     Some(n) if (il + 1) % n == 0 => LayerRope::None,
@@ -255,6 +306,7 @@ impl ModelConfig {
             embed_scale,
             final_softcap,
             rope_attn_factor,
+            conv_taps,
         };
         cfg.check_positive()?;
         Ok(cfg)
@@ -324,7 +376,25 @@ impl ModelConfig {
             embed_scale: 1.0,
             final_softcap: None,
             rope_attn_factor: 1.0,
+            conv_taps: 0,
         }
+    }
+
+    /// Whether block `l` has target `t`: a short-convolution block has its in/out
+    /// projections and the MLP, an attention block q/k/v/o (or qkv) and the MLP.
+    pub fn layer_has(&self, l: usize, t: Target) -> bool {
+        let conv = self.layers[l].conv;
+        let by_kind = match t {
+            Target::ConvIn | Target::ConvOut => conv,
+            Target::Q | Target::K | Target::V | Target::O | Target::Qkv => !conv,
+            _ => true,
+        };
+        by_kind && self.arch.targets.contains(&t)
+    }
+
+    /// Whether some block is a short-convolution block.
+    pub fn has_conv(&self) -> bool {
+        self.layers.iter().any(|l| l.conv)
     }
 
     /// Where the LoRA of projection `t` (one of the seven separate ones the block computes)

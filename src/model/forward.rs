@@ -237,12 +237,15 @@ impl Model {
             let mut layers = |x: &mut [f32]| {
                 for l in 0..cfg.n_layer {
                     let view = cache.layer_for(l, pos0, t);
-                    if let Some(w) = view.window {
+                    // A sliding-window layer's lower bound (a conv layer's window is its
+                    // taps, which the convolution bounds by itself).
+                    let window = view.window.filter(|_| !cfg.layers[l].conv);
+                    if let Some(w) = window {
                         window_starts.clear();
                         let p0 = view.pos0;
                         window_starts.extend((0..t).map(|i| (p0 + i + 1).saturating_sub(w)));
                     }
-                    let starts = view.window.map(|_| &window_starts[..]);
+                    let starts = window.map(|_| &window_starts[..]);
                     let rope = match cfg.layers[l].rope {
                         LayerRope::None => None,
                         r => {

@@ -16,12 +16,14 @@ use crate::memory::sizes::Sizer;
 /// this many).
 pub const WINDOWED_CALL: usize = 512;
 
-/// One layer's keys and values.
+/// One layer's keys and values (or a conv layer's input rows, in `k`).
 #[derive(Debug)]
 struct LayerKv {
-    /// Keys, then values: (rows, kv_dim) each.
+    /// Keys, then values: (rows, width) each.
     k: Vec<f32>,
     v: Vec<f32>,
+    /// kv_dim, or n_embd for a conv layer.
+    width: usize,
     rows: usize,
     /// The sliding window, if the layer has one.
     window: Option<usize>,
@@ -32,7 +34,6 @@ struct LayerKv {
 /// Keys and values of every layer for positions `0 .. len`, room for `capacity`.
 #[derive(Debug)]
 pub struct KvCache {
-    kv_dim: usize,
     capacity: usize,
     len: usize,
     layers: Vec<LayerKv>,
@@ -54,7 +55,7 @@ impl KvCache {
     /// context (generation) cap it at `n_ctx`; evaluation may go past it.
     pub fn new(cfg: &ModelConfig, capacity: usize) -> Result<KvCache> {
         capacity
-            .checked_mul(cfg.kv_dim())
+            .checked_mul(cfg.kv_dim().max(cfg.n_embd))
             .filter(|n| n.checked_mul(8 * cfg.n_layer).is_some())
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
@@ -64,10 +65,19 @@ impl KvCache {
         Ok(KvCache::build(cfg, capacity, &mut Sizer::allocating()))
     }
 
-    /// Rows a layer holds: every position, or for a sliding window what it can still see
-    /// plus one call's tokens.
+    /// The window a layer's rows must cover: its sliding window, or a conv layer's taps.
+    fn window_of(cfg: &ModelConfig, layer: usize) -> Option<usize> {
+        if cfg.layers[layer].conv {
+            Some(cfg.conv_taps)
+        } else {
+            cfg.window_of(layer)
+        }
+    }
+
+    /// Rows a layer holds: every position, or for a window what it can still see plus one
+    /// call's tokens.
     fn rows_of(cfg: &ModelConfig, layer: usize, capacity: usize) -> usize {
-        match cfg.window_of(layer) {
+        match KvCache::window_of(cfg, layer) {
             Some(w) => capacity.min(w - 1 + WINDOWED_CALL),
             None => capacity,
         }
@@ -75,22 +85,23 @@ impl KvCache {
 
     /// The cache's one size list.
     fn build(cfg: &ModelConfig, capacity: usize, s: &mut Sizer) -> KvCache {
-        let kvd = cfg.kv_dim();
         let mut l = 0;
         let layers = s.each(cfg.n_layer, |s| {
             let rows = KvCache::rows_of(cfg, l, capacity);
-            let window = cfg.window_of(l);
+            let window = KvCache::window_of(cfg, l);
+            let conv = cfg.layers[l].conv;
+            let width = if conv { cfg.n_embd } else { cfg.kv_dim() };
             l += 1;
             LayerKv {
-                k: s.zeros(rows * kvd),
-                v: s.zeros(rows * kvd),
+                k: s.zeros(rows * width),
+                v: s.zeros(if conv { 0 } else { rows * width }),
+                width,
                 rows,
                 window,
                 base: 0,
             }
         });
         KvCache {
-            kv_dim: kvd,
             capacity,
             len: 0,
             layers,
@@ -162,14 +173,16 @@ impl KvCache {
     /// [`KvCache::check_call`]): a sliding-window layer first moves the rows its window still
     /// needs to the front when the call would run past its end.
     pub(crate) fn layer_for(&mut self, l: usize, pos0: usize, t: usize) -> LayerView<'_> {
-        let kvd = self.kv_dim;
         let lk = &mut self.layers[l];
+        let kvd = lk.width;
         if let Some(w) = lk.window {
             if pos0 - lk.base + t > lk.rows {
                 let keep = pos0.min(w - 1);
                 let from = pos0 - keep - lk.base;
                 lk.k.copy_within(from * kvd..(from + keep) * kvd, 0);
-                lk.v.copy_within(from * kvd..(from + keep) * kvd, 0);
+                if !lk.v.is_empty() {
+                    lk.v.copy_within(from * kvd..(from + keep) * kvd, 0);
+                }
                 lk.base = pos0 - keep;
             }
         }

@@ -6,6 +6,7 @@ pub mod arch;
 pub mod backward;
 pub mod block;
 pub mod block_backward;
+mod block_conv;
 pub mod config;
 pub mod forward;
 pub mod head;

@@ -35,14 +35,28 @@ impl MatrixRef {
     }
 }
 
-/// The weights of one transformer block.
+/// A short-convolution block's own weights (lfm2).
+#[derive(Clone, Debug)]
+pub struct ConvWeights {
+    /// n_embd → 3·n_embd: the gates B and C and the input x, in that order.
+    pub in_proj: MatrixRef,
+    pub out_proj: MatrixRef,
+    /// The depthwise kernel, (n_embd, taps): tap `k` of channel `c` at `c·taps + k`, the
+    /// last tap on the current position.
+    pub kernel: Vec<f32>,
+}
+
+/// The weights of one transformer block. An attention block has `wq … wo`; a
+/// short-convolution block `conv` instead.
 #[derive(Clone, Debug)]
 pub struct LayerWeights {
+    /// The norm before the mixer (attention or short convolution).
     pub attn_norm: Vec<f32>,
-    pub wq: MatrixRef,
-    pub wk: MatrixRef,
-    pub wv: MatrixRef,
-    pub wo: MatrixRef,
+    pub wq: Option<MatrixRef>,
+    pub wk: Option<MatrixRef>,
+    pub wv: Option<MatrixRef>,
+    pub wo: Option<MatrixRef>,
+    pub conv: Option<ConvWeights>,
     /// q/k/v biases (qwen2).
     pub bq: Option<Vec<f32>>,
     pub bk: Option<Vec<f32>>,
@@ -103,34 +117,69 @@ impl Weights {
             let (qk, post) = (cfg.arch.qk_norm, cfg.arch.post_norms);
             let hd = cfg.head_dim;
             // Fused q/k/v and gate/up: each projection is a row view of its fused tensor.
-            let (wq, wk, wv, w_gate, w_up) = if cfg.arch.fused {
+            let conv_layer = cfg.layers[i].conv;
+            let (wq, wk, wv) = if conv_layer {
+                (None, None, None)
+            } else if cfg.arch.fused {
                 let qkv = matrix(f, &name("attn_qkv.weight"), q + 2 * kv, c)?;
-                let gate_up = matrix(f, &name("ffn_up.weight"), 2 * ff, c)?;
                 (
-                    qkv.part(0, q),
-                    qkv.part(q, kv),
-                    qkv.part(q + kv, kv),
-                    gate_up.part(0, ff),
-                    gate_up.part(ff, ff),
+                    Some(qkv.part(0, q)),
+                    Some(qkv.part(q, kv)),
+                    Some(qkv.part(q + kv, kv)),
                 )
             } else {
                 (
-                    matrix(f, &name("attn_q.weight"), q, c)?,
-                    matrix(f, &name("attn_k.weight"), kv, c)?,
-                    matrix(f, &name("attn_v.weight"), kv, c)?,
+                    Some(matrix(f, &name("attn_q.weight"), q, c)?),
+                    Some(matrix(f, &name("attn_k.weight"), kv, c)?),
+                    Some(matrix(f, &name("attn_v.weight"), kv, c)?),
+                )
+            };
+            let (w_gate, w_up) = if cfg.arch.fused {
+                let gate_up = matrix(f, &name("ffn_up.weight"), 2 * ff, c)?;
+                (gate_up.part(0, ff), gate_up.part(ff, ff))
+            } else {
+                (
                     matrix(f, &name("ffn_gate.weight"), ff, c)?,
                     matrix(f, &name("ffn_up.weight"), ff, c)?,
                 )
             };
+            let wo = if conv_layer {
+                None
+            } else {
+                Some(matrix(f, &name("attn_output.weight"), c, q)?)
+            };
+            let conv = if conv_layer {
+                Some(ConvWeights {
+                    in_proj: matrix(f, &name("shortconv.in_proj.weight"), 3 * c, c)?,
+                    out_proj: matrix(f, &name("shortconv.out_proj.weight"), c, c)?,
+                    kernel: kernel(f, &name("shortconv.conv.weight"), c, cfg.conv_taps)?,
+                })
+            } else {
+                None
+            };
+            let (qk, post) = (qk && !conv_layer, post);
             layers.push(LayerWeights {
                 attn_norm: vector(f, &name("attn_norm.weight"), c)?,
                 wq,
                 wk,
                 wv,
-                wo: matrix(f, &name("attn_output.weight"), c, q)?,
-                bq: bias("attn_q.bias", q)?,
-                bk: bias("attn_k.bias", kv)?,
-                bv: bias("attn_v.bias", kv)?,
+                wo,
+                conv,
+                bq: if conv_layer {
+                    None
+                } else {
+                    bias("attn_q.bias", q)?
+                },
+                bk: if conv_layer {
+                    None
+                } else {
+                    bias("attn_k.bias", kv)?
+                },
+                bv: if conv_layer {
+                    None
+                } else {
+                    bias("attn_v.bias", kv)?
+                },
                 q_norm: needed(qk, "attn_q_norm.weight", hd)?,
                 k_norm: needed(qk, "attn_k_norm.weight", hd)?,
                 attn_post_norm: needed(post, "post_attention_norm.weight", c)?,
@@ -141,7 +190,7 @@ impl Weights {
                 w_down: matrix(f, &name("ffn_down.weight"), c, ff)?,
             });
         }
-        let output_norm = vector(f, "output_norm.weight", c)?;
+        let output_norm = vector(f, cfg.arch.output_norm, c)?;
         let rope_freqs = rope_factors(f, cfg)?;
         Ok(Weights {
             file,
@@ -238,6 +287,28 @@ fn rope_factors(f: &GgufFile, cfg: &ModelConfig) -> Result<Option<Vec<f32>>> {
         "rope_factors_short.weight"
     };
     vector(f, which, n).map(Some)
+}
+
+/// Reads a depthwise convolution kernel: GGUF dims `[taps, channels]` (the converter
+/// squeezed PyTorch's `(channels, 1, taps)`), as f32, channel by channel.
+fn kernel(f: &GgufFile, name: &str, channels: usize, taps: usize) -> Result<Vec<f32>> {
+    let t = f.require_tensor(name)?;
+    let want = [taps as u64, channels as u64];
+    if t.info.dims != want {
+        return Err(ModelError::TensorShape {
+            tensor: name.into(),
+            expected: want.to_vec(),
+            found: t.info.dims.clone(),
+        }
+        .into());
+    }
+    let mut out = vec![0f32; channels * taps];
+    dequantize_row(t.info.ty, t.data, &mut out).map_err(|_| ModelError::TensorType {
+        tensor: name.into(),
+        ty: t.info.ty,
+        role: "a convolution kernel",
+    })?;
+    Ok(out)
 }
 
 /// Reads a 1-D tensor of `n` elements as f32.

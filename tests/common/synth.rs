@@ -54,6 +54,9 @@ pub struct Features {
     /// LongRoPE: `rope_factors_long.weight`, `rope_factors_short.weight`,
     /// `rope.scaling.original_context_length` and `rope.scaling.attn_factor`.
     pub long_rope: Option<(Vec<f32>, Vec<f32>, u32, f32)>,
+    /// lfm2: which layers are short-convolution blocks, and their taps.
+    pub conv_layers: Option<Vec<bool>>,
+    pub conv_taps: u32,
 }
 
 impl Features {
@@ -65,12 +68,14 @@ impl Features {
         final_softcap: None,
         rope_dim: None,
         long_rope: None,
+        conv_layers: None,
+        conv_taps: 0,
     };
 }
 
 /// Whether blocks of `arch` carry per-head Q/K norms.
 fn has_qk_norm(arch: &str) -> bool {
-    matches!(arch, "gemma3" | "qwen3")
+    matches!(arch, "gemma3" | "qwen3" | "lfm2")
 }
 
 /// Whether `arch` stores q/k/v and gate/up fused (phi3).
@@ -295,6 +300,8 @@ pub fn gemma3() -> Spec {
             final_softcap: Some(8.0),
             rope_dim: None,
             long_rope: None,
+            conv_layers: None,
+            conv_taps: 0,
         },
         seed: 44,
     }
@@ -414,6 +421,56 @@ pub fn phi3_f32() -> Spec {
     }
 }
 
+/// An lfm2: short-convolution blocks on layers 0, 1 and 3 (3 taps; head_count_kv 0 there)
+/// and an attention block with QK-norm on layer 2, SwiGLU MLPs; an untied Q8_0 head (tied,
+/// this random model repeats its last token); F32 and Q8_0 matrices.
+pub fn lfm2() -> Spec {
+    Spec {
+        name: "synth-lfm2",
+        arch: "lfm2",
+        n_vocab: 84,
+        n_embd: 64,
+        n_layer: 4,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 128,
+        n_ctx: 256,
+        tied: false,
+        qkv_bias: false,
+        rope_base: 1_000_000.0,
+        embd_ty: GgmlType::F32,
+        output_ty: GgmlType::Q8_0,
+        matrix_types: [
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::F32,
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::F32,
+            GgmlType::F32,
+        ],
+        rope_linear: None,
+        rope_freqs: None,
+        features: Features {
+            conv_layers: Some(vec![true, true, false, true]),
+            conv_taps: 3,
+            ..Features::NONE
+        },
+        seed: 99,
+    }
+}
+
+/// `lfm2` with every tensor F32 (see [`gemma3_f32`]).
+pub fn lfm2_f32() -> Spec {
+    Spec {
+        name: "synth-lfm2-f32",
+        embd_ty: GgmlType::F32,
+        output_ty: GgmlType::F32,
+        matrix_types: [GgmlType::F32; 7],
+        ..lfm2()
+    }
+}
+
 /// A smollm3: llama blocks with no RoPE on layer 3 (every fourth), tied head.
 pub fn smollm3() -> Spec {
     Spec {
@@ -492,10 +549,27 @@ pub fn writer(s: &Spec) -> GgufWriter {
         format!("{a}.attention.head_count"),
         Value::U32(s.n_head as u32),
     );
-    w.set(
-        format!("{a}.attention.head_count_kv"),
-        Value::U32(s.n_head_kv as u32),
-    );
+    match &s.features.conv_layers {
+        // lfm2: one key/value head count per layer, 0 for the conv layers.
+        Some(conv) => {
+            let per: Vec<Value> = conv
+                .iter()
+                .map(|&c| Value::U32(if c { 0 } else { s.n_head_kv as u32 }))
+                .collect();
+            w.set(
+                format!("{a}.attention.head_count_kv"),
+                Value::Array(Array::new(ValueType::U32, per)),
+            );
+            w.set(
+                format!("{a}.shortconv.l_cache"),
+                Value::U32(s.features.conv_taps),
+            );
+        }
+        None => w.set(
+            format!("{a}.attention.head_count_kv"),
+            Value::U32(s.n_head_kv as u32),
+        ),
+    }
     w.set(
         format!("{a}.attention.layer_norm_rms_epsilon"),
         Value::F32(1e-5),
@@ -603,85 +677,117 @@ pub fn writer(s: &Spec) -> GgufWriter {
             &norm(&mut r, s.n_embd),
             &[c],
         );
-        let (wq, wk, wv) = (
-            mat(&mut r, q, s.n_embd),
-            mat(&mut r, kv, s.n_embd),
-            mat(&mut r, kv, s.n_embd),
-        );
-        if fused(a) {
-            // phi3: one attn_qkv, rows q then k then v (as llama.cpp's converter writes it).
-            let qkv: Vec<f32> = [wq, wk, wv].concat();
-            let rows = (q + 2 * kv) as u64;
+        let conv_layer = s.features.conv_layers.as_ref().is_some_and(|v| v[l]);
+        if conv_layer {
+            // lfm2: a gated short-convolution block.
+            let taps = s.features.conv_taps as usize;
+            let c3 = 3 * s.n_embd as u64;
+            let inp = mat(&mut r, 3 * s.n_embd, s.n_embd);
             tensor(
                 &mut w,
-                &format!("{b}.attn_qkv.weight"),
+                &format!("{b}.shortconv.in_proj.weight"),
                 t(0),
-                &qkv,
-                &[c, rows],
+                &inp,
+                &[c, c3],
+            );
+            let k = r.vec(s.n_embd * taps, 0.6);
+            let dims = [taps as u64, c];
+            tensor(
+                &mut w,
+                &format!("{b}.shortconv.conv.weight"),
+                GgmlType::F32,
+                &k,
+                &dims,
+            );
+            let out = mat(&mut r, s.n_embd, s.n_embd);
+            tensor(
+                &mut w,
+                &format!("{b}.shortconv.out_proj.weight"),
+                t(3),
+                &out,
+                &[c, c],
             );
         } else {
-            tensor(
-                &mut w,
-                &format!("{b}.attn_q.weight"),
-                t(0),
-                &wq,
-                &[c, q as u64],
+            let (wq, wk, wv) = (
+                mat(&mut r, q, s.n_embd),
+                mat(&mut r, kv, s.n_embd),
+                mat(&mut r, kv, s.n_embd),
             );
-            tensor(
-                &mut w,
-                &format!("{b}.attn_k.weight"),
-                t(1),
-                &wk,
-                &[c, kv as u64],
-            );
-            tensor(
-                &mut w,
-                &format!("{b}.attn_v.weight"),
-                t(2),
-                &wv,
-                &[c, kv as u64],
-            );
-        }
-        if s.qkv_bias {
-            tensor(
-                &mut w,
-                &format!("{b}.attn_q.bias"),
-                GgmlType::F32,
-                &r.vec(q, 0.5),
-                &[q as u64],
-            );
-            tensor(
-                &mut w,
-                &format!("{b}.attn_k.bias"),
-                GgmlType::F32,
-                &r.vec(kv, 0.5),
-                &[kv as u64],
-            );
-            tensor(
-                &mut w,
-                &format!("{b}.attn_v.bias"),
-                GgmlType::F32,
-                &r.vec(kv, 0.5),
-                &[kv as u64],
-            );
-        }
-        tensor(
-            &mut w,
-            &format!("{b}.attn_output.weight"),
-            t(3),
-            &mat(&mut r, s.n_embd, q),
-            &[q as u64, c],
-        );
-        if has_qk_norm(a) {
-            for n in ["attn_q_norm", "attn_k_norm"] {
-                let v = norm(&mut r, hd);
+            if fused(a) {
+                // phi3: one attn_qkv, rows q then k then v (as llama.cpp's converter writes it).
+                let qkv: Vec<f32> = [wq, wk, wv].concat();
+                let rows = (q + 2 * kv) as u64;
                 tensor(
                     &mut w,
-                    &format!("{b}.{n}.weight"),
-                    GgmlType::F32,
-                    &v,
-                    &[hd as u64],
+                    &format!("{b}.attn_qkv.weight"),
+                    t(0),
+                    &qkv,
+                    &[c, rows],
                 );
+            } else {
+                tensor(
+                    &mut w,
+                    &format!("{b}.attn_q.weight"),
+                    t(0),
+                    &wq,
+                    &[c, q as u64],
+                );
+                tensor(
+                    &mut w,
+                    &format!("{b}.attn_k.weight"),
+                    t(1),
+                    &wk,
+                    &[c, kv as u64],
+                );
+                tensor(
+                    &mut w,
+                    &format!("{b}.attn_v.weight"),
+                    t(2),
+                    &wv,
+                    &[c, kv as u64],
+                );
+            }
+            if s.qkv_bias {
+                tensor(
+                    &mut w,
+                    &format!("{b}.attn_q.bias"),
+                    GgmlType::F32,
+                    &r.vec(q, 0.5),
+                    &[q as u64],
+                );
+                tensor(
+                    &mut w,
+                    &format!("{b}.attn_k.bias"),
+                    GgmlType::F32,
+                    &r.vec(kv, 0.5),
+                    &[kv as u64],
+                );
+                tensor(
+                    &mut w,
+                    &format!("{b}.attn_v.bias"),
+                    GgmlType::F32,
+                    &r.vec(kv, 0.5),
+                    &[kv as u64],
+                );
+            }
+            tensor(
+                &mut w,
+                &format!("{b}.attn_output.weight"),
+                t(3),
+                &mat(&mut r, s.n_embd, q),
+                &[q as u64, c],
+            );
+            if has_qk_norm(a) {
+                for n in ["attn_q_norm", "attn_k_norm"] {
+                    let v = norm(&mut r, hd);
+                    tensor(
+                        &mut w,
+                        &format!("{b}.{n}.weight"),
+                        GgmlType::F32,
+                        &v,
+                        &[hd as u64],
+                    );
+                }
             }
         }
         if has_post_norms(a) {
@@ -721,9 +827,15 @@ pub fn writer(s: &Spec) -> GgufWriter {
             &[ff, c],
         );
     }
+    // lfm2's converter names the final norm token_embd_norm.
+    let out_norm = if a == "lfm2" {
+        "token_embd_norm.weight"
+    } else {
+        "output_norm.weight"
+    };
     tensor(
         &mut w,
-        "output_norm.weight",
+        out_norm,
         GgmlType::F32,
         &norm(&mut r, s.n_embd),
         &[c],

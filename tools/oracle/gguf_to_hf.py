@@ -22,7 +22,12 @@ mapped it forward:
     context exceeds rope.scaling.original_context_length, as with llama.cpp's default
     context) given as both long_factor and short_factor — transformers picks by each
     sequence's length instead — and rope.scaling.attn_factor as attention_factor; no
-    sliding window (llama.cpp turns Phi's off).
+    sliding window (llama.cpp turns Phi's off);
+  - lfm2: head_count_kv per layer (0: a conv layer), shortconv.in_proj/conv/out_proj ->
+    conv.in_proj/conv (kernel unsqueezed back to (C, 1, L))/out_proj, attn_output ->
+    self_attn.out_proj, q/k norms -> q_layernorm/k_layernorm, ffn_gate/up/down ->
+    feed_forward.w1/w3/w2, token_embd_norm -> embedding_norm, intermediate_size as given
+    (block_auto_adjust_ff_dim off: the converter wrote the adjusted size).
 
     gguf_to_hf.py MODEL.gguf OUTDIR [--llama3-rope FACTOR,LOW,HIGH,ORIG_CTX]
 
@@ -81,6 +86,9 @@ def main():
     k = lambda s, d=None: md.get(f"{arch}.{s}", d)
     n_embd, n_layer = k("embedding_length"), k("block_count")
     n_head = k("attention.head_count"); n_kv = k("attention.head_count_kv", n_head)
+    kv_per_layer = n_kv if isinstance(n_kv, list) else None
+    if kv_per_layer is not None:
+        n_kv = next(x for x in kv_per_layer if x > 0)
     head_dim = k("attention.key_length", n_embd // n_head)
     tensors = {t.name: dequantize(t.data, t.tensor_type).astype(np.float32).reshape(
         [int(x) for x in reversed(t.shape)]) for t in r.tensors}
@@ -140,6 +148,13 @@ def main():
         cfg = Phi3Config(**common, rope_parameters=rope_p, sliding_window=None,
                          original_max_position_embeddings=rope_p.get("original_max_position_embeddings", k("context_length")))
         permute = False
+    elif arch == "lfm2":
+        from transformers import Lfm2Config
+        common.pop("rms_norm_eps")
+        cfg = Lfm2Config(**common, norm_eps=eps, rope_parameters=rope, conv_bias=False,
+                         conv_L_cache=k("shortconv.l_cache"), block_auto_adjust_ff_dim=False,
+                         layer_types=["conv" if x == 0 else "full_attention" for x in kv_per_layer])
+        permute = False
     elif arch == "gemma3":
         from transformers import Gemma3TextConfig
         window = k("attention.sliding_window")
@@ -163,8 +178,11 @@ def main():
         sys.exit(f"gguf_to_hf: architecture {arch!r} is not mapped")
 
     gemma = arch == "gemma3"
-    sd = {"model.embed_tokens.weight": tensors["token_embd.weight"],
-          "model.norm.weight": tensors["output_norm.weight"] - (1.0 if gemma else 0.0)}
+    sd = {"model.embed_tokens.weight": tensors["token_embd.weight"]}
+    if arch == "lfm2":
+        sd["model.embedding_norm.weight"] = tensors["token_embd_norm.weight"]
+    else:
+        sd["model.norm.weight"] = tensors["output_norm.weight"] - (1.0 if gemma else 0.0)
     if not tied:
         sd["lm_head.weight"] = tensors["output.weight"]
     norms = {"attn_norm": "input_layernorm",
@@ -178,13 +196,24 @@ def main():
     if arch == "phi3":
         mats = {"attn_qkv": "self_attn.qkv_proj", "attn_output": "self_attn.o_proj",
                 "ffn_up": "mlp.gate_up_proj", "ffn_down": "mlp.down_proj"}
+    if arch == "lfm2":
+        norms = {"attn_norm": "operator_norm", "ffn_norm": "ffn_norm",
+                 "attn_q_norm": "self_attn.q_layernorm", "attn_k_norm": "self_attn.k_layernorm"}
+        mats = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                "attn_output": "self_attn.out_proj", "ffn_gate": "feed_forward.w1",
+                "ffn_up": "feed_forward.w3", "ffn_down": "feed_forward.w2",
+                "shortconv.in_proj": "conv.in_proj", "shortconv.out_proj": "conv.out_proj"}
     for l in range(n_layer):
         p = f"model.layers.{l}."
         for g, h in norms.items():
             t = tensors.get(f"blk.{l}.{g}.weight")
             if t is not None:
                 sd[p + h + ".weight"] = t - (1.0 if gemma else 0.0)
+        if f"blk.{l}.shortconv.conv.weight" in tensors:
+            sd[p + "conv.conv.weight"] = tensors[f"blk.{l}.shortconv.conv.weight"][:, None, :]
         for g, h in mats.items():
+            if f"blk.{l}.{g}.weight" not in tensors and arch == "lfm2":
+                continue
             w = tensors[f"blk.{l}.{g}.weight"]
             b = tensors.get(f"blk.{l}.{g}.bias")
             if permute and g in ("attn_q", "attn_k"):
@@ -198,7 +227,8 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     cfg.architectures = [{"gemma3": "Gemma3ForCausalLM", "llama": "LlamaForCausalLM",
                           "smollm3": "SmolLM3ForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                          "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM"}[arch]]
+                          "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM",
+                          "lfm2": "Lfm2ForCausalLM"}[arch]]
     cfg.save_pretrained(a.out)
     save_file({n: torch.from_numpy(np.ascontiguousarray(v)) for n, v in sd.items()},
               os.path.join(a.out, "model.safetensors"))

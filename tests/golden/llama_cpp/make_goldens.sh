@@ -59,7 +59,7 @@ logits logits_synth-qwen2_trained.json synth-qwen2.gguf $TMP/qwen2-trained.gguf 
 # The newer architectures (F32 variants; the PEFT-trained adapters of their oracle goldens).
 # (Made with llama.cpp from the llama-cpp-python 0.3.36 sdist, static build.)
 ARCH_IDS=1,5,9,20,33,41,7,60,12,3,77,25,50,18,64,2,44,31,8,70,15,66,29,40
-for m in gemma3 qwen3 smollm3 phi3; do
+for m in gemma3 qwen3 smollm3 phi3 lfm2; do
     base=synth-$m-f32; [ $m = smollm3 ] && base=synth-smollm3; [ $m = phi3 ] && base=synth-phi-f32
     $PL export --model $SYNTH/$base.gguf --adapter $G/train/synth-${m/phi3/phi}/trained --out $TMP/$m-trained.gguf --name Trained
     $PL merge --model $SYNTH/$base.gguf --adapter $G/train/synth-${m/phi3/phi}/trained --out $TMP/$m-merged.gguf > /dev/null

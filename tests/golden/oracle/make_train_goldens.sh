@@ -32,10 +32,11 @@ done
 for M in synth-llama-untied synth-qwen2 synth-llama-kquants; do
     want "$@" && run $M $SYNTH/$M.gguf $M.records.jsonl
 done
-for M in synth-gemma3 synth-qwen3 synth-smollm3 synth-llama3 synth-phi; do
+for M in synth-gemma3 synth-qwen3 synth-smollm3 synth-llama3 synth-phi synth-lfm2; do
     if want "$@"; then
         extra=""; [ $M = synth-llama3 ] && extra="--llama3-rope 8,1,4,64"
         targets=""; [ $M = synth-phi ] && targets=qkv_proj,o_proj,gate_up_proj,down_proj
+        [ $M = synth-lfm2 ] && targets=q_proj,k_proj,v_proj,out_proj,in_proj,w1,w2,w3
         $PY "$(dirname "$ORACLE")/gguf_to_hf.py" $SYNTH/$M.gguf $SYNTH/hf-$M $extra > /dev/null
         run $M $SYNTH/hf-$M $M.records.jsonl $targets
     fi
