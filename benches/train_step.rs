@@ -11,6 +11,7 @@
 mod synth;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pocketlora::data::TokenRecord;
@@ -61,14 +62,16 @@ fn bench_train_step(c: &mut Criterion) {
         ("stories260K-q8_0", stories),
         ("smollm2-135m-shape-q8_0", smol),
     ] {
-        let mut model = Model::open(&path, threads).expect("open model");
+        let mut model = Arc::new(Model::open(&path, threads).expect("open model"));
         for (precision, seq) in [
             (Precision::Exact, 128usize),
             (Precision::Exact, 512),
             (Precision::Fast, 128),
             (Precision::Fast, 512),
         ] {
-            model.set_precision(precision);
+            Arc::get_mut(&mut model)
+                .expect("no trainer holds the model")
+                .set_precision(precision);
             let ids: Vec<u32> = (0..seq)
                 .map(|i| 1 + (i * 7919 % (model.cfg.n_vocab - 1)) as u32)
                 .collect();
@@ -85,7 +88,7 @@ fn bench_train_step(c: &mut Criterion) {
                 total_steps: 1_000_000,
                 ..TrainConfig::default()
             };
-            let mut trainer = Trainer::new(&model, adapter, cfg, seq).expect("trainer");
+            let mut trainer = Trainer::new(model.clone(), adapter, cfg, seq).expect("trainer");
             group.throughput(Throughput::Elements(seq as u64));
             let id = BenchmarkId::new(format!("{name}/{precision}"), format!("seq{seq}"));
             group.bench_function(id, |b| b.iter(|| trainer.step(&[&rec]).expect("step")));

@@ -70,6 +70,14 @@ pub enum Error {
     /// the step, the block and the tensor; nothing was applied).
     #[error("{0}")]
     Numeric(String),
+    /// A setting of a run that no run can have; `setting` is its name in
+    /// [`crate::train::TrainSpec`] (front ends name it their way: `--grad-accum`).
+    #[error("invalid argument: {setting} {msg}")]
+    Setting { setting: &'static str, msg: String },
+    /// A run asked to resume differs from the checkpointed one in a setting that defines
+    /// its result (or in its data).
+    #[error("resume: {} is {} now, but the checkpointed run had {}; use the same settings and data", .0.setting, .0.now, .0.was)]
+    Resume(crate::train::spec::Mismatch),
 }
 
 impl Error {

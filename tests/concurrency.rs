@@ -6,6 +6,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use common::asset;
 use pocketlora::data::{read_ids_jsonl, TokenRecord};
@@ -26,7 +27,7 @@ fn shared_types_are_send_and_sync() {
     shared::<GgufFile>();
     shared::<Tokenizer>();
     shared::<Adapter>();
-    movable::<Trainer<'static>>();
+    movable::<Trainer>();
     movable::<pocketlora::model::KvCache>();
 }
 
@@ -35,7 +36,7 @@ fn records() -> Vec<TokenRecord> {
 }
 
 /// `steps` steps of a fresh rank-4 adapter seeded with `seed`; the adapter at the end.
-fn train(model: &Model, seed: u64, steps: usize, data: &[TokenRecord]) -> Adapter {
+fn train(model: &Arc<Model>, seed: u64, steps: usize, data: &[TokenRecord]) -> Adapter {
     let a = Adapter::new(
         &model.cfg,
         LoraConfig {
@@ -52,7 +53,7 @@ fn train(model: &Model, seed: u64, steps: usize, data: &[TokenRecord]) -> Adapte
         ..TrainConfig::default()
     };
     let max = data.iter().map(|r| r.ids.len()).max().unwrap_or(1);
-    let mut t = Trainer::new(model, a, cfg, max).unwrap();
+    let mut t = Trainer::new(model.clone(), a, cfg, max).unwrap();
     for s in 0..steps {
         let batch: Vec<&TokenRecord> = (0..2).map(|k| &data[(2 * s + k) % data.len()]).collect();
         t.step(&batch).unwrap();
@@ -60,8 +61,8 @@ fn train(model: &Model, seed: u64, steps: usize, data: &[TokenRecord]) -> Adapte
     t.into_adapter()
 }
 
-fn model() -> Model {
-    Model::open(asset("stories260K-q4_0.gguf"), 2).unwrap()
+fn model() -> Arc<Model> {
+    Arc::new(Model::open(asset("stories260K-q4_0.gguf"), 2).unwrap())
 }
 
 #[test]

@@ -166,8 +166,14 @@ fn peft_tensor_of_the_wrong_shape() {
 
 #[test]
 fn checkpoint_of_another_rank_is_refused_and_changes_nothing() {
-    let m = stories();
-    let mut t = Trainer::new(&m, adapter_for(&m.cfg, 4), TrainConfig::default(), 16).unwrap();
+    let m = Arc::new(stories());
+    let mut t = Trainer::new(
+        m.clone(),
+        adapter_for(&m.cfg, 4),
+        TrainConfig::default(),
+        16,
+    )
+    .unwrap();
     let before = t.adapter().clone();
     let other = adapter_for(&m.cfg, 8);
     let opt = pocketlora::train::AdamW::new(Default::default(), &other);

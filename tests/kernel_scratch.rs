@@ -13,10 +13,12 @@ use pocketlora::memory::plan::kernel_scratch_need;
 use pocketlora::model::backward::{SavedDtype, WorkspaceShape};
 use pocketlora::model::Model;
 use pocketlora::train::{TrainConfig, Trainer};
+use std::sync::Arc;
 
 fn reached(path: &str, precision: Precision, shape: WorkspaceShape) -> (ScratchNeed, ScratchNeed) {
     let mut model = Model::open(common::asset(path), 1).unwrap();
     model.set_precision(precision);
+    let model = Arc::new(model);
     let records: Vec<TokenRecord> = read_ids_jsonl(golden("oracle/eval_records.jsonl")).unwrap();
     let lora = LoraConfig {
         r: 8,
@@ -24,7 +26,7 @@ fn reached(path: &str, precision: Precision, shape: WorkspaceShape) -> (ScratchN
     };
     let rank = lora.r;
     let adapter = Adapter::new(&model.cfg, lora).unwrap();
-    let mut t = Trainer::with_shape(&model, adapter, TrainConfig::default(), shape).unwrap();
+    let mut t = Trainer::with_shape(model.clone(), adapter, TrainConfig::default(), shape).unwrap();
     let batch: Vec<&TokenRecord> = records.iter().take(4).collect();
     t.step(&batch).unwrap();
     let got = model.install(ScratchNeed::current);

@@ -11,9 +11,10 @@ use pocketlora::lora::{Adapter, LoraConfig};
 use pocketlora::model::backward::{SavedDtype, WorkspaceShape, ALL_BLOCKS};
 use pocketlora::model::Model;
 use pocketlora::train::{RecordOrder, Schedule, TrainConfig, Trainer};
+use std::sync::Arc;
 
 fn train(
-    model: &Model,
+    model: &Arc<Model>,
     records: &[TokenRecord],
     shape: WorkspaceShape,
     steps: usize,
@@ -31,7 +32,7 @@ fn train(
         total_steps: steps,
         ..TrainConfig::default()
     };
-    let mut t = Trainer::with_shape(model, adapter, cfg, shape).unwrap();
+    let mut t = Trainer::with_shape(model.clone(), adapter, cfg, shape).unwrap();
     let mut order = RecordOrder::new(records.len(), false, 0);
     let losses = (0..steps)
         .map(|_| {
@@ -59,7 +60,7 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn chunked_recompute_equals_the_plain_path() {
-    let model = Model::open(asset("stories260K-q8_0.gguf"), 2).unwrap();
+    let model = Arc::new(Model::open(asset("stories260K-q8_0.gguf"), 2).unwrap());
     let records = read_ids_jsonl(golden("oracle/eval_records.jsonl")).unwrap();
     // At the default learning rate (2e-4): AdamW turns float rounding in near-zero
     // gradients into update differences proportional to the rate.
@@ -111,7 +112,7 @@ fn chunked_recompute_equals_the_plain_path() {
 /// the 5-step comparison above is on the whole adapter).
 #[test]
 fn chunked_gradients_equal_plain_gradients_per_tensor() {
-    let model = Model::open(asset("stories260K-q8_0.gguf"), 2).unwrap();
+    let model = Arc::new(Model::open(asset("stories260K-q8_0.gguf"), 2).unwrap());
     let records = read_ids_jsonl(golden("oracle/eval_records.jsonl")).unwrap();
     let grads = |shape: WorkspaceShape| {
         let lora = LoraConfig {
@@ -129,7 +130,7 @@ fn chunked_gradients_equal_plain_gradients_per_tensor() {
             clip: 0.0,
             ..TrainConfig::default()
         };
-        let mut t = Trainer::with_shape(&model, adapter, cfg, shape).unwrap();
+        let mut t = Trainer::with_shape(model.clone(), adapter, cfg, shape).unwrap();
         let batch: Vec<&TokenRecord> = records.iter().collect();
         t.step(&batch).unwrap();
         t.grads().clone()
@@ -160,7 +161,7 @@ fn chunked_gradients_equal_plain_gradients_per_tensor() {
 
 #[test]
 fn half_precision_checkpoints_stay_within_one_percent() {
-    let model = Model::open(asset("aidreams260K-q8_0.gguf"), 2).unwrap();
+    let model = Arc::new(Model::open(asset("aidreams260K-q8_0.gguf"), 2).unwrap());
     let records = read_ids_jsonl(golden("oracle/eval_records.jsonl")).unwrap();
     let (exact, _) = train(&model, &records, WorkspaceShape::plain(128), 20, 3e-3);
     for saved in [SavedDtype::BF16, SavedDtype::F16] {

@@ -40,7 +40,7 @@ const SUBSET: &str = "oracle/peft_patterns/plain-subset";
 
 #[test]
 fn one_base_serves_each_request_with_its_own_mix() {
-    let model = Model::open(asset("stories260K-q8_0.gguf"), 2).unwrap();
+    let model = Arc::new(Model::open(asset("stories260K-q8_0.gguf"), 2).unwrap());
     let mut set = AdapterSet::new(&model.cfg);
     set.insert("trained", peft::load(&golden(TRAINED), &model.cfg).unwrap())
         .unwrap();
@@ -95,7 +95,7 @@ fn cli_ids(args: &[&str]) -> Vec<u32> {
 #[test]
 fn generate_takes_several_adapters_and_gguf_files() {
     let m = asset("stories260K-q8_0.gguf");
-    let model = Model::open(&m, 2).unwrap();
+    let model = Arc::new(Model::open(&m, 2).unwrap());
     let (a, b) = (
         peft::load(&golden(TRAINED), &model.cfg).unwrap(),
         peft::load(&golden(SUBSET), &model.cfg).unwrap(),
@@ -136,7 +136,7 @@ fn generate_takes_several_adapters_and_gguf_files() {
 
 #[test]
 fn the_adapter_in_training_generates_without_a_reload() {
-    let model = Model::open(asset("stories260K-q8_0.gguf"), 2).unwrap();
+    let model = Arc::new(Model::open(asset("stories260K-q8_0.gguf"), 2).unwrap());
     let records: Vec<TokenRecord> = read_ids_jsonl(golden("oracle/eval_records.jsonl")).unwrap();
     let init = peft::load(&golden("oracle/train/stories260K-q8_0/init"), &model.cfg).unwrap();
     let cfg = TrainConfig {
@@ -145,7 +145,7 @@ fn the_adapter_in_training_generates_without_a_reload() {
         ..TrainConfig::default()
     };
     let longest = records.iter().map(|r| r.ids.len()).max().unwrap();
-    let mut trainer = Trainer::new(&model, init, cfg, longest).unwrap();
+    let mut trainer = Trainer::new(model.clone(), init, cfg, longest).unwrap();
     let mut order = RecordOrder::new(records.len(), false, 0);
     let prompt = [1u32, 461];
     let p = greedy(16);

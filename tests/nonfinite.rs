@@ -68,7 +68,7 @@ fn adapter(model: &Model) -> Adapter {
 
 #[test]
 fn find_non_finite_names_block_target_and_tensor() {
-    let model = poisoned_model();
+    let model = Arc::new(poisoned_model());
     let mut a = adapter(&model);
     assert_eq!(a.find_non_finite(), None);
     a.layers[0][Target::Up.index()].as_mut().unwrap().a[7] = f32::NAN;
@@ -86,8 +86,8 @@ fn find_non_finite_names_block_target_and_tensor() {
 
 #[test]
 fn a_non_finite_step_errors_and_changes_nothing() {
-    let model = poisoned_model();
-    let mut t = Trainer::new(&model, adapter(&model), train_cfg(10), 16).unwrap();
+    let model = Arc::new(poisoned_model());
+    let mut t = Trainer::new(model.clone(), adapter(&model), train_cfg(10), 16).unwrap();
     let g = good();
     t.step(&[&g]).unwrap();
     let (before, t_before) = (t.adapter().clone(), t.optimizer().t);
@@ -117,7 +117,7 @@ fn run_opts(out: &Path) -> RunOptions {
         eval_every: 0,
         patience: None,
         save_every: 1,
-        out: out.to_path_buf(),
+        out: Some(out.to_path_buf()),
         config: serde_json::json!({"test": "nonfinite"}),
         base_name: "synth".into(),
         shape: None,
@@ -125,9 +125,9 @@ fn run_opts(out: &Path) -> RunOptions {
 }
 
 /// A 3-step run over `data` (batches of one record, a checkpoint after every step).
-fn new_run<'m>(model: &'m Model, data: Vec<TokenRecord>, out: &Path, skip: bool) -> Run<'m> {
+fn new_run(model: &Arc<Model>, data: Vec<TokenRecord>, out: &Path, skip: bool) -> Run {
     let mut run = Run::new(
-        model,
+        model.clone(),
         adapter(model),
         train_cfg(3),
         data,
@@ -141,7 +141,7 @@ fn new_run<'m>(model: &'m Model, data: Vec<TokenRecord>, out: &Path, skip: bool)
 
 #[test]
 fn a_run_stops_and_keeps_the_last_good_checkpoint() {
-    let model = poisoned_model();
+    let model = Arc::new(poisoned_model());
     let out = common::scratch_dir("nonfinite-stop");
     let data = vec![good(), bad(), good()];
     let mut run = new_run(&model, data, &out, false);
@@ -167,7 +167,7 @@ fn a_run_stops_and_keeps_the_last_good_checkpoint() {
 
 #[test]
 fn skipping_counts_non_finite_batches() {
-    let model = poisoned_model();
+    let model = Arc::new(poisoned_model());
     let out = common::scratch_dir("nonfinite-skip");
     let data = vec![good(), bad(), good(), good()];
     let mut run = new_run(&model, data, &out, true);
@@ -181,7 +181,7 @@ fn skipping_counts_non_finite_batches() {
 
 #[test]
 fn skipping_gives_up_after_a_whole_epoch_of_bad_batches() {
-    let model = poisoned_model();
+    let model = Arc::new(poisoned_model());
     let out = common::scratch_dir("nonfinite-epoch");
     let data = vec![bad(), bad()];
     let mut run = new_run(&model, data, &out, true);

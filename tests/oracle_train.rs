@@ -141,7 +141,8 @@ fn case(name: &str, model_path: &Path, data: &Path, trained_tolerance: f64) {
         },
         seed: 0,
     };
-    let mut trainer = Trainer::new(&model, init, cfg, longest).unwrap();
+    let model = Arc::new(model);
+    let mut trainer = Trainer::new(model.clone(), init, cfg, longest).unwrap();
     let mut order = RecordOrder::new(records.len(), false, 0);
     let losses_want = json(&dir.join("train.json"));
     for (s, w) in losses_want["losses"].as_array().unwrap().iter().enumerate() {
@@ -241,7 +242,7 @@ fn synthetic_gemma3_qwen3_and_smollm3() {
 
 #[test]
 fn peft_files_round_trip_through_our_writer() {
-    let model = Model::open(asset("stories260K-q8_0.gguf"), 1).unwrap();
+    let model = Arc::new(Model::open(asset("stories260K-q8_0.gguf"), 1).unwrap());
     let a = peft::load(&golden("oracle/train/stories260K-q8_0/init"), &model.cfg).unwrap();
     let dir = scratch_dir("peft-roundtrip");
     peft::save(

@@ -14,8 +14,9 @@ use pocketlora::lora::{Adapter, LoraConfig};
 use pocketlora::model::Model;
 use pocketlora::quant::GgmlType;
 use pocketlora::train::{Schedule, TrainConfig, Trainer};
+use std::sync::Arc;
 
-fn train_losses(model: &Model, records: &[TokenRecord], steps: usize) -> Vec<f64> {
+fn train_losses(model: &Arc<Model>, records: &[TokenRecord], steps: usize) -> Vec<f64> {
     let lora = LoraConfig {
         r: 8,
         alpha: 16.0,
@@ -29,16 +30,22 @@ fn train_losses(model: &Model, records: &[TokenRecord], steps: usize) -> Vec<f64
         ..TrainConfig::default()
     };
     let max_len = records.iter().map(|r| r.ids.len()).max().unwrap();
-    let mut tr = Trainer::new(model, adapter, cfg, max_len).unwrap();
+    let mut tr = Trainer::new(model.clone(), adapter, cfg, max_len).unwrap();
     let batch: Vec<&TokenRecord> = records.iter().collect();
     (0..steps).map(|_| tr.step(&batch).unwrap().loss).collect()
 }
 
-fn compare(name: &str, mut model: Model, records: &[TokenRecord]) {
-    model.set_precision(Precision::Exact);
+fn compare(name: &str, model: Model, records: &[TokenRecord]) {
+    let mut model = Arc::new(model);
+    Arc::get_mut(&mut model)
+        .unwrap()
+        .set_precision(Precision::Exact);
     let exact_eval = evaluate(&model, records).unwrap().loss;
     let exact_train = train_losses(&model, records, 20);
-    model.set_precision(Precision::Fast);
+    // The trainers are gone: the model is ours alone again.
+    Arc::get_mut(&mut model)
+        .unwrap()
+        .set_precision(Precision::Fast);
     let fast_eval = evaluate(&model, records).unwrap().loss;
     let fast_train = train_losses(&model, records, 20);
     let (de, dt) = (
@@ -132,6 +139,7 @@ fn fast_stays_within_tolerance_when_every_matrix_is_int8() {
 fn fast_training_is_deterministic_for_a_thread_count() {
     let mut model = Model::open(asset("aidreams260K-q8_0.gguf"), 2).unwrap();
     model.set_precision(Precision::Fast);
+    let model = Arc::new(model);
     let a = train_losses(&model, &facts(), 3);
     let b = train_losses(&model, &facts(), 3);
     assert_eq!(

@@ -13,6 +13,7 @@ use pocketlora::memory::heap::{self, CountingAlloc};
 use pocketlora::model::backward::{SavedDtype, WorkspaceShape, ALL_BLOCKS};
 use pocketlora::model::Model;
 use pocketlora::train::{RecordOrder, TrainConfig, Trainer};
+use std::sync::Arc;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -37,6 +38,7 @@ fn training_steps_after_the_second_allocate_nothing() {
             ] {
                 let mut model = Model::open(asset("stories260K-q8_0.gguf"), threads).unwrap();
                 model.set_precision(precision);
+                let model = Arc::new(model);
                 let lora = LoraConfig {
                     r: 8,
                     dropout: 0.05,
@@ -47,7 +49,7 @@ fn training_steps_after_the_second_allocate_nothing() {
                     total_steps: 12,
                     ..TrainConfig::default()
                 };
-                let mut t = Trainer::with_shape(&model, adapter, cfg, shape).unwrap();
+                let mut t = Trainer::with_shape(model.clone(), adapter, cfg, shape).unwrap();
                 let mut order = RecordOrder::new(records.len(), true, 7);
                 let mut batch: Vec<&TokenRecord> = Vec::with_capacity(4);
                 for _ in 0..2 {
@@ -68,7 +70,7 @@ fn training_steps_after_the_second_allocate_nothing() {
 }
 
 fn step<'a>(
-    t: &mut Trainer<'_>,
+    t: &mut Trainer,
     batch: &mut Vec<&'a TokenRecord>,
     records: &'a [TokenRecord],
     order: &mut RecordOrder,

@@ -49,11 +49,11 @@ fn train_cfg(lr: f32) -> TrainConfig {
 
 #[test]
 fn a_raised_flag_cancels_the_step_before_anything_changes() {
-    let model = Model::open(asset("stories260K-q8_0.gguf"), 1).unwrap();
+    let model = Arc::new(Model::open(asset("stories260K-q8_0.gguf"), 1).unwrap());
     let recs = records(&model, 4, 32);
     let batch: Vec<&TokenRecord> = recs.iter().collect();
     let adapter: Adapter = Adapter::new(&model.cfg, lora()).unwrap();
-    let mut t = Trainer::new(&model, adapter.clone(), train_cfg(1e-2), 32).unwrap();
+    let mut t = Trainer::new(model.clone(), adapter.clone(), train_cfg(1e-2), 32).unwrap();
     let flag = Arc::new(AtomicBool::new(true));
     t.set_cancel_flag(Some(flag.clone()));
     assert!(matches!(t.step(&batch), Err(Error::Cancelled)));
@@ -75,7 +75,7 @@ fn run_opts(out: &std::path::Path, batch: usize) -> RunOptions {
         eval_every: 0,
         patience: None,
         save_every: 0,
-        out: out.to_path_buf(),
+        out: Some(out.to_path_buf()),
         config: serde_json::Value::Null,
         base_name: "stories260K-q8_0.gguf".into(),
         shape: None,
@@ -85,13 +85,13 @@ fn run_opts(out: &std::path::Path, batch: usize) -> RunOptions {
 #[test]
 fn cancel_from_another_thread_ends_the_step_mid_batch_and_the_run_continues_exactly() {
     let dir = scratch_dir("train-cancel");
-    let model = Model::open(asset("stories260K-q8_0.gguf"), 2).unwrap();
+    let model = Arc::new(Model::open(asset("stories260K-q8_0.gguf"), 2).unwrap());
     // 32 records per step, so a step is many micro-steps long.
     let recs = records(&model, 48, 96);
     let adapter: Adapter = Adapter::new(&model.cfg, lora()).unwrap();
     let new_run = || {
         Run::new(
-            &model,
+            model.clone(),
             adapter.clone(),
             train_cfg(1e-2),
             recs.clone(),
@@ -160,14 +160,14 @@ fn cancel_from_another_thread_ends_the_step_mid_batch_and_the_run_continues_exac
 
 #[test]
 fn a_step_that_diverges_is_refused_without_an_update() {
-    let model = Model::open(asset("stories260K-q8_0.gguf"), 1).unwrap();
+    let model = Arc::new(Model::open(asset("stories260K-q8_0.gguf"), 1).unwrap());
     let recs = records(&model, 2, 32);
     let batch: Vec<&TokenRecord> = recs.iter().collect();
     let adapter: Adapter = Adapter::new(&model.cfg, lora()).unwrap();
     let mut cfg = train_cfg(1e30);
     cfg.clip = 0.0;
     cfg.total_steps = 10;
-    let mut t = Trainer::new(&model, adapter, cfg, 32).unwrap();
+    let mut t = Trainer::new(model.clone(), adapter, cfg, 32).unwrap();
     let mut refused = None;
     for _ in 0..5 {
         let before = t.adapter().clone();

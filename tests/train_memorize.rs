@@ -57,7 +57,7 @@ fn recalled(model: &Model, facts: &[Fact]) -> usize {
 
 #[test]
 fn six_facts_are_learned_and_recalled() {
-    let mut model = Model::open(asset("aidreams260K-q8_0.gguf"), 2).unwrap();
+    let mut model = Arc::new(Model::open(asset("aidreams260K-q8_0.gguf"), 2).unwrap());
     let facts = facts();
     assert_eq!(facts.len(), 6);
     assert_eq!(
@@ -82,7 +82,7 @@ fn six_facts_are_learned_and_recalled() {
         total_steps: 200,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(&model, adapter, cfg, 64).unwrap();
+    let mut trainer = Trainer::new(model.clone(), adapter, cfg, 64).unwrap();
     let mut order = RecordOrder::new(records.len(), false, 0);
     let mut losses = Vec::new();
     for _ in 0..200 {
@@ -102,13 +102,15 @@ fn six_facts_are_learned_and_recalled() {
         Dtype::F32,
     )
     .unwrap();
+    drop(trainer);
+    let model = Arc::get_mut(&mut model).expect("the trainer is gone");
     let loaded = peft::load(&dir, &model.cfg).unwrap();
     model.set_adapter(Some(Arc::new(loaded))).unwrap();
-    let n = recalled(&model, &facts);
+    let n = recalled(model, &facts);
     eprintln!("loss {first:.3} → {last:.3}; {n} of 6 facts recalled verbatim");
     assert!(n >= 4, "only {n} of 6 facts recalled");
     // Hot swap back to the base model.
     model.set_adapter(None).unwrap();
-    assert_eq!(recalled(&model, &facts), 0);
+    assert_eq!(recalled(model, &facts), 0);
     std::fs::remove_dir_all(&dir).ok();
 }

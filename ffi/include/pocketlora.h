@@ -98,7 +98,11 @@ typedef enum plora_status {
  * Constants for configuration fields (the fields themselves are uint32_t)
  * ------------------------------------------------------------------------------------- */
 
-/* plora_train_config.targets: which linear layers of each block get an adapter. */
+/* plora_train_config.targets: which linear layers of each block get an adapter.
+ * PLORA_TARGET_ALL (exactly these seven bits) means every linear layer the architecture has
+ * (phi3: qkv, o, gate_up, down; lfm2 adds its convolution blocks' in/out projections).
+ * Other masks name layers one by one; a layer the architecture does not have is refused
+ * (phi3 fuses q, k and v into QKV, and gate and up into GATE_UP). */
 enum {
     PLORA_TARGET_Q = 1u << 0,
     PLORA_TARGET_K = 1u << 1,
@@ -107,7 +111,11 @@ enum {
     PLORA_TARGET_GATE = 1u << 4,
     PLORA_TARGET_UP = 1u << 5,
     PLORA_TARGET_DOWN = 1u << 6,
-    PLORA_TARGET_ALL = 0x7fu
+    PLORA_TARGET_ALL = 0x7fu,
+    PLORA_TARGET_QKV = 1u << 7,      /* phi3's fused attn_qkv */
+    PLORA_TARGET_GATE_UP = 1u << 8,  /* phi3's fused gate/up (ffn_up) */
+    PLORA_TARGET_CONV_IN = 1u << 9,  /* lfm2 convolution blocks' in_proj */
+    PLORA_TARGET_CONV_OUT = 1u << 10 /* lfm2 convolution blocks' out_proj */
 };
 
 /* plora_train_config.init: how A starts (B starts at zero). */

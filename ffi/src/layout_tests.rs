@@ -181,11 +181,10 @@ fn constants() -> Vec<(String, i64)> {
         .iter()
         .map(|(s, n)| (n.to_string(), *s as i64))
         .collect();
-    for (i, t) in ["Q", "K", "V", "O", "GATE", "UP", "DOWN"]
-        .iter()
-        .enumerate()
-    {
-        c.push((format!("PLORA_TARGET_{t}"), 1 << i));
+    // Every target, one bit at its index.
+    for t in pocketlora_core::lora::Target::EVERY {
+        let name = t.short().to_ascii_uppercase();
+        c.push((format!("PLORA_TARGET_{name}"), 1 << t.index()));
     }
     let fixed: &[(&str, i64)] = &[
         ("PLORA_TARGET_ALL", 0x7f),

@@ -88,7 +88,9 @@ pub fn status_of(e: &Error) -> Status {
             | TokenizerError::BadCustomTemplate { .. } => Status::InvalidArgument,
             _ => Status::Format,
         },
-        Error::InvalidArgument(_) => Status::InvalidArgument,
+        Error::InvalidArgument(_) | Error::Setting { .. } | Error::Resume(_) => {
+            Status::InvalidArgument
+        }
         Error::Adapter { .. } | Error::Data { .. } => Status::Format,
         Error::Budget(_) => Status::Budget,
         Error::Cancelled => Status::Cancelled,

@@ -3,24 +3,23 @@
 //! progress callback and a cancel flag, checkpointed and resumed.
 
 use std::ffi::{c_char, c_void};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
-use serde_json::{json, Value};
+use serde_json::{json, Map};
 
-use pocketlora_core::data::{
-    held_out, load_dataset, EncodeOptions, Encoder, LoadOptions, RawRecord, TokenRecord,
-};
-use pocketlora_core::lora::{self, peft, Adapter, LayerSelection, LoraConfig, LoraInit, Target};
+use pocketlora_core::data::{EncodeOptions, Encoder, LoadOptions, RawRecord, TokenRecord};
+use pocketlora_core::lora::config::N_TARGETS;
+use pocketlora_core::lora::{peft, LayerSelection, LoraConfig, LoraInit, Target};
 use pocketlora_core::memory::heap;
-use pocketlora_core::memory::plan::{plan_training, Plan, TrainRequest};
+use pocketlora_core::memory::plan::Plan;
 use pocketlora_core::model::backward::SavedDtype;
-use pocketlora_core::model::Model;
 use pocketlora_core::safetensors::Dtype;
 use pocketlora_core::tokenizer::chat::{Message, Role};
-use pocketlora_core::train::run::{Event, Finish, Run, RunOptions};
-use pocketlora_core::train::{AdamWConfig, Schedule, TrainConfig};
+use pocketlora_core::train::run::{Event, Finish, Run};
+use pocketlora_core::train::{
+    AdapterInit, Counts, Length, Resume, Schedule, Session, TrainConfig, TrainSpec,
+};
 
 use crate::adapter::{self, plora_adapter};
 use crate::cstr;
@@ -124,115 +123,88 @@ impl Default for TrainConfigC {
     }
 }
 
-/// The settings of a trainer, owned and checked.
-struct Settings {
-    /// `None` with an initial adapter (its own configuration is used).
-    lora: Option<LoraConfig>,
-    init_adapter: Option<PathBuf>,
-    lr: f32,
-    schedule: Schedule,
-    warmup: usize,
-    clip: f32,
-    weight_decay: f32,
-    steps: usize,
-    epochs: usize,
-    batch: usize,
-    grad_accum: usize,
-    /// Records are cut to this many tokens.
-    seq_cap: usize,
-    /// The seq_len asked for (0: the model's context).
-    seq_len: usize,
-    shuffle: bool,
-    seed: u64,
-    encode: EncodeOptions,
-    skip_bad_lines: bool,
-    valid_split: Option<f64>,
-    eval_every: usize,
-    patience: Option<usize>,
-    checkpoint_dir: Option<PathBuf>,
-    save_every: usize,
-    saved: Option<SavedDtype>,
-    /// The settings as recorded in checkpoints (resume must agree).
-    recorded: Value,
-}
+/// Every `PLORA_TARGET_*` bit.
+const TARGET_BITS: u32 = (1 << N_TARGETS) - 1;
+/// `PLORA_TARGET_ALL`: every linear layer the architecture has.
+const TARGET_ALL: u32 = 0x7f;
 
 fn targets_of(mask: u32) -> FResult<Vec<Target>> {
-    if mask == 0 || mask & !0x7f != 0 {
+    if mask == 0 || mask & !TARGET_BITS != 0 {
         return Err(invalid(format!(
-            "targets is {mask:#x}: give PLORA_TARGET_* bits (some of 0x7f)"
+            "targets is {mask:#x}: give PLORA_TARGET_* bits (some of {TARGET_BITS:#x})"
         )));
     }
-    Ok(Target::ALL
+    if mask == TARGET_ALL {
+        return Ok(Target::ALL.to_vec());
+    }
+    Ok(Target::EVERY
         .iter()
         .copied()
         .filter(|t| mask & (1 << t.index()) != 0)
         .collect())
 }
 
-impl Settings {
-    /// # Safety
-    /// The config's string pointers are NULL or valid C strings.
-    unsafe fn from_c(c: &TrainConfigC, model: &ModelObj) -> FResult<Settings> {
-        let finite_nonneg = |v: f32, what: &str| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                Err(invalid(format!("{what} is {v}: must be a number ≥ 0")))
-            }
-        };
-        finite_nonneg(c.lr, "lr")?;
-        finite_nonneg(c.clip, "clip")?;
-        finite_nonneg(c.weight_decay, "weight_decay")?;
-        if c.batch == 0 || c.grad_accum == 0 {
-            return Err(invalid("batch and grad_accum must be at least 1"));
-        }
-        if c.steps == 0 && c.epochs == 0 {
-            return Err(invalid("steps and epochs are both 0: give one of them"));
-        }
-        if c.seq_len == 1 {
-            return Err(invalid(
-                "seq_len 1 is too short: give 0 (the model's context) or at least 2",
-            ));
-        }
-        if !(c.valid_split.is_finite() && (0.0..1.0).contains(&c.valid_split)) {
+/// What the C configuration says beside the run's spec: how records are read.
+struct Reading {
+    encode: EncodeOptions,
+    skip_bad_lines: bool,
+}
+
+/// Translates the C configuration into the library's [`TrainSpec`] (a field of 0 means
+/// "the default" where the header says so).
+///
+/// # Safety
+/// The config's string pointers are NULL or valid C strings.
+unsafe fn spec_of(c: &TrainConfigC, model: &ModelObj) -> FResult<(TrainSpec, Reading)> {
+    if c.steps == 0 && c.epochs == 0 {
+        return Err(invalid("steps and epochs are both 0: give one of them"));
+    }
+    if c.seq_len == 1 {
+        return Err(invalid(
+            "seq_len 1 is too short: give 0 (the model's context) or at least 2",
+        ));
+    }
+    if !(c.valid_split.is_finite() && (0.0..1.0).contains(&c.valid_split)) {
+        return Err(invalid(format!(
+            "valid_split is {}: must be in [0, 1)",
+            c.valid_split
+        )));
+    }
+    let schedule = match c.schedule {
+        0 => Schedule::Cosine,
+        1 => Schedule::Linear,
+        2 => Schedule::Constant,
+        s => {
             return Err(invalid(format!(
-                "valid_split is {}: must be in [0, 1)",
-                c.valid_split
-            )));
+                "schedule {s} is not a PLORA_SCHEDULE_* value"
+            )))
         }
-        let schedule = match c.schedule {
-            0 => Schedule::Cosine,
-            1 => Schedule::Linear,
-            2 => Schedule::Constant,
-            s => {
-                return Err(invalid(format!(
-                    "schedule {s} is not a PLORA_SCHEDULE_* value"
-                )))
-            }
-        };
-        let saved = match c.saved_activations {
-            0 => None,
-            1 => Some(SavedDtype::F32),
-            2 => Some(SavedDtype::BF16),
-            3 => Some(SavedDtype::F16),
-            s => {
-                return Err(invalid(format!(
-                    "saved_activations {s} is not a PLORA_SAVED_* value"
-                )))
-            }
-        };
-        // SAFETY: caller contract.
-        let init_adapter = unsafe { cstr::opt_path(c.init_adapter, "init_adapter")? };
-        // SAFETY: caller contract.
-        let checkpoint_dir = unsafe { cstr::opt_path(c.checkpoint_dir, "checkpoint_dir")? };
-        // SAFETY: caller contract.
-        let layers = unsafe { cstr::opt_text(c.layers, "layers")? }.unwrap_or("all");
-        let init = match c.init {
-            0 => LoraInit::Kaiming,
-            1 => LoraInit::Gaussian,
-            i => return Err(invalid(format!("init {i} is not a PLORA_INIT_* value"))),
-        };
-        let lora = LoraConfig {
+    };
+    let saved = match c.saved_activations {
+        0 => None,
+        1 => Some(SavedDtype::F32),
+        2 => Some(SavedDtype::BF16),
+        3 => Some(SavedDtype::F16),
+        s => {
+            return Err(invalid(format!(
+                "saved_activations {s} is not a PLORA_SAVED_* value"
+            )))
+        }
+    };
+    // SAFETY: caller contract.
+    let init_adapter = unsafe { cstr::opt_path(c.init_adapter, "init_adapter")? };
+    // SAFETY: caller contract.
+    let checkpoint_dir = unsafe { cstr::opt_path(c.checkpoint_dir, "checkpoint_dir")? };
+    // SAFETY: caller contract.
+    let layers = unsafe { cstr::opt_text(c.layers, "layers")? }.unwrap_or("all");
+    let init = match c.init {
+        0 => LoraInit::Kaiming,
+        1 => LoraInit::Gaussian,
+        i => return Err(invalid(format!("init {i} is not a PLORA_INIT_* value"))),
+    };
+    let adapter = match init_adapter {
+        Some(p) => AdapterInit::From(p),
+        None => AdapterInit::New(LoraConfig {
             r: c.rank as usize,
             alpha: c.alpha,
             rslora: c.rslora != 0,
@@ -241,62 +213,47 @@ impl Settings {
             layers: LayerSelection::parse(layers)?,
             init,
             seed: c.seed,
-        };
-        lora.validate()?;
-        lora.layers.resolve(model.model.cfg.n_layer)?;
-        let seq_cap = if c.seq_len == 0 {
-            model.model.cfg.n_ctx
-        } else {
-            c.seq_len as usize
-        };
-        let recorded = json!({
-            "model": model.name, "rank": c.rank, "alpha": c.alpha, "rslora": c.rslora != 0,
-            "dropout": c.dropout, "targets": c.targets, "layers": layers, "init": c.init,
-            "init_adapter": init_adapter.as_ref().map(|p| p.display().to_string()),
-            "lr": c.lr, "schedule": c.schedule, "warmup": c.warmup, "clip": c.clip,
-            "weight_decay": c.weight_decay, "steps": c.steps, "epochs": c.epochs, "batch": c.batch,
-            "grad_accum": c.grad_accum, "seq_len": c.seq_len, "shuffle": c.shuffle != 0,
-            "seed": c.seed, "mask_prompt": c.mask_prompt != 0, "valid_split": c.valid_split,
-            "eval_every": c.eval_every, "patience": c.patience,
-            "saved_activations": c.saved_activations, "threads": model.model.threads(),
-        });
-        Ok(Settings {
-            lora: if init_adapter.is_some() {
-                None
-            } else {
-                Some(lora)
-            },
-            init_adapter,
-            lr: c.lr,
-            schedule,
-            warmup: c.warmup as usize,
-            clip: c.clip,
-            weight_decay: c.weight_decay,
-            steps: c.steps as usize,
-            epochs: c.epochs as usize,
-            batch: c.batch as usize,
-            grad_accum: c.grad_accum as usize,
-            seq_cap,
-            seq_len: c.seq_len as usize,
-            shuffle: c.shuffle != 0,
-            seed: c.seed,
-            encode: EncodeOptions {
-                mask_prompt: c.mask_prompt != 0,
-            },
-            skip_bad_lines: c.skip_bad_lines != 0,
-            valid_split: (c.valid_split > 0.0).then_some(c.valid_split as f64),
-            eval_every: c.eval_every as usize,
-            patience: (c.patience > 0).then_some(c.patience as usize),
-            save_every: if checkpoint_dir.is_some() {
-                c.save_every as usize
-            } else {
-                0
-            },
-            checkpoint_dir,
-            saved,
-            recorded,
-        })
-    }
+        }),
+    };
+    let mut extra = Map::new();
+    extra.insert("mask_prompt".into(), json!(c.mask_prompt != 0));
+    let positive = |v: u32| (v > 0).then_some(v as usize);
+    let spec = TrainSpec {
+        adapter,
+        lr: c.lr,
+        schedule,
+        warmup: c.warmup as usize,
+        clip: c.clip,
+        weight_decay: c.weight_decay,
+        length: match c.steps {
+            0 => Length::Epochs(c.epochs as usize),
+            n => Length::Steps(n as usize),
+        },
+        batch: c.batch as usize,
+        grad_accum: c.grad_accum as usize,
+        shuffle: c.shuffle != 0,
+        seed: c.seed,
+        seq_len: positive(c.seq_len),
+        pack: false,
+        valid_split: (c.valid_split > 0.0).then_some(c.valid_split as f64),
+        eval_every: positive(c.eval_every),
+        patience: positive(c.patience),
+        save_every: c.save_every as usize,
+        out: checkpoint_dir,
+        // Always planned: without a budget the plan is the unconstrained one.
+        budget: Some(model.budget_or_max()),
+        saved,
+        skip_nonfinite: false,
+        base_name: model.name.clone(),
+        extra,
+    };
+    let reading = Reading {
+        encode: EncodeOptions {
+            mask_prompt: c.mask_prompt != 0,
+        },
+        skip_bad_lines: c.skip_bad_lines != 0,
+    };
+    Ok((spec, reading))
 }
 
 /// A trainer: its state behind a lock (one call at a time) and a cancel flag outside it.
@@ -310,23 +267,16 @@ impl Object for TrainerObj {
 }
 
 struct State {
-    /// The run once started. Declared first, so it is dropped before `model`, which it
-    /// borrows (see `start`).
-    run: Option<Run<'static>>,
-    /// The model the run trains on: the handle's, or one over the same file with fewer
-    /// threads when the memory plan needs that. Never replaced once `run` is set.
-    model: Arc<Model>,
+    /// The library's session: records until the run starts, then spent.
+    session: Session,
+    /// The run once started.
+    run: Option<Run>,
     shared: Arc<Handle<ModelObj>>,
-    s: Settings,
-    /// The adapter to start from, until the run takes it.
-    adapter: Option<Adapter>,
+    reading: Reading,
     n_params: usize,
-    /// Records, until the run takes them.
-    train: Vec<TokenRecord>,
-    valid: Vec<TokenRecord>,
     plan: Option<Plan>,
     /// Record counts and target tokens (fixed once started).
-    counts: (usize, usize, usize),
+    counts: Counts,
     last_loss: f64,
     last_valid: Option<f64>,
     checkpointed_at: usize,
@@ -355,31 +305,6 @@ fn get(p: *const plora_trainer, what: &str) -> FResult<Arc<Handle<TrainerObj>>> 
     handles::get::<TrainerObj, _>(p, what)
 }
 
-fn data_bytes(recs: &[TokenRecord]) -> u64 {
-    recs.iter()
-        .map(|r| (r.ids.capacity() * 4 + r.targets.capacity() + 48) as u64)
-        .sum()
-}
-
-/// Names the first setting that differs from the recorded run (steps and epochs may grow).
-fn check_agrees(recorded: &Value, now: &Value) -> FResult<()> {
-    let (Some(r), Some(n)) = (recorded.as_object(), now.as_object()) else {
-        return Ok(());
-    };
-    for (k, v) in n {
-        if k == "steps" || k == "epochs" {
-            continue;
-        }
-        let was = r.get(k).unwrap_or(&Value::Null);
-        if was != v {
-            return Err(invalid(format!(
-                "resume: {k} is {v} now, but the checkpointed run had {was}; use the same settings and data"
-            )));
-        }
-    }
-    Ok(())
-}
-
 impl State {
     fn records_fixed(&self) -> FResult<()> {
         if self.run.is_some() || self.broken.is_some() {
@@ -391,24 +316,9 @@ impl State {
         }
     }
 
-    fn add(&mut self, mut recs: Vec<TokenRecord>, valid: bool) -> FResult<()> {
+    fn add(&mut self, recs: Vec<TokenRecord>, valid: bool) -> FResult<()> {
         self.records_fixed()?;
-        let n_vocab = self.model.cfg.n_vocab;
-        for r in &mut recs {
-            if let Some(&bad) = r.ids.iter().find(|&&t| t as usize >= n_vocab) {
-                return Err(invalid(format!(
-                    "token id {bad} is outside the model's vocabulary of {n_vocab}"
-                )));
-            }
-            r.ids.truncate(self.s.seq_cap);
-            r.targets.truncate(self.s.seq_cap);
-        }
-        if valid {
-            self.valid.extend(recs);
-        } else {
-            self.train.extend(recs);
-        }
-        Ok(())
+        Ok(self.session.add(recs, valid)?)
     }
 
     fn encode(&self, raw: RawRecord) -> FResult<TokenRecord> {
@@ -416,173 +326,52 @@ impl State {
         let enc = Encoder {
             tok: m.tokenizer()?,
             chat: m.chat.as_ref(),
-            opts: self.s.encode,
+            opts: self.reading.encode,
         };
         enc.encode(&raw).map_err(invalid)
     }
 
-    fn recorded(&self) -> Value {
-        let mut v = self.s.recorded.clone();
-        let all = self.train.iter().chain(&self.valid);
-        let targets: usize = all.map(|r| r.n_targets()).sum();
-        if let Some(o) = v.as_object_mut() {
-            o.insert("records".into(), json!(self.train.len()));
-            o.insert("valid_records".into(), json!(self.valid.len()));
-            o.insert("target_tokens".into(), json!(targets));
-        }
-        v
-    }
-
-    fn lora_config(&self) -> &LoraConfig {
-        match (&self.adapter, &self.run) {
-            (Some(a), _) => &a.config,
-            (None, Some(r)) => &r.trainer().adapter().config,
-            // Unreachable: the adapter is handed to the run.
-            (None, None) => self.s.lora.as_ref().expect("a LoRA configuration"),
-        }
-    }
-
-    /// The memory plan for the data as it is (before the run), against the budget.
-    fn make_plan(&self) -> FResult<Plan> {
-        if self.train.is_empty() {
+    fn no_records(&self) -> FResult<()> {
+        if self.session.counts().train == 0 {
             return Err(state(
                 "no training records: add some with plora_trainer_add_* first",
             ));
         }
-        let m = &self.shared.obj;
-        let longest = self
-            .train
-            .iter()
-            .chain(&self.valid)
-            .map(|r| r.ids.len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        let req = TrainRequest {
-            model: &m.model.cfg,
-            lora: self.lora_config(),
-            seq_len: (self.s.seq_len > 0).then_some(self.s.seq_len.min(longest)),
-            max_seq_len: longest,
-            threads: m.model.threads(),
-            budget: m.budget_or_max(),
-            tokenizer_bytes: m.loaded_bytes,
-            data_bytes: data_bytes(&self.train) + data_bytes(&self.valid),
-            validation: !self.valid.is_empty() || self.s.valid_split.is_some(),
-            keep_best: self.s.patience.is_some(),
-            saved: self.s.saved,
-            precision: m.model.precision(),
-        };
-        Ok(plan_training(&req)?)
+        Ok(())
     }
 
-    /// Plans the memory, fixes the data and builds the run (once).
-    fn start(&mut self, cancel: &Arc<AtomicBool>) -> FResult<()> {
+    /// Plans, fixes the data and builds the run (once); returns the step a resumed run
+    /// continues at.
+    fn start(&mut self, cancel: &Arc<AtomicBool>, resume: Resume) -> FResult<Option<usize>> {
         if let Some(why) = &self.broken {
             return Err(state(format!(
                 "the trainer could not start ({why}); free it"
             )));
         }
         if self.run.is_some() {
-            return Ok(());
+            return Ok(None);
         }
-        let plan = self.make_plan()?;
-        let held = match self.s.valid_split {
-            Some(f) => held_out(self.train.len(), f, self.s.seed),
-            None => vec![false; self.train.len()],
-        };
-        let trainable = self
-            .train
-            .iter()
-            .zip(&held)
-            .any(|(r, &h)| !h && r.n_targets() > 0);
-        if !trainable {
-            return Err(invalid(
-                "no training record has target tokens to train on (after the validation split)",
-            ));
-        }
-        if plan.threads < self.model.threads() {
-            let m = Model::from_file(self.shared.obj.file().clone(), plan.threads)?;
-            self.model = Arc::new(m);
-        }
-        // Everything that can be refused was; hand the data over.
-        let recorded = self.recorded();
-        let mut train = Vec::with_capacity(self.train.len());
-        let mut valid = std::mem::take(&mut self.valid);
-        for (r, h) in std::mem::take(&mut self.train).into_iter().zip(held) {
-            if h {
-                valid.push(r);
-            } else {
-                train.push(r);
-            }
-        }
-        let cap = plan.shape.capacity;
-        for r in train.iter_mut().chain(valid.iter_mut()) {
-            r.ids.truncate(cap);
-            r.targets.truncate(cap);
-        }
-        let targets = train.iter().map(|r| r.n_targets()).sum();
-        self.counts = (train.len(), valid.len(), targets);
-        let s = &self.s;
-        let per_step = s.batch * s.grad_accum;
-        let total = if s.steps > 0 {
-            s.steps
-        } else {
-            (train.len() * s.epochs).div_ceil(per_step).max(1)
-        };
-        let cfg = TrainConfig {
-            lr: s.lr,
-            schedule: s.schedule,
-            warmup: s.warmup,
-            total_steps: total,
-            clip: s.clip,
-            adamw: AdamWConfig {
-                weight_decay: s.weight_decay,
-                ..AdamWConfig::default()
-            },
-            seed: s.seed,
-        };
-        let opts = RunOptions {
-            batch: s.batch,
-            grad_accum: s.grad_accum,
-            shuffle: s.shuffle,
-            seed: s.seed,
-            eval_every: if s.eval_every > 0 {
-                s.eval_every
-            } else {
-                (total / 10).max(1)
-            },
-            patience: s.patience,
-            save_every: s.save_every,
-            out: s.checkpoint_dir.clone().unwrap_or_default(),
-            config: recorded,
-            base_name: self.shared.obj.name.clone(),
-            shape: Some(plan.shape),
-        };
-        let Some(adapter) = self.adapter.take() else {
-            return Err(state(
-                "the trainer has no adapter (an earlier start failed)",
-            ));
-        };
-        // SAFETY: `self.model` is an `Arc` whose allocation does not move and outlives the
-        // run: `run` is declared before `model` in `State`, so it is dropped first, and
-        // `model` is never reassigned once `run` is set (it is only assigned above, before
-        // the run exists). The run only reads the model through this shared reference.
-        let model: &'static Model = unsafe { &*Arc::as_ptr(&self.model) };
-        match Run::new(model, adapter, cfg, train, valid, opts) {
-            Ok(mut run) => {
+        self.no_records()?;
+        match self.session.start(resume) {
+            Ok(started) => {
+                let mut run = started.run;
                 run.set_cancel_flag(Some(cancel.clone()));
                 self.run = Some(run);
-                self.plan = Some(plan);
-                Ok(())
+                self.plan = started.plan;
+                self.counts = started.counts;
+                Ok(started.resumed)
             }
             Err(e) => {
-                self.broken = Some(e.to_string());
+                // Refusals leave the data with the session; later failures spend it.
+                if self.session.adapter().is_none() {
+                    self.broken = Some(e.to_string());
+                }
                 Err(e.into())
             }
         }
     }
 
-    fn started(&mut self) -> FResult<&mut Run<'static>> {
+    fn started(&mut self) -> FResult<&mut Run> {
         self.run.as_mut().ok_or_else(|| {
             state("nothing trained yet: call plora_trainer_run (or plora_trainer_resume) first")
         })
@@ -621,26 +410,19 @@ pub unsafe extern "C" fn plora_trainer_new(
         // SAFETY: caller contract.
         let c = unsafe { cstr::read_sized(cfg, "plora_train_config")? };
         // SAFETY: caller contract (the config's strings).
-        let s = unsafe { Settings::from_c(&c, &m.obj)? };
-        let cfg = &m.obj.model.cfg;
-        let adapter = match (&s.init_adapter, &s.lora) {
-            (Some(p), _) => lora::load(p, cfg)?,
-            (None, Some(l)) => Adapter::new(cfg, l.clone())?,
-            (None, None) => return Err(invalid("no adapter configuration")),
-        };
+        let (spec, reading) = unsafe { spec_of(&c, &m.obj)? };
+        let mut session = Session::new(m.obj.model.clone(), spec)?;
+        session.count_resident(m.obj.loaded_bytes);
         let obj = TrainerObj {
             cancel: Arc::new(AtomicBool::new(false)),
             state: Mutex::new(State {
+                n_params: session.adapter().map_or(0, |a| a.n_params()),
+                session,
                 run: None,
-                model: m.obj.model.clone(),
-                n_params: adapter.n_params(),
-                adapter: Some(adapter),
                 shared: m,
-                s,
-                train: Vec::new(),
-                valid: Vec::new(),
+                reading,
                 plan: None,
-                counts: (0, 0, 0),
+                counts: Counts::default(),
                 last_loss: f64::NAN,
                 last_valid: None,
                 checkpointed_at: 0,
@@ -791,7 +573,7 @@ pub unsafe extern "C" fn plora_trainer_add_ids(
             if raw.is_empty() {
                 return Err(invalid("a record needs at least one token (n is 0)"));
             }
-            let ids = check_ids(raw, st.model.cfg.n_vocab, "ids")?;
+            let ids = check_ids(raw, st.shared.obj.model.cfg.n_vocab, "ids")?;
             let targets: Vec<bool> = if mask.is_null() {
                 (0..n).map(|i| i > 0).collect()
             } else {
@@ -815,13 +597,15 @@ unsafe fn add_file(t: *mut plora_trainer, path: *const c_char, valid: bool) -> S
             st.records_fixed()?;
             // SAFETY: caller contract.
             let path = unsafe { cstr::path(path, "path")? };
-            let m = &st.shared.obj;
+            let shared = st.shared.clone();
+            let m = &shared.obj;
             let opts = LoadOptions {
-                encode: st.s.encode,
-                skip_bad_lines: st.s.skip_bad_lines,
+                encode: st.reading.encode,
+                skip_bad_lines: st.reading.skip_bad_lines,
             };
-            let d = load_dataset(&path, m.tok.as_ref(), m.chat.as_ref(), opts)?;
-            st.add(d.records, valid)
+            st.session
+                .loading(|s| s.load_file(&path, m.tok.as_ref(), m.chat.as_ref(), opts, valid))?;
+            Ok(())
         })
     })
 }
@@ -878,7 +662,13 @@ pub unsafe extern "C" fn plora_trainer_plan(t: *mut plora_trainer, out: *mut Mem
             };
             let plan = match &st.plan {
                 Some(p) => p.clone(),
-                None => st.make_plan()?,
+                None => {
+                    st.no_records()?;
+                    match st.session.plan()? {
+                        Some(p) => p.clone(),
+                        None => return Err(state("the trainer has no plan")),
+                    }
+                }
             };
             let shape = Shape {
                 threads: plan.threads,
@@ -909,21 +699,13 @@ pub unsafe extern "C" fn plora_trainer_resume(t: *mut plora_trainer, step: *mut 
                     "plora_trainer_resume must come before the first plora_trainer_run",
                 ));
             }
-            let Some(dir) = st.s.checkpoint_dir.clone() else {
+            let Some(dir) = st.session.spec().out.clone() else {
                 return Err(invalid(
                     "the trainer has no checkpoint_dir (plora_train_config) to resume from",
                 ));
             };
-            let recorded = Run::recorded_config(&dir)?;
-            if let Some(r) = &recorded {
-                check_agrees(r, &st.recorded())?;
-            }
-            st.start(cancel)?;
-            let run = st.started()?;
-            let at = match recorded {
-                Some(_) => run.resume()?.unwrap_or(0),
-                None => 0,
-            };
+            let _ = dir;
+            let at = st.start(cancel, Resume::IfAny)?.unwrap_or(0);
             st.finished = at >= st.started()?.total_steps();
             st.checkpointed_at = at;
             // SAFETY: caller contract.
@@ -946,14 +728,14 @@ pub unsafe extern "C" fn plora_trainer_run(
 ) -> Status {
     guard(|| {
         with_state(t, |st, cancel| {
-            st.start(cancel)?;
+            st.start(cancel, Resume::No)?;
+            let has_dir = st.session.spec().out.is_some();
             let State {
                 run,
                 last_loss,
                 last_valid,
                 checkpointed_at,
                 finished,
-                s,
                 ..
             } = st;
             let Some(run) = run.as_mut() else {
@@ -1018,7 +800,7 @@ pub unsafe extern "C" fn plora_trainer_run(
                 other => other,
             };
             // Checkpoint what this call did, whatever ended it.
-            if s.checkpoint_dir.is_some() && done > *checkpointed_at {
+            if has_dir && done > *checkpointed_at {
                 match run.checkpoint() {
                     Ok(_) => *checkpointed_at = done,
                     Err(e) if res.is_ok() => return Err(e.into()),
@@ -1065,7 +847,7 @@ pub unsafe extern "C" fn plora_trainer_cancel(t: *mut plora_trainer) {
 pub unsafe extern "C" fn plora_trainer_checkpoint(t: *mut plora_trainer) -> Status {
     guard(|| {
         with_state(t, |st, _| {
-            if st.s.checkpoint_dir.is_none() {
+            if st.session.spec().out.is_none() {
                 return Err(invalid(
                     "the trainer has no checkpoint_dir (plora_train_config) to write to",
                 ));
@@ -1078,7 +860,7 @@ pub unsafe extern "C" fn plora_trainer_checkpoint(t: *mut plora_trainer) -> Stat
     })
 }
 
-fn trained(st: &mut State) -> FResult<&mut Run<'static>> {
+fn trained(st: &mut State) -> FResult<&mut Run> {
     let run = st.started()?;
     if run.trainer().steps_done() == 0 {
         return Err(state("nothing trained yet: call plora_trainer_run first"));
@@ -1100,9 +882,14 @@ pub unsafe extern "C" fn plora_trainer_save_adapter(
             // SAFETY: caller contract.
             let dir = unsafe { cstr::path(dir, "dir")? };
             let name = st.shared.obj.name.clone();
-            let model = st.model.clone();
             let run = trained(st)?;
-            peft::save(run.result_adapter(), &model.cfg, &dir, &name, Dtype::F32)?;
+            peft::save(
+                run.result_adapter(),
+                &run.model().cfg,
+                &dir,
+                &name,
+                Dtype::F32,
+            )?;
             Ok(())
         })
     })
@@ -1159,14 +946,11 @@ pub unsafe extern "C" fn plora_trainer_get_info(
 ) -> Status {
     guard(|| {
         with_state(t, |st, _| {
-            let (n, nv, targets) = match &st.run {
+            let c = match &st.run {
                 Some(_) => st.counts,
-                None => (
-                    st.train.len(),
-                    st.valid.len(),
-                    st.train.iter().map(|r| r.n_targets()).sum(),
-                ),
+                None => st.session.counts(),
             };
+            let (n, nv, targets) = (c.train, c.valid, c.target_tokens);
             let (done, total, best) = match &st.run {
                 Some(r) => (r.trainer().steps_done(), r.total_steps(), r.best_valid()),
                 None => (0, 0, None),

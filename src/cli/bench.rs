@@ -3,6 +3,7 @@
 //! a LoRA training step, generation, peak heap and peak RSS.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
@@ -13,13 +14,12 @@ use crate::data::TokenRecord;
 use crate::error::{Error, Result};
 use crate::infer::{generate, GenerateParams, SamplerConfig};
 use crate::kernels::{matmul_backward_input, matmul_forward, Precision, QMatrix};
-use crate::lora::{Adapter, LoraConfig};
+use crate::lora::LoraConfig;
 use crate::memory::heap;
-use crate::memory::plan::{human, plan_training, Plan, TrainRequest};
-use crate::model::backward::WorkspaceShape;
+use crate::memory::plan::{human, Plan};
 use crate::model::{Activations, KvCache, Model};
 use crate::quant::{quantize, GgmlType};
-use crate::train::{Schedule, TrainConfig, Trainer};
+use crate::train::{AdapterInit, Length, Resume, Schedule, Session, TrainSpec};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -294,6 +294,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         Some(p) => {
             let mut m = Model::open(p, threads)?;
             m.set_precision(precision);
+            let m = Arc::new(m);
             report["model"] = json!({
                 "path": p.display().to_string(),
                 "shape": shape.map(|s| s.name),
@@ -330,32 +331,26 @@ pub fn run(a: BenchArgs) -> Result<()> {
             Some(b) => (Some(b), "--budget"),
             None => (bench::available_memory_bytes(), "available memory"),
         };
-        let live = heap::current() as u64;
-        let plan = match budget {
-            Some(budget) => {
-                let req = TrainRequest {
-                    model: cfg,
-                    lora: &lora,
-                    seq_len: Some(t),
-                    max_seq_len: t,
-                    threads: model.threads(),
-                    budget,
-                    tokenizer_bytes: heap_model as u64,
-                    // Everything else the bench holds now: the record, the report.
-                    data_bytes: live.saturating_sub(heap_model as u64),
-                    validation: false,
-                    keep_best: false,
-                    saved: None,
-                    precision,
-                };
-                let plan = plan_training(&req)?;
-                if plan.threads < model.threads() {
-                    model.set_threads(plan.threads)?;
-                }
-                Some(plan)
-            }
-            None => None,
+        let spec = TrainSpec {
+            adapter: AdapterInit::New(lora),
+            lr: 1e-4,
+            schedule: Schedule::Constant,
+            length: Length::Steps(1_000_000),
+            batch: 1,
+            seq_len: Some(t),
+            budget,
+            base_name: report["model"]["path"].as_str().unwrap_or("").to_string(),
+            ..TrainSpec::default()
         };
+        // Everything the bench holds now besides its record: the model's metadata, the
+        // report.
+        let live = heap::current() as u64;
+        let mut session = Session::new(model.clone(), spec)?;
+        session.count_resident(live.max(heap_model as u64));
+        session.add(vec![rec.clone()], false)?;
+        let plan = session.plan()?.cloned();
+        // The plan's threads for every measurement.
+        *model = session.model().clone();
         report["budget_bytes"] = json!(budget);
         report["budget_source"] = json!(budget_source);
         report["plan"] = plan.as_ref().map_or(Value::Null, Plan::to_json);
@@ -364,7 +359,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             None => "  no plan: this platform does not report available memory; plain buffers\n"
                 .to_string(),
         });
-        planned = Some((ids, rec, lora, budget, plan));
+        planned = Some((ids, rec, session, budget, plan));
     }
 
     progress("measuring the fp32 FMA peak");
@@ -393,7 +388,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // training measurement's heap is to hold what its memory plan counts.
     pool.broadcast(|_| crate::kernels::scratch::release());
 
-    if let (Some(model), Some((ids, rec, lora, budget, plan))) = (model.as_ref(), planned) {
+    if let (Some(model), Some((ids, rec, mut session, budget, plan))) = (model.as_ref(), planned) {
         let cfg = &model.cfg;
         let t = a.seq_len;
         let kept = plan.as_ref().map_or(0, |p| p.shape.kept);
@@ -426,18 +421,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let fwd_peak = peaks.iter().cloned().fold(0f64, f64::max);
         let fwd_tps = t as f64 / fwd;
 
-        let shape = plan.as_ref().map_or(WorkspaceShape::plain(t), |p| p.shape);
-
         progress("measuring training steps");
         bench::reset_peak_heap();
-        let adapter = Adapter::new(cfg, lora)?;
-        let tc = TrainConfig {
-            lr: 1e-4,
-            schedule: Schedule::Constant,
-            total_steps: 1_000_000,
-            ..TrainConfig::default()
-        };
-        let mut trainer = Trainer::with_shape(model, adapter, tc, shape)?;
+        let mut started = session.start(Resume::No)?;
+        let trainer = started.run.trainer_mut();
         let first = trainer.step(&[&rec])?;
         let mut times = Vec::new();
         let mut last_loss = first.loss;
@@ -448,7 +435,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             times.push(s.elapsed().as_secs_f64());
             train_peak_gflops = train_peak_gflops.max(burst.on_threads(model.threads()));
         }
-        drop(trainer);
+        drop(started);
         let train_peak = heap::installed().then(|| heap::peak() as u64);
         report["train_peak_heap_bytes"] = json!(train_peak);
         if let (Some(p), Some(b)) = (train_peak, budget) {

@@ -19,8 +19,8 @@ use crate::lora::{Adapter, LoraConfig};
 use crate::memory::heap;
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
-use crate::train::run::{Event, Run, RunOptions};
-use crate::train::{Schedule, TrainConfig};
+use crate::train::run::Event;
+use crate::train::{AdapterInit, Length, Resume, Schedule, Session, TrainSpec};
 
 const MODEL: &[u8] = include_bytes!("../../assets/aidreams260K-q8_0.gguf");
 const FACTS: &str = include_str!("../../assets/demo/facts.jsonl");
@@ -79,7 +79,7 @@ fn continue_fact(
 
 pub fn run(a: DemoArgs) -> Result<()> {
     let file = Arc::new(GgufFile::from_bytes(MODEL.to_vec())?);
-    let model = Model::from_file(file.clone(), a.threads)?;
+    let model = Arc::new(Model::from_file(file.clone(), a.threads)?);
     let tok = Tokenizer::from_gguf(&file)?;
     let facts = facts();
     let enc = Encoder {
@@ -116,33 +116,27 @@ pub fn run(a: DemoArgs) -> Result<()> {
             writeln!(out, "  {t}").map_err(io)?;
         }
     }
-    let lora = LoraConfig {
-        r: 16,
-        alpha: 32.0,
-        ..LoraConfig::default()
-    };
-    let adapter = Adapter::new(&model.cfg, lora)?;
-    let n_params = adapter.n_params();
-    let cfg = TrainConfig {
+    let mut extra = serde_json::Map::new();
+    extra.insert("demo".into(), json!(true));
+    let spec = TrainSpec {
+        adapter: AdapterInit::New(LoraConfig {
+            r: 16,
+            alpha: 32.0,
+            ..LoraConfig::default()
+        }),
         lr: 5e-3,
         schedule: Schedule::Constant,
-        total_steps: a.steps,
-        ..TrainConfig::default()
-    };
-    let opts = RunOptions {
+        length: Length::Steps(a.steps),
         batch: records.len(),
-        grad_accum: 1,
-        shuffle: false,
-        seed: 0,
-        eval_every: 0,
-        patience: None,
-        save_every: 0,
-        out: a.out.clone(),
-        config: json!({"demo": true, "steps": a.steps, "rank": 16, "alpha": 32, "lr": 5e-3}),
+        out: Some(a.out.clone()),
         base_name: "aidreams260K-q8_0.gguf".into(),
-        shape: None,
+        extra,
+        ..TrainSpec::default()
     };
-    let mut run = Run::new(&model, adapter, cfg, records.clone(), Vec::new(), opts)?;
+    let mut session = Session::new(model.clone(), spec)?;
+    let n_params = session.adapter().map_or(0, |x| x.n_params());
+    session.add(records.clone(), false)?;
+    let mut run = session.start(Resume::No)?.run;
     let pb = say.then(|| super::progress::bar(a.steps as u64, 0));
     if say {
         writeln!(out, "\ntraining a rank-16 LoRA adapter ({n_params} parameters; the base stays frozen) for {} steps ...", a.steps).map_err(io)?;

@@ -9,17 +9,19 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 
 use super::interrupt;
-use crate::data::{hold_out, load_dataset, EncodeOptions, LoadOptions, TokenRecord};
+use std::sync::Arc;
+
+use crate::data::{EncodeOptions, LoadOptions};
 use crate::error::{Error, Result};
-use crate::lora::{peft, Adapter, LayerSelection, LoraConfig, LoraInit, Target};
-use crate::memory::heap;
-use crate::memory::plan::{human, plan_training, TrainRequest};
-use crate::model::backward::{SavedDtype, WorkspaceShape};
+use crate::lora::{LayerSelection, LoraConfig, LoraInit, Target};
+use crate::memory::plan::human;
+use crate::memory::{account, heap};
+use crate::model::backward::SavedDtype;
 use crate::model::Model;
 use crate::tokenizer::chat::ChatTemplate;
 use crate::tokenizer::Tokenizer;
-use crate::train::run::{Event, Finish, Run, RunOptions};
-use crate::train::{AdamWConfig, Schedule, TrainConfig};
+use crate::train::run::{Event, Finish};
+use crate::train::{AdapterInit, Length, Resume, Schedule, Session, Started, TrainSpec};
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -149,42 +151,6 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-/// The settings that define a run's result: recorded in checkpoints and beside the adapter;
-/// `--resume` must agree with them (only steps/epochs may grow).
-fn recorded(a: &TrainArgs, model: &Path, threads: usize) -> Value {
-    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
-    json!({
-        "model": name(model), "data": a.data.as_deref().and_then(name), "rank": a.rank, "alpha": a.alpha, "rslora": a.rslora,
-        "dropout": a.dropout, "targets": a.targets, "layers": a.layers, "init": a.init,
-        "init_adapter": a.init_adapter.as_ref().map(|p| p.display().to_string()), "lr": a.lr, "schedule": a.schedule,
-        "warmup": a.warmup, "steps": a.steps, "epochs": a.epochs, "batch": a.batch, "grad_accum": a.grad_accum,
-        "seq_len": a.seq_len, "pack": a.pack, "shuffle": a.shuffle, "clip": a.clip, "weight_decay": a.weight_decay, "seed": a.seed,
-        "valid": a.valid.as_deref().and_then(name), "valid_split": a.valid_split, "eval_every": a.eval_every,
-        "patience": a.patience, "no_mask_prompt": a.no_mask_prompt, "skip_bad_lines": a.skip_bad_lines, "threads": threads,
-        "precision": a.precision.name(),
-    })
-}
-
-/// Names the first flag whose value differs from the recorded run.
-fn check_agrees(recorded: &Value, now: &Value) -> Result<()> {
-    let (Some(r), Some(n)) = (recorded.as_object(), now.as_object()) else {
-        return Ok(());
-    };
-    for (k, v) in n {
-        if k == "steps" || k == "epochs" {
-            continue;
-        }
-        let was = r.get(k).unwrap_or(&Value::Null);
-        if was != v {
-            return Err(Error::InvalidArgument(format!(
-                "--resume: --{} is {v} now but the interrupted run used {was}; give the same value",
-                k.replace('_', "-")
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Re-reads the command line with the config file's flags first, so explicit flags win.
 pub(super) fn with_config_file(a: TrainArgs) -> Result<TrainArgs> {
     let Some(cfg) = &a.config else { return Ok(a) };
@@ -207,57 +173,146 @@ pub(super) fn with_config_file(a: TrainArgs) -> Result<TrainArgs> {
     }
 }
 
-pub(super) fn load_records(
-    path: &Path,
-    model: &Model,
-    a: &TrainArgs,
-    seq_len: usize,
-    quiet: bool,
-) -> Result<Vec<TokenRecord>> {
-    let file = model.weights.file();
-    // Token-id files need no tokenizer (building one for a large vocabulary costs memory).
-    let ids_only = !path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("txt"))
-        && std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find(|l| !l.trim().is_empty())
-                    .map(|l| crate::data::DataFormat::detect(l) == Ok(crate::data::DataFormat::Ids))
-            })
-            .unwrap_or(false);
-    let tok = if ids_only {
-        None
-    } else {
-        Tokenizer::from_gguf(file).ok()
+/// The run the flags describe (data are added to the session separately).
+pub(super) fn spec(a: &TrainArgs, model: &Path) -> Result<TrainSpec> {
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let adapter = match &a.init_adapter {
+        Some(dir) => AdapterInit::From(dir.clone()),
+        None => AdapterInit::New(LoraConfig {
+            r: a.rank,
+            alpha: a.alpha,
+            rslora: a.rslora,
+            dropout: a.dropout,
+            targets: Target::parse_list(&a.targets)?,
+            layers: LayerSelection::parse(&a.layers)?,
+            init: LoraInit::parse(&a.init)?,
+            seed: a.seed,
+        }),
     };
-    let chat = if ids_only {
-        None
-    } else {
-        ChatTemplate::from_gguf(file).ok()
-    };
-    let opts = LoadOptions {
-        encode: EncodeOptions {
-            mask_prompt: !a.no_mask_prompt,
+    let mut extra = Map::new();
+    extra.insert("data".into(), json!(a.data.as_deref().and_then(name)));
+    extra.insert("valid".into(), json!(a.valid.as_deref().and_then(name)));
+    extra.insert("no_mask_prompt".into(), json!(a.no_mask_prompt));
+    extra.insert("skip_bad_lines".into(), json!(a.skip_bad_lines));
+    Ok(TrainSpec {
+        adapter,
+        lr: a.lr,
+        schedule: Schedule::parse(&a.schedule)?,
+        warmup: a.warmup,
+        clip: a.clip,
+        weight_decay: a.weight_decay,
+        length: match a.steps {
+            Some(s) => Length::Steps(s),
+            None => Length::Epochs(a.epochs.unwrap_or(1)),
         },
-        skip_bad_lines: a.skip_bad_lines,
-    };
-    let mut d = load_dataset(path, tok.as_ref(), chat.as_ref(), opts)?;
-    if !d.skipped.is_empty() && !quiet {
-        eprintln!(
-            "{}: skipped {} malformed lines (first: line {}: {})",
-            path.display(),
-            d.skipped.len(),
-            d.skipped[0].0,
-            d.skipped[0].1
-        );
+        batch: a.batch,
+        grad_accum: a.grad_accum,
+        shuffle: a.shuffle,
+        seed: a.seed,
+        seq_len: a.seq_len,
+        pack: a.pack,
+        valid_split: a.valid_split,
+        eval_every: a.eval_every,
+        patience: a.patience,
+        save_every: a.save_every,
+        out: a.out.clone(),
+        budget: a.budget,
+        saved: a
+            .saved_activations
+            .as_deref()
+            .map(SavedDtype::parse)
+            .transpose()?,
+        skip_nonfinite: a.skip_nonfinite,
+        base_name: name(model).unwrap_or_else(|| model.display().to_string()),
+        extra,
+    })
+}
+
+/// Opens the model (its heap counted as resident) and builds the session for the flags.
+pub(super) fn open_session(a: &TrainArgs, model_path: &Path) -> Result<Session> {
+    let (model, open) = account::measure(|| Model::open(model_path, a.threads));
+    let mut model = model?;
+    model.set_precision(a.precision);
+    let mut session = Session::new(Arc::new(model), spec(a, model_path)?)?;
+    session.count_resident(open.kept);
+    Ok(session)
+}
+
+/// Reads a data file into the session (a tokenizer and chat template are built for text
+/// formats; token-id files need neither).
+pub(super) fn load_into(
+    session: &mut Session,
+    path: &Path,
+    a: &TrainArgs,
+    valid: bool,
+    quiet: bool,
+) -> Result<()> {
+    session.loading(|s| {
+        let file = s.model().weights.file().clone();
+        // Token-id files need no tokenizer (building one for a large vocabulary costs memory).
+        let ids_only = !path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("txt"))
+            && std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| {
+                    t.lines().find(|l| !l.trim().is_empty()).map(|l| {
+                        crate::data::DataFormat::detect(l) == Ok(crate::data::DataFormat::Ids)
+                    })
+                })
+                .unwrap_or(false);
+        let tok = if ids_only {
+            None
+        } else {
+            Tokenizer::from_gguf(&file).ok()
+        };
+        let chat = if ids_only {
+            None
+        } else {
+            ChatTemplate::from_gguf(&file).ok()
+        };
+        let opts = LoadOptions {
+            encode: EncodeOptions {
+                mask_prompt: !a.no_mask_prompt,
+            },
+            skip_bad_lines: a.skip_bad_lines,
+        };
+        let skipped = s.load_file(path, tok.as_ref(), chat.as_ref(), opts, valid)?;
+        if !skipped.is_empty() && !quiet {
+            eprintln!(
+                "{}: skipped {} malformed lines (first: line {}: {})",
+                path.display(),
+                skipped.len(),
+                skipped[0].0,
+                skipped[0].1
+            );
+        }
+        Ok(())
+    })
+}
+
+/// The library's refusals in the command line's words (flags, not settings).
+pub(super) fn in_flags(e: Error) -> Error {
+    match e {
+        Error::Setting { setting, msg } => {
+            Error::InvalidArgument(format!("--{} {msg}", setting.replace('_', "-")))
+        }
+        Error::Resume(m) if ["records", "valid_records", "target_tokens"].contains(&m.setting.as_str()) => {
+            Error::InvalidArgument(format!(
+                "--resume: the data differ from the interrupted run's ({} {} now, {} then); give the same data",
+                m.setting.replace('_', " "),
+                m.now,
+                m.was
+            ))
+        }
+        Error::Resume(m) => Error::InvalidArgument(format!(
+            "--resume: --{} is {} now but the interrupted run used {}; give the same value",
+            m.setting.replace('_', "-"),
+            m.now,
+            m.was
+        )),
+        e => e,
     }
-    for r in &mut d.records {
-        r.ids.truncate(seq_len);
-        r.targets.truncate(seq_len);
-    }
-    Ok(d.records)
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
@@ -275,191 +330,39 @@ pub fn run(a: TrainArgs) -> Result<()> {
             "train needs --model, --data and --out (or --resume DIR)".into(),
         ));
     };
-    if a.batch == 0 || a.grad_accum == 0 {
-        return Err(Error::InvalidArgument(
-            "--batch and --grad-accum must be at least 1".into(),
-        ));
-    }
-    if let Some(f) = a.valid_split {
-        if !(f > 0.0 && f < 1.0) {
-            return Err(Error::InvalidArgument(format!(
-                "--valid-split {f} must be between 0 and 1"
-            )));
-        }
-    }
     let quiet = a.quiet || a.json;
-    let saved = a
-        .saved_activations
-        .as_deref()
-        .map(SavedDtype::parse)
-        .transpose()?;
-    let heap_start = heap::current();
-    let mut model = Model::open(&model_path, a.threads)?;
-    let heap_model = heap::current();
-    heap::reset_peak();
-    model.set_precision(a.precision);
-    let seq_len = a.seq_len.unwrap_or(model.cfg.n_ctx);
-    if seq_len < 2 {
-        return Err(Error::InvalidArgument(format!(
-            "--seq-len {seq_len} must be at least 2"
-        )));
+    let mut session = open_session(&a, &model_path).map_err(in_flags)?;
+    load_into(&mut session, &data, &a, false, quiet)?;
+    if let Some(v) = &a.valid {
+        load_into(&mut session, v, &a, true, quiet)?;
     }
-    let mut records = load_records(&data, &model, &a, seq_len, quiet)?;
-    let mut valid = match &a.valid {
-        Some(p) => load_records(p, &model, &a, seq_len, quiet)?,
-        None => Vec::new(),
+    let added = session.counts();
+    let n_params = session.adapter().map_or(0, |x| x.n_params());
+    let resume = if a.resume.is_some() {
+        Resume::Required
+    } else {
+        Resume::No
     };
-    if let Some(f) = a.valid_split {
-        (records, valid) = hold_out(records, f, a.seed);
-    }
-    if records.iter().all(|r| r.n_targets() == 0) {
-        return Err(Error::InvalidArgument(format!(
-            "{}: no records with target tokens to train on",
-            data.display()
-        )));
-    }
-    if a.pack {
-        let before = records.len();
-        records = crate::data::pack(records, seq_len);
-        if !quiet {
-            eprintln!(
-                "packed {before} records into {} sequences of up to {seq_len} tokens",
-                records.len()
-            );
-        }
-    }
-    // What loading cost, before the adapter exists (the plan counts the adapter itself).
-    let heap_data = heap::current();
-    let loading_peak = heap::peak();
-    let adapter = match &a.init_adapter {
-        Some(dir) => peft::load(dir, &model.cfg)?,
-        None => Adapter::new(
-            &model.cfg,
-            LoraConfig {
-                r: a.rank,
-                alpha: a.alpha,
-                rslora: a.rslora,
-                dropout: a.dropout,
-                targets: Target::parse_list(&a.targets)?,
-                layers: LayerSelection::parse(&a.layers)?,
-                init: LoraInit::parse(&a.init)?,
-                seed: a.seed,
-            },
-        )?,
-    };
-    let per_step = a.batch * a.grad_accum;
-    let steps = a
-        .steps
-        .unwrap_or_else(|| (records.len() * a.epochs.unwrap_or(1)).div_ceil(per_step));
-    let cfg = TrainConfig {
-        lr: a.lr,
-        schedule: Schedule::parse(&a.schedule)?,
-        warmup: a.warmup,
+    let Started {
+        mut run,
+        plan,
+        resumed,
         total_steps: steps,
-        clip: a.clip,
-        adamw: AdamWConfig {
-            weight_decay: a.weight_decay,
-            ..AdamWConfig::default()
-        },
-        seed: a.seed,
-    };
-    // Plan the memory before anything big is allocated.
-    let plan = match a.budget {
-        Some(budget) => {
-            let longest = records
-                .iter()
-                .chain(&valid)
-                .map(|r| r.ids.len())
-                .max()
-                .unwrap_or(1);
-            let req = TrainRequest {
-                model: &model.cfg,
-                lora: &adapter.config,
-                seq_len: if a.pack {
-                    Some(seq_len.min(longest))
-                } else {
-                    a.seq_len.map(|s| s.min(longest))
-                },
-                max_seq_len: longest,
-                threads: model.threads(),
-                budget,
-                tokenizer_bytes: (heap_model.saturating_sub(heap_start)
-                    + loading_peak.saturating_sub(heap_data))
-                    as u64,
-                data_bytes: heap_data.saturating_sub(heap_model) as u64,
-                validation: !valid.is_empty(),
-                keep_best: a.patience.is_some(),
-                saved,
-                precision: a.precision,
-            };
-            let plan = plan_training(&req)?;
-            if plan.threads < model.threads() {
-                model.set_threads(plan.threads)?;
-            }
-            for r in records.iter_mut().chain(valid.iter_mut()) {
-                r.ids.truncate(plan.shape.capacity);
-                r.targets.truncate(plan.shape.capacity);
-            }
-            Some(plan)
-        }
-        None => None,
-    };
-    let shape = match (&plan, saved) {
-        (Some(p), _) => Some(p.shape),
-        (None, Some(s)) => {
-            let longest = records
-                .iter()
-                .chain(&valid)
-                .map(|r| r.ids.len())
-                .max()
-                .unwrap_or(1);
-            Some(WorkspaceShape::chunked(longest, longest, s))
-        }
-        (None, None) => None,
-    };
-    // Per-thread kernel buffers now, not during the first steps.
+        counts,
+    } = session.start(resume).map_err(in_flags)?;
+    if a.pack && !quiet {
+        eprintln!(
+            "packed {} records into {} sequences of up to {} tokens",
+            added.train - (counts.valid - added.valid),
+            counts.train,
+            session.seq_cap()
+        );
+    }
     if let (Some(p), false) = (&plan, quiet) {
         eprintln!("memory plan:\n{}", p.to_text());
     }
-    let config = recorded(&a, &model_path, model.threads());
-    if a.resume.is_some() {
-        match Run::recorded_config(&out)? {
-            Some(r) => check_agrees(&r, &config)?,
-            None => {
-                return Err(Error::InvalidArgument(format!(
-                    "--resume {}: no checkpoint found there",
-                    out.display()
-                )))
-            }
-        }
-    }
-    let n_params = adapter.n_params();
-    let n_targets: usize = records.iter().map(|r| r.n_targets()).sum();
-    let opts = RunOptions {
-        batch: a.batch,
-        grad_accum: a.grad_accum,
-        shuffle: a.shuffle,
-        seed: a.seed,
-        eval_every: a.eval_every.unwrap_or((steps / 10).max(1)),
-        patience: a.patience,
-        save_every: a.save_every,
-        out: out.clone(),
-        config,
-        base_name: model_path.file_name().map_or_else(
-            || model_path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        ),
-        shape,
-    };
-    let n_records = records.len();
-    let n_valid = valid.len();
-    let mut run = Run::new(&model, adapter, cfg, records, valid, opts)?;
-    run.set_skip_nonfinite(a.skip_nonfinite);
-    let resumed = if a.resume.is_some() {
-        run.resume()?
-    } else {
-        None
-    };
+    let per_step = a.batch * a.grad_accum;
+    let (n_records, n_valid, n_targets) = (counts.train, counts.valid, counts.target_tokens);
     interrupt::install();
     let mut stdout = std::io::stdout().lock();
     if !quiet {

@@ -34,8 +34,9 @@ pub struct RunOptions {
     pub patience: Option<usize>,
     /// Checkpoint every N steps (0: only at the end).
     pub save_every: usize,
-    /// Output directory: the adapter, `pocketlora_config.json`, `checkpoints/`.
-    pub out: PathBuf,
+    /// Output directory: the adapter, `pocketlora_config.json`, `checkpoints/`. `None`:
+    /// the run writes nothing (its adapter is taken from [`Run::result_adapter`]).
+    pub out: Option<PathBuf>,
     /// The run's configuration as recorded in checkpoints and beside the adapter.
     pub config: Value,
     /// `base_model_name_or_path` written into the adapter config.
@@ -99,16 +100,16 @@ pub struct Summary {
     pub best_valid: Option<f64>,
     pub seconds: f64,
     pub tokens_per_s: f64,
-    pub adapter_dir: PathBuf,
+    /// Where the adapter was written (`None` for a run without an output directory).
+    pub adapter_dir: Option<PathBuf>,
     /// Batches skipped because their loss or gradient was not finite (with
     /// [`Run::set_skip_nonfinite`]).
     pub skipped_nonfinite: usize,
 }
 
 /// A training run in progress.
-pub struct Run<'m> {
-    model: &'m Model,
-    trainer: Trainer<'m>,
+pub struct Run {
+    trainer: Trainer,
     order: RecordOrder,
     train: Vec<TokenRecord>,
     valid: Vec<TokenRecord>,
@@ -119,15 +120,15 @@ pub struct Run<'m> {
     skip_nonfinite: bool,
 }
 
-impl<'m> Run<'m> {
+impl Run {
     pub fn new(
-        model: &'m Model,
+        model: Arc<Model>,
         adapter: Adapter,
         cfg: TrainConfig,
         train: Vec<TokenRecord>,
         valid: Vec<TokenRecord>,
         opts: RunOptions,
-    ) -> Result<Run<'m>> {
+    ) -> Result<Run> {
         if opts.batch == 0 || opts.grad_accum == 0 {
             return Err(Error::InvalidArgument(
                 "batch and grad-accum must be at least 1".into(),
@@ -155,7 +156,6 @@ impl<'m> Run<'m> {
         }
         let trainer = Trainer::with_shape(model, adapter, cfg, shape)?;
         Ok(Run {
-            model,
             trainer,
             order,
             train,
@@ -179,7 +179,10 @@ impl<'m> Run<'m> {
     /// killed writes are swept first). Returns the step it resumes at, or `None` when there
     /// is no checkpoint.
     pub fn resume(&mut self) -> Result<Option<usize>> {
-        let root = self.opts.out.join("checkpoints");
+        let Some(out) = &self.opts.out else {
+            return Ok(None);
+        };
+        let root = out.join("checkpoints");
         checkpoint::sweep_temporaries(&root)?;
         let Some(dir) = checkpoint::list(&root)?.pop() else {
             return Ok(None);
@@ -213,6 +216,11 @@ impl<'m> Run<'m> {
     /// Writes a checkpoint of the run as it is now (at a step boundary) under
     /// `out/checkpoints`; returns its directory.
     pub fn checkpoint(&self) -> Result<PathBuf> {
+        let Some(out) = &self.opts.out else {
+            return Err(Error::InvalidArgument(
+                "the run has no output directory to checkpoint into".into(),
+            ));
+        };
         let state = RunState {
             step: self.trainer.steps_done(),
             adam_t: self.trainer.optimizer().t,
@@ -224,7 +232,7 @@ impl<'m> Run<'m> {
         };
         let best = self.best.as_ref().map(|b| &b.1);
         checkpoint::save(
-            &self.opts.out.join("checkpoints"),
+            &out.join("checkpoints"),
             &state,
             self.trainer.adapter(),
             self.trainer.optimizer(),
@@ -234,7 +242,12 @@ impl<'m> Run<'m> {
 
     /// Mean validation loss with the adapter as it is now.
     pub fn validate(&self) -> Result<f64> {
-        Ok(evaluate_with(self.model, Some(self.trainer.adapter()), &self.valid)?.loss)
+        Ok(evaluate_with(
+            self.trainer.model(),
+            Some(self.trainer.adapter()),
+            &self.valid,
+        )?
+        .loss)
     }
 
     /// Validates, tracks the best adapter; returns (loss, whether to stop).
@@ -375,21 +388,23 @@ impl<'m> Run<'m> {
         let finish = steps.finish;
         let step = self.trainer.steps_done();
         self.final_validation(&steps, &mut on_event)?;
-        let dir = self.checkpoint()?;
-        on_event(Event::Checkpoint { step, dir: &dir });
-        peft::save(
-            self.result_adapter(),
-            &self.model.cfg,
-            &self.opts.out,
-            &self.opts.base_name,
-            Dtype::F32,
-        )?;
-        let record = json!({"pocketlora_version": env!("CARGO_PKG_VERSION"), "config": self.opts.config, "steps": step,
-                            "finish": format!("{finish:?}"), "best_valid_loss": self.best.as_ref().map(|b| b.0)});
-        let text = serde_json::to_string_pretty(&record).unwrap_or_default();
-        write_atomic(&self.opts.out.join("pocketlora_config.json"), |w| {
-            w.write_all(text.as_bytes())
-        })?;
+        if let Some(out) = self.opts.out.clone() {
+            let dir = self.checkpoint()?;
+            on_event(Event::Checkpoint { step, dir: &dir });
+            peft::save(
+                self.result_adapter(),
+                &self.trainer.model().cfg,
+                &out,
+                &self.opts.base_name,
+                Dtype::F32,
+            )?;
+            let record = json!({"pocketlora_version": env!("CARGO_PKG_VERSION"), "config": self.opts.config, "steps": step,
+                                "finish": format!("{finish:?}"), "best_valid_loss": self.best.as_ref().map(|b| b.0)});
+            let text = serde_json::to_string_pretty(&record).unwrap_or_default();
+            write_atomic(&out.join("pocketlora_config.json"), |w| {
+                w.write_all(text.as_bytes())
+            })?;
+        }
         let seconds = start.elapsed().as_secs_f64();
         Ok(Summary {
             finish,
@@ -439,7 +454,22 @@ impl<'m> Run<'m> {
     }
 
     /// The trainer (its adapter can be used for generation meanwhile).
-    pub fn trainer(&self) -> &Trainer<'m> {
+    pub fn trainer(&self) -> &Trainer {
         &self.trainer
+    }
+
+    /// The trainer, to take steps outside the loop (the bench times single steps).
+    pub fn trainer_mut(&mut self) -> &mut Trainer {
+        &mut self.trainer
+    }
+
+    /// The model the run trains on.
+    pub fn model(&self) -> &Arc<Model> {
+        self.trainer.model()
+    }
+
+    /// The records the run trains on, as the memory plan fixed them.
+    pub fn records(&self) -> (&[TokenRecord], &[TokenRecord]) {
+        (&self.train, &self.valid)
     }
 }

@@ -68,8 +68,8 @@ pub struct StepStats {
 }
 
 /// Owns an adapter, its gradients and optimizer state, and the workspace of its passes.
-pub struct Trainer<'m> {
-    model: &'m Model,
+pub struct Trainer {
+    model: Arc<Model>,
     adapter: Adapter,
     grads: Adapter,
     opt: AdamW,
@@ -79,26 +79,26 @@ pub struct Trainer<'m> {
     cancel: Option<Arc<AtomicBool>>,
 }
 
-impl<'m> Trainer<'m> {
+impl Trainer {
     /// A trainer for sequences of up to `max_len` tokens, with plain (unchunked, exact)
     /// buffers.
     pub fn new(
-        model: &'m Model,
+        model: Arc<Model>,
         adapter: Adapter,
         cfg: TrainConfig,
         max_len: usize,
-    ) -> Result<Trainer<'m>> {
+    ) -> Result<Trainer> {
         Trainer::with_shape(model, adapter, cfg, WorkspaceShape::plain(max_len.max(1)))
     }
 
     /// A trainer whose buffers have the given shape (chunking and checkpoint storage, as a
     /// memory plan chose them).
     pub fn with_shape(
-        model: &'m Model,
+        model: Arc<Model>,
         adapter: Adapter,
         cfg: TrainConfig,
         shape: WorkspaceShape,
-    ) -> Result<Trainer<'m>> {
+    ) -> Result<Trainer> {
         adapter.check_fits(&model.cfg)?;
         if !(cfg.lr.is_finite() && cfg.lr >= 0.0) {
             return Err(Error::InvalidArgument(format!(
@@ -112,7 +112,7 @@ impl<'m> Trainer<'m> {
                 cfg.clip
             )));
         }
-        let ws = TrainWorkspace::with_shape(model, &adapter, shape);
+        let ws = TrainWorkspace::with_shape(&model, &adapter, shape);
         // Every worker's kernel scratch, as planned, now: steps then allocate nothing.
         let shape = ws.shape();
         model.reserve_scratch(crate::memory::plan::kernel_scratch_need(
@@ -193,7 +193,7 @@ impl<'m> Trainer<'m> {
                 ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
                 ^ ((k as u64) << 20);
             loss += forward_backward_packed(
-                self.model,
+                &self.model,
                 &self.adapter,
                 &mut self.grads,
                 &r.ids,
@@ -231,6 +231,11 @@ impl<'m> Trainer<'m> {
         })
     }
 
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// The adapter being trained.
     pub fn adapter(&self) -> &Adapter {
         &self.adapter
     }
