@@ -2,13 +2,15 @@
 
 use clap::Parser;
 
+mod cli;
+
 /// Heap accounting for progress displays and memory reports.
 #[global_allocator]
 static ALLOC: pocketlora::memory::heap::CountingAlloc = pocketlora::memory::heap::CountingAlloc;
 
 fn main() {
     pocketlora::memory::heap::tune_system_allocator();
-    let cli = match pocketlora::cli::Cli::try_parse() {
+    let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
             // --help / --version
@@ -29,7 +31,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = pocketlora::cli::run(cli) {
+    if let Err(e) = cli::run(cli) {
         let one_line = e.to_string().replace('\n', " ");
         eprintln!("error: {one_line}");
         std::process::exit(1);

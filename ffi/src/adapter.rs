@@ -3,10 +3,10 @@
 use std::ffi::c_char;
 use std::sync::Arc;
 
-use pocketlora_core::lora::merge::{merge_file, MergeOptions};
-use pocketlora_core::lora::{self, combine, gguf_adapter, peft, Adapter};
-use pocketlora_core::quant::GgmlType;
-use pocketlora_core::safetensors::Dtype;
+use pocketlora_core::Dtype;
+use pocketlora_core::GgmlType;
+use pocketlora_core::{combine, gguf_adapter, lora_load, peft, Adapter};
+use pocketlora_core::{merge_file, MergeOptions};
 
 use crate::cstr;
 use crate::handles::{self, Handle, Kind, Object};
@@ -96,7 +96,7 @@ pub unsafe extern "C" fn plora_adapter_load(
         let m = model::get(model, "model")?;
         // SAFETY: caller contract.
         let path = unsafe { cstr::path(path, "path")? };
-        let a = lora::load(&path, &m.obj.model.cfg)?;
+        let a = lora_load(&path, &m.obj.model.cfg)?;
         let p = register(a, m);
         // SAFETY: caller contract.
         unsafe { cstr::put(out, p, "out") }

@@ -3,13 +3,13 @@
 use std::ffi::{c_char, c_void, CString};
 use std::time::Instant;
 
-use pocketlora_core::infer::{
+use pocketlora_core::Message;
+use pocketlora_core::Model;
+use pocketlora_core::{
     generate_limited, GenerateLimits, GenerateParams, SamplerConfig, StopReason,
 };
-use pocketlora_core::lora::{self, Adapter};
-use pocketlora_core::memory::plan::{plan_generation, GeneratePlan, GenerateRequest};
-use pocketlora_core::model::Model;
-use pocketlora_core::tokenizer::chat::Message;
+use pocketlora_core::{lora_load, Adapter};
+use pocketlora_core::{plan_generation, GeneratePlan, GenerateRequest};
 
 use crate::adapter::{self, plora_adapter};
 use crate::cstr;
@@ -228,7 +228,7 @@ pub unsafe extern "C" fn plora_generate(
         let prompt = unsafe { cstr::text(prompt, "prompt")? };
         // SAFETY: caller contract.
         let adapter = match unsafe { cstr::opt_path(adapter_dir, "adapter_dir")? } {
-            Some(p) => Some(lora::load(&p, &m.obj.model.cfg)?),
+            Some(p) => Some(lora_load(&p, &m.obj.model.cfg)?),
             None => None,
         };
         let cfg = GenerateConfig {

@@ -182,7 +182,7 @@ fn constants() -> Vec<(String, i64)> {
         .map(|(s, n)| (n.to_string(), *s as i64))
         .collect();
     // Every target, one bit at its index.
-    for t in pocketlora_core::lora::Target::EVERY {
+    for t in pocketlora_core::Target::EVERY {
         let name = t.short().to_ascii_uppercase();
         c.push((format!("PLORA_TARGET_{name}"), 1 << t.index()));
     }

@@ -34,7 +34,7 @@ mod layout_tests;
 
 use std::ffi::c_char;
 
-use pocketlora_core::memory::heap::{self, CountingAlloc};
+use pocketlora_core::{heap, CountingAlloc};
 
 use status::guard_value;
 

@@ -3,12 +3,12 @@
 use std::ffi::c_char;
 use std::sync::Arc;
 
-use pocketlora_core::gguf::GgufFile;
-use pocketlora_core::memory::heap;
-use pocketlora_core::memory::plan::{plan_generation, GenerateRequest};
-use pocketlora_core::model::Model;
-use pocketlora_core::tokenizer::chat::ChatTemplate;
-use pocketlora_core::tokenizer::Tokenizer;
+use pocketlora_core::heap;
+use pocketlora_core::ChatTemplate;
+use pocketlora_core::GgufFile;
+use pocketlora_core::Model;
+use pocketlora_core::Tokenizer;
+use pocketlora_core::{plan_generation, GenerateRequest};
 
 use crate::cstr;
 use crate::handles::{self, Handle, Kind, Object};

@@ -4,8 +4,8 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pocketlora_core::error::{ModelError, QuantError, TokenizerError};
 use pocketlora_core::Error;
+use pocketlora_core::{ModelError, QuantError, TokenizerError};
 
 /// `plora_status`: stable numbers, only ever appended to.
 #[repr(C)]

@@ -8,18 +8,15 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use serde_json::{json, Map};
 
-use pocketlora_core::data::{EncodeOptions, Encoder, LoadOptions, RawRecord, TokenRecord};
-use pocketlora_core::lora::config::N_TARGETS;
-use pocketlora_core::lora::{peft, LayerSelection, LoraConfig, LoraInit, Target};
-use pocketlora_core::memory::heap;
-use pocketlora_core::memory::plan::Plan;
-use pocketlora_core::model::backward::SavedDtype;
-use pocketlora_core::safetensors::Dtype;
-use pocketlora_core::tokenizer::chat::{Message, Role};
-use pocketlora_core::train::run::{Event, Finish, Run};
-use pocketlora_core::train::{
-    AdapterInit, Counts, Length, Resume, Schedule, Session, TrainConfig, TrainSpec,
-};
+use pocketlora_core::heap;
+use pocketlora_core::Dtype;
+use pocketlora_core::Plan;
+use pocketlora_core::SavedDtype;
+use pocketlora_core::{peft, LayerSelection, LoraConfig, LoraInit, Target};
+use pocketlora_core::{AdapterInit, Counts, Length, Resume, Schedule, Session, TrainSpec};
+use pocketlora_core::{EncodeOptions, Encoder, LoadOptions, RawRecord, TokenRecord};
+use pocketlora_core::{Event, Finish, Run};
+use pocketlora_core::{Message, Role};
 
 use crate::adapter::{self, plora_adapter};
 use crate::cstr;
@@ -88,7 +85,7 @@ pub struct TrainConfigC {
 impl Default for TrainConfigC {
     fn default() -> Self {
         let lora = LoraConfig::default();
-        let t = TrainConfig::default();
+        let t = TrainSpec::default();
         TrainConfigC {
             struct_size: std::mem::size_of::<TrainConfigC>() as u32,
             rank: lora.r as u32,
@@ -124,7 +121,7 @@ impl Default for TrainConfigC {
 }
 
 /// Every `PLORA_TARGET_*` bit.
-const TARGET_BITS: u32 = (1 << N_TARGETS) - 1;
+const TARGET_BITS: u32 = (1 << Target::EVERY.len()) - 1;
 /// `PLORA_TARGET_ALL`: every linear layer the architecture has.
 const TARGET_ALL: u32 = 0x7f;
 

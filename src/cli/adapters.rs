@@ -1,11 +1,11 @@
 //! `--adapter PATH[:WEIGHT]` arguments shared by the subcommands: each a PEFT directory or a
-//! llama.cpp GGUF adapter, several combined into one (see [`crate::lora::stack`]).
+//! llama.cpp GGUF adapter, several combined into one (see `pocketlora::combine`).
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
-use crate::lora::{self, Adapter};
-use crate::model::ModelConfig;
+use pocketlora::ModelConfig;
+use pocketlora::{combine, lora_load, Adapter};
+use pocketlora::{Error, Result};
 
 /// Splits `PATH[:WEIGHT]`: a trailing `:number` is the weight (default 1); any other colon
 /// belongs to the path.
@@ -45,11 +45,11 @@ pub fn load_all(specs: &[String], cfg: &ModelConfig) -> Result<Option<Adapter>> 
         }
     }
     let parts: Vec<(&Adapter, f32)> = loaded.iter().map(|(a, w)| (a, *w)).collect();
-    lora::combine(&parts).map(Some)
+    combine(&parts).map(Some)
 }
 
 fn load_one(path: &Path, cfg: &ModelConfig) -> Result<Adapter> {
-    let a = lora::load(path, cfg)?;
+    let a = lora_load(path, cfg)?;
     a.check_fits(cfg)?;
     Ok(a)
 }

@@ -33,8 +33,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// Parses `--precision`: `exact` or `fast`.
-pub fn parse_precision(s: &str) -> Result<crate::kernels::Precision, String> {
-    crate::kernels::Precision::parse(s).ok_or_else(|| format!("{s:?}: expected exact or fast"))
+pub fn parse_precision(s: &str) -> Result<pocketlora::Precision, String> {
+    pocketlora::Precision::parse(s).ok_or_else(|| format!("{s:?}: expected exact or fast"))
 }
 
 /// Parses token ids separated by commas and/or spaces: `1,2,3` or `"1 2 3"`.

@@ -9,17 +9,17 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::bench::{self, PeakBurst, Shape};
-use crate::data::TokenRecord;
-use crate::error::{Error, Result};
-use crate::infer::{generate, GenerateParams, SamplerConfig};
-use crate::kernels::{matmul_backward_input, matmul_forward, Precision, QMatrix};
-use crate::lora::LoraConfig;
-use crate::memory::heap;
-use crate::memory::plan::{human, Plan};
-use crate::model::{Activations, KvCache, Model};
-use crate::quant::{quantize, GgmlType};
-use crate::train::{AdapterInit, Length, Resume, Schedule, Session, TrainSpec};
+use pocketlora::bench::{self, PeakBurst, Shape};
+use pocketlora::heap;
+use pocketlora::kernels::{matmul_backward_input, matmul_forward, Precision, QMatrix};
+use pocketlora::model::{Activations, KvCache, Model};
+use pocketlora::quant::{quantize, GgmlType};
+use pocketlora::LoraConfig;
+use pocketlora::TokenRecord;
+use pocketlora::{generate, GenerateParams, SamplerConfig};
+use pocketlora::{human_bytes as human, Plan};
+use pocketlora::{AdapterInit, Length, Resume, Schedule, Session, TrainSpec};
+use pocketlora::{Error, Result};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -222,7 +222,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .num_threads(threads)
         .build()
         .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
-    let kernels = crate::simd::kernels();
+    let kernels = pocketlora::simd::kernels();
     let progress = |msg: &str| {
         if !a.json {
             eprintln!("bench: {msg}");
@@ -386,7 +386,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     )?);
     // The section's threads stay (for the peak bursts) but their kernel buffers go: the
     // training measurement's heap is to hold what its memory plan counts.
-    pool.broadcast(|_| crate::kernels::scratch::release());
+    pool.broadcast(|_| pocketlora::kernels::scratch::release());
 
     if let (Some(model), Some((ids, rec, mut session, budget, plan))) = (model.as_ref(), planned) {
         let cfg = &model.cfg;

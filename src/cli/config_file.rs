@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use pocketlora::{Error, Result};
 
 /// The flags a config file stands for.
 pub fn expand(path: &Path) -> Result<Vec<String>> {

@@ -10,17 +10,17 @@ use std::sync::Arc;
 use clap::Args;
 use serde_json::json;
 
-use crate::data::{EncodeOptions, Encoder, RawRecord, TokenRecord};
-use crate::error::{Error, Result};
-use crate::eval::evaluate_with;
-use crate::gguf::GgufFile;
-use crate::infer::{generate_with, GenerateParams, SamplerConfig};
-use crate::lora::{Adapter, LoraConfig};
-use crate::memory::heap;
-use crate::model::Model;
-use crate::tokenizer::Tokenizer;
-use crate::train::run::Event;
-use crate::train::{AdapterInit, Length, Resume, Schedule, Session, TrainSpec};
+use pocketlora::evaluate_with;
+use pocketlora::heap;
+use pocketlora::Event;
+use pocketlora::GgufFile;
+use pocketlora::Model;
+use pocketlora::Tokenizer;
+use pocketlora::{generate_with, GenerateParams, SamplerConfig};
+use pocketlora::{Adapter, LoraConfig};
+use pocketlora::{AdapterInit, Length, Resume, Schedule, Session, TrainSpec};
+use pocketlora::{EncodeOptions, Encoder, RawRecord, TokenRecord};
+use pocketlora::{Error, Result};
 
 const MODEL: &[u8] = include_bytes!("../../assets/aidreams260K-q8_0.gguf");
 const FACTS: &str = include_str!("../../assets/demo/facts.jsonl");

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
-use crate::data::read_ids_jsonl;
-use crate::error::{Error, Result};
-use crate::eval::evaluate;
-use crate::model::Model;
+use pocketlora::evaluate;
+use pocketlora::read_ids_jsonl;
+use pocketlora::Model;
+use pocketlora::{Error, Result};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -31,7 +31,7 @@ pub struct EvalArgs {
     threads: usize,
     /// Arithmetic of the products with the frozen weights: exact (f32) or fast (int8).
     #[arg(long, default_value = "exact", value_parser = crate::cli::args::parse_precision)]
-    precision: crate::kernels::Precision,
+    precision: pocketlora::Precision,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {

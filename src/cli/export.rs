@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use super::adapters::load_all;
-use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
-use crate::lora::{gguf_adapter, peft};
-use crate::model::ModelConfig;
-use crate::quant::GgmlType;
-use crate::safetensors::Dtype;
+use pocketlora::Dtype;
+use pocketlora::GgmlType;
+use pocketlora::GgufFile;
+use pocketlora::ModelConfig;
+use pocketlora::{gguf_adapter, peft};
+use pocketlora::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {

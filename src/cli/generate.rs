@@ -8,15 +8,15 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Args};
 
 use super::args::parse_ids;
-use crate::error::{Error, Result};
-use crate::infer::{
+use pocketlora::heap;
+use pocketlora::Model;
+use pocketlora::Tokenizer;
+use pocketlora::{
     end_of_generation_ids, generate_limited, GenerateLimits, GenerateParams, SamplerConfig,
 };
-use crate::memory::heap;
-use crate::memory::plan::{plan_generation, GenerateRequest};
-use crate::model::Model;
-use crate::tokenizer::chat::{ChatTemplate, Message};
-use crate::tokenizer::Tokenizer;
+use pocketlora::{plan_generation, GenerateRequest};
+use pocketlora::{ChatTemplate, Message};
+use pocketlora::{Error, Result};
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("input").required(true).args(["prompt", "chat", "prompt_ids"])))]
@@ -68,7 +68,7 @@ pub struct GenerateArgs {
     threads: usize,
     /// Arithmetic of the products with the frozen weights: exact (f32) or fast (int8).
     #[arg(long, default_value = "exact", value_parser = crate::cli::args::parse_precision)]
-    precision: crate::kernels::Precision,
+    precision: pocketlora::Precision,
 }
 
 fn io_err(e: std::io::Error) -> Error {

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
-use crate::model::ModelConfig;
+use pocketlora::GgufFile;
+use pocketlora::ModelConfig;
+use pocketlora::{Error, Result};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
@@ -63,7 +63,7 @@ pub fn describe(f: &GgufFile) -> Result<Value> {
         Ok(c) => {
             let sliding: Vec<usize> = (0..c.n_layer).filter(|&l| c.layers[l].sliding).collect();
             let no_rope: Vec<usize> = (0..c.n_layer)
-                .filter(|&l| c.layers[l].rope == crate::model::LayerRope::None)
+                .filter(|&l| c.layers[l].rope == pocketlora::LayerRope::None)
                 .collect();
             json!({
                 "runnable": true,

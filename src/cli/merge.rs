@@ -9,14 +9,14 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::adapters::load_all;
-use crate::data::read_ids_jsonl;
-use crate::error::{Error, Result};
-use crate::eval::{evaluate_with, EvalReport};
-use crate::gguf::GgufFile;
-use crate::lora::merge::{merge_file, MergeOptions};
-use crate::lora::{combine, Adapter};
-use crate::model::{Model, ModelConfig};
-use crate::quant::GgmlType;
+use pocketlora::read_ids_jsonl;
+use pocketlora::GgmlType;
+use pocketlora::GgufFile;
+use pocketlora::{combine, Adapter};
+use pocketlora::{evaluate_with, EvalReport};
+use pocketlora::{merge_file, MergeOptions};
+use pocketlora::{Error, Result};
+use pocketlora::{Model, ModelConfig};
 
 #[derive(Args, Debug)]
 pub struct MergeArgs {

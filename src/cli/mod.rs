@@ -19,7 +19,7 @@ mod train;
 
 use clap::{Parser, Subcommand};
 
-use crate::error::Result;
+use pocketlora::Result;
 
 #[derive(Parser, Debug)]
 #[command(

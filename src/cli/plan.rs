@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::error::{Error, Result};
+use pocketlora::{Error, Result};
 
 use super::train::{in_flags, load_into, open_session, with_config_file, TrainArgs};
 

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args};
 
-use crate::error::{Error, Result, TokenizerError};
-use crate::gguf::GgufFile;
-use crate::tokenizer::Tokenizer;
+use pocketlora::GgufFile;
+use pocketlora::Tokenizer;
+use pocketlora::{Error, Result, TokenizerError};
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("input").required(true).args(["text", "file"])))]

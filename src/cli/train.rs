@@ -11,17 +11,17 @@ use serde_json::{json, Map, Value};
 use super::interrupt;
 use std::sync::Arc;
 
-use crate::data::{EncodeOptions, LoadOptions};
-use crate::error::{Error, Result};
-use crate::lora::{LayerSelection, LoraConfig, LoraInit, Target};
-use crate::memory::plan::human;
-use crate::memory::{account, heap};
-use crate::model::backward::SavedDtype;
-use crate::model::Model;
-use crate::tokenizer::chat::ChatTemplate;
-use crate::tokenizer::Tokenizer;
-use crate::train::run::{Event, Finish};
-use crate::train::{AdapterInit, Length, Resume, Schedule, Session, Started, TrainSpec};
+use pocketlora::human_bytes as human;
+use pocketlora::ChatTemplate;
+use pocketlora::Model;
+use pocketlora::SavedDtype;
+use pocketlora::Tokenizer;
+use pocketlora::{account, heap};
+use pocketlora::{AdapterInit, Length, Resume, Schedule, Session, Started, TrainSpec};
+use pocketlora::{EncodeOptions, LoadOptions};
+use pocketlora::{Error, Result};
+use pocketlora::{Event, Finish};
+use pocketlora::{LayerSelection, LoraConfig, LoraInit, Target};
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -142,7 +142,7 @@ pub struct TrainArgs {
     pub threads: usize,
     /// Arithmetic of the products with the frozen weights: exact (f32) or fast (int8).
     #[arg(long, default_value = "exact", value_parser = crate::cli::args::parse_precision)]
-    pub precision: crate::kernels::Precision,
+    pub precision: pocketlora::Precision,
     /// One JSON object per line: step, eval, checkpoint and done events.
     #[arg(long)]
     pub json: bool,
@@ -257,7 +257,7 @@ pub(super) fn load_into(
                 .ok()
                 .and_then(|t| {
                     t.lines().find(|l| !l.trim().is_empty()).map(|l| {
-                        crate::data::DataFormat::detect(l) == Ok(crate::data::DataFormat::Ids)
+                        pocketlora::DataFormat::detect(l) == Ok(pocketlora::DataFormat::Ids)
                     })
                 })
                 .unwrap_or(false);

@@ -15,7 +15,7 @@ pub struct TokenRecord {
     pub ids: Vec<u32>,
     /// `targets[i]`: token `i` is predicted and scored. Always false at 0.
     pub targets: Vec<bool>,
-    /// Packed records ([`crate::data::pack`]): positions where a further document begins
+    /// Packed records (`data::pack`): positions where a further document begins
     /// (increasing, never 0). Empty: the record is one document.
     pub doc_starts: Vec<u32>,
 }

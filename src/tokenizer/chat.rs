@@ -181,7 +181,7 @@ pub enum InstVariant {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Family {
     ChatMl,
-    /// Qwen3: ChatML whose assistant turns carry `<think>` blocks (see [`render_qwen3`]).
+    /// Qwen3: ChatML whose assistant turns carry `<think>` blocks (see `render_qwen3`).
     Qwen3,
     Llama3,
     Inst(InstVariant),
