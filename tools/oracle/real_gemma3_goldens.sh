@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Goldens of the real Gemma 3 270M (tests/real_models.rs), made once outside CI:
+# Goldens of the real Gemma 3 270M (tests/it/real_models.rs), made once outside CI:
 #   tools/oracle/real_gemma3_goldens.sh PYTHON LLAMA_CPP_BIN MODEL.gguf
 # PYTHON: a venv with torch, transformers, peft, gguf (tools/oracle/peft_reference.py);
 # LLAMA_CPP_BIN: llama.cpp's build/bin (llama-tokenize, llama-completion), built from the

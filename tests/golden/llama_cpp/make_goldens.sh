@@ -4,7 +4,7 @@
 # LLAMA_CPP_DIR: a llama.cpp checkout built with cmake (build/bin/libllama.so);
 # PYTHON: the oracle venv (torch, transformers, peft); POCKETLORA: target/release/pocketlora;
 # SYNTH_DIR: the synthetic models, written by
-#   POCKETLORA_SYNTH_OUT=SYNTH_DIR cargo test --release --test oracle_eval -- --ignored write_synthetic_fixtures
+#   POCKETLORA_SYNTH_OUT=SYNTH_DIR cargo test --release --test it -- --ignored write_synthetic_fixtures
 set -euo pipefail
 LCPP=$1; PY=$2; PL=$3; SYNTH=$4
 cd "$(dirname "$0")"

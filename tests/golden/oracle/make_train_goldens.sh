@@ -7,7 +7,7 @@
 # as explicit Hugging Face models (tools/oracle/gguf_to_hf.py writes SYNTH_DIR/hf-<name>):
 # transformers' GGUF loader drops the features they test.
 # SYNTH_DIR holds the synthetic models written by
-#   POCKETLORA_SYNTH_OUT=SYNTH_DIR cargo test --release --test oracle_eval -- --ignored write_synthetic_fixtures
+#   POCKETLORA_SYNTH_OUT=SYNTH_DIR cargo test --release --test it -- --ignored write_synthetic_fixtures
 set -euo pipefail
 PY=$1; ORACLE=$2/peft_reference.py; SYNTH=$3
 cd "$(dirname "$0")"
