@@ -22,6 +22,8 @@
 //! - [`bench`]: model shapes as random-weight GGUF files, the FMA peak, FLOP counts and
 //!   memory readings for `pocketlora bench`.
 //! - `cli` (feature `cli`): the `pocketlora` command line.
+//! - [`util`]: the bottom layer, below [`simd`] and [`kernels`]: the spinning thread team,
+//!   the dot primitive and the deterministic random generators.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -45,5 +47,6 @@ pub mod safetensors;
 pub mod simd;
 pub mod tokenizer;
 pub mod train;
+pub mod util;
 
 pub use error::{Error, Result};
