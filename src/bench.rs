@@ -12,6 +12,7 @@ use crate::gguf::{Array, GgufWriter, Value, ValueType};
 use crate::model::ModelConfig;
 use crate::quant::{quantize_row, GgmlType, QK_K};
 use crate::simd::{Kernels, Level};
+use crate::util::rng::XorShift64;
 
 /// The architecture numbers of a model shape.
 #[derive(Clone, Debug, PartialEq)]
@@ -225,14 +226,9 @@ pub fn tensor_type(quant: GgmlType, cols: usize) -> GgmlType {
 
 /// Deterministic pseudo-random values in [−a, a).
 fn random(n: usize, seed: u64, a: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = XorShift64::new(seed);
     (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * a
-        })
+        .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * a)
         .collect()
 }
 

@@ -73,6 +73,8 @@
 //! - `memory`: the counting allocator, the memory plan, the one size list per workspace.
 //! - `train`: AdamW, schedules, record order, the trainer, runs, the session.
 //! - `bench`: model shapes as random-weight GGUF files, FMA peak, FLOP counts.
+//! - `util`: the bottom layer, below `simd` and `kernels`: the spinning thread team, the dot
+//!   primitive and the deterministic random generators.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -110,6 +112,8 @@ pub mod simd;
 pub mod tokenizer;
 #[doc(hidden)]
 pub mod train;
+#[doc(hidden)]
+pub mod util;
 
 // Errors.
 pub use error::{Error, GgufError, ModelError, QuantError, Result, TokenizerError};

@@ -7,9 +7,9 @@ use super::encode::{EncodeOptions, Encoder};
 use super::raw::{parse_line, split_documents, DataFormat, RawRecord};
 use super::TokenRecord;
 use crate::error::{Error, Result};
-use crate::infer::sampler::Rng;
 use crate::tokenizer::chat::ChatTemplate;
 use crate::tokenizer::Tokenizer;
+use crate::util::rng::SplitMix64;
 
 /// How to read a data file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -134,7 +134,7 @@ pub fn parse_dataset(
 pub fn held_out(n: usize, fraction: f64, seed: u64) -> Vec<bool> {
     let k = ((n as f64 * fraction).ceil() as usize).clamp(1, n.saturating_sub(1).max(1));
     let mut idx: Vec<usize> = (0..n).collect();
-    let mut rng = Rng::new(seed ^ 0x5EED_5EED);
+    let mut rng = SplitMix64::new(seed ^ 0x5EED_5EED);
     for i in (1..n).rev() {
         idx.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }

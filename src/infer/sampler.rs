@@ -2,6 +2,8 @@
 //! top-p (nucleus), min-p and temperature, applied in llama.cpp's default order
 //! (top-k → top-p → min-p → temperature → draw).
 
+use crate::util::rng::SplitMix64;
+
 /// Sampling settings. `temperature <= 0` means greedy (argmax, first of equal maxima).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplerConfig {
@@ -52,35 +54,11 @@ impl SamplerConfig {
     }
 }
 
-/// A small deterministic generator (SplitMix64), so runs are reproducible from a seed
-/// without a dependency.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// A sampler with its own generator and candidate buffer.
 #[derive(Clone, Debug)]
 pub struct Sampler {
     cfg: SamplerConfig,
-    rng: Rng,
+    rng: SplitMix64,
     cands: Vec<(f32, u32)>,
 }
 
@@ -88,7 +66,7 @@ impl Sampler {
     pub fn new(cfg: SamplerConfig) -> Sampler {
         Sampler {
             cfg,
-            rng: Rng::new(cfg.seed),
+            rng: SplitMix64::new(cfg.seed),
             cands: Vec::new(),
         }
     }

@@ -23,9 +23,10 @@
 use rayon::prelude::*;
 
 use super::matmul::Precision;
-use super::num::{axpy, dot, Real};
+use super::num::{axpy, Real};
 use super::scratch::{with_f32, ScratchNeed};
 use crate::simd::{self, Kernels, Out, Sgemm, SharedColumns};
+use crate::util::num::dot;
 
 /// Head geometry of an attention layer.
 #[derive(Clone, Copy, Debug, PartialEq)]

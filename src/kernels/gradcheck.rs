@@ -1,16 +1,11 @@
 //! Central-difference gradient checks in f64, shared by the kernels' tests.
 
+use crate::util::rng::XorShift64;
+
 /// Deterministic values in [-1, 1).
 pub fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
+    let mut rng = XorShift64::new(seed);
+    (0..n).map(|_| rng.next_f64() * 2.0 - 1.0).collect()
 }
 
 /// The numeric gradient of `f` at `x` by central differences.

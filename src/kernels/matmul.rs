@@ -37,7 +37,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{gemm, MatRef};
-use super::num::{dot, Real};
+use super::num::Real;
 use super::scratch::{with_f32, with_i32, with_u8, ScratchNeed};
 use crate::error::QuantError;
 use crate::quant::reference::f16_to_f32;
@@ -46,6 +46,7 @@ use crate::simd::gemv_i8::QuantTokens;
 use crate::simd::{
     self, ColSource, I8Lanes, I8Rows, Kernels, PackTarget, QuantCols, Sgemm, SharedColumns,
 };
+use crate::util::num::dot;
 
 /// Which arithmetic the matmuls over W0 use (`--precision`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

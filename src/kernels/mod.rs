@@ -18,7 +18,6 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod scratch;
 pub mod shortconv;
-pub mod team;
 
 pub use attention::{attention_backward, attention_forward, AttnShape};
 pub use glu::{glu_backward_overwrite, glu_forward, Glu};

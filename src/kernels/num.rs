@@ -155,24 +155,6 @@ fn dequantize_row_f64(ty: GgmlType, src: &[u8], dst: &mut [f64]) -> Result<(), Q
     Ok(())
 }
 
-/// Dot product in eight independent lanes (vectorisable; fixed order, so deterministic).
-#[inline]
-pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
-    let mut acc = [F::ZERO; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (&x, &y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
-}
-
 /// `y += alpha · x`.
 #[inline]
 pub fn axpy<F: Real>(y: &mut [F], alpha: F, x: &[F]) {
@@ -192,19 +174,6 @@ pub fn add_into<F: Real>(y: &mut [F], x: &[F]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dot_handles_remainders_in_both_types() {
-        for n in [0usize, 1, 7, 8, 9, 31, 33] {
-            let a: Vec<f64> = (0..n).map(|i| i as f64).collect();
-            let b: Vec<f64> = (0..n).map(|i| 1.0 - i as f64 * 0.5).collect();
-            let want: f64 = (0..n).map(|i| i as f64 * (1.0 - i as f64 * 0.5)).sum();
-            assert_eq!(dot(&a, &b), want);
-            let af: Vec<f32> = a.iter().map(|&x| x as f32).collect();
-            let bf: Vec<f32> = b.iter().map(|&x| x as f32).collect();
-            assert!((dot(&af, &bf) as f64 - want).abs() < 1e-3);
-        }
-    }
 
     #[test]
     fn scratch_slots_are_independent_and_grow() {

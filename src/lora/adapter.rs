@@ -4,9 +4,9 @@
 
 use super::config::{LoraConfig, LoraInit, Target, N_TARGETS};
 use crate::error::{Error, Result};
-use crate::infer::sampler::Rng;
 use crate::kernels::{LoraRef, Real};
 use crate::model::ModelConfig;
+use crate::util::rng::SplitMix64;
 
 /// One target's low-rank pair.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,7 +83,7 @@ impl<F: Real> Adapter<F> {
             ..config
         };
         let on = config.layers.resolve(model.n_layer)?;
-        let mut rng = Rng::new(config.seed);
+        let mut rng = SplitMix64::new(config.seed);
         let scale = config.scale();
         let r = config.r;
         let mut layers = Vec::with_capacity(model.n_layer);
@@ -286,7 +286,7 @@ pub fn first_non_finite<F: Real>(v: &[F]) -> Option<(usize, f64)> {
 
 /// Fills A (r, in): Kaiming-uniform U(−1/√in, 1/√in) (PEFT's default, kaiming_uniform_
 /// with a = √5) or Gaussian N(0, 1/r²) (PEFT's "gaussian").
-fn init_a<F: Real>(a: &mut [F], inp: usize, r: usize, init: LoraInit, rng: &mut Rng) {
+fn init_a<F: Real>(a: &mut [F], inp: usize, r: usize, init: LoraInit, rng: &mut SplitMix64) {
     match init {
         LoraInit::Kaiming => {
             let bound = 1.0 / (inp as f64).sqrt();

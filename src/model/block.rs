@@ -28,6 +28,7 @@ use crate::kernels::{
 use crate::lora::config::N_TARGETS;
 use crate::lora::{LayerAdapter, LoraPair, Target};
 use crate::memory::sizes::Sizer;
+use crate::util::rng::{splitmix64_mix, unit_f32, GOLDEN_GAMMA};
 
 /// Inverted dropout on the LoRA input path, with masks derived from a key and the element's
 /// index in the whole (T, in) input, so the backward pass regenerates exactly the forward's
@@ -41,11 +42,8 @@ pub struct Dropout {
 
 impl Dropout {
     fn keep(key: u64, i: usize, p: f32) -> bool {
-        let mut z = key ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) >= p
+        let z = splitmix64_mix(key ^ (i as u64).wrapping_mul(GOLDEN_GAMMA));
+        unit_f32(z) >= p
     }
 
     /// `out = mask ⊙ x / (1 − p)` for target `t`, where `x` starts at element `offset` of the

@@ -14,11 +14,11 @@ use super::weights::Weights;
 use crate::error::{Error, ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::kernels::{
-    inverse_frequencies, matmul_forward, rmsnorm_forward, rope_table, scale_rope_table, team,
-    Precision,
+    inverse_frequencies, matmul_forward, rmsnorm_forward, rope_table, scale_rope_table, Precision,
 };
 use crate::lora::Adapter;
 use crate::memory::sizes::Sizer;
+use crate::util::team;
 
 /// A loaded model, the thread pool its kernels run on, and the adapter (if any) that
 /// inference applies on top of the frozen weights.

@@ -448,13 +448,13 @@ impl<'a> SharedColumns<'a> {
 
     /// Runs `f(i, part)` in parallel for the column ranges `i·chunk .. min((i+1)·chunk,
     /// end)` covering `0 .. end` (`end` at most the row length). Allocates nothing. Inside
-    /// a [`crate::kernels::team`] the parts go to the spinning team, else to rayon.
+    /// a [`crate::util::team`] the parts go to the spinning team, else to rayon.
     pub fn par_parts<F>(&mut self, end: usize, chunk: usize, f: F)
     where
         F: Fn(usize, ColumnPart<'_>) + Sync + Send,
     {
         let parts = self.split(end, chunk);
-        if let Some(team) = crate::kernels::team::current() {
+        if let Some(team) = crate::util::team::current() {
             // The team runs every index below `n` exactly once, so the parts stay disjoint.
             team.run(parts.n, &|i| f(i, parts.part(i)));
             return;
@@ -1126,15 +1126,8 @@ mod tests {
     use super::*;
 
     pub(super) fn vals(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+        let mut rng = crate::util::rng::XorShift64::new(seed);
+        (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
     }
 
     fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {

@@ -107,7 +107,7 @@ pub fn lane_byte(layout: Int8Layout, b: usize, e: usize, j: usize) -> usize {
 }
 
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    crate::kernels::num::dot(a, b)
+    crate::util::num::dot(a, b)
 }
 
 /// Eight independent multiply-add chains (the scalar FMA "peak").

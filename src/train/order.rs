@@ -2,7 +2,7 @@
 //! end; or, with shuffling, a fresh seeded permutation every epoch (an epoch is one pass
 //! over the records; a step that runs past the end continues into the next epoch).
 
-use crate::infer::sampler::Rng;
+use crate::util::rng::SplitMix64;
 
 #[derive(Clone, Debug)]
 pub struct RecordOrder {
@@ -34,7 +34,8 @@ impl RecordOrder {
         }
         if self.shuffle {
             // Fisher–Yates with a per-epoch seed.
-            let mut rng = Rng::new(self.seed ^ self.epoch.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+            let mut rng =
+                SplitMix64::new(self.seed ^ self.epoch.wrapping_mul(0xD6E8_FEB8_6659_FD93));
             for i in (1..self.n).rev() {
                 let j = (rng.next_u64() % (i as u64 + 1)) as usize;
                 self.perm.swap(i, j);
