@@ -259,7 +259,7 @@ fn attend_one<F: Real>(
 /// `dk += …`, `dv += …` from `dout`, given the forward's `out` and `lse` and the same
 /// `starts`.
 ///
-/// `delta` (T, n_head) receives `Δ_i = dout_i · out_i`.
+/// `delta` (T, n_head), a scratch, is overwritten with `Δ_i = dout_i · out_i`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward<F: Real>(
     dq: &mut [F],
@@ -331,7 +331,8 @@ fn is_f32<F: Real>() -> bool {
     F::as_f32(&[]).is_some()
 }
 
-/// The scalar twin of the backward (any float type): query rows in parallel for `dq` and
+/// The scalar twin of the backward (any float type), adding into `dq`, `dk`, `dv` and
+/// overwriting `delta` as [`attention_backward`] does: query rows in parallel for `dq` and
 /// `Δ`, then key rows in parallel for `dk` and `dv`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_twin<F: Real>(

@@ -98,8 +98,8 @@ pub fn lora_forward<F: Real>(y: &mut [F], u: &mut [F], x: &[F], l: LoraRef<'_, F
 }
 
 /// Gradients of [`lora_forward`] given `dy` (T, out), the input `x` and the saved `u`:
-/// `dB += s · dyᵀ · u`, `du = s · dy · B` (into the scratch `du`, (T, r)), `dA += duᵀ · x`,
-/// and `dx += du · A` when `dx` is given.
+/// `dB += s · dyᵀ · u`, `du = s · dy · B` (overwriting the scratch `du`, (T, r)),
+/// `dA += duᵀ · x`, and `dx += du · A` when `dx` is given.
 #[allow(clippy::too_many_arguments)]
 pub fn lora_backward<F: Real>(
     dx: Option<&mut [F]>,

@@ -13,8 +13,8 @@ pub fn cross_entropy<F: Real>(logits: &[F], target: usize) -> f64 {
     max + sum.ln() - logits[target].to_f64()
 }
 
-/// Overwrites `logits` with `scale · (softmax(logits) − onehot(target))`, the gradient of
-/// `scale · cross_entropy`, and returns the cross-entropy.
+/// In place: overwrites `logits` with `scale · (softmax(logits) − onehot(target))`, the
+/// gradient of `scale · cross_entropy`, and returns the cross-entropy.
 pub fn cross_entropy_backward<F: Real>(logits: &mut [F], target: usize, scale: f64) -> f64 {
     let max = logits
         .iter()

@@ -371,7 +371,7 @@ pub(crate) fn forward_f32(k: &Kernels, y: &mut [f32], x: &[f32], t: usize, w: &Q
     }
 }
 
-/// The f32 input gradient with the kernels of `k`.
+/// The f32 input gradient with the kernels of `k`: `dx += dy · W`.
 pub(crate) fn backward_f32(k: &Kernels, dx: &mut [f32], dy: &[f32], t: usize, w: &QMatrix<'_>) {
     if w.precision == Precision::Fast && t > GEMV_TOKENS {
         backward_int8(k, dx, dy, t, w)

@@ -1,8 +1,22 @@
 //! Ops as pairs of free functions over slices with explicit sizes (llm.c style): a
-//! `*_forward` and, for training, a `*_backward` that *adds* into gradient buffers. Shapes
-//! are written `(rows, cols)` in each function's doc. Every op is generic over [`Real`]
-//! (f32 in the engine, f64 in the gradient checks). The matmul over frozen W0 keeps the
-//! weights in their GGUF encoding and dequantizes cache-sized panels for the gemm crate.
+//! `*_forward` and, for training, a `*_backward`. Shapes are written `(rows, cols)` in each
+//! function's doc. Every op is generic over [`Real`] (f32 in the engine, f64 in the
+//! gradient checks). The matmul over frozen W0 keeps the weights in their GGUF encoding and
+//! dequantizes cache-sized panels for the gemm crate.
+//!
+//! # The accumulation rule
+//!
+//! `*_backward` *adds* into its gradient outputs (`dx += …`): the contributions of an input
+//! used twice (a residual, several projections of one activation) sum without a copy, and
+//! a gradient buffer is cleared once by its owner. A function that overwrites says so in
+//! its name (`*_overwrite`) or its first doc line; a function that works in place says
+//! `in place`. The exceptions:
+//! - [`glu_backward_overwrite`] overwrites `dgate` and `dup`;
+//! - [`loss::cross_entropy_backward`] works in place: it overwrites the logits with their
+//!   gradient;
+//! - [`rope_backward`] works in place: it turns the output gradient into the input gradient;
+//! - scratch outputs that are not gradients are overwritten: `delta` of
+//!   [`attention_backward`], `du` of [`lora_backward`].
 
 pub mod attention;
 pub mod cache_size;

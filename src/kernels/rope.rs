@@ -77,7 +77,7 @@ pub fn rope_forward<F: Real>(
     rope_apply(x, n_heads, head_dim, cos, sin, style, F::ONE);
 }
 
-/// The gradient of [`rope_forward`]: rotates `dx` (the output gradient, in place) back by
+/// The gradient of [`rope_forward`], in place: rotates `dx` (the output gradient) back by
 /// the same angles, turning it into the input gradient.
 pub fn rope_backward<F: Real>(
     dx: &mut [F],

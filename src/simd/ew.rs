@@ -643,3 +643,33 @@ pub fn decode_q4_0(src: &[u8], v: &mut [u8], d: &mut [f32], offset: i32) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_within_its_documented_error_and_handles_the_limits() {
+        let mut worst = 0f64;
+        for i in 0..=1_750_000 {
+            let x = -87.0 + i as f32 * 1e-4;
+            let want = (x as f64).exp();
+            let rel = (exp_fast(x) as f64 - want).abs() / want;
+            worst = worst.max(rel);
+        }
+        assert!(worst < 1.5e-7, "worst relative error {worst:e}");
+        assert!(worst > 0.0, "the sweep compared nothing");
+        for (x, want) in [
+            (f32::NEG_INFINITY, 0.0),
+            (-87.01, 0.0),
+            (-1e30, 0.0),
+            (88.01, f32::INFINITY),
+            (f32::INFINITY, f32::INFINITY),
+            (0.0, 1.0),
+            (-0.0, 1.0),
+        ] {
+            assert_eq!(exp_fast(x), want, "exp_fast({x})");
+        }
+        assert!(exp_fast(f32::NAN).is_nan());
+    }
+}
