@@ -696,12 +696,11 @@ pub unsafe extern "C" fn plora_trainer_resume(t: *mut plora_trainer, step: *mut 
                     "plora_trainer_resume must come before the first plora_trainer_run",
                 ));
             }
-            let Some(dir) = st.session.spec().out.clone() else {
+            if st.session.spec().out.is_none() {
                 return Err(invalid(
                     "the trainer has no checkpoint_dir (plora_train_config) to resume from",
                 ));
-            };
-            let _ = dir;
+            }
             let at = st.start(cancel, Resume::IfAny)?.unwrap_or(0);
             st.finished = at >= st.started()?.total_steps();
             st.checkpointed_at = at;

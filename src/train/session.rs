@@ -186,7 +186,7 @@ impl Session {
 
     /// Runs `f` (which loads or builds data) and counts its transient heap — the peak above
     /// the records it added — as held: the run's peak includes it.
-    pub fn loading<T>(&mut self, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
+    pub fn loading<T>(&mut self, f: impl FnOnce(&mut Session) -> T) -> T {
         let before = records_bytes(&self.train) + records_bytes(&self.valid);
         let (out, g) = account::measure(|| f(&mut *self));
         let after = records_bytes(&self.train) + records_bytes(&self.valid);
@@ -212,38 +212,35 @@ impl Session {
     }
 
     /// Splits off the validation records and packs the training ones, as the spec says
-    /// (once; measured like loading).
+    /// (once; its transient counted as [`Session::loading`] counts it).
     fn fix_data(&mut self) {
         if self.fixed {
             return;
         }
         self.counts_added = self.counts();
-        let before = records_bytes(&self.train) + records_bytes(&self.valid);
-        let ((), g) = account::measure(|| {
-            if let Some(f) = self.spec.valid_split {
-                let held = held_out(self.train.len(), f, self.spec.seed);
-                let all = std::mem::take(&mut self.train);
+        self.loading(|s| {
+            if let Some(f) = s.spec.valid_split {
+                let held = held_out(s.train.len(), f, s.spec.seed);
+                let all = std::mem::take(&mut s.train);
                 for (r, h) in all.into_iter().zip(held) {
                     if h {
-                        self.valid.push(r);
+                        s.valid.push(r);
                     } else {
-                        self.train.push(r);
+                        s.train.push(r);
                     }
                 }
             }
-            if self.spec.pack {
-                self.train = pack(std::mem::take(&mut self.train), self.seq_cap);
-                for r in &mut self.train {
+            if s.spec.pack {
+                s.train = pack(std::mem::take(&mut s.train), s.seq_cap);
+                for r in &mut s.train {
                     r.ids.shrink_to_fit();
                     r.targets.shrink_to_fit();
                     r.doc_starts.shrink_to_fit();
                 }
             }
-            self.train.shrink_to_fit();
-            self.valid.shrink_to_fit();
+            s.train.shrink_to_fit();
+            s.valid.shrink_to_fit();
         });
-        let after = records_bytes(&self.train) + records_bytes(&self.valid);
-        self.resident += g.peak.saturating_sub(after.max(before));
         self.fixed = true;
     }
 
