@@ -2,7 +2,8 @@
 //! (measured in the same run), matmul kernel GFLOP/s per quant type, prompt processing,
 //! a LoRA training step, generation, peak heap and peak RSS.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use pocketlora::heap;
 use pocketlora::kernels::{matmul_backward_input, matmul_forward, Precision, QMatrix};
 use pocketlora::model::{Activations, KvCache, Model};
 use pocketlora::quant::{quantize, GgmlType};
+use pocketlora::simd::{Kernels, Level};
 use pocketlora::LoraConfig;
 use pocketlora::TokenRecord;
 use pocketlora::{generate, GenerateParams, SamplerConfig};
@@ -213,15 +215,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "--seq-len must be at least 2".into(),
         ));
     }
-    let threads = if a.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        a.threads
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
+    let (threads, pool) = worker_pool(a.threads)?;
     let kernels = pocketlora::simd::kernels();
     let progress = |msg: &str| {
         if !a.json {
@@ -230,7 +224,95 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
 
     // The model file (written first, so that its memory does not count below).
-    let (model_path, shape): (Option<PathBuf>, Option<&Shape>) = match (&a.model, &a.shape) {
+    let (model_path, shape) = model_file(&a, &progress)?;
+    let rss_reset = bench::reset_peak_rss();
+    bench::reset_peak_heap();
+
+    let mut report = json!({
+        "device": device_report(kernels, threads),
+        "precision": precision.name(),
+        "seq_len": a.seq_len,
+        "rank": a.rank,
+    });
+
+    let heap_before_model = heap::current();
+    let mut model = match &model_path {
+        Some(p) => Some(open_model(p, shape, threads, precision, &mut report)?),
+        None => None,
+    };
+    let heap_model = heap::current().saturating_sub(heap_before_model);
+
+    // Plan the training run's memory before measuring anything, so an impossible budget is
+    // refused up front.
+    let (planned, plan_text) = match (model.as_mut(), a.kernels_only) {
+        (Some(model), false) => {
+            let (run, text) = plan_training_run(&a, model, heap_model, &mut report)?;
+            (Some(run), Some(text))
+        }
+        _ => (None, None),
+    };
+
+    progress("measuring the fp32 FMA peak");
+    let (peak, peak_level) = bench::fp32_peak_gflops(threads, 1.0);
+    report["fp32_peak_gflops"] = json!(peak);
+    report["fp32_peak_isa"] = json!(peak_level.name());
+
+    // Kernel section.
+    let shapes = kernel_shapes(&a.kernel_shapes, model.as_deref())?;
+    progress("measuring matmul kernels");
+    let burst = PeakBurst::calibrated(BURST_SECONDS);
+    report["kernels"] = Value::Array(kernel_section(
+        &pool, &shapes, a.seq_len, precision, &burst,
+    )?);
+    // The section's threads stay (for the peak bursts) but their kernel buffers go: the
+    // training measurement's heap is to hold what its memory plan counts.
+    pool.broadcast(|_| pocketlora::kernels::scratch::release());
+
+    if let (Some(model), Some(run)) = (model.as_ref(), planned) {
+        measure_model(model, run, &a, &burst, &progress, &mut report)?;
+    }
+    report["peak_heap_bytes"] = json!(bench::peak_heap_bytes());
+    report["peak_rss_bytes"] = json!(bench::peak_rss_bytes());
+    report["peak_rss_reset_after_model_write"] = json!(rss_reset);
+
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{report}").map_err(stdout_error)?;
+        return Ok(());
+    }
+    let machine = Machine {
+        threads,
+        kernels,
+        peak_level,
+    };
+    write_text_report(&mut out, &report, &a, &machine)?;
+    write_memory_text(&mut out, &report, rss_reset, plan_text.as_deref())
+}
+
+// ------------------------------------------------------------------------------------------
+// Setup: threads, the model file, the model, the planned training run.
+
+/// The worker count (`0` = one per core) and a pool of that many threads.
+fn worker_pool(asked: usize) -> Result<(usize, rayon::ThreadPool)> {
+    let threads = if asked == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        asked
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
+    Ok((threads, pool))
+}
+
+/// The model to measure: `--model`, or a random-weight model of `--shape` written (unless it
+/// already exists) to `--write-model` or a temporary path; neither with `--kernels-only`.
+fn model_file(
+    a: &BenchArgs,
+    progress: &dyn Fn(&str),
+) -> Result<(Option<PathBuf>, Option<&'static Shape>)> {
+    Ok(match (&a.model, &a.shape) {
         (Some(p), _) => (Some(p.clone()), None),
         (None, Some(name)) => {
             let shape = bench::shape(name).ok_or_else(|| {
@@ -239,19 +321,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     bench::SHAPES.map(|s| s.name).join(", ")
                 ))
             })?;
-            let q = a.quant.as_deref().unwrap_or("q8_0");
-            let quant = GgmlType::from_name(q)
-                .filter(|t| {
-                    matches!(
-                        t,
-                        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::F16
-                    )
-                })
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "--quant {q:?}: expected q8_0, q4_0, q4_k or f16"
-                    ))
-                })?;
+            let quant = written_quant(a.quant.as_deref())?;
             let path = a.write_model.clone().unwrap_or_else(|| {
                 std::env::temp_dir().join(format!(
                     "pocketlora-bench-{}-{}.gguf",
@@ -271,246 +341,365 @@ pub fn run(a: BenchArgs) -> Result<()> {
             (Some(path), Some(shape))
         }
         (None, None) => (None, None),
-    };
-    let rss_reset = bench::reset_peak_rss();
-    bench::reset_peak_heap();
+    })
+}
 
-    let mut report = json!({
-        "device": {
-            "cpu": bench::cpu_model(),
-            "threads": threads,
-            "isa_level": kernels.level.name(),
-            "isa_features": kernels.level.features(),
-            "int8_layout": format!("{} lanes × {}-byte groups{}", kernels.int8.nt, kernels.int8.group,
-                if kernels.int8.unsigned_weights { ", u8 weights" } else { "" }),
-        },
-        "precision": precision.name(),
-        "seq_len": a.seq_len,
-        "rank": a.rank,
+/// The `--quant` of a written model (q8_0 when not given).
+fn written_quant(asked: Option<&str>) -> Result<GgmlType> {
+    let q = asked.unwrap_or("q8_0");
+    GgmlType::from_name(q)
+        .filter(|t| {
+            matches!(
+                t,
+                GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::F16
+            )
+        })
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!("--quant {q:?}: expected q8_0, q4_0, q4_k or f16"))
+        })
+}
+
+/// The report's `device` object: CPU, threads, ISA level and int8 layout.
+fn device_report(kernels: &Kernels, threads: usize) -> Value {
+    json!({
+        "cpu": bench::cpu_model(),
+        "threads": threads,
+        "isa_level": kernels.level.name(),
+        "isa_features": kernels.level.features(),
+        "int8_layout": format!("{} lanes × {}-byte groups{}", kernels.int8.nt, kernels.int8.group,
+            if kernels.int8.unsigned_weights { ", u8 weights" } else { "" }),
+    })
+}
+
+/// Opens the model at `path` in `precision` and records it in the report's `model` object.
+fn open_model(
+    path: &Path,
+    shape: Option<&Shape>,
+    threads: usize,
+    precision: Precision,
+    report: &mut Value,
+) -> Result<Arc<Model>> {
+    let mut m = Model::open(path, threads)?;
+    m.set_precision(precision);
+    let m = Arc::new(m);
+    report["model"] = json!({
+        "path": path.display().to_string(),
+        "shape": shape.map(|s| s.name),
+        "arch": format!("{:?}", m.cfg.arch),
+        "n_layer": m.cfg.n_layer,
+        "n_embd": m.cfg.n_embd,
+        "n_vocab": m.cfg.n_vocab,
+        "file_bytes": std::fs::metadata(path).map(|m| m.len()).ok(),
     });
+    Ok(m)
+}
 
-    let heap_before_model = heap::current();
-    let mut model = match &model_path {
-        Some(p) => {
-            let mut m = Model::open(p, threads)?;
-            m.set_precision(precision);
-            let m = Arc::new(m);
-            report["model"] = json!({
-                "path": p.display().to_string(),
-                "shape": shape.map(|s| s.name),
-                "arch": format!("{:?}", m.cfg.arch),
-                "n_layer": m.cfg.n_layer,
-                "n_embd": m.cfg.n_embd,
-                "n_vocab": m.cfg.n_vocab,
-                "file_bytes": std::fs::metadata(p).map(|m| m.len()).ok(),
-            });
-            Some(m)
-        }
-        None => None,
-    };
-    let heap_model = heap::current().saturating_sub(heap_before_model);
+/// The training run the bench measures, planned (and its session set up) before anything is
+/// measured.
+struct PlannedRun {
+    /// The one record's tokens (T), also the prompt of the prompt-processing measurement.
+    ids: Vec<u32>,
+    rec: TokenRecord,
+    session: Session,
+    budget: Option<u64>,
+    plan: Option<Plan>,
+}
 
-    // Plan the training run's memory before measuring anything, so an impossible budget is
-    // refused up front.
+/// Plans the training run of one `--seq-len` record under `--budget` (else the machine's
+/// available memory), records the plan in the report, and switches `model` to the plan's
+/// threads. Returns the run and the plan's text.
+fn plan_training_run(
+    a: &BenchArgs,
+    model: &mut Arc<Model>,
+    heap_model: usize,
+    report: &mut Value,
+) -> Result<(PlannedRun, String)> {
     let t = a.seq_len;
-    let mut plan_text = None;
-    let mut planned = None;
-    if let (Some(model), false) = (model.as_mut(), a.kernels_only) {
-        let cfg = &model.cfg;
-        let ids: Vec<u32> = (0..t)
-            .map(|i| 3 + (i as u32 * 7919) % (cfg.n_vocab as u32 - 3))
-            .collect();
-        let rec = TokenRecord::new(ids.clone(), (0..t).map(|i| i > 0).collect());
-        let lora = LoraConfig {
-            r: a.rank,
-            alpha: 2.0 * a.rank as f32,
-            ..LoraConfig::default()
-        };
-        // The memory plan: under --budget, else under what the machine has available.
-        let (budget, budget_source) = match a.budget {
-            Some(b) => (Some(b), "--budget"),
-            None => (bench::available_memory_bytes(), "available memory"),
-        };
-        let spec = TrainSpec {
-            adapter: AdapterInit::New(lora),
-            lr: 1e-4,
-            schedule: Schedule::Constant,
-            length: Length::Steps(1_000_000),
-            batch: 1,
-            seq_len: Some(t),
-            budget,
-            base_name: report["model"]["path"].as_str().unwrap_or("").to_string(),
-            ..TrainSpec::default()
-        };
-        // Everything the bench holds now besides its record: the model's metadata, the
-        // report.
-        let live = heap::current() as u64;
-        let mut session = Session::new(model.clone(), spec)?;
-        session.count_resident(live.max(heap_model as u64));
-        session.add(vec![rec.clone()], false)?;
-        let plan = session.plan()?.cloned();
-        // The plan's threads for every measurement.
-        *model = session.model().clone();
-        report["budget_bytes"] = json!(budget);
-        report["budget_source"] = json!(budget_source);
-        report["plan"] = plan.as_ref().map_or(Value::Null, Plan::to_json);
-        plan_text = Some(match &plan {
-            Some(p) => p.to_text(),
-            None => "  no plan: this platform does not report available memory; plain buffers\n"
-                .to_string(),
-        });
-        planned = Some((ids, rec, session, budget, plan));
-    }
+    let cfg = &model.cfg;
+    let ids: Vec<u32> = (0..t)
+        .map(|i| 3 + (i as u32 * 7919) % (cfg.n_vocab as u32 - 3))
+        .collect();
+    let rec = TokenRecord::new(ids.clone(), (0..t).map(|i| i > 0).collect());
+    let lora = LoraConfig {
+        r: a.rank,
+        alpha: 2.0 * a.rank as f32,
+        ..LoraConfig::default()
+    };
+    // The memory plan: under --budget, else under what the machine has available.
+    let (budget, budget_source) = match a.budget {
+        Some(b) => (Some(b), "--budget"),
+        None => (bench::available_memory_bytes(), "available memory"),
+    };
+    let spec = TrainSpec {
+        adapter: AdapterInit::New(lora),
+        lr: 1e-4,
+        schedule: Schedule::Constant,
+        length: Length::Steps(1_000_000),
+        batch: 1,
+        seq_len: Some(t),
+        budget,
+        base_name: report["model"]["path"].as_str().unwrap_or("").to_string(),
+        ..TrainSpec::default()
+    };
+    // Everything the bench holds now besides its record: the model's metadata, the
+    // report.
+    let live = heap::current() as u64;
+    let mut session = Session::new(model.clone(), spec)?;
+    session.count_resident(live.max(heap_model as u64));
+    session.add(vec![rec.clone()], false)?;
+    let plan = session.plan()?.cloned();
+    // The plan's threads for every measurement.
+    *model = session.model().clone();
+    report["budget_bytes"] = json!(budget);
+    report["budget_source"] = json!(budget_source);
+    report["plan"] = plan.as_ref().map_or(Value::Null, Plan::to_json);
+    let plan_text = match &plan {
+        Some(p) => p.to_text(),
+        None => {
+            "  no plan: this platform does not report available memory; plain buffers\n".to_string()
+        }
+    };
+    let run = PlannedRun {
+        ids,
+        rec,
+        session,
+        budget,
+        plan,
+    };
+    Ok((run, plan_text))
+}
 
-    progress("measuring the fp32 FMA peak");
-    let (peak, peak_level) = bench::fp32_peak_gflops(threads, 1.0);
-    report["fp32_peak_gflops"] = json!(peak);
-    report["fp32_peak_isa"] = json!(peak_level.name());
-
-    // Kernel section.
-    let mut shapes = a
-        .kernel_shapes
+/// The kernel section's shapes: `--kernel-shape`, else the model's ffn_down shape, else two
+/// fixed ones.
+fn kernel_shapes(asked: &[String], model: Option<&Model>) -> Result<Vec<(usize, usize)>> {
+    let mut shapes = asked
         .iter()
         .map(|s| parse_shape(s))
         .collect::<Result<Vec<_>>>()?;
     if shapes.is_empty() {
-        match &model {
+        match model {
             Some(m) => shapes.push((m.cfg.n_embd, m.cfg.n_ff)),
             None => shapes.extend([(2048, 2048), (5632, 2048)]),
         }
     }
-    progress("measuring matmul kernels");
-    let burst = PeakBurst::calibrated(BURST_SECONDS);
-    report["kernels"] = Value::Array(kernel_section(
-        &pool, &shapes, a.seq_len, precision, &burst,
-    )?);
-    // The section's threads stay (for the peak bursts) but their kernel buffers go: the
-    // training measurement's heap is to hold what its memory plan counts.
-    pool.broadcast(|_| pocketlora::kernels::scratch::release());
+    Ok(shapes)
+}
 
-    if let (Some(model), Some((ids, rec, mut session, budget, plan))) = (model.as_ref(), planned) {
-        let cfg = &model.cfg;
-        let t = a.seq_len;
-        let kept = plan.as_ref().map_or(0, |p| p.shape.kept);
-        let flops = bench::flops(cfg, t, a.rank, kept);
+// ------------------------------------------------------------------------------------------
+// Model measurements: prompt processing, training steps, generation.
 
-        progress("measuring prompt processing");
-        let mut cache = KvCache::new(cfg, t)?;
-        let mut act = Activations::for_model(model, t);
-        let mut err = None;
-        // Bursts of the FMA peak between the passes, on as many threads as the model uses.
-        let mut peaks = Vec::new();
-        let times = interleaved_times(
-            2,
-            2.0,
-            &mut [
-                &mut || {
-                    cache.clear();
-                    if let Err(e) = model.forward(&ids, &mut cache, &mut act) {
-                        err = Some(e);
-                    }
-                },
-                &mut || peaks.push(burst.on_threads(model.threads())),
-            ],
-        );
-        if let Some(e) = err {
-            return Err(e);
-        }
-        drop((cache, act));
-        let fwd = best_and_median(times[0].clone()).0;
-        let fwd_peak = peaks.iter().cloned().fold(0f64, f64::max);
-        let fwd_tps = t as f64 / fwd;
+/// Measures the planned run's prompt processing, training steps and generation, and records
+/// their speeds (and fractions of the FMA peak measured alongside) in the report.
+fn measure_model(
+    model: &Arc<Model>,
+    mut run: PlannedRun,
+    a: &BenchArgs,
+    burst: &PeakBurst,
+    progress: &dyn Fn(&str),
+    report: &mut Value,
+) -> Result<()> {
+    let cfg = &model.cfg;
+    let t = a.seq_len;
+    let kept = run.plan.as_ref().map_or(0, |p| p.shape.kept);
+    let flops = bench::flops(cfg, t, a.rank, kept);
 
-        progress("measuring training steps");
-        bench::reset_peak_heap();
-        let mut started = session.start(Resume::No)?;
-        let trainer = started.run.trainer_mut();
-        let first = trainer.step(&[&rec])?;
-        let mut times = Vec::new();
-        let mut last_loss = first.loss;
-        let mut train_peak_gflops = 0f64;
-        for _ in 0..a.steps.max(1) {
-            let s = Instant::now();
-            last_loss = trainer.step(&[&rec])?.loss;
-            times.push(s.elapsed().as_secs_f64());
-            train_peak_gflops = train_peak_gflops.max(burst.on_threads(model.threads()));
-        }
-        drop(started);
-        let train_peak = heap::installed().then(|| heap::peak() as u64);
-        report["train_peak_heap_bytes"] = json!(train_peak);
-        if let (Some(p), Some(b)) = (train_peak, budget) {
-            report["train_within_budget"] = json!(p <= b);
-        }
-        let mean = times.iter().sum::<f64>() / times.len() as f64;
-        let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
-        let train_tps = t as f64 / mean;
+    progress("measuring prompt processing");
+    let (fwd, fwd_peak) = measure_prompt_processing(model, &run.ids, burst)?;
+    let fwd_tps = t as f64 / fwd;
 
-        progress("measuring generation");
-        let n_gen = 64usize.min(cfg.n_ctx.saturating_sub(2)).max(1);
-        let params = GenerateParams {
-            max_new: n_gen,
-            sampler: SamplerConfig {
-                temperature: 0.0,
-                ..SamplerConfig::default()
+    progress("measuring training steps");
+    let train = measure_training(model, &mut run.session, &run.rec, a.steps, burst)?;
+    report["train_peak_heap_bytes"] = json!(train.peak_heap);
+    if let (Some(p), Some(b)) = (train.peak_heap, run.budget) {
+        report["train_within_budget"] = json!(p <= b);
+    }
+    let times = train.step_seconds;
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    let train_tps = t as f64 / mean;
+
+    progress("measuring generation");
+    let (gen_tps, gen_peak) = measure_generation(model, burst)?;
+
+    report["forward_tokens_per_s"] = json!(fwd_tps);
+    report["forward_gflops"] = json!(flops.forward / fwd / 1e9);
+    report["forward_fraction_of_peak"] = json!(flops.forward / fwd / 1e9 / fwd_peak);
+    report["train_tokens_per_s"] = json!(train_tps);
+    report["train_step_seconds"] = json!({ "mean": mean, "best": best, "all": times });
+    report["train_gflops"] = json!(flops.train / mean / 1e9);
+    report["train_fraction_of_peak"] = json!(flops.train / mean / 1e9 / train.peak_gflops);
+    report["train_loss"] = json!({ "first": train.first_loss, "last": train.last_loss });
+    report["generate_tokens_per_s"] = json!(gen_tps);
+    report["generate_fraction_of_peak"] =
+        json!(gen_tps * 2.0 * (flops.forward / t as f64) / 1e9 / gen_peak);
+    report["fp32_peak_gflops_alongside"] = json!({
+        "forward": fwd_peak,
+        "train": train.peak_gflops,
+        "generate": gen_peak,
+    });
+    report["flops_per_token"] = json!({
+        "forward": flops.forward / t as f64,
+        "train_executed": flops.train / t as f64,
+    });
+    Ok(())
+}
+
+/// The best time of a forward pass over `ids` (interleaved with FMA-peak bursts on as many
+/// threads as the model uses), and the best of those bursts.
+fn measure_prompt_processing(
+    model: &Arc<Model>,
+    ids: &[u32],
+    burst: &PeakBurst,
+) -> Result<(f64, f64)> {
+    let t = ids.len();
+    let mut cache = KvCache::new(&model.cfg, t)?;
+    let mut act = Activations::for_model(model, t);
+    let mut err = None;
+    // Bursts of the FMA peak between the passes, on as many threads as the model uses.
+    let mut peaks = Vec::new();
+    let times = interleaved_times(
+        2,
+        2.0,
+        &mut [
+            &mut || {
+                cache.clear();
+                if let Err(e) = model.forward(ids, &mut cache, &mut act) {
+                    err = Some(e);
+                }
             },
-            stop_ids: Vec::new(),
-        };
-        let gen_peak_before = burst.on_threads(model.threads());
+            &mut || peaks.push(burst.on_threads(model.threads())),
+        ],
+    );
+    if let Some(e) = err {
+        return Err(e);
+    }
+    drop((cache, act));
+    let fwd = best_and_median(times[0].clone()).0;
+    let fwd_peak = peaks.iter().cloned().fold(0f64, f64::max);
+    Ok((fwd, fwd_peak))
+}
+
+/// What the training measurement saw.
+struct TrainTimes {
+    first_loss: f64,
+    last_loss: f64,
+    /// Seconds of each timed step (after the warm-up step).
+    step_seconds: Vec<f64>,
+    /// The best FMA-peak burst between the steps.
+    peak_gflops: f64,
+    /// Peak heap from the start of the run (when the counting allocator is installed).
+    peak_heap: Option<u64>,
+}
+
+/// One warm-up step and `steps` timed training steps of the session on `rec`, each followed
+/// by an FMA-peak burst.
+fn measure_training(
+    model: &Model,
+    session: &mut Session,
+    rec: &TokenRecord,
+    steps: usize,
+    burst: &PeakBurst,
+) -> Result<TrainTimes> {
+    bench::reset_peak_heap();
+    let mut started = session.start(Resume::No)?;
+    let trainer = started.run.trainer_mut();
+    let first = trainer.step(&[rec])?;
+    let mut times = Vec::new();
+    let mut last_loss = first.loss;
+    let mut train_peak_gflops = 0f64;
+    for _ in 0..steps.max(1) {
         let s = Instant::now();
-        let (gen_ids, _) = generate(model, &[1], &params, |_| true)?;
-        let gen_tps = gen_ids.len() as f64 / s.elapsed().as_secs_f64();
-        let gen_peak = gen_peak_before.max(burst.on_threads(model.threads()));
-
-        report["forward_tokens_per_s"] = json!(fwd_tps);
-        report["forward_gflops"] = json!(flops.forward / fwd / 1e9);
-        report["forward_fraction_of_peak"] = json!(flops.forward / fwd / 1e9 / fwd_peak);
-        report["train_tokens_per_s"] = json!(train_tps);
-        report["train_step_seconds"] = json!({ "mean": mean, "best": best, "all": times });
-        report["train_gflops"] = json!(flops.train / mean / 1e9);
-        report["train_fraction_of_peak"] = json!(flops.train / mean / 1e9 / train_peak_gflops);
-        report["train_loss"] = json!({ "first": first.loss, "last": last_loss });
-        report["generate_tokens_per_s"] = json!(gen_tps);
-        report["generate_fraction_of_peak"] =
-            json!(gen_tps * 2.0 * (flops.forward / t as f64) / 1e9 / gen_peak);
-        report["fp32_peak_gflops_alongside"] = json!({
-            "forward": fwd_peak,
-            "train": train_peak_gflops,
-            "generate": gen_peak,
-        });
-        report["flops_per_token"] = json!({
-            "forward": flops.forward / t as f64,
-            "train_executed": flops.train / t as f64,
-        });
+        last_loss = trainer.step(&[rec])?.loss;
+        times.push(s.elapsed().as_secs_f64());
+        train_peak_gflops = train_peak_gflops.max(burst.on_threads(model.threads()));
     }
-    report["peak_heap_bytes"] = json!(bench::peak_heap_bytes());
-    report["peak_rss_bytes"] = json!(bench::peak_rss_bytes());
-    report["peak_rss_reset_after_model_write"] = json!(rss_reset);
+    drop(started);
+    let peak_heap = heap::installed().then(|| heap::peak() as u64);
+    Ok(TrainTimes {
+        first_loss: first.loss,
+        last_loss,
+        step_seconds: times,
+        peak_gflops: train_peak_gflops,
+        peak_heap,
+    })
+}
 
-    let mut out = std::io::stdout().lock();
-    use std::io::Write;
-    let io = |e| Error::io("<stdout>", e);
-    if a.json {
-        writeln!(out, "{report}").map_err(io)?;
-        return Ok(());
-    }
-    let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
-    let pct = |v: &Value| {
-        v.as_f64()
-            .map_or("-".to_string(), |x| format!("{:.0}%", 100.0 * x))
+/// Greedy generation of up to 64 tokens: tokens per second, and the best FMA-peak burst of
+/// those just before and after.
+fn measure_generation(model: &Arc<Model>, burst: &PeakBurst) -> Result<(f64, f64)> {
+    let n_gen = 64usize.min(model.cfg.n_ctx.saturating_sub(2)).max(1);
+    let params = GenerateParams {
+        max_new: n_gen,
+        sampler: SamplerConfig {
+            temperature: 0.0,
+            ..SamplerConfig::default()
+        },
+        stop_ids: Vec::new(),
     };
+    let gen_peak_before = burst.on_threads(model.threads());
+    let s = Instant::now();
+    let (gen_ids, _) = generate(model, &[1], &params, |_| true)?;
+    let gen_tps = gen_ids.len() as f64 / s.elapsed().as_secs_f64();
+    let gen_peak = gen_peak_before.max(burst.on_threads(model.threads()));
+    Ok((gen_tps, gen_peak))
+}
+
+// ------------------------------------------------------------------------------------------
+// The text report.
+
+/// What the text report says of the machine besides the JSON report.
+struct Machine {
+    threads: usize,
+    kernels: &'static Kernels,
+    /// The ISA level the FMA peak was measured with.
+    peak_level: Level,
+}
+
+fn stdout_error(e: std::io::Error) -> Error {
+    Error::io("<stdout>", e)
+}
+
+/// A number with one decimal, or `-`.
+fn one_decimal(v: &Value) -> String {
+    v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"))
+}
+
+/// A fraction as a whole percentage, or `-`.
+fn percent(v: &Value) -> String {
+    v.as_f64()
+        .map_or("-".to_string(), |x| format!("{:.0}%", 100.0 * x))
+}
+
+/// Bytes in MiB with one decimal, or `-`.
+fn mib(v: &Value) -> String {
+    v.as_u64().map_or("-".to_string(), |b| {
+        format!("{:.1} MiB", b as f64 / 1048576.0)
+    })
+}
+
+/// The device, model, kernel and speed lines of the text report.
+fn write_text_report(
+    out: &mut impl Write,
+    report: &Value,
+    a: &BenchArgs,
+    machine: &Machine,
+) -> Result<()> {
+    let (f, pct) = (one_decimal, percent);
+    let io = stdout_error;
+    let kernels = machine.kernels;
     let d = &report["device"];
     writeln!(
         out,
         "device: {} — {} threads, ISA {} ({}); fp32 FMA peak {} GFLOP/s ({})",
         d["cpu"].as_str().unwrap_or("?"),
-        threads,
+        machine.threads,
         kernels.level.name(),
         kernels.level.features().join("+"),
         f(&report["fp32_peak_gflops"]),
-        peak_level.name()
+        machine.peak_level.name()
     )
     .map_err(io)?;
-    writeln!(out, "precision: {}", precision.name()).map_err(io)?;
+    writeln!(out, "precision: {}", a.precision.name()).map_err(io)?;
     if let Some(m) = report.get("model") {
         writeln!(
             out,
@@ -573,16 +762,22 @@ pub fn run(a: BenchArgs) -> Result<()> {
         )
         .map_err(io)?;
     }
-    let mb = |v: &Value| {
-        v.as_u64().map_or("-".to_string(), |b| {
-            format!("{:.1} MiB", b as f64 / 1048576.0)
-        })
-    };
+    Ok(())
+}
+
+/// The memory lines of the text report: peaks, and the training run's plan and peak heap.
+fn write_memory_text(
+    out: &mut impl Write,
+    report: &Value,
+    rss_reset: bool,
+    plan_text: Option<&str>,
+) -> Result<()> {
+    let io = stdout_error;
     writeln!(
         out,
         "memory: peak heap {}, peak RSS {}{}",
-        mb(&report["peak_heap_bytes"]),
-        mb(&report["peak_rss_bytes"]),
+        mib(&report["peak_heap_bytes"]),
+        mib(&report["peak_rss_bytes"]),
         if rss_reset {
             ""
         } else {
@@ -590,7 +785,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     )
     .map_err(io)?;
-    if let Some(text) = &plan_text {
+    if let Some(text) = plan_text {
         writeln!(
             out,
             "memory plan of the training run (budget from {}):\n{}",
