@@ -264,12 +264,45 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
         )));
     }
     let s = shape;
-    let a = s.arch;
-    let recipe = crate::model::Arch::by_name(a)
-        .ok_or_else(|| Error::InvalidArgument(format!("shape {}: architecture {a}?", s.name)))?;
-    let hd = s.head_dim.unwrap_or(s.n_embd / s.n_head);
-    let (q, kv) = (s.n_head * hd, s.n_head_kv * hd);
+    let recipe = crate::model::Arch::by_name(s.arch).ok_or_else(|| {
+        Error::InvalidArgument(format!("shape {}: architecture {}?", s.name, s.arch))
+    })?;
     let mut w = GgufWriter::new();
+    write_hyperparameters(&mut w, s, quant);
+    write_vocabulary(&mut w, s.n_vocab);
+    let mut t = RandomTensors {
+        w: &mut w,
+        quant,
+        seed: 1,
+    };
+    let c = s.n_embd;
+    t.weight("token_embd.weight".into(), s.n_vocab, c)?;
+    for l in 0..s.n_layer {
+        write_block(&mut t, s, recipe, l)?;
+    }
+    t.norm(recipe.output_norm.into(), c, 7)?;
+    if !s.tied {
+        t.weight("output.weight".into(), s.n_vocab, c)?;
+    }
+    w.write_file(path)
+}
+
+impl Shape {
+    /// Head size: `head_dim`, else n_embd / n_head.
+    fn head_size(&self) -> usize {
+        self.head_dim.unwrap_or(self.n_embd / self.n_head)
+    }
+
+    /// Whether layer `l` is a short-convolution block (hybrid recipes).
+    fn is_conv_layer(&self, l: usize) -> bool {
+        self.attn_layers.is_some_and(|at| !at.contains(&l))
+    }
+}
+
+/// The `general.*` and `{arch}.*` keys of `s`.
+fn write_hyperparameters(w: &mut GgufWriter, s: &Shape, quant: GgmlType) {
+    let a = s.arch;
+    let hd = s.head_size();
     let u32v = |v: usize| Value::U32(v as u32);
     w.set("general.architecture", Value::String(a.into()));
     w.set(
@@ -281,11 +314,10 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
     w.set(format!("{a}.block_count"), u32v(s.n_layer));
     w.set(format!("{a}.feed_forward_length"), u32v(s.n_ff));
     w.set(format!("{a}.attention.head_count"), u32v(s.n_head));
-    let is_conv = |l: usize| s.attn_layers.is_some_and(|at| !at.contains(&l));
     match s.attn_layers {
         Some(_) => {
             let per = (0..s.n_layer)
-                .map(|l| u32v(if is_conv(l) { 0 } else { s.n_head_kv }))
+                .map(|l| u32v(if s.is_conv_layer(l) { 0 } else { s.n_head_kv }))
                 .collect();
             w.set(
                 format!("{a}.attention.head_count_kv"),
@@ -309,7 +341,11 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
     if let Some(win) = s.window {
         w.set(format!("{a}.attention.sliding_window"), u32v(win));
     }
-    // Vocabulary: 0 <unk>, 1 <s>, 2 </s>, 3..259 <0x00>..<0xFF>, then "▁t{i}".
+}
+
+/// A SentencePiece-style vocabulary of `n_vocab` pieces: 0 `<unk>`, 1 `<s>`, 2 `</s>`,
+/// 3..259 `<0x00>`..`<0xFF>`, then `▁t{i}`.
+fn write_vocabulary(w: &mut GgufWriter, n_vocab: usize) {
     let piece = |i: usize| -> String {
         match i {
             0 => "<unk>".into(),
@@ -333,154 +369,142 @@ pub fn write_random_model(shape: &Shape, quant: GgmlType, path: &Path) -> Result
         "tokenizer.ggml.tokens",
         array(
             ValueType::String,
-            (0..s.n_vocab).map(|i| Value::String(piece(i))).collect(),
+            (0..n_vocab).map(|i| Value::String(piece(i))).collect(),
         ),
     );
     w.set(
         "tokenizer.ggml.scores",
         array(
             ValueType::F32,
-            (0..s.n_vocab).map(|i| Value::F32(-(i as f32))).collect(),
+            (0..n_vocab).map(|i| Value::F32(-(i as f32))).collect(),
         ),
     );
     w.set(
         "tokenizer.ggml.token_type",
         array(
             ValueType::I32,
-            (0..s.n_vocab).map(|i| Value::I32(kind(i))).collect(),
+            (0..n_vocab).map(|i| Value::I32(kind(i))).collect(),
         ),
     );
     w.set("tokenizer.ggml.bos_token_id", Value::U32(1));
     w.set("tokenizer.ggml.eos_token_id", Value::U32(2));
     w.set("tokenizer.ggml.unknown_token_id", Value::U32(0));
+}
 
-    let mut seed = 1u64;
-    let mut matrix =
-        |w: &mut GgufWriter, name: String, rows: usize, cols: usize, a: f32| -> Result<()> {
-            let ty = tensor_type(quant, cols);
-            seed += 1;
-            let data = random_matrix(rows, cols, ty, seed, a)?;
-            w.add_tensor(name, ty, &[cols as u64, rows as u64], data)
-        };
-    let vector = |w: &mut GgufWriter, name: String, n: usize, seed: u64, base: f32, a: f32| {
+/// Adds random tensors to a writer: matrices in the requested quant, each with a seed of its
+/// own (the next one), and F32 vectors around a base value.
+struct RandomTensors<'w> {
+    w: &'w mut GgufWriter,
+    quant: GgmlType,
+    /// The seed of the last matrix added.
+    seed: u64,
+}
+
+impl RandomTensors<'_> {
+    /// A `rows × cols` weight matrix, values in ±1.7/√cols.
+    fn weight(&mut self, name: String, rows: usize, cols: usize) -> Result<()> {
+        let ty = tensor_type(self.quant, cols);
+        self.seed += 1;
+        let a = 1.7 / (cols as f32).sqrt();
+        let data = random_matrix(rows, cols, ty, self.seed, a)?;
+        self.w
+            .add_tensor(name, ty, &[cols as u64, rows as u64], data)
+    }
+
+    /// An F32 vector of `n` values in `base ± a`.
+    fn vector(&mut self, name: String, n: usize, seed: u64, base: f32, a: f32) -> Result<()> {
         let v: Vec<f32> = random(n, seed, a).iter().map(|x| base + x).collect();
         let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        w.add_tensor(name, GgmlType::F32, &[n as u64], bytes)
-    };
+        self.w.add_tensor(name, GgmlType::F32, &[n as u64], bytes)
+    }
+
+    /// A norm's weights: around 1.
+    fn norm(&mut self, name: String, n: usize, seed: u64) -> Result<()> {
+        self.vector(name, n, seed, 1.0, 0.2)
+    }
+
+    /// A bias: around 0.
+    fn bias(&mut self, name: String, n: usize, seed: u64) -> Result<()> {
+        self.vector(name, n, seed, 0.0, 0.1)
+    }
+}
+
+/// The tensors of block `l`: its mixer (attention or short convolution), the recipe's
+/// post-norms, and the feed-forward.
+fn write_block(
+    t: &mut RandomTensors<'_>,
+    s: &Shape,
+    recipe: &crate::model::Arch,
+    l: usize,
+) -> Result<()> {
     let c = s.n_embd;
-    let scale = |cols: usize| 1.7 / (cols as f32).sqrt();
-    matrix(&mut w, "token_embd.weight".into(), s.n_vocab, c, scale(c))?;
-    for l in 0..s.n_layer {
-        let b = format!("blk.{l}");
-        let sd = 1000 + 10 * l as u64;
-        vector(&mut w, format!("{b}.attn_norm.weight"), c, sd, 1.0, 0.2)?;
-        if is_conv(l) {
-            matrix(
-                &mut w,
-                format!("{b}.shortconv.in_proj.weight"),
-                3 * c,
-                c,
-                scale(c),
-            )?;
-            let k: Vec<f32> = random(3 * c, sd + 9, 0.5);
-            let bytes = k.iter().flat_map(|x| x.to_le_bytes()).collect();
-            let dims = [3, c as u64];
-            w.add_tensor(
-                format!("{b}.shortconv.conv.weight"),
-                GgmlType::F32,
-                &dims,
-                bytes,
-            )?;
-            matrix(
-                &mut w,
-                format!("{b}.shortconv.out_proj.weight"),
-                c,
-                c,
-                scale(c),
-            )?;
-        } else {
-            if recipe.fused {
-                matrix(
-                    &mut w,
-                    format!("{b}.attn_qkv.weight"),
-                    q + 2 * kv,
-                    c,
-                    scale(c),
-                )?;
-            } else {
-                matrix(&mut w, format!("{b}.attn_q.weight"), q, c, scale(c))?;
-                matrix(&mut w, format!("{b}.attn_k.weight"), kv, c, scale(c))?;
-                matrix(&mut w, format!("{b}.attn_v.weight"), kv, c, scale(c))?;
-            }
-            if s.qkv_bias {
-                vector(&mut w, format!("{b}.attn_q.bias"), q, sd + 1, 0.0, 0.1)?;
-                vector(&mut w, format!("{b}.attn_k.bias"), kv, sd + 2, 0.0, 0.1)?;
-                vector(&mut w, format!("{b}.attn_v.bias"), kv, sd + 3, 0.0, 0.1)?;
-            }
-            matrix(&mut w, format!("{b}.attn_output.weight"), c, q, scale(q))?;
-            if recipe.qk_norm {
-                vector(
-                    &mut w,
-                    format!("{b}.attn_q_norm.weight"),
-                    hd,
-                    sd + 5,
-                    1.0,
-                    0.2,
-                )?;
-                vector(
-                    &mut w,
-                    format!("{b}.attn_k_norm.weight"),
-                    hd,
-                    sd + 6,
-                    1.0,
-                    0.2,
-                )?;
-            }
-        }
-        if recipe.post_norms {
-            vector(
-                &mut w,
-                format!("{b}.post_attention_norm.weight"),
-                c,
-                sd + 7,
-                1.0,
-                0.2,
-            )?;
-            vector(
-                &mut w,
-                format!("{b}.post_ffw_norm.weight"),
-                c,
-                sd + 8,
-                1.0,
-                0.2,
-            )?;
-        }
-        vector(&mut w, format!("{b}.ffn_norm.weight"), c, sd + 4, 1.0, 0.2)?;
-        if recipe.fused {
-            matrix(
-                &mut w,
-                format!("{b}.ffn_up.weight"),
-                2 * s.n_ff,
-                c,
-                scale(c),
-            )?;
-        } else {
-            matrix(&mut w, format!("{b}.ffn_gate.weight"), s.n_ff, c, scale(c))?;
-            matrix(&mut w, format!("{b}.ffn_up.weight"), s.n_ff, c, scale(c))?;
-        }
-        matrix(
-            &mut w,
-            format!("{b}.ffn_down.weight"),
-            c,
-            s.n_ff,
-            scale(s.n_ff),
-        )?;
+    let b = format!("blk.{l}");
+    let sd = 1000 + 10 * l as u64;
+    t.norm(format!("{b}.attn_norm.weight"), c, sd)?;
+    if s.is_conv_layer(l) {
+        write_short_conv(t, &b, c, sd)?;
+    } else {
+        write_attention(t, &b, s, recipe, sd)?;
     }
-    vector(&mut w, recipe.output_norm.into(), c, 7, 1.0, 0.2)?;
-    if !s.tied {
-        matrix(&mut w, "output.weight".into(), s.n_vocab, c, scale(c))?;
+    if recipe.post_norms {
+        t.norm(format!("{b}.post_attention_norm.weight"), c, sd + 7)?;
+        t.norm(format!("{b}.post_ffw_norm.weight"), c, sd + 8)?;
     }
-    w.write_file(path)
+    t.norm(format!("{b}.ffn_norm.weight"), c, sd + 4)?;
+    if recipe.fused {
+        t.weight(format!("{b}.ffn_up.weight"), 2 * s.n_ff, c)?;
+    } else {
+        t.weight(format!("{b}.ffn_gate.weight"), s.n_ff, c)?;
+        t.weight(format!("{b}.ffn_up.weight"), s.n_ff, c)?;
+    }
+    t.weight(format!("{b}.ffn_down.weight"), c, s.n_ff)
+}
+
+/// A short-convolution block's projections and its 3 taps per channel.
+fn write_short_conv(t: &mut RandomTensors<'_>, b: &str, c: usize, sd: u64) -> Result<()> {
+    t.weight(format!("{b}.shortconv.in_proj.weight"), 3 * c, c)?;
+    let k: Vec<f32> = random(3 * c, sd + 9, 0.5);
+    let bytes = k.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let dims = [3, c as u64];
+    t.w.add_tensor(
+        format!("{b}.shortconv.conv.weight"),
+        GgmlType::F32,
+        &dims,
+        bytes,
+    )?;
+    t.weight(format!("{b}.shortconv.out_proj.weight"), c, c)
+}
+
+/// An attention block's projections (fused or not), biases and QK-norms as the recipe has
+/// them.
+fn write_attention(
+    t: &mut RandomTensors<'_>,
+    b: &str,
+    s: &Shape,
+    recipe: &crate::model::Arch,
+    sd: u64,
+) -> Result<()> {
+    let c = s.n_embd;
+    let hd = s.head_size();
+    let (q, kv) = (s.n_head * hd, s.n_head_kv * hd);
+    if recipe.fused {
+        t.weight(format!("{b}.attn_qkv.weight"), q + 2 * kv, c)?;
+    } else {
+        t.weight(format!("{b}.attn_q.weight"), q, c)?;
+        t.weight(format!("{b}.attn_k.weight"), kv, c)?;
+        t.weight(format!("{b}.attn_v.weight"), kv, c)?;
+    }
+    if s.qkv_bias {
+        t.bias(format!("{b}.attn_q.bias"), q, sd + 1)?;
+        t.bias(format!("{b}.attn_k.bias"), kv, sd + 2)?;
+        t.bias(format!("{b}.attn_v.bias"), kv, sd + 3)?;
+    }
+    t.weight(format!("{b}.attn_output.weight"), c, q)?;
+    if recipe.qk_norm {
+        t.norm(format!("{b}.attn_q_norm.weight"), hd, sd + 5)?;
+        t.norm(format!("{b}.attn_k_norm.weight"), hd, sd + 6)?;
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------------------
