@@ -106,179 +106,31 @@ impl ModelConfig {
             }
             .into());
         };
-        let key = |k: &str| format!("{arch_name}.{k}");
+        let keys = ArchKeys { f, arch: arch_name };
         // Every size is bounded before anything is sized by it (or multiplied with it).
-        let limited = |k: &str, v: u32, limit: u64| -> Result<usize> {
-            if u64::from(v) > limit {
-                return Err(ModelError::Limit {
-                    key: key(k),
-                    value: v.into(),
-                    limit,
-                }
-                .into());
-            }
-            Ok(v as usize)
-        };
-        let get = |k: &str, limit: u64| limited(k, f.get_u32(&key(k))?, limit);
-        let opt = |k: &str, limit: u64| -> Result<Option<usize>> {
-            f.opt_u32(&key(k))?
-                .map(|v| limited(k, v, limit))
-                .transpose()
-        };
-        let n_embd = get("embedding_length", MAX_WIDTH)?;
-        let n_layer = get("block_count", MAX_LAYERS)?;
-        let n_ff = get("feed_forward_length", MAX_WIDTH)?;
-        let n_head = get("attention.head_count", MAX_HEADS)?;
-        // Hybrid models (lfm2) give one key/value head count per layer, 0 for the
-        // short-convolution layers.
-        let (n_head_kv, conv_layers) = match f.get(&key("attention.head_count_kv")) {
-            Some(Value::Array(a)) if arch.short_conv => {
-                let per: Option<Vec<u64>> = a
-                    .iter()
-                    .map(|v| match v {
-                        Value::U32(x) => Some(u64::from(x)),
-                        Value::I32(x) => u64::try_from(x).ok(),
-                        Value::U64(x) => Some(x),
-                        _ => None,
-                    })
-                    .collect();
-                let per = per.filter(|p| p.len() == n_layer).ok_or_else(|| {
-                    ModelError::Config(format!(
-                        "{} must hold one count per layer ({n_layer})",
-                        key("attention.head_count_kv")
-                    ))
-                })?;
-                let attn: Vec<u64> = per.iter().copied().filter(|&k| k > 0).collect();
-                let kv = attn.first().copied().unwrap_or(n_head as u64);
-                if attn.iter().any(|&k| k != kv) || kv > MAX_HEADS {
-                    return Err(ModelError::Config(format!(
-                        "attention layers with different key/value head counts ({attn:?}) are not supported"
-                    ))
-                    .into());
-                }
-                (kv as usize, per.iter().map(|&k| k == 0).collect())
-            }
-            _ => (
-                opt("attention.head_count_kv", MAX_HEADS)?.unwrap_or(n_head),
-                vec![false; n_layer],
-            ),
-        };
-        let conv_taps = if arch.short_conv && conv_layers.iter().any(|&c| c) {
-            let l = get("shortconv.l_cache", 1 << 10)?;
-            if l < 2 {
-                return Err(ModelError::Config(format!(
-                    "shortconv.l_cache {l} must be at least 2"
-                ))
-                .into());
-            }
-            l
-        } else {
-            0
-        };
-        let n_ctx = get("context_length", MAX_CONTEXT)?;
-        let rms_eps = f.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
-        let rope_base = f.opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0);
-        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
-            return Err(ModelError::Config(format!(
-                "{n_head} attention heads cannot be shared by {n_head_kv} key/value heads"
-            ))
-            .into());
-        }
-        let head_dim = match opt("attention.key_length", MAX_WIDTH)? {
-            Some(d) => d,
-            None if n_embd % n_head == 0 => n_embd / n_head,
-            None => {
-                return Err(ModelError::Config(format!(
-                    "embedding length {n_embd} is not a multiple of the {n_head} heads"
-                ))
-                .into())
-            }
-        };
-        if let Some(v) = f.opt_u32(&key("attention.value_length"))? {
-            if v as usize != head_dim {
-                return Err(ModelError::Config(format!(
-                    "value head size {v} differs from key head size {head_dim}; not supported"
-                ))
-                .into());
-            }
-        }
-        if n_head as u64 * head_dim as u64 > MAX_WIDTH {
-            return Err(ModelError::Config(format!(
-                "{n_head} heads of {head_dim} make a query width over {MAX_WIDTH}"
-            ))
-            .into());
-        }
-        let rope_dim = opt("rope.dimension_count", MAX_WIDTH)?.unwrap_or(head_dim);
-        if rope_dim > head_dim || rope_dim % 2 != 0 {
-            return Err(ModelError::Config(format!(
-                "rope.dimension_count {rope_dim} must be even and at most the head size {head_dim}"
-            ))
-            .into());
-        }
-        let rope_freq_scale = rope_scaling(f, &key)?;
-        let embd = f.require_tensor("token_embd.weight")?;
-        if embd.info.n_rows() > MAX_VOCAB {
-            return Err(ModelError::Limit {
-                key: "token_embd.weight rows (vocabulary)".into(),
-                value: embd.info.n_rows(),
-                limit: MAX_VOCAB,
-            }
-            .into());
-        }
-        let n_vocab = embd.info.n_rows() as usize;
-        let window = match arch.window {
-            WindowPattern::None => None,
-            WindowPattern::Period(_) => match opt("attention.sliding_window", MAX_CONTEXT)? {
-                Some(0) | None => None,
-                Some(w) => Some(w),
-            },
-        };
-        let sliding = sliding_layers(f, &key, arch, window.is_some(), n_layer)?;
-        let layers: Vec<LayerSpec> = (0..n_layer)
-            .map(|il| LayerSpec {
-                conv: conv_layers[il],
-                sliding: sliding[il],
-                rope: match arch.no_rope_every {
-                    Some(n) if (il + 1) % n == 0 => LayerRope::None,
-                    _ if sliding[il] && arch.local_rope_base.is_some() => LayerRope::Local,
-                    _ => LayerRope::Global,
-                },
-            })
-            .collect();
-        let rope_base_local = match f.opt_f32(&key("rope.freq_base_swa"))? {
+        let n_embd = keys.get("embedding_length", MAX_WIDTH)?;
+        let n_layer = keys.get("block_count", MAX_LAYERS)?;
+        let n_ff = keys.get("feed_forward_length", MAX_WIDTH)?;
+        let n_head = keys.get("attention.head_count", MAX_HEADS)?;
+        let (n_head_kv, conv_layers) = kv_heads(&keys, arch, n_head, n_layer)?;
+        let conv_taps = conv_taps(&keys, arch, &conv_layers)?;
+        let n_ctx = keys.get("context_length", MAX_CONTEXT)?;
+        let rms_eps = f.get_f32(&keys.key("attention.layer_norm_rms_epsilon"))?;
+        let rope_base = f.opt_f32(&keys.key("rope.freq_base"))?.unwrap_or(10000.0);
+        let head_dim = head_size(&keys, n_embd, n_head, n_head_kv)?;
+        let rope_dim = rotated_dims(&keys, head_dim)?;
+        let rope_freq_scale = rope_scaling(&keys)?;
+        let n_vocab = vocab_size(f)?;
+        let window = sliding_window(&keys, arch)?;
+        let sliding = sliding_layers(&keys, arch, window.is_some(), n_layer)?;
+        let layers = layer_specs(arch, &conv_layers, &sliding);
+        let rope_base_local = match f.opt_f32(&keys.key("rope.freq_base_swa"))? {
             Some(b) => b,
             None => arch.local_rope_base.unwrap_or(rope_base),
         };
-        let final_softcap = if arch.final_softcap {
-            match f.opt_f32(&key("final_logit_softcapping"))? {
-                Some(0.0) => None,
-                Some(c) if c.is_finite() && c > 0.0 => Some(c),
-                Some(c) => {
-                    return Err(ModelError::Config(format!(
-                        "final_logit_softcapping {c} must be positive"
-                    ))
-                    .into())
-                }
-                None => None,
-            }
-        } else {
-            None
-        };
+        let final_softcap = final_softcap(&keys, arch)?;
         let attn_scale = attention_scale(arch, n_layer, n_embd, n_head, head_dim);
-        let rope_attn_factor = if arch.long_rope {
-            match f.opt_f32(&key("rope.scaling.attn_factor"))? {
-                Some(a) if a.is_finite() && a > 0.0 => a,
-                Some(a) => {
-                    return Err(ModelError::Config(format!(
-                        "rope.scaling.attn_factor {a} must be positive"
-                    ))
-                    .into())
-                }
-                None => 1.0,
-            }
-        } else {
-            1.0
-        };
+        let rope_attn_factor = rope_attn_factor(&keys, arch)?;
         let embed_scale = if arch.embed_scale_sqrt_width {
             (n_embd as f32).sqrt()
         } else {
@@ -444,12 +296,233 @@ impl ModelConfig {
     }
 }
 
+// ------------------------------------------------------------------------------------------
+// Readers of the hyper-parameter groups, in the order `from_gguf` reads them (which decides
+// the error a file with several faults gets).
+
+/// The `{arch}.*` keys of one file; every size read is bounded before anything is sized by
+/// it.
+struct ArchKeys<'f> {
+    f: &'f GgufFile,
+    /// The `general.architecture` name the keys are prefixed with.
+    arch: &'f str,
+}
+
+impl ArchKeys<'_> {
+    /// The full key of `k`: `{arch}.{k}`.
+    fn key(&self, k: &str) -> String {
+        format!("{}.{k}", self.arch)
+    }
+
+    /// `v` (read from key `k`) if it is at most `limit`.
+    fn limited(&self, k: &str, v: u32, limit: u64) -> Result<usize> {
+        if u64::from(v) > limit {
+            return Err(ModelError::Limit {
+                key: self.key(k),
+                value: v.into(),
+                limit,
+            }
+            .into());
+        }
+        Ok(v as usize)
+    }
+
+    /// A required u32 size, at most `limit`.
+    fn get(&self, k: &str, limit: u64) -> Result<usize> {
+        self.limited(k, self.f.get_u32(&self.key(k))?, limit)
+    }
+
+    /// An optional u32 size, at most `limit`.
+    fn opt(&self, k: &str, limit: u64) -> Result<Option<usize>> {
+        self.f
+            .opt_u32(&self.key(k))?
+            .map(|v| self.limited(k, v, limit))
+            .transpose()
+    }
+}
+
+/// Key/value heads, and per layer whether it is a short-convolution block. Hybrid models
+/// (lfm2) give one key/value head count per layer, 0 for the short-convolution layers.
+fn kv_heads(
+    keys: &ArchKeys<'_>,
+    arch: &Arch,
+    n_head: usize,
+    n_layer: usize,
+) -> Result<(usize, Vec<bool>)> {
+    Ok(match keys.f.get(&keys.key("attention.head_count_kv")) {
+        Some(Value::Array(a)) if arch.short_conv => {
+            let per: Option<Vec<u64>> = a
+                .iter()
+                .map(|v| match v {
+                    Value::U32(x) => Some(u64::from(x)),
+                    Value::I32(x) => u64::try_from(x).ok(),
+                    Value::U64(x) => Some(x),
+                    _ => None,
+                })
+                .collect();
+            let per = per.filter(|p| p.len() == n_layer).ok_or_else(|| {
+                ModelError::Config(format!(
+                    "{} must hold one count per layer ({n_layer})",
+                    keys.key("attention.head_count_kv")
+                ))
+            })?;
+            let attn: Vec<u64> = per.iter().copied().filter(|&k| k > 0).collect();
+            let kv = attn.first().copied().unwrap_or(n_head as u64);
+            if attn.iter().any(|&k| k != kv) || kv > MAX_HEADS {
+                return Err(ModelError::Config(format!(
+                    "attention layers with different key/value head counts ({attn:?}) are not supported"
+                ))
+                .into());
+            }
+            (kv as usize, per.iter().map(|&k| k == 0).collect())
+        }
+        _ => (
+            keys.opt("attention.head_count_kv", MAX_HEADS)?
+                .unwrap_or(n_head),
+            vec![false; n_layer],
+        ),
+    })
+}
+
+/// Taps of the short convolutions (`shortconv.l_cache`), 0 without conv layers.
+fn conv_taps(keys: &ArchKeys<'_>, arch: &Arch, conv_layers: &[bool]) -> Result<usize> {
+    if !(arch.short_conv && conv_layers.iter().any(|&c| c)) {
+        return Ok(0);
+    }
+    let l = keys.get("shortconv.l_cache", 1 << 10)?;
+    if l < 2 {
+        return Err(ModelError::Config(format!("shortconv.l_cache {l} must be at least 2")).into());
+    }
+    Ok(l)
+}
+
+/// The head size (`attention.key_length`, else n_embd / n_head), once the heads are known
+/// to share the key/value heads evenly; values must have the same size.
+fn head_size(keys: &ArchKeys<'_>, n_embd: usize, n_head: usize, n_head_kv: usize) -> Result<usize> {
+    if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
+        return Err(ModelError::Config(format!(
+            "{n_head} attention heads cannot be shared by {n_head_kv} key/value heads"
+        ))
+        .into());
+    }
+    let head_dim = match keys.opt("attention.key_length", MAX_WIDTH)? {
+        Some(d) => d,
+        None if n_embd % n_head == 0 => n_embd / n_head,
+        None => {
+            return Err(ModelError::Config(format!(
+                "embedding length {n_embd} is not a multiple of the {n_head} heads"
+            ))
+            .into())
+        }
+    };
+    if let Some(v) = keys.f.opt_u32(&keys.key("attention.value_length"))? {
+        if v as usize != head_dim {
+            return Err(ModelError::Config(format!(
+                "value head size {v} differs from key head size {head_dim}; not supported"
+            ))
+            .into());
+        }
+    }
+    if n_head as u64 * head_dim as u64 > MAX_WIDTH {
+        return Err(ModelError::Config(format!(
+            "{n_head} heads of {head_dim} make a query width over {MAX_WIDTH}"
+        ))
+        .into());
+    }
+    Ok(head_dim)
+}
+
+/// Leading dimensions of each head that rotate (`rope.dimension_count`, else all): even,
+/// at most the head size.
+fn rotated_dims(keys: &ArchKeys<'_>, head_dim: usize) -> Result<usize> {
+    let rope_dim = keys
+        .opt("rope.dimension_count", MAX_WIDTH)?
+        .unwrap_or(head_dim);
+    if rope_dim > head_dim || rope_dim % 2 != 0 {
+        return Err(ModelError::Config(format!(
+            "rope.dimension_count {rope_dim} must be even and at most the head size {head_dim}"
+        ))
+        .into());
+    }
+    Ok(rope_dim)
+}
+
+/// The vocabulary size: the rows of `token_embd.weight`, at most [`MAX_VOCAB`].
+fn vocab_size(f: &GgufFile) -> Result<usize> {
+    let embd = f.require_tensor("token_embd.weight")?;
+    if embd.info.n_rows() > MAX_VOCAB {
+        return Err(ModelError::Limit {
+            key: "token_embd.weight rows (vocabulary)".into(),
+            value: embd.info.n_rows(),
+            limit: MAX_VOCAB,
+        }
+        .into());
+    }
+    Ok(embd.info.n_rows() as usize)
+}
+
+/// The sliding window (`attention.sliding_window`; 0 = none) of recipes that have windows.
+fn sliding_window(keys: &ArchKeys<'_>, arch: &Arch) -> Result<Option<usize>> {
+    Ok(match arch.window {
+        WindowPattern::None => None,
+        WindowPattern::Period(_) => match keys.opt("attention.sliding_window", MAX_CONTEXT)? {
+            Some(0) | None => None,
+            Some(w) => Some(w),
+        },
+    })
+}
+
+/// Per layer: convolution or attention, sliding or full, and which RoPE (none every
+/// `no_rope_every`-th layer, the local base on sliding layers of recipes that have one).
+fn layer_specs(arch: &Arch, conv_layers: &[bool], sliding: &[bool]) -> Vec<LayerSpec> {
+    (0..sliding.len())
+        .map(|il| LayerSpec {
+            conv: conv_layers[il],
+            sliding: sliding[il],
+            rope: match arch.no_rope_every {
+                Some(n) if (il + 1) % n == 0 => LayerRope::None,
+                _ if sliding[il] && arch.local_rope_base.is_some() => LayerRope::Local,
+                _ => LayerRope::Global,
+            },
+        })
+        .collect()
+}
+
+/// Final-logit soft-capping (`final_logit_softcapping`; 0 = none) of recipes that have it.
+fn final_softcap(keys: &ArchKeys<'_>, arch: &Arch) -> Result<Option<f32>> {
+    if !arch.final_softcap {
+        return Ok(None);
+    }
+    match keys.f.opt_f32(&keys.key("final_logit_softcapping"))? {
+        Some(0.0) => Ok(None),
+        Some(c) if c.is_finite() && c > 0.0 => Ok(Some(c)),
+        Some(c) => {
+            Err(ModelError::Config(format!("final_logit_softcapping {c} must be positive")).into())
+        }
+        None => Ok(None),
+    }
+}
+
+/// LongRoPE's factor on the global table's cos and sin (`rope.scaling.attn_factor`; 1
+/// otherwise).
+fn rope_attn_factor(keys: &ArchKeys<'_>, arch: &Arch) -> Result<f32> {
+    if !arch.long_rope {
+        return Ok(1.0);
+    }
+    match keys.f.opt_f32(&keys.key("rope.scaling.attn_factor"))? {
+        Some(a) if a.is_finite() && a > 0.0 => Ok(a),
+        Some(a) => {
+            Err(ModelError::Config(format!("rope.scaling.attn_factor {a} must be positive")).into())
+        }
+        None => Ok(1.0),
+    }
+}
+
 /// Which layers use the sliding window: llama.cpp's rule (`load_swa_pattern`): a flag per
 /// layer when `attention.sliding_window_pattern` is an array, else its period (or the
 /// recipe's), layer `il` local when `il % n < n − 1` (n = 0: every layer).
 fn sliding_layers(
-    f: &GgufFile,
-    key: &dyn Fn(&str) -> String,
+    keys: &ArchKeys<'_>,
     arch: &Arch,
     has_window: bool,
     n_layer: usize,
@@ -460,7 +533,7 @@ fn sliding_layers(
     if !has_window {
         return Ok(vec![false; n_layer]);
     }
-    let k = key("attention.sliding_window_pattern");
+    let (f, k) = (keys.f, keys.key("attention.sliding_window_pattern"));
     let period = match f.get(&k) {
         Some(Value::Array(a)) => {
             let flags: Option<Vec<bool>> = a
@@ -501,7 +574,8 @@ fn attention_scale(
 }
 
 /// `1 / factor` for linear scaling; other scaling types are refused by name.
-fn rope_scaling(f: &GgufFile, key: &dyn Fn(&str) -> String) -> Result<f32> {
+fn rope_scaling(keys: &ArchKeys<'_>) -> Result<f32> {
+    let (f, key) = (keys.f, |k: &str| keys.key(k));
     let ty = f.opt_str(&key("rope.scaling.type"))?;
     let factor = f.opt_f32(&key("rope.scaling.factor"))?;
     match (ty, factor) {
