@@ -292,11 +292,58 @@ fn plan_with_threads(
     threads: usize,
 ) -> std::result::Result<Plan, Shortfall> {
     let m = req.model;
-    let t64 = threads as u64;
     let (n, g) = match (adapter_params(m, req.lora), geometry(m, req.lora)) {
         (Ok(n), Ok(g)) => (n, g),
         _ => return Err((u64::MAX, Vec::new())),
     };
+    let fixed = fixed_items(req, n, threads);
+    let sizes = ShapeSizes {
+        req,
+        g,
+        threads,
+        fixed_total: fixed.iter().map(|x| x.1).sum(),
+    };
+    let mut smallest: Option<(u64, WorkspaceShape)> = None;
+    for t in candidate_lengths(req) {
+        for shape in candidate_shapes(req, g, t) {
+            let total = sizes.total(shape);
+            if smallest.is_none_or(|(b, _)| total < b) {
+                smallest = Some((total, shape));
+            }
+            if total <= req.budget {
+                let mut items = fixed.clone();
+                items.push((
+                    "activations and workspaces",
+                    workspace_bytes(m, g, shape) as u64,
+                ));
+                items.push(("kernel scratch (per thread)", sizes.scratch(shape)));
+                items.extend(sizes.validation(t));
+                return Ok(Plan {
+                    budget: req.budget,
+                    items,
+                    total,
+                    shape,
+                    threads,
+                    adapted_blocks: g.checkpoints,
+                    notes: plan_notes(req, g, shape, t, threads),
+                });
+            }
+        }
+    }
+    let (need, shape) = smallest.unwrap_or((u64::MAX, WorkspaceShape::plain(1)));
+    let mut items = fixed;
+    items.push((
+        "activations and workspaces",
+        workspace_bytes(m, g, shape) as u64,
+    ));
+    Err((need, items))
+}
+
+/// What every shape of a training run with `threads` workers holds: the adapter with its
+/// gradients and moments (`n` parameters), the runtime, what the caller holds, saving's
+/// extra and the best adapter of early stopping.
+fn fixed_items(req: &TrainRequest<'_>, n: u64, threads: usize) -> Vec<(&'static str, u64)> {
+    let t64 = threads as u64;
     let mut fixed: Vec<(&'static str, u64)> = vec![
         ("adapter (A, B)", 4 * n),
         ("gradients", 4 * n),
@@ -309,14 +356,28 @@ fn plan_with_threads(
         ("data and other live heap", req.data_bytes),
         (
             "saving (checkpoint headers, PEFT row order)",
-            crate::lora::peft::save_extra_bytes(m, req.lora, 4).unwrap_or(0),
+            crate::lora::peft::save_extra_bytes(req.model, req.lora, 4).unwrap_or(0),
         ),
     ];
     if req.keep_best {
         fixed.push(("best adapter (early stopping)", 4 * n));
     }
-    let fixed_total: u64 = fixed.iter().map(|x| x.1).sum();
-    let extra = |t: usize| -> Vec<(&'static str, u64)> {
+    fixed
+}
+
+/// The sizes that depend on the workspace shape, for one thread count.
+struct ShapeSizes<'r, 'a> {
+    req: &'r TrainRequest<'a>,
+    g: AdapterGeometry,
+    threads: usize,
+    /// The sum of [`fixed_items`].
+    fixed_total: u64,
+}
+
+impl ShapeSizes<'_, '_> {
+    /// The validation run's buffers for sequences of `t` tokens (none without validation).
+    fn validation(&self, t: usize) -> Vec<(&'static str, u64)> {
+        let (req, m) = (self.req, self.req.model);
         if req.validation {
             let cap = t.clamp(1, crate::infer::generate::PROMPT_CHUNK);
             vec![
@@ -333,8 +394,12 @@ fn plan_with_threads(
         } else {
             Vec::new()
         }
-    };
-    let scratch = |shape: WorkspaceShape| -> u64 {
+    }
+
+    /// The kernels' scratch of all threads: per thread the larger of training's and
+    /// validation's.
+    fn scratch(&self, shape: WorkspaceShape) -> u64 {
+        let (req, m) = (self.req, self.req.model);
         let ch = shape.chunk.clamp(1, shape.capacity.max(1));
         let rows = shape.loss_rows.clamp(1, shape.capacity.max(1));
         let train =
@@ -355,56 +420,26 @@ fn plan_with_threads(
         } else {
             0
         };
-        t64 * train.max(valid)
-    };
-    let total_for = |shape: WorkspaceShape| -> u64 {
-        fixed_total
-            + workspace_bytes(m, g, shape) as u64
-            + scratch(shape)
-            + extra(shape.capacity).iter().map(|x| x.1).sum::<u64>()
-    };
-    // Candidate shapes, fastest first: whole sequence, then smaller chunks, then halves.
-    let candidates = |t: usize| -> Vec<WorkspaceShape> {
-        let mut chunks = vec![t];
-        let mut c = t / 2;
-        while c >= MIN_CHUNK {
-            chunks.push(c);
-            c /= 2;
-        }
-        let saved: Vec<SavedDtype> = match req.saved {
-            Some(s) => vec![s],
-            None => vec![SavedDtype::F32, SavedDtype::BF16],
-        };
-        // Exact choices before the lossy one: for each storage type, every segment length
-        // (recompute), fewer logit rows, smaller chunks.
-        let mut out = Vec::new();
-        // Fastest of all: every adapted block's activations kept, nothing recomputed; then
-        // as many of the top blocks as fit, the others checkpointed (each kept block saves
-        // one block forward per step).
-        if req.saved.is_none_or(|s| s == SavedDtype::F32) {
-            for blocks in (1..=g.checkpoints).rev() {
-                out.push(WorkspaceShape::keeping(t, blocks));
-            }
-        }
-        for &s in &saved {
-            for segment in SEGMENTS {
-                for loss_rows in LOSS_ROW_CHOICES {
-                    for &ch in &chunks {
-                        out.push(WorkspaceShape {
-                            capacity: t,
-                            chunk: ch,
-                            saved: s,
-                            segment,
-                            loss_rows,
-                            kept: 0,
-                        });
-                    }
-                }
-            }
-        }
-        out
-    };
-    let lengths: Vec<usize> = match req.seq_len {
+        self.threads as u64 * train.max(valid)
+    }
+
+    /// Everything the run holds with `shape`.
+    fn total(&self, shape: WorkspaceShape) -> u64 {
+        self.fixed_total
+            + workspace_bytes(self.req.model, self.g, shape) as u64
+            + self.scratch(shape)
+            + self
+                .validation(shape.capacity)
+                .iter()
+                .map(|x| x.1)
+                .sum::<u64>()
+    }
+}
+
+/// The sequence lengths to try: the asked one, else the longest record's and its halves
+/// down to [`MIN_CHUNK`].
+fn candidate_lengths(req: &TrainRequest<'_>) -> Vec<usize> {
+    match req.seq_len {
         Some(t) => vec![t],
         None => {
             let mut v = vec![req.max_seq_len.max(1)];
@@ -415,90 +450,111 @@ fn plan_with_threads(
             }
             v
         }
+    }
+}
+
+/// Candidate shapes for sequences of `t` tokens, fastest first: whole sequence, then smaller
+/// chunks, then halves.
+fn candidate_shapes(req: &TrainRequest<'_>, g: AdapterGeometry, t: usize) -> Vec<WorkspaceShape> {
+    let mut chunks = vec![t];
+    let mut c = t / 2;
+    while c >= MIN_CHUNK {
+        chunks.push(c);
+        c /= 2;
+    }
+    let saved: Vec<SavedDtype> = match req.saved {
+        Some(s) => vec![s],
+        None => vec![SavedDtype::F32, SavedDtype::BF16],
     };
-    let mut smallest: Option<(u64, WorkspaceShape)> = None;
-    for &t in &lengths {
-        for shape in candidates(t) {
-            let total = total_for(shape);
-            if smallest.is_none_or(|(b, _)| total < b) {
-                smallest = Some((total, shape));
-            }
-            if total <= req.budget {
-                let mut items = fixed.clone();
-                items.push((
-                    "activations and workspaces",
-                    workspace_bytes(m, g, shape) as u64,
-                ));
-                items.push(("kernel scratch (per thread)", scratch(shape)));
-                items.extend(extra(t));
-                let mut notes = Vec::new();
-                let (kept, checkpointed) = shape.split(g.checkpoints);
-                if kept > 0 && checkpointed == 0 {
-                    notes.push(
-                        "every adapted block's activations kept: backward recomputes nothing (the fastest plan)"
-                            .to_string(),
-                    );
-                } else if kept > 0 {
-                    notes.push(format!(
-                        "the top {kept} of {} adapted blocks keep their activations (no recompute for them), the others are checkpointed, to fit",
-                        g.checkpoints
-                    ));
+    // Exact choices before the lossy one: for each storage type, every segment length
+    // (recompute), fewer logit rows, smaller chunks.
+    let mut out = Vec::new();
+    // Fastest of all: every adapted block's activations kept, nothing recomputed; then
+    // as many of the top blocks as fit, the others checkpointed (each kept block saves
+    // one block forward per step).
+    if req.saved.is_none_or(|s| s == SavedDtype::F32) {
+        for blocks in (1..=g.checkpoints).rev() {
+            out.push(WorkspaceShape::keeping(t, blocks));
+        }
+    }
+    for &s in &saved {
+        for segment in SEGMENTS {
+            for loss_rows in LOSS_ROW_CHOICES {
+                for &ch in &chunks {
+                    out.push(WorkspaceShape {
+                        capacity: t,
+                        chunk: ch,
+                        saved: s,
+                        segment,
+                        loss_rows,
+                        kept: 0,
+                    });
                 }
-                if checkpointed > 0 && shape.segment > 1 {
-                    notes.push(format!(
-                        "a checkpoint every {} blocks, the others recomputed in backward, to fit",
-                        shape.segment
-                    ));
-                }
-                if shape.loss_rows < crate::model::backward::LOSS_ROWS {
-                    notes.push(format!(
-                        "logits formed {} rows at a time to fit",
-                        shape.loss_rows
-                    ));
-                }
-                if shape.chunk < t {
-                    notes.push(format!(
-                        "projections and MLP recomputed in chunks of {} tokens to fit",
-                        shape.chunk
-                    ));
-                }
-                if shape.saved != SavedDtype::F32 && req.saved.is_none() {
-                    notes.push(format!(
-                        "saved activations stored as {:?} (lossy) to fit",
-                        shape.saved
-                    ));
-                }
-                if req.seq_len.is_none() && t < req.max_seq_len {
-                    notes.push(format!(
-                        "sequences truncated to {t} tokens to fit (longest is {})",
-                        req.max_seq_len
-                    ));
-                }
-                if threads < req.threads {
-                    notes.push(format!(
-                        "{threads} worker threads instead of {} to fit their per-thread buffers",
-                        req.threads
-                    ));
-                }
-                return Ok(Plan {
-                    budget: req.budget,
-                    items,
-                    total,
-                    shape,
-                    threads,
-                    adapted_blocks: g.checkpoints,
-                    notes,
-                });
             }
         }
     }
-    let (need, shape) = smallest.unwrap_or((u64::MAX, WorkspaceShape::plain(1)));
-    let mut items = fixed;
-    items.push((
-        "activations and workspaces",
-        workspace_bytes(m, g, shape) as u64,
-    ));
-    Err((need, items))
+    out
+}
+
+/// What the planner chose for a plan of `shape` over sequences of `t` tokens with
+/// `threads` workers, and why.
+fn plan_notes(
+    req: &TrainRequest<'_>,
+    g: AdapterGeometry,
+    shape: WorkspaceShape,
+    t: usize,
+    threads: usize,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let (kept, checkpointed) = shape.split(g.checkpoints);
+    if kept > 0 && checkpointed == 0 {
+        notes.push(
+            "every adapted block's activations kept: backward recomputes nothing (the fastest plan)"
+                .to_string(),
+        );
+    } else if kept > 0 {
+        notes.push(format!(
+            "the top {kept} of {} adapted blocks keep their activations (no recompute for them), the others are checkpointed, to fit",
+            g.checkpoints
+        ));
+    }
+    if checkpointed > 0 && shape.segment > 1 {
+        notes.push(format!(
+            "a checkpoint every {} blocks, the others recomputed in backward, to fit",
+            shape.segment
+        ));
+    }
+    if shape.loss_rows < crate::model::backward::LOSS_ROWS {
+        notes.push(format!(
+            "logits formed {} rows at a time to fit",
+            shape.loss_rows
+        ));
+    }
+    if shape.chunk < t {
+        notes.push(format!(
+            "projections and MLP recomputed in chunks of {} tokens to fit",
+            shape.chunk
+        ));
+    }
+    if shape.saved != SavedDtype::F32 && req.saved.is_none() {
+        notes.push(format!(
+            "saved activations stored as {:?} (lossy) to fit",
+            shape.saved
+        ));
+    }
+    if req.seq_len.is_none() && t < req.max_seq_len {
+        notes.push(format!(
+            "sequences truncated to {t} tokens to fit (longest is {})",
+            req.max_seq_len
+        ));
+    }
+    if threads < req.threads {
+        notes.push(format!(
+            "{threads} worker threads instead of {} to fit their per-thread buffers",
+            req.threads
+        ));
+    }
+    notes
 }
 
 /// What a generation needs planned.
