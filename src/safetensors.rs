@@ -48,6 +48,47 @@ pub fn read(path: &Path) -> Result<Contents> {
 /// the bytes present) before anything is allocated for it; each malformation has its own
 /// [`SafetensorsError`].
 pub fn parse(bytes: &[u8]) -> std::result::Result<Contents, SafetensorsError> {
+    let (header_len, head, data) = split_header(bytes)?;
+    let header: Value = serde_json::from_slice(head).map_err(|e| SafetensorsError::HeaderJson {
+        header_len,
+        reason: e.to_string(),
+    })?;
+    let obj = header
+        .as_object()
+        .ok_or(SafetensorsError::HeaderNotObject)?;
+    let data_start = 8 + header_len;
+    let mut tensors = BTreeMap::new();
+    let mut metadata = BTreeMap::new();
+    let mut spans = Vec::new();
+    for (name, info) in obj {
+        if name == "__metadata__" {
+            let m = info.as_object().ok_or(SafetensorsError::BadMetadata)?;
+            for (k, v) in m {
+                metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+            }
+            continue;
+        }
+        let entry = header_entry(name, info, data_start, data.len() as u64)?;
+        // Both offsets are inside `data`, hence fit in usize.
+        let raw = &data[entry.begin as usize..entry.end as usize];
+        spans.push((entry.begin, entry.end, name.clone()));
+        let values = decode_values(entry.dtype, raw);
+        let shape = usize_shape(name, &entry.shape)?;
+        tensors.insert(
+            name.clone(),
+            Tensor {
+                shape,
+                data: values,
+            },
+        );
+    }
+    check_disjoint(spans)?;
+    Ok((tensors, metadata))
+}
+
+/// The header length, the JSON header's bytes and the data bytes of a safetensors image,
+/// the header checked to fit the image and [`MAX_HEADER`].
+fn split_header(bytes: &[u8]) -> std::result::Result<(u64, &[u8], &[u8]), SafetensorsError> {
     let file_len = bytes.len() as u64;
     let Some((len_bytes, rest)) = bytes.split_first_chunk::<8>() else {
         return Err(SafetensorsError::TooShort { len: file_len });
@@ -67,133 +108,141 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Contents, SafetensorsError> {
     }
     // `header_len` fits in the bytes present, hence in usize.
     let (head, data) = rest.split_at(header_len as usize);
-    let header: Value = serde_json::from_slice(head).map_err(|e| SafetensorsError::HeaderJson {
-        header_len,
-        reason: e.to_string(),
-    })?;
-    let obj = header
-        .as_object()
-        .ok_or(SafetensorsError::HeaderNotObject)?;
-    let data_start = 8 + header_len;
-    let data_len = data.len() as u64;
-    let mut tensors = BTreeMap::new();
-    let mut metadata = BTreeMap::new();
-    let mut spans = Vec::new();
-    for (name, info) in obj {
-        if name == "__metadata__" {
-            let m = info.as_object().ok_or(SafetensorsError::BadMetadata)?;
-            for (k, v) in m {
-                metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-            }
-            continue;
-        }
-        let field = |field: &'static str, expected: &'static str| SafetensorsError::BadField {
-            tensor: name.clone(),
-            field,
-            expected,
-        };
-        let dtype = info
-            .get("dtype")
-            .and_then(Value::as_str)
-            .ok_or_else(|| field("dtype", "a string"))?;
-        let dims = info
-            .get("shape")
-            .and_then(Value::as_array)
-            .ok_or_else(|| field("shape", "a list of non-negative integers"))?;
-        if dims.len() > MAX_DIMS {
-            return Err(SafetensorsError::TooManyDims {
-                tensor: name.clone(),
-                shape: dims.iter().filter_map(Value::as_u64).collect(),
-                n_dims: dims.len(),
-                limit: MAX_DIMS,
-            });
-        }
-        let shape: Vec<u64> = dims
-            .iter()
-            .map(|d| {
-                d.as_u64()
-                    .ok_or_else(|| field("shape", "a list of non-negative integers"))
-            })
-            .collect::<std::result::Result<_, _>>()?;
-        let offs = info
-            .get("data_offsets")
-            .and_then(Value::as_array)
-            .and_then(|a| match a.as_slice() {
-                [b, e] => Some((b.as_u64()?, e.as_u64()?)),
-                _ => None,
-            })
-            .ok_or_else(|| field("data_offsets", "[begin, end] (two non-negative integers)"))?;
-        let (b, e) = offs;
-        if b > e || e > data_len {
-            return Err(SafetensorsError::OffsetsOutOfBounds {
-                tensor: name.clone(),
-                begin: b,
-                end: e,
-                data_start,
-                data_len,
-            });
-        }
-        let elem: u64 = match dtype {
-            "F32" => 4,
-            "F16" | "BF16" => 2,
-            other => {
-                return Err(SafetensorsError::UnsupportedDtype {
-                    tensor: name.clone(),
-                    dtype: other.to_string(),
-                })
-            }
-        };
-        let need = shape
-            .iter()
-            .try_fold(elem, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| SafetensorsError::ShapeOverflow {
-                tensor: name.clone(),
-                shape: shape.clone(),
-            })?;
-        if need != e - b {
-            return Err(SafetensorsError::SizeMismatch {
-                tensor: name.clone(),
-                shape,
-                dtype: dtype.to_string(),
-                need,
-                have: e - b,
-            });
-        }
-        // Both offsets are inside `data`, hence fit in usize.
-        let raw = &data[b as usize..e as usize];
-        spans.push((b, e, name.clone()));
-        let values: Vec<f32> = match dtype {
-            "F32" => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            "F16" => raw
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            _ => raw
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-        };
-        // A dim can still exceed usize on 32-bit targets when another dim is zero.
-        let shape = shape
-            .iter()
-            .map(|&d| usize::try_from(d).ok())
-            .collect::<Option<Vec<usize>>>()
-            .ok_or_else(|| SafetensorsError::ShapeOverflow {
-                tensor: name.clone(),
-                shape: shape.clone(),
-            })?;
-        tensors.insert(
-            name.clone(),
-            Tensor {
-                shape,
-                data: values,
-            },
-        );
+    Ok((header_len, head, data))
+}
+
+/// One tensor's header entry, validated: a supported dtype, a shape whose size matches its
+/// data offsets, and offsets inside the data.
+struct HeaderEntry<'h> {
+    dtype: &'h str,
+    shape: Vec<u64>,
+    /// Offsets of its bytes in the data (after the header).
+    begin: u64,
+    end: u64,
+}
+
+/// Reads and checks the header entry `info` of tensor `name` against `data_len` bytes of
+/// data at `data_start`.
+fn header_entry<'h>(
+    name: &str,
+    info: &'h Value,
+    data_start: u64,
+    data_len: u64,
+) -> std::result::Result<HeaderEntry<'h>, SafetensorsError> {
+    let field = |field: &'static str, expected: &'static str| SafetensorsError::BadField {
+        tensor: name.to_string(),
+        field,
+        expected,
+    };
+    let dtype = info
+        .get("dtype")
+        .and_then(Value::as_str)
+        .ok_or_else(|| field("dtype", "a string"))?;
+    let dims = info
+        .get("shape")
+        .and_then(Value::as_array)
+        .ok_or_else(|| field("shape", "a list of non-negative integers"))?;
+    if dims.len() > MAX_DIMS {
+        return Err(SafetensorsError::TooManyDims {
+            tensor: name.to_string(),
+            shape: dims.iter().filter_map(Value::as_u64).collect(),
+            n_dims: dims.len(),
+            limit: MAX_DIMS,
+        });
     }
-    // Empty tensors take no bytes and overlap nothing.
+    let shape: Vec<u64> = dims
+        .iter()
+        .map(|d| {
+            d.as_u64()
+                .ok_or_else(|| field("shape", "a list of non-negative integers"))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let offs = info
+        .get("data_offsets")
+        .and_then(Value::as_array)
+        .and_then(|a| match a.as_slice() {
+            [b, e] => Some((b.as_u64()?, e.as_u64()?)),
+            _ => None,
+        })
+        .ok_or_else(|| field("data_offsets", "[begin, end] (two non-negative integers)"))?;
+    let (b, e) = offs;
+    if b > e || e > data_len {
+        return Err(SafetensorsError::OffsetsOutOfBounds {
+            tensor: name.to_string(),
+            begin: b,
+            end: e,
+            data_start,
+            data_len,
+        });
+    }
+    let elem: u64 = match dtype {
+        "F32" => 4,
+        "F16" | "BF16" => 2,
+        other => {
+            return Err(SafetensorsError::UnsupportedDtype {
+                tensor: name.to_string(),
+                dtype: other.to_string(),
+            })
+        }
+    };
+    let need = shape
+        .iter()
+        .try_fold(elem, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| SafetensorsError::ShapeOverflow {
+            tensor: name.to_string(),
+            shape: shape.clone(),
+        })?;
+    if need != e - b {
+        return Err(SafetensorsError::SizeMismatch {
+            tensor: name.to_string(),
+            shape,
+            dtype: dtype.to_string(),
+            need,
+            have: e - b,
+        });
+    }
+    Ok(HeaderEntry {
+        dtype,
+        shape,
+        begin: b,
+        end: e,
+    })
+}
+
+/// The f32 values of `raw`, little-endian elements of `dtype` (F32, F16, else BF16).
+fn decode_values(dtype: &str, raw: &[u8]) -> Vec<f32> {
+    match dtype {
+        "F32" => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        "F16" => raw
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => raw
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    }
+}
+
+/// `shape` in usize: a dim can still exceed usize on 32-bit targets when another dim is
+/// zero.
+fn usize_shape(name: &str, shape: &[u64]) -> std::result::Result<Vec<usize>, SafetensorsError> {
+    shape
+        .iter()
+        .map(|&d| usize::try_from(d).ok())
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| SafetensorsError::ShapeOverflow {
+            tensor: name.to_string(),
+            shape: shape.to_vec(),
+        })
+}
+
+/// Refuses tensors whose bytes (`begin`, `end`, name) overlap; empty tensors take no bytes
+/// and overlap nothing.
+fn check_disjoint(mut spans: Vec<(u64, u64, String)>) -> std::result::Result<(), SafetensorsError> {
     spans.retain(|(b, e, _)| b < e);
     spans.sort();
     for w in spans.windows(2) {
@@ -206,8 +255,9 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Contents, SafetensorsError> {
             }
         }
     }
-    Ok((tensors, metadata))
+    Ok(())
 }
+
 /// The bytes of a safetensors file holding `tensors` (name, shape, values) in `dtype`.
 pub fn encode(
     tensors: &[(String, Vec<usize>, &[f32])],
