@@ -3,11 +3,12 @@
 //! Why a module of its own (DESIGN.md suggested `quant/x86.rs`): the SIMD kernels are not
 //! only quant kernels — the f32 micro-gemm serves the matmul, attention and LoRA, and the
 //! element-wise ops (exp, RMSNorm, SwiGLU, AdamW, …) are compiled per ISA too. So all
-//! `unsafe` for vector code lives here, in one file per architecture:
+//! `unsafe` for vector code lives here, in one file (or directory) per architecture:
 //!
 //! - [`scalar`]: the scalar twin of every kernel (safe code; the truth the others are tested
 //!   against, and the fallback on CPUs without the features below);
-//! - `x86.rs`: AVX2 + FMA, AVX-512 (F/BW/VL/DQ) and AVX-512 VNNI (`vpdpbusd`) kernels;
+//! - `x86/`: AVX2 + FMA, AVX-512 (F/BW/VL/DQ) and AVX-512 VNNI (`vpdpbusd`) kernels, one
+//!   file per kernel family;
 //! - `aarch64.rs`: NEON kernels, `sdot` (dotprod) and `smmla` (i8mm) through `asm!`.
 //!
 //! Detection runs once ([`kernels`] caches a [`Kernels`] table of function pointers in a
@@ -46,7 +47,7 @@
 //! - `int8.rs`: the int8 operands ([`Int8Layout`], [`I8Rows`], [`I8Lanes`]) and the packing
 //!   of W's columns ([`ColSource`], [`PackTarget`]);
 //! - [`ew`], [`gemv`], [`gemv_i8`]: the element-wise and matrix–vector bodies, compiled
-//!   per level; [`scalar`], `x86.rs`, `aarch64.rs`: the tables of each level.
+//!   per level; [`scalar`], `x86/`, `aarch64.rs`: the tables of each level.
 
 #[macro_use]
 mod macros;

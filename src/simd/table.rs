@@ -1,5 +1,5 @@
 //! The kernel table: [`Kernels`], the function pointers of one ISA level (filled in by
-//! `scalar.rs`, `x86.rs` and `aarch64.rs`) behind safe methods that check every bound once
+//! `scalar.rs`, `x86/` and `aarch64.rs`) behind safe methods that check every bound once
 //! per call, [`kernels`] (the detected level's table) and the element-wise table [`Ew`].
 
 use std::sync::OnceLock;
