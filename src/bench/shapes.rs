@@ -1,0 +1,210 @@
+//! The shapes of real models `bench --shape` knows (their architecture numbers), to write as
+//! random-weight models.
+
+/// The architecture numbers of a model shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shape {
+    pub name: &'static str,
+    pub arch: &'static str,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub n_ff: usize,
+    pub n_ctx: usize,
+    pub tied: bool,
+    pub qkv_bias: bool,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+    /// Head size when it is not n_embd / n_head (`attention.key_length`).
+    pub head_dim: Option<usize>,
+    /// The sliding window (`attention.sliding_window`), for recipes that have windows.
+    pub window: Option<usize>,
+    /// Hybrid recipes (lfm2): the attention layers; the others are short-convolution
+    /// blocks of 3 taps.
+    pub attn_layers: Option<&'static [usize]>,
+}
+
+/// The shapes `bench --shape` knows.
+pub const SHAPES: [Shape; 9] = [
+    Shape {
+        name: "smollm2-135m",
+        arch: "llama",
+        n_vocab: 49152,
+        n_embd: 576,
+        n_layer: 30,
+        n_head: 9,
+        n_head_kv: 3,
+        n_ff: 1536,
+        n_ctx: 8192,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 100_000.0,
+        rms_eps: 1e-5,
+        head_dim: None,
+        window: None,
+        attn_layers: None,
+    },
+    Shape {
+        name: "tinyllama-1.1b",
+        arch: "llama",
+        n_vocab: 32000,
+        n_embd: 2048,
+        n_layer: 22,
+        n_head: 32,
+        n_head_kv: 4,
+        n_ff: 5632,
+        n_ctx: 2048,
+        tied: false,
+        qkv_bias: false,
+        rope_base: 10_000.0,
+        rms_eps: 1e-5,
+        head_dim: None,
+        window: None,
+        attn_layers: None,
+    },
+    Shape {
+        name: "qwen2.5-0.5b",
+        arch: "qwen2",
+        n_vocab: 151_936,
+        n_embd: 896,
+        n_layer: 24,
+        n_head: 14,
+        n_head_kv: 2,
+        n_ff: 4864,
+        n_ctx: 32768,
+        tied: true,
+        qkv_bias: true,
+        rope_base: 1_000_000.0,
+        rms_eps: 1e-6,
+        head_dim: None,
+        window: None,
+        attn_layers: None,
+    },
+    Shape {
+        name: "gemma3-270m",
+        arch: "gemma3",
+        n_vocab: 262_144,
+        n_embd: 640,
+        n_layer: 18,
+        n_head: 4,
+        n_head_kv: 1,
+        n_ff: 2048,
+        n_ctx: 32768,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 1_000_000.0,
+        rms_eps: 1e-6,
+        head_dim: Some(256),
+        window: Some(512),
+        attn_layers: None,
+    },
+    Shape {
+        name: "qwen3-0.6b",
+        arch: "qwen3",
+        n_vocab: 151_936,
+        n_embd: 1024,
+        n_layer: 28,
+        n_head: 16,
+        n_head_kv: 8,
+        n_ff: 3072,
+        n_ctx: 40960,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 1_000_000.0,
+        rms_eps: 1e-6,
+        head_dim: Some(128),
+        window: None,
+        attn_layers: None,
+    },
+    Shape {
+        name: "llama3.2-1b",
+        arch: "llama",
+        n_vocab: 128_256,
+        n_embd: 2048,
+        n_layer: 16,
+        n_head: 32,
+        n_head_kv: 8,
+        n_ff: 8192,
+        n_ctx: 131_072,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 500_000.0,
+        rms_eps: 1e-5,
+        head_dim: None,
+        window: None,
+        attn_layers: None,
+    },
+    Shape {
+        name: "phi3-mini",
+        arch: "phi3",
+        n_vocab: 32064,
+        n_embd: 3072,
+        n_layer: 32,
+        n_head: 32,
+        n_head_kv: 32,
+        n_ff: 8192,
+        n_ctx: 4096,
+        tied: false,
+        qkv_bias: false,
+        rope_base: 10_000.0,
+        rms_eps: 1e-5,
+        head_dim: None,
+        window: None,
+        attn_layers: None,
+    },
+    Shape {
+        name: "lfm2-350m",
+        arch: "lfm2",
+        n_vocab: 65536,
+        n_embd: 1024,
+        n_layer: 16,
+        n_head: 16,
+        n_head_kv: 8,
+        n_ff: 4608,
+        n_ctx: 128_000,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 1_000_000.0,
+        rms_eps: 1e-5,
+        head_dim: None,
+        window: None,
+        attn_layers: Some(&[2, 5, 8, 10, 12, 14]),
+    },
+    Shape {
+        name: "smollm3-3b",
+        arch: "smollm3",
+        n_vocab: 128_256,
+        n_embd: 2048,
+        n_layer: 36,
+        n_head: 16,
+        n_head_kv: 4,
+        n_ff: 11008,
+        n_ctx: 65536,
+        tied: true,
+        qkv_bias: false,
+        rope_base: 5_000_000.0,
+        rms_eps: 1e-6,
+        head_dim: None,
+        window: None,
+        attn_layers: None,
+    },
+];
+
+/// The shape called `name`.
+pub fn shape(name: &str) -> Option<&'static Shape> {
+    SHAPES.iter().find(|s| s.name.eq_ignore_ascii_case(name))
+}
+
+impl Shape {
+    /// Head size: `head_dim`, else n_embd / n_head.
+    pub(super) fn head_size(&self) -> usize {
+        self.head_dim.unwrap_or(self.n_embd / self.n_head)
+    }
+
+    /// Whether layer `l` is a short-convolution block (hybrid recipes).
+    pub(super) fn is_conv_layer(&self, l: usize) -> bool {
+        self.attn_layers.is_some_and(|at| !at.contains(&l))
+    }
+}
