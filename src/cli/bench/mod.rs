@@ -1,6 +1,7 @@
 //! `pocketlora bench`: speed and memory of this machine on a model — the fp32 FMA peak
 //! (measured in the same run), matmul kernel GFLOP/s per quant type, prompt processing,
-//! a LoRA training step, generation, peak heap and peak RSS.
+//! a LoRA training step, generation, peak heap and peak RSS. This file sets up and measures;
+//! `text` renders the report as text.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,13 +16,17 @@ use pocketlora::heap;
 use pocketlora::kernels::{matmul_backward_input, matmul_forward, Precision, QMatrix};
 use pocketlora::model::{Activations, KvCache, Model};
 use pocketlora::quant::{quantize, GgmlType};
-use pocketlora::simd::{Kernels, Level};
+use pocketlora::simd::Kernels;
 use pocketlora::LoraConfig;
+use pocketlora::Plan;
 use pocketlora::TokenRecord;
 use pocketlora::{generate, GenerateParams, SamplerConfig};
-use pocketlora::{human_bytes as human, Plan};
 use pocketlora::{AdapterInit, Length, Resume, Schedule, Session, TrainSpec};
 use pocketlora::{Error, Result};
+
+mod text;
+
+use text::{stdout_error, write_memory_text, write_text_report, Machine};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -642,170 +647,4 @@ fn measure_generation(model: &Arc<Model>, burst: &PeakBurst) -> Result<(f64, f64
     let gen_tps = gen_ids.len() as f64 / s.elapsed().as_secs_f64();
     let gen_peak = gen_peak_before.max(burst.on_threads(model.threads()));
     Ok((gen_tps, gen_peak))
-}
-
-// ------------------------------------------------------------------------------------------
-// The text report.
-
-/// What the text report says of the machine besides the JSON report.
-struct Machine {
-    threads: usize,
-    kernels: &'static Kernels,
-    /// The ISA level the FMA peak was measured with.
-    peak_level: Level,
-}
-
-fn stdout_error(e: std::io::Error) -> Error {
-    Error::io("<stdout>", e)
-}
-
-/// A number with one decimal, or `-`.
-fn one_decimal(v: &Value) -> String {
-    v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"))
-}
-
-/// A fraction as a whole percentage, or `-`.
-fn percent(v: &Value) -> String {
-    v.as_f64()
-        .map_or("-".to_string(), |x| format!("{:.0}%", 100.0 * x))
-}
-
-/// Bytes in MiB with one decimal, or `-`.
-fn mib(v: &Value) -> String {
-    v.as_u64().map_or("-".to_string(), |b| {
-        format!("{:.1} MiB", b as f64 / 1048576.0)
-    })
-}
-
-/// The device, model, kernel and speed lines of the text report.
-fn write_text_report(
-    out: &mut impl Write,
-    report: &Value,
-    a: &BenchArgs,
-    machine: &Machine,
-) -> Result<()> {
-    let (f, pct) = (one_decimal, percent);
-    let io = stdout_error;
-    let kernels = machine.kernels;
-    let d = &report["device"];
-    writeln!(
-        out,
-        "device: {} — {} threads, ISA {} ({}); fp32 FMA peak {} GFLOP/s ({})",
-        d["cpu"].as_str().unwrap_or("?"),
-        machine.threads,
-        kernels.level.name(),
-        kernels.level.features().join("+"),
-        f(&report["fp32_peak_gflops"]),
-        machine.peak_level.name()
-    )
-    .map_err(io)?;
-    writeln!(out, "precision: {}", a.precision.name()).map_err(io)?;
-    if let Some(m) = report.get("model") {
-        writeln!(
-            out,
-            "model: {} ({} MiB)",
-            m["path"].as_str().unwrap_or("?"),
-            m["file_bytes"].as_u64().unwrap_or(0) >> 20
-        )
-        .map_err(io)?;
-    }
-    if let Some(ks) = report["kernels"].as_array() {
-        for k in ks {
-            writeln!(
-                out,
-                "kernel {:>5} {:>10} T={}: forward {:>6} GFLOP/s ({}), backward {:>6} GFLOP/s ({}) of {} measured alongside, backward/forward time {:.2} (medians {} / {} GFLOP/s, {:.2}; of each round's burst {} / {})",
-                k["type"].as_str().unwrap_or("?"),
-                k["shape"].as_str().unwrap_or("?"),
-                k["tokens"],
-                f(&k["forward_gflops"]),
-                pct(&k["forward_fraction_of_peak"]),
-                f(&k["backward_gflops"]),
-                pct(&k["backward_fraction_of_peak"]),
-                f(&k["fp32_peak_gflops_alongside"]),
-                k["backward_over_forward_time"].as_f64().unwrap_or(0.0),
-                f(&k["forward_gflops_median"]),
-                f(&k["backward_gflops_median"]),
-                k["backward_over_forward_time_median"].as_f64().unwrap_or(0.0),
-                pct(&k["forward_fraction_of_peak_paired_median"]),
-                pct(&k["backward_fraction_of_peak_paired_median"])
-            )
-            .map_err(io)?;
-        }
-    }
-    if report.get("train_tokens_per_s").is_some() {
-        writeln!(
-            out,
-            "forward (prompt processing): {} tokens/s ({} GFLOP/s, {} of {} measured alongside)",
-            f(&report["forward_tokens_per_s"]),
-            f(&report["forward_gflops"]),
-            pct(&report["forward_fraction_of_peak"]),
-            f(&report["fp32_peak_gflops_alongside"]["forward"])
-        )
-        .map_err(io)?;
-        writeln!(
-            out,
-            "training (forward + backward + AdamW, LoRA r {} all linear, seq {}): {} tokens/s ({} GFLOP/s executed, {} of {} measured alongside)",
-            a.rank,
-            a.seq_len,
-            f(&report["train_tokens_per_s"]),
-            f(&report["train_gflops"]),
-            pct(&report["train_fraction_of_peak"]),
-            f(&report["fp32_peak_gflops_alongside"]["train"])
-        )
-        .map_err(io)?;
-        writeln!(
-            out,
-            "generation: {} tokens/s ({} of {} measured alongside)",
-            f(&report["generate_tokens_per_s"]),
-            pct(&report["generate_fraction_of_peak"]),
-            f(&report["fp32_peak_gflops_alongside"]["generate"])
-        )
-        .map_err(io)?;
-    }
-    Ok(())
-}
-
-/// The memory lines of the text report: peaks, and the training run's plan and peak heap.
-fn write_memory_text(
-    out: &mut impl Write,
-    report: &Value,
-    rss_reset: bool,
-    plan_text: Option<&str>,
-) -> Result<()> {
-    let io = stdout_error;
-    writeln!(
-        out,
-        "memory: peak heap {}, peak RSS {}{}",
-        mib(&report["peak_heap_bytes"]),
-        mib(&report["peak_rss_bytes"]),
-        if rss_reset {
-            ""
-        } else {
-            " (includes writing the model)"
-        }
-    )
-    .map_err(io)?;
-    if let Some(text) = plan_text {
-        writeln!(
-            out,
-            "memory plan of the training run (budget from {}):\n{}",
-            report["budget_source"].as_str().unwrap_or("?"),
-            text.trim_end()
-        )
-        .map_err(io)?;
-        if let Some(p) = report["train_peak_heap_bytes"].as_u64() {
-            writeln!(
-                out,
-                "training peak heap {}{}",
-                human(p),
-                match report["train_within_budget"].as_bool() {
-                    Some(true) => " (within the budget)",
-                    Some(false) => " (OVER the budget: a planning bug)",
-                    None => "",
-                }
-            )
-            .map_err(io)?;
-        }
-    }
-    Ok(())
 }
