@@ -130,8 +130,8 @@ pub use tokenizer::{Decoder, Tokenizer};
 
 // Data and evaluation.
 pub use data::{
-    load_dataset, read_ids_jsonl, DataFormat, Dataset, EncodeOptions, Encoder, LoadOptions,
-    RawRecord, TokenRecord,
+    load_dataset, load_for_model, read_ids_jsonl, DataFormat, Dataset, EncodeOptions, Encoder,
+    LoadOptions, RawRecord, TokenRecord,
 };
 pub use eval::{evaluate, evaluate_with, EvalReport};
 
@@ -155,8 +155,10 @@ pub use memory::plan::human as human_bytes;
 pub use memory::plan::Plan;
 pub use memory::{account, heap};
 pub use model::backward::SavedDtype;
+pub use train::checkpoint;
 pub use train::run::{Event, Finish, Run, Steps, Summary};
+pub use train::spec::{DATA_SETTINGS, INVOCATION};
 pub use train::{
     AdamWConfig, AdapterInit, Counts, Length, Resume, Schedule, Session, Started, StepStats,
-    TrainSpec,
+    TrainSpec, Truncation,
 };

@@ -31,9 +31,17 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = cli::run(cli) {
-        let one_line = e.to_string().replace('\n', " ");
-        eprintln!("error: {one_line}");
-        std::process::exit(1);
+    match cli::run(cli) {
+        Ok(0) => {}
+        Ok(status) => {
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            std::process::exit(status);
+        }
+        Err(e) => {
+            let one_line = e.to_string().replace('\n', " ");
+            eprintln!("error: {one_line}");
+            std::process::exit(1);
+        }
     }
 }

@@ -133,6 +133,16 @@ enum {
     PLORA_SAVED_F16 = 3
 };
 
+/* plora_train_config.flags: what a run may do to what it finds (bits, or'ed). */
+enum {
+    PLORA_TRAIN_OVERWRITE = 1,          /* replace a non-empty checkpoint_dir (at the end of the
+                                           run, recoverably); without it such a directory is
+                                           refused before the first step */
+    PLORA_TRAIN_ALLOW_DATA_CHANGE = 2,  /* resume although the records differ from the
+                                           checkpointed run's (by content hash) */
+    PLORA_TRAIN_ALLOW_LONG_CONTEXT = 4  /* allow a seq_len above the model's trained context */
+};
+
 /* plora_message.role */
 enum { PLORA_ROLE_SYSTEM = 0, PLORA_ROLE_USER = 1, PLORA_ROLE_ASSISTANT = 2 };
 
@@ -220,6 +230,8 @@ typedef struct plora_train_config {
                                     plora_trainer_run() returns (0) */
     /* Memory */
     uint32_t saved_activations;  /* PLORA_SAVED_* (PLORA_SAVED_AUTO) */
+    /* Safety */
+    uint32_t flags;              /* PLORA_TRAIN_* bits (0) */
 } plora_train_config;
 
 /* What a training step did; passed to the progress callback (read-only, valid during the

@@ -57,7 +57,8 @@ fn rust_layouts() -> Vec<Layout> {
             patience,
             checkpoint_dir,
             save_every,
-            saved_activations
+            saved_activations,
+            flags
         ]
     );
     layout!(
@@ -197,6 +198,9 @@ fn constants() -> Vec<(String, i64)> {
         ("PLORA_SAVED_F32", 1),
         ("PLORA_SAVED_BF16", 2),
         ("PLORA_SAVED_F16", 3),
+        ("PLORA_TRAIN_OVERWRITE", 1),
+        ("PLORA_TRAIN_ALLOW_DATA_CHANGE", 2),
+        ("PLORA_TRAIN_ALLOW_LONG_CONTEXT", 4),
         ("PLORA_ROLE_SYSTEM", 0),
         ("PLORA_ROLE_USER", 1),
         ("PLORA_ROLE_ASSISTANT", 2),

@@ -80,7 +80,13 @@ pub struct TrainConfigC {
     pub checkpoint_dir: *const c_char,
     pub save_every: u32,
     pub saved_activations: u32,
+    pub flags: u32,
 }
+
+/// `PLORA_TRAIN_*` bits of [`TrainConfigC::flags`].
+const TRAIN_OVERWRITE: u32 = 1;
+const TRAIN_ALLOW_DATA_CHANGE: u32 = 2;
+const TRAIN_ALLOW_LONG_CONTEXT: u32 = 4;
 
 impl Default for TrainConfigC {
     fn default() -> Self {
@@ -116,6 +122,7 @@ impl Default for TrainConfigC {
             checkpoint_dir: std::ptr::null(),
             save_every: 0,
             saved_activations: 0,
+            flags: 0,
         }
     }
 }
@@ -153,6 +160,13 @@ struct Reading {
 /// # Safety
 /// The config's string pointers are NULL or valid C strings.
 unsafe fn spec_of(c: &TrainConfigC, model: &ModelObj) -> FResult<(TrainSpec, Reading)> {
+    let known = TRAIN_OVERWRITE | TRAIN_ALLOW_DATA_CHANGE | TRAIN_ALLOW_LONG_CONTEXT;
+    if c.flags & !known != 0 {
+        return Err(invalid(format!(
+            "flags 0x{:x} has bits that are not PLORA_TRAIN_* values",
+            c.flags
+        )));
+    }
     if c.steps == 0 && c.epochs == 0 {
         return Err(invalid("steps and epochs are both 0: give one of them"));
     }
@@ -242,6 +256,10 @@ unsafe fn spec_of(c: &TrainConfigC, model: &ModelObj) -> FResult<(TrainSpec, Rea
         saved,
         skip_nonfinite: false,
         base_name: model.name.clone(),
+        overwrite: c.flags & TRAIN_OVERWRITE != 0,
+        allow_data_change: c.flags & TRAIN_ALLOW_DATA_CHANGE != 0,
+        allow_long_context: c.flags & TRAIN_ALLOW_LONG_CONTEXT != 0,
+        invocation: None,
         extra,
     };
     let reading = Reading {

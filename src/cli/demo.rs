@@ -129,6 +129,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         length: Length::Steps(a.steps),
         batch: records.len(),
         out: Some(a.out.clone()),
+        // Running the demo again replaces its own earlier output (and nothing else).
+        overwrite: is_demo_output(&a.out),
         base_name: "aidreams260K-q8_0.gguf".into(),
         extra,
         ..TrainSpec::default()
@@ -197,11 +199,44 @@ pub fn run(a: DemoArgs) -> Result<()> {
     }
     writeln!(
         out,
-        "\n{r_after} of {} facts recalled verbatim (before: {r_before}). The adapter is in {}/ (PEFT format); try\n  pocketlora generate --model assets/aidreams260K-q8_0.gguf --adapter {} --prompt \"Our wifi password\" -n 20 --temp 0",
+        "\n{r_after} of {} facts recalled verbatim (before: {r_before}). The adapter is in {}/ (PEFT format); try\n  {} generate --model assets/aidreams260K-q8_0.gguf --adapter {} --prompt \"Our wifi password\" -n 20 --temp 0",
         facts.len(),
         a.out.display(),
+        this_program(),
         a.out.display()
     )
     .map_err(io)?;
     Ok(())
+}
+
+/// Whether `dir` holds an earlier demo's run (which the demo may replace).
+fn is_demo_output(dir: &std::path::Path) -> bool {
+    std::fs::read_to_string(dir.join("pocketlora_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v["config"]["demo"] == json!(true))
+}
+
+/// How to run this program again from here: `pocketlora` when that is what is on the
+/// PATH, else this executable's path (relative to the working directory when inside it:
+/// `cargo run` puts nothing on the PATH).
+fn this_program() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "pocketlora".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            d.join("pocketlora")
+                .canonicalize()
+                .is_ok_and(|c| exe.canonicalize().is_ok_and(|e| e == c))
+        })
+    });
+    if on_path {
+        return "pocketlora".into();
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    match exe.strip_prefix(&cwd) {
+        Ok(rel) => format!("./{}", rel.display()),
+        Err(_) => exe.display().to_string(),
+    }
 }

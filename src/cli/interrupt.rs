@@ -1,14 +1,22 @@
 //! Ctrl-C (SIGINT) and SIGTERM set a flag the training loop polls, so an interrupted run
 //! writes a checkpoint and exits cleanly instead of dying mid-write. Unix only; elsewhere
-//! the default handling stays.
+//! the default handling stays. The run then exits with 128 + the signal's number (130 for
+//! SIGINT, 143 for SIGTERM), as a shell reports a process the signal killed, so
+//! `train && export` does not go on with a partial adapter.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The signal that arrived (0: none).
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
 
 /// Whether an interrupt arrived since [`install`].
 pub fn requested() -> bool {
-    INTERRUPTED.load(Ordering::Relaxed)
+    INTERRUPTED.load(Ordering::Relaxed) != 0
+}
+
+/// The number of the signal that interrupted the process, if one did.
+pub fn signal() -> Option<i32> {
+    Some(INTERRUPTED.load(Ordering::Relaxed)).filter(|&s| s != 0)
 }
 
 #[cfg(unix)]
@@ -22,9 +30,9 @@ mod unix {
         fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
     }
 
-    extern "C" fn on_signal(_: i32) {
+    extern "C" fn on_signal(sig: i32) {
         // Only an atomic store: async-signal-safe.
-        INTERRUPTED.store(true, Ordering::Relaxed);
+        INTERRUPTED.store(sig, Ordering::Relaxed);
     }
 
     pub fn install() {

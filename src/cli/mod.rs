@@ -43,7 +43,7 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Text to token ids with the model's tokenizer (ids space-separated on one line).
     Tokenize(tokenize::TokenizeArgs),
-    /// Mean cross-entropy of token records ({"ids": [...], "mask": [...]} per line).
+    /// Loss and perplexity of records in any training format; --compare adapters side by side.
     Eval(eval::EvalArgs),
     /// The memory plan a `train` run with these flags would get (needs --budget).
     Plan(Box<train::TrainArgs>),
@@ -67,17 +67,19 @@ impl Cli {
     }
 }
 
-pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+/// Runs the subcommand; returns the process's exit status.
+pub fn run(cli: Cli) -> Result<i32> {
+    let done = match cli.command {
+        Command::Train(a) => return train::run(*a),
         Command::Demo(a) => demo::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Tokenize(a) => tokenize::run(a),
-        Command::Train(a) => train::run(*a),
         Command::Plan(a) => plan::run(*a),
         Command::Export(a) => export::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Bench(a) => bench::run(a),
-    }
+    };
+    done.map(|()| 0)
 }

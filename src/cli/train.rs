@@ -12,10 +12,8 @@ use super::interrupt;
 use std::sync::Arc;
 
 use pocketlora::human_bytes as human;
-use pocketlora::ChatTemplate;
 use pocketlora::Model;
 use pocketlora::SavedDtype;
-use pocketlora::Tokenizer;
 use pocketlora::{account, heap};
 use pocketlora::{AdapterInit, Length, Resume, Schedule, Session, Started, TrainSpec};
 use pocketlora::{EncodeOptions, LoadOptions};
@@ -37,9 +35,21 @@ pub struct TrainArgs {
     /// TOML or JSON file of flags (command-line flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Continue the interrupted run in this directory from its newest checkpoint.
+    /// Continue the run in this directory from its newest intact checkpoint (every flag is
+    /// taken from the run's record; flags given again must agree), or from a checkpoint
+    /// DIR/checkpoints/step-N: in place with --overwrite, or into a new --out as a fork.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Replace a non-empty --out (only when the run ends, recoverably); with --resume of an
+    /// older checkpoint in place, discard the newer ones.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Resume although the data changed since the checkpointed run.
+    #[arg(long)]
+    pub allow_data_change: bool,
+    /// Allow a --seq-len above the model's trained context.
+    #[arg(long)]
+    pub allow_long_context: bool,
     /// LoRA rank r.
     #[arg(long, default_value_t = 8)]
     pub rank: usize,
@@ -224,6 +234,10 @@ pub(super) fn spec(a: &TrainArgs, model: &Path) -> Result<TrainSpec> {
             .transpose()?,
         skip_nonfinite: a.skip_nonfinite,
         base_name: name(model).unwrap_or_else(|| model.display().to_string()),
+        overwrite: a.overwrite,
+        allow_data_change: a.allow_data_change,
+        allow_long_context: a.allow_long_context,
+        invocation: Some(json!(invocation()?)),
         extra,
     })
 }
@@ -238,57 +252,164 @@ pub(super) fn open_session(a: &TrainArgs, model_path: &Path) -> Result<Session> 
     Ok(session)
 }
 
-/// Reads a data file into the session (a tokenizer and chat template are built for text
-/// formats; token-id files need neither).
+/// Reads a data file into the session; returns the number of lines skipped (and says so
+/// unless `quiet`).
 pub(super) fn load_into(
     session: &mut Session,
     path: &Path,
     a: &TrainArgs,
     valid: bool,
     quiet: bool,
-) -> Result<()> {
-    session.loading(|s| {
-        let file = s.model().weights.file().clone();
-        // Token-id files need no tokenizer (building one for a large vocabulary costs memory).
-        let ids_only = !path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("txt"))
-            && std::fs::read_to_string(path)
-                .ok()
-                .and_then(|t| {
-                    t.lines().find(|l| !l.trim().is_empty()).map(|l| {
-                        pocketlora::DataFormat::detect(l) == Ok(pocketlora::DataFormat::Ids)
-                    })
-                })
-                .unwrap_or(false);
-        let tok = if ids_only {
-            None
-        } else {
-            Tokenizer::from_gguf(&file).ok()
+) -> Result<usize> {
+    let opts = LoadOptions {
+        encode: EncodeOptions {
+            mask_prompt: !a.no_mask_prompt,
+        },
+        skip_bad_lines: a.skip_bad_lines,
+    };
+    let skipped = session.load_data(path, opts, valid)?;
+    if !skipped.is_empty() && !quiet {
+        eprintln!(
+            "{}: skipped {} malformed lines (first: line {}: {})",
+            path.display(),
+            skipped.len(),
+            skipped[0].0,
+            skipped[0].1
+        );
+    }
+    Ok(skipped.len())
+}
+
+/// The flags of this invocation (a config file's first), as recorded for `--resume DIR`
+/// alone: paths made absolute; where the run goes and how it may treat what is there left
+/// out (they belong to each invocation).
+fn invocation() -> Result<Vec<String>> {
+    const PATHS: [&str; 4] = ["--model", "--data", "--valid", "--init-adapter"];
+    const DROP_VALUE: [&str; 3] = ["--resume", "--out", "--config"];
+    const DROP: [&str; 5] = [
+        "--overwrite",
+        "--allow-data-change",
+        "--json",
+        "--quiet",
+        "--allow-long-context",
+    ];
+    let abs = |p: &str| {
+        std::path::absolute(p).map_or_else(|_| p.to_string(), |q| q.display().to_string())
+    };
+    let given = given_flags()?;
+    let mut out = Vec::new();
+    let mut it = given.into_iter();
+    while let Some(f) = it.next() {
+        let (name, inline) = match f.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (f.clone(), None),
         };
-        let chat = if ids_only {
-            None
-        } else {
-            ChatTemplate::from_gguf(&file).ok()
-        };
-        let opts = LoadOptions {
-            encode: EncodeOptions {
-                mask_prompt: !a.no_mask_prompt,
-            },
-            skip_bad_lines: a.skip_bad_lines,
-        };
-        let skipped = s.load_file(path, tok.as_ref(), chat.as_ref(), opts, valid)?;
-        if !skipped.is_empty() && !quiet {
-            eprintln!(
-                "{}: skipped {} malformed lines (first: line {}: {})",
-                path.display(),
-                skipped.len(),
-                skipped[0].0,
-                skipped[0].1
-            );
+        if DROP.contains(&name.as_str()) {
+            continue;
         }
-        Ok(())
-    })
+        if DROP_VALUE.contains(&name.as_str()) {
+            if inline.is_none() {
+                it.next();
+            }
+            continue;
+        }
+        if PATHS.contains(&name.as_str()) {
+            let v = match inline {
+                Some(v) => v,
+                None => it.next().unwrap_or_default(),
+            };
+            out.extend([name, abs(&v)]);
+            continue;
+        }
+        out.push(f);
+    }
+    Ok(out)
+}
+
+/// The flags as given: a `--config` file's, then the command line's.
+fn given_flags() -> Result<Vec<String>> {
+    let cli: Vec<String> = std::env::args().skip(2).collect();
+    let mut flags = Vec::new();
+    let mut it = cli.iter();
+    while let Some(f) = it.next() {
+        if f == "--config" {
+            if let Some(p) = it.next() {
+                flags.extend(super::config_file::expand(Path::new(p))?);
+            }
+        } else if let Some(p) = f.strip_prefix("--config=") {
+            flags.extend(super::config_file::expand(Path::new(p))?);
+        }
+    }
+    flags.extend(cli);
+    Ok(flags)
+}
+
+/// Whether `dir` is one checkpoint (`RUN/checkpoints/step-N`) rather than a run.
+fn is_checkpoint(dir: &Path) -> bool {
+    dir.join("state.json").is_file()
+}
+
+/// `--resume`: where the run goes, how it resumes, and the flags completed from the run's
+/// record (the record's flags first, so that flags given again win, then are checked
+/// against the record by the session).
+fn resolve_resume(mut a: TrainArgs) -> Result<(TrainArgs, Resume)> {
+    let Some(dir) = a.resume.clone() else {
+        return Ok((a, Resume::No));
+    };
+    let (resume, run_dir, recorded) = if is_checkpoint(&dir) {
+        let run_dir = dir
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.clone());
+        let cfg = pocketlora::checkpoint::recorded_config(&dir)?;
+        (Resume::At(dir.clone()), run_dir, Some(cfg))
+    } else {
+        if let Some(o) = a.out.as_ref().filter(|o| *o != &dir) {
+            return Err(Error::InvalidArgument(format!(
+                "--resume {} continues the run there; --out {} is another directory (to fork a run, resume from one of its checkpoints: --resume {}/checkpoints/step-N --out NEW)",
+                dir.display(),
+                o.display(),
+                dir.display()
+            )));
+        }
+        let cfg = pocketlora::Run::recorded_config(&dir)?;
+        (Resume::Required, dir.clone(), cfg)
+    };
+    if a.out.is_none() {
+        a.out = Some(run_dir);
+    }
+    let flags = recorded
+        .as_ref()
+        .and_then(|c| c.get(pocketlora::INVOCATION))
+        .and_then(|v| v.as_array())
+        .map(|v| {
+            v.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        });
+    if let Some(flags) = flags {
+        let mut argv: Vec<String> = vec!["pocketlora".into(), "train".into()];
+        argv.extend(flags);
+        argv.extend(given_flags()?);
+        match super::Cli::try_parse_from_args(&argv) {
+            Ok(super::Command::Train(t)) => {
+                a = TrainArgs {
+                    config: None,
+                    resume: a.resume,
+                    out: a.out,
+                    ..*t
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::InvalidArgument(format!(
+                    "--resume: the run's recorded flags do not parse with these: {e}"
+                )))
+            }
+        }
+    }
+    Ok((a, resume))
 }
 
 /// The library's refusals in the command line's words (flags, not settings).
@@ -297,9 +418,9 @@ pub(super) fn in_flags(e: Error) -> Error {
         Error::Setting { setting, msg } => {
             Error::InvalidArgument(format!("--{} {msg}", setting.replace('_', "-")))
         }
-        Error::Resume(m) if ["records", "valid_records", "target_tokens"].contains(&m.setting.as_str()) => {
+        Error::Resume(m) if pocketlora::DATA_SETTINGS.contains(&m.setting.as_str()) => {
             Error::InvalidArgument(format!(
-                "--resume: the data differ from the interrupted run's ({} {} now, {} then); give the same data",
+                "--resume: the data differ from the checkpointed run's ({} {} now, {} then); give the same data, or --allow-data-change to continue on the new data",
                 m.setting.replace('_', " "),
                 m.now,
                 m.was
@@ -315,41 +436,55 @@ pub(super) fn in_flags(e: Error) -> Error {
     }
 }
 
-pub fn run(a: TrainArgs) -> Result<()> {
-    let mut a = with_config_file(a)?;
-    if let Some(dir) = &a.resume {
-        match &a.out {
-            Some(o) if o != dir => return Err(Error::InvalidArgument("--resume DIR continues the run whose --out is DIR; give the same directory or leave --out out".into())),
-            _ => a.out = Some(dir.clone()),
-        }
-    }
+/// Runs `train`; returns the exit status (0, or 128 + the signal that interrupted it).
+pub fn run(a: TrainArgs) -> Result<i32> {
+    let a = with_config_file(a)?;
+    let (a, resume) = resolve_resume(a)?;
     let (Some(model_path), Some(data), Some(out)) =
         (a.model.clone(), a.data.clone(), a.out.clone())
     else {
         return Err(Error::InvalidArgument(
-            "train needs --model, --data and --out (or --resume DIR)".into(),
+            "train needs --model, --data and --out (or --resume DIR of a run started by `pocketlora train`)".into(),
         ));
     };
     let quiet = a.quiet || a.json;
     let mut session = open_session(&a, &model_path).map_err(in_flags)?;
-    load_into(&mut session, &data, &a, false, quiet)?;
+    let mut skipped_lines = load_into(&mut session, &data, &a, false, quiet)?;
     if let Some(v) = &a.valid {
-        load_into(&mut session, v, &a, true, quiet)?;
+        skipped_lines += load_into(&mut session, v, &a, true, quiet)?;
     }
     let added = session.counts();
     let n_params = session.adapter().map_or(0, |x| x.n_params());
-    let resume = if a.resume.is_some() {
-        Resume::Required
-    } else {
-        Resume::No
-    };
     let Started {
         mut run,
         plan,
         resumed,
         total_steps: steps,
         counts,
+        truncated,
+        notices,
     } = session.start(resume).map_err(in_flags)?;
+    for n in &notices {
+        if a.json {
+            println!("{}", json!({"event": "notice", "message": n}));
+        } else {
+            eprintln!("note: {n}");
+        }
+    }
+    if truncated.records > 0 {
+        let msg = format!(
+            "cut {} records to {} tokens (the longest had {}); give a longer --seq-len, or split long records, to train on all of them",
+            truncated.records, truncated.to, truncated.longest
+        );
+        if a.json {
+            println!(
+                "{}",
+                json!({"event": "truncated", "records": truncated.records, "longest": truncated.longest, "to": truncated.to})
+            );
+        } else {
+            eprintln!("warning: {msg}");
+        }
+    }
     if a.pack && !quiet {
         eprintln!(
             "packed {} records into {} sequences of up to {} tokens",
@@ -431,6 +566,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         m.insert("seconds".into(), json!(summary.seconds));
         m.insert("tokens_per_s".into(), json!(summary.tokens_per_s));
         m.insert("skipped_nonfinite".into(), json!(summary.skipped_nonfinite));
+        m.insert("skipped_lines".into(), json!(skipped_lines));
+        m.insert("truncated_records".into(), json!(truncated.records));
         m.insert("parameters".into(), json!(n_params));
         m.insert("peak_heap_bytes".into(), json!(heap::peak()));
         m.insert("budget_bytes".into(), json!(a.budget));
@@ -454,6 +591,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         if summary.skipped_nonfinite > 0 {
             val += &format!(", {} non-finite batches skipped", summary.skipped_nonfinite);
         }
+        if skipped_lines > 0 {
+            val += &format!(", {skipped_lines} malformed lines skipped");
+        }
         writeln!(
             out_lock,
             "saved adapter to {} after {} steps{how}: loss {:.4} → {:.4}{val}, {:.1} s, {:.0} tokens/s",
@@ -476,5 +616,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(match (summary.finish, interrupt::signal()) {
+        (Finish::Interrupted, Some(sig)) => 128 + sig,
+        _ => 0,
+    })
 }

@@ -7,6 +7,7 @@ use super::encode::{EncodeOptions, Encoder};
 use super::raw::{parse_line, split_documents, DataFormat, RawRecord};
 use super::TokenRecord;
 use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
 use crate::tokenizer::chat::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 use crate::util::rng::SplitMix64;
@@ -36,8 +37,52 @@ pub fn load_dataset(
     chat: Option<&ChatTemplate>,
     opts: LoadOptions,
 ) -> Result<Dataset> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = read_text(path)?;
     parse_dataset(path, &text, tok, chat, opts)
+}
+
+/// Reads `path` as UTF-8 text; bytes that are not UTF-8 are a data error naming the line
+/// and the byte offset.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let b = e.as_bytes();
+        let line = 1 + b[..at].iter().filter(|&&c| c == b'\n').count();
+        let col = at - b[..at].iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1) + 1;
+        Error::Data {
+            path: path.into(),
+            line,
+            msg: format!(
+                "not valid UTF-8 at byte offset {at} (column {col}, byte 0x{:02x}); save the file as UTF-8",
+                b[at]
+            ),
+        }
+    })
+}
+
+/// [`load_dataset`] with the tokenizer and chat template of the model in `file`, built
+/// only when the records need them (token-id files need neither, and building a large
+/// vocabulary's tokenizer costs memory).
+pub fn load_for_model(path: &Path, file: &GgufFile, opts: LoadOptions) -> Result<Dataset> {
+    let text = read_text(path)?;
+    let is_txt = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("txt"));
+    let ids_only = !is_txt
+        && text
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .is_some_and(|l| DataFormat::detect(l) == Ok(DataFormat::Ids));
+    let (tok, chat) = if ids_only {
+        (None, None)
+    } else {
+        (
+            Tokenizer::from_gguf(file).ok(),
+            ChatTemplate::from_gguf(file).ok(),
+        )
+    };
+    parse_dataset(path, &text, tok.as_ref(), chat.as_ref(), opts)
 }
 
 /// [`load_dataset`] over text already read: `path` names the file in errors and its

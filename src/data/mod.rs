@@ -10,6 +10,9 @@ pub mod raw;
 
 pub use encode::{EncodeOptions, Encoder};
 pub use jsonl::{parse_ids_record, read_ids_jsonl, TokenRecord};
-pub use load::{held_out, hold_out, load_dataset, parse_dataset, Dataset, LoadOptions};
+pub use load::{
+    held_out, hold_out, load_dataset, load_for_model, parse_dataset, read_text, Dataset,
+    LoadOptions,
+};
 pub use pack::pack;
 pub use raw::{DataFormat, RawRecord};

@@ -34,10 +34,39 @@ pub struct Model {
     precision: Precision,
 }
 
+/// Most worker threads a model takes: more than a few per core only adds switching (and
+/// each costs a stack), and a mistyped count must not hang the process.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (4 * cores).max(64)
+}
+
+/// Refuses a worker count above [`max_threads`].
+fn check_threads(threads: usize) -> Result<()> {
+    let max = max_threads();
+    if threads > max {
+        return Err(Error::InvalidArgument(format!(
+            "{threads} threads are more than this machine can use (at most {max}; 0 means one per core)"
+        )));
+    }
+    Ok(())
+}
+
+/// The kernels' worker pool of `threads` (0: one per core).
+fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    check_threads(threads)?;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("pocketlora-{i}"))
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))
+}
+
 impl Model {
     /// Memory-maps and validates `path`, then builds the model with `threads` worker threads
     /// (0 = one per core).
     pub fn open(path: impl AsRef<Path>, threads: usize) -> Result<Model> {
+        check_threads(threads)?;
         let file = GgufFile::open(path)?;
         Model::from_file(Arc::new(file), threads)
     }
@@ -61,11 +90,7 @@ impl Model {
                 None,
             ));
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("pocketlora-{i}"))
-            .build()
-            .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
+        let pool = thread_pool(threads)?;
         Ok(Model {
             cfg,
             weights,
@@ -83,11 +108,7 @@ impl Model {
 
     /// Rebuilds the thread pool with `threads` workers (a memory plan may use fewer).
     pub fn set_threads(&mut self, threads: usize) -> Result<()> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("pocketlora-{i}"))
-            .build()
-            .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
+        let pool = thread_pool(threads)?;
         self.pool = Arc::new(pool);
         Ok(())
     }

@@ -3,7 +3,9 @@
 //! in `OUT/checkpoints/step-NNNNNNNN/`. A checkpoint is written into a hidden temporary
 //! directory, each file fsynced, then the directory is renamed into place, so a killed
 //! write never damages the previous checkpoint; leftovers of killed writes are swept at
-//! the next start. The newest two checkpoints are kept.
+//! the next start. Every file's xxh3-128 checksum is written last, into `checksums.json`,
+//! and verified before a checkpoint is used: a damaged one is named and passed over, and
+//! only intact checkpoints count towards the newest two that are kept.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use crate::safetensors::{self, Dtype};
 
 const STATE: &str = "state.json";
 const TENSORS: &str = "trainer_state.safetensors";
+const SUMS: &str = "checksums.json";
 const KEEP: usize = 2;
 
 /// The scalar state of a run at a step boundary.
@@ -139,10 +142,99 @@ fn write_files(
     });
     let text = serde_json::to_string_pretty(&st).unwrap_or_default();
     write_atomic(&tmp.join(STATE), |w| w.write_all(text.as_bytes()))?;
+    // Checksums of the files as they are on disk, written last: a checkpoint without them
+    // is incomplete.
+    let mut sums = serde_json::Map::new();
+    for f in [STATE, TENSORS] {
+        sums.insert(f.into(), json!(file_sum(&tmp.join(f))?));
+    }
+    let text = serde_json::to_string_pretty(&Value::Object(sums)).unwrap_or_default();
+    write_atomic(&tmp.join(SUMS), |w| w.write_all(text.as_bytes()))?;
     Ok(())
 }
 
-/// Complete checkpoints under `root`, oldest first.
+/// The xxh3-128 checksum of a file's bytes, in hex: read in small pieces, so that
+/// checking a checkpoint holds no more heap than one buffer (the memory plan counts
+/// none).
+fn file_sum(p: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:032x}", h.digest128()))
+}
+
+/// Whether the checkpoint in `dir` is intact: every file it lists is there with its
+/// checksum. `Err` says what is wrong.
+pub fn verify(dir: &Path) -> std::result::Result<(), String> {
+    let text = std::fs::read_to_string(dir.join(SUMS)).map_err(|_| {
+        format!("{SUMS} is missing (an incomplete write, or an older version's checkpoint)")
+    })?;
+    let sums: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{SUMS} is not valid JSON: {e}"))?;
+    for f in [STATE, TENSORS] {
+        let want = sums
+            .get(f)
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{SUMS} does not list {f}"))?;
+        match file_sum(&dir.join(f)) {
+            Ok(got) if got == want => {}
+            Ok(_) => return Err(format!("{f} is damaged (its checksum differs from {SUMS})")),
+            Err(_) => return Err(format!("{f} is missing")),
+        }
+    }
+    Ok(())
+}
+
+/// A checkpoint that is not intact: its directory and what is wrong.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Damaged {
+    pub dir: PathBuf,
+    pub why: String,
+}
+
+/// The newest intact checkpoint under `root`, and each newer one that is damaged.
+pub fn newest_intact(root: &Path) -> Result<(Option<PathBuf>, Vec<Damaged>)> {
+    let mut damaged = Vec::new();
+    for dir in list(root)?.into_iter().rev() {
+        match verify(&dir) {
+            Ok(()) => return Ok((Some(dir), damaged)),
+            Err(why) => damaged.push(Damaged { dir, why }),
+        }
+    }
+    Ok((None, damaged))
+}
+
+/// The step of a checkpoint directory `step-NNNNNNNN`.
+pub fn step_of(dir: &Path) -> Option<usize> {
+    dir.file_name()?
+        .to_str()?
+        .strip_prefix("step-")?
+        .parse()
+        .ok()
+}
+
+/// Removes the checkpoints newer than step `step` (resuming from an older one in place);
+/// returns their directories.
+pub fn discard_after(root: &Path, step: usize) -> Result<Vec<PathBuf>> {
+    let mut gone = Vec::new();
+    for dir in list(root)? {
+        if step_of(&dir).is_some_and(|s| s > step) {
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            gone.push(dir);
+        }
+    }
+    Ok(gone)
+}
+
+/// Checkpoint directories under `root` (intact or not: see [`verify`]), oldest first.
 pub fn list(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let rd = match std::fs::read_dir(root) {
@@ -152,11 +244,7 @@ pub fn list(root: &Path) -> Result<Vec<PathBuf>> {
     };
     for e in rd.flatten() {
         let p = e.path();
-        let is_step = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("step-"));
-        if is_step && p.join(STATE).exists() && p.join(TENSORS).exists() {
+        if p.is_dir() && step_of(&p).is_some() {
             out.push(p);
         }
     }
@@ -182,12 +270,32 @@ pub fn sweep_temporaries(root: &Path) -> Result<usize> {
     Ok(n)
 }
 
+/// After a checkpoint was written: keeps the newest [`KEEP`] intact checkpoints, removes
+/// older intact ones and every damaged or incomplete one (the run has moved on from them;
+/// an intact checkpoint is never removed in their favour).
 fn prune(root: &Path) -> Result<()> {
-    let all = list(root)?;
-    for old in all.iter().take(all.len().saturating_sub(KEEP)) {
-        std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
+    let mut intact = 0;
+    for dir in list(root)?.into_iter().rev() {
+        let keep = verify(&dir).is_ok() && {
+            intact += 1;
+            intact <= KEEP
+        };
+        if !keep {
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
     }
     Ok(())
+}
+
+/// The run configuration recorded in the checkpoint in `dir`.
+pub fn recorded_config(dir: &Path) -> Result<Value> {
+    let p = dir.join(STATE);
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| Error::Adapter {
+        path: p.clone(),
+        msg: format!("not valid JSON: {e}"),
+    })?;
+    Ok(v.get("config").cloned().unwrap_or(Value::Null))
 }
 
 /// A loaded checkpoint.
@@ -200,6 +308,10 @@ pub struct Loaded {
 
 /// Reads the checkpoint in `dir` into adapters shaped like `template` (the run's adapter).
 pub fn load(dir: &Path, template: &Adapter, opt_template: &AdamW) -> Result<Loaded> {
+    verify(dir).map_err(|msg| Error::Adapter {
+        path: dir.to_path_buf(),
+        msg: format!("checkpoint not intact: {msg}"),
+    })?;
     let sp = dir.join(STATE);
     let text = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
     let bad = |msg: String| Error::Adapter {
@@ -332,6 +444,56 @@ mod tests {
         assert_eq!(list(&root).unwrap().len(), 2);
         assert_eq!(sweep_temporaries(&root).unwrap(), 1);
         assert!(load(&list(&root).unwrap()[1], &adapter(0.0), &opt).is_ok());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_is_named_passed_over_and_never_kept_instead_of_an_intact_one() {
+        let root = std::env::temp_dir().join(format!("plora-ckpt-dmg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let a = adapter(0.5);
+        let opt = AdamW::new(AdamWConfig::default(), &a);
+        let state = |step| RunState {
+            step,
+            adam_t: step as u64,
+            epoch: 0,
+            pos: step,
+            best_valid: None,
+            evals_since_best: 0,
+            config: json!({}),
+        };
+        for s in [1, 2] {
+            save(&root, &state(s), &a, &opt, None).unwrap();
+        }
+        // Flip bytes inside the newest checkpoint's tensors.
+        let newest = root.join("step-00000002");
+        let t = newest.join(TENSORS);
+        let mut bytes = std::fs::read(&t).unwrap();
+        let n = bytes.len();
+        for b in &mut bytes[n - 8..] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&t, &bytes).unwrap();
+        let (ok, damaged) = newest_intact(&root).unwrap();
+        assert_eq!(ok, Some(root.join("step-00000001")));
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged[0].dir, newest);
+        assert!(damaged[0].why.contains(TENSORS), "{}", damaged[0].why);
+        let e = load(&newest, &a, &opt).err().unwrap().to_string();
+        assert!(e.contains("step-00000002") && e.contains("damaged"), "{e}");
+        // An empty step directory (a kill) is incomplete, not intact.
+        std::fs::create_dir_all(root.join("step-00000009")).unwrap();
+        assert!(verify(&root.join("step-00000009")).is_err());
+        // The next save keeps the intact ones and removes the damaged and incomplete.
+        save(&root, &state(3), &a, &opt, None).unwrap();
+        let names: Vec<String> = list(&root)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["step-00000001", "step-00000003"]);
+        assert_eq!(discard_after(&root, 1).unwrap().len(), 1);
+        assert_eq!(list(&root).unwrap().len(), 1);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

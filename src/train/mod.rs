@@ -5,6 +5,7 @@
 pub mod adamw;
 pub mod checkpoint;
 pub mod order;
+pub mod outdir;
 pub mod run;
 pub mod schedule;
 pub mod session;
@@ -14,6 +15,6 @@ pub mod trainer;
 pub use adamw::{AdamW, AdamWConfig};
 pub use order::RecordOrder;
 pub use schedule::Schedule;
-pub use session::{Counts, Resume, Session, Started};
+pub use session::{Counts, Resume, Session, Started, Truncation};
 pub use spec::{AdapterInit, Length, TrainSpec};
 pub use trainer::{StepStats, TrainConfig, Trainer};

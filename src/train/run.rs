@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::checkpoint::{self, RunState};
 use super::order::RecordOrder;
+use super::outdir::OutDir;
 use super::trainer::{StepStats, TrainConfig, Trainer};
 use crate::data::TokenRecord;
 use crate::error::{Error, Result};
@@ -118,6 +119,8 @@ pub struct Run {
     best: Option<(f64, Adapter)>,
     evals_since_best: usize,
     skip_nonfinite: bool,
+    /// The claimed output directory (locked while the run lives).
+    out_dir: Option<OutDir>,
 }
 
 impl Run {
@@ -165,6 +168,7 @@ impl Run {
             best: None,
             evals_since_best: 0,
             skip_nonfinite: false,
+            out_dir: None,
         })
     }
 
@@ -175,19 +179,34 @@ impl Run {
         self.skip_nonfinite = on;
     }
 
-    /// Continues from the newest complete checkpoint in `out/checkpoints` (temporaries of
-    /// killed writes are swept first). Returns the step it resumes at, or `None` when there
-    /// is no checkpoint.
+    /// Makes the run write into the claimed directory `dir` (held, and so locked, as long
+    /// as the run lives; a replacement is put in place when the run finishes).
+    pub fn claim_out(&mut self, dir: OutDir) {
+        self.opts.out = Some(dir.write_to().to_path_buf());
+        self.out_dir = Some(dir);
+    }
+
+    /// Continues from the newest intact checkpoint in `out/checkpoints` (temporaries of
+    /// killed writes are swept first; damaged checkpoints are passed over). Returns the
+    /// step it resumes at, or `None` when there is no intact checkpoint.
     pub fn resume(&mut self) -> Result<Option<usize>> {
         let Some(out) = &self.opts.out else {
             return Ok(None);
         };
         let root = out.join("checkpoints");
         checkpoint::sweep_temporaries(&root)?;
-        let Some(dir) = checkpoint::list(&root)?.pop() else {
+        let Some(dir) = checkpoint::newest_intact(&root)?.0 else {
             return Ok(None);
         };
-        let l = checkpoint::load(&dir, self.trainer.adapter(), self.trainer.optimizer())?;
+        self.resume_from(&dir).map(Some)
+    }
+
+    /// Continues from the checkpoint in `dir` (verified first); returns its step.
+    pub fn resume_from(&mut self, dir: &Path) -> Result<usize> {
+        if let Some(out) = &self.opts.out {
+            checkpoint::sweep_temporaries(&out.join("checkpoints"))?;
+        }
+        let l = checkpoint::load(dir, self.trainer.adapter(), self.trainer.optimizer())?;
         self.trainer.restore(l.adapter, l.opt, l.state.step)?;
         self.order.seek(l.state.epoch, l.state.pos);
         self.evals_since_best = l.state.evals_since_best;
@@ -195,22 +214,15 @@ impl Run {
             (Some(v), Some(a)) => Some((v, a)),
             _ => None,
         };
-        Ok(Some(l.state.step))
+        Ok(l.state.step)
     }
 
-    /// The recorded configuration of the newest checkpoint in `out`, if any.
+    /// The recorded configuration of the newest intact checkpoint in `out`, if any.
     pub fn recorded_config(out: &Path) -> Result<Option<Value>> {
-        let root = out.join("checkpoints");
-        let Some(dir) = checkpoint::list(&root)?.pop() else {
-            return Ok(None);
-        };
-        let p = dir.join("state.json");
-        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::Adapter {
-            path: p.clone(),
-            msg: format!("not valid JSON: {e}"),
-        })?;
-        Ok(v.get("config").cloned())
+        match checkpoint::newest_intact(&out.join("checkpoints"))?.0 {
+            Some(dir) => checkpoint::recorded_config(&dir).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Writes a checkpoint of the run as it is now (at a step boundary) under
@@ -404,6 +416,10 @@ impl Run {
             write_atomic(&out.join("pocketlora_config.json"), |w| {
                 w.write_all(text.as_bytes())
             })?;
+        }
+        if let Some(d) = &mut self.out_dir {
+            d.commit()?;
+            self.opts.out = Some(d.write_to().to_path_buf());
         }
         let seconds = start.elapsed().as_secs_f64();
         Ok(Summary {

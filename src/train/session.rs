@@ -3,17 +3,21 @@
 //! counts what the plan must cover the one way [`crate::memory::account`] measures it,
 //! builds the single [`TrainRequest`], and starts a [`Run`] with the plan applied: worker
 //! threads, the validation split, packing, truncation to the planned length, the number of
-//! steps, and the checks a resumed run must pass. The command line and the C ABI only
-//! translate their inputs into a [`TrainSpec`] and records.
+//! steps, the checks a resumed run must pass (its checkpoint intact, its settings and data
+//! the same), and the output directory claimed ([`super::outdir`]) before the first step.
+//! The command line and the C ABI only translate their inputs into a [`TrainSpec`] and
+//! records.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::checkpoint;
+use super::outdir::{Claim, OutDir};
 use super::run::{Run, RunOptions};
 use super::spec::{check_agrees, AdapterInit, TrainSpec};
-use crate::data::{held_out, load_dataset, pack, LoadOptions, TokenRecord};
+use crate::data::{held_out, load_dataset, load_for_model, pack, LoadOptions, TokenRecord};
 use crate::error::{Error, Result};
 use crate::lora::{self, Adapter};
 use crate::memory::account::{self, records_bytes};
@@ -22,16 +26,33 @@ use crate::model::backward::WorkspaceShape;
 use crate::model::Model;
 use crate::tokenizer::chat::ChatTemplate;
 use crate::tokenizer::Tokenizer;
+use xxhash_rust::xxh3::Xxh3;
 
-/// Whether [`Session::start`] continues from a checkpoint in the output directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Whether [`Session::start`] continues from a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resume {
     /// A fresh run.
     No,
-    /// From the newest checkpoint when there is one, else a fresh run.
+    /// From the newest intact checkpoint in the output directory when there is one, else
+    /// a fresh run.
     IfAny,
-    /// From the newest checkpoint; none is an error.
+    /// From the newest intact checkpoint in the output directory; none is an error.
     Required,
+    /// From this checkpoint directory (`RUN/checkpoints/step-N`): in place when the output
+    /// directory is `RUN` (with [`TrainSpec::overwrite`]: the newer checkpoints are
+    /// discarded), else as a fork into a new output directory.
+    At(PathBuf),
+}
+
+/// Records cut to fit the sequence length.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Truncation {
+    /// How many records were cut.
+    pub records: usize,
+    /// The longest of them before the cut, in tokens.
+    pub longest: usize,
+    /// The length they were cut to.
+    pub to: usize,
 }
 
 /// What [`Session::start`] gives: the run, the plan it follows, where it resumed.
@@ -45,6 +66,11 @@ pub struct Started {
     pub total_steps: usize,
     /// Training and validation records, and target tokens, as the run takes them.
     pub counts: Counts,
+    /// Records cut to fit (none when `records` is 0).
+    pub truncated: Truncation,
+    /// What the front end should tell its user: a damaged checkpoint passed over, newer
+    /// checkpoints discarded, an interrupted replacement recovered.
+    pub notices: Vec<String>,
 }
 
 /// Record counts of a session.
@@ -75,6 +101,10 @@ pub struct Session {
     /// The counts (and the recorded ones) before splitting and packing.
     counts_added: Counts,
     plan: Option<Plan>,
+    truncated: Truncation,
+    /// Content hashes of the training and validation records as added.
+    hash_train: Xxh3,
+    hash_valid: Xxh3,
 }
 
 impl Session {
@@ -82,6 +112,17 @@ impl Session {
     /// starting adapter.
     pub fn new(model: Arc<Model>, spec: TrainSpec) -> Result<Session> {
         spec.validate()?;
+        if let Some(s) = spec.seq_len {
+            let ctx = model.cfg.n_ctx;
+            if s > ctx && !spec.allow_long_context {
+                return Err(Error::Setting {
+                    setting: "seq_len",
+                    msg: format!(
+                        "{s} is above the model's trained context of {ctx} tokens: positions past it were never trained and quality drops; allow it explicitly (allow_long_context) or give at most {ctx}"
+                    ),
+                });
+            }
+        }
         let adapter = match &spec.adapter {
             AdapterInit::New(l) => Adapter::new(&model.cfg, l.clone())?,
             AdapterInit::From(p) => lora::load(p, &model.cfg)?,
@@ -99,6 +140,9 @@ impl Session {
             fixed: false,
             counts_added: Counts::default(),
             plan: None,
+            truncated: Truncation::default(),
+            hash_train: Xxh3::new(),
+            hash_valid: Xxh3::new(),
         })
     }
 
@@ -171,13 +215,17 @@ impl Session {
                     "token id {bad} is outside the model's vocabulary of {n_vocab}"
                 )));
             }
+            self.truncated.note(r, self.seq_cap);
             truncate(r, self.seq_cap);
         }
-        let to = if valid {
-            &mut self.valid
+        let (to, hash) = if valid {
+            (&mut self.valid, &mut self.hash_valid)
         } else {
-            &mut self.train
+            (&mut self.train, &mut self.hash_train)
         };
+        for r in &records {
+            hash_record(hash, r);
+        }
         to.extend(records);
         to.shrink_to_fit();
         self.plan = None;
@@ -209,6 +257,23 @@ impl Session {
         let d = load_dataset(path, tok, chat, opts)?;
         self.add(d.records, valid)?;
         Ok(d.skipped)
+    }
+
+    /// Reads a data file with the model's own tokenizer and chat template (built only when
+    /// the format needs them: [`crate::data::load_for_model`]), counting the transient as
+    /// [`Session::loading`] does; returns the lines skipped under `opts.skip_bad_lines`.
+    pub fn load_data(
+        &mut self,
+        path: &Path,
+        opts: LoadOptions,
+        valid: bool,
+    ) -> Result<Vec<(usize, String)>> {
+        self.check_open()?;
+        self.loading(|s| {
+            let d = load_for_model(path, s.model.weights.file(), opts)?;
+            s.add(d.records, valid)?;
+            Ok(d.skipped)
+        })
     }
 
     /// Splits off the validation records and packs the training ones, as the spec says
@@ -322,7 +387,10 @@ impl Session {
             .spec
             .recorded(self.threads, self.model.precision().name());
         let c = self.counts();
+        let hex = |h: &Xxh3| format!("{:032x}", h.digest128());
         if let Some(o) = v.as_object_mut() {
+            o.insert("data_hash".into(), json!(hex(&self.hash_train)));
+            o.insert("valid_hash".into(), json!(hex(&self.hash_valid)));
             o.insert("records".into(), json!(c.train));
             o.insert("valid_records".into(), json!(c.valid));
             o.insert("target_tokens".into(), json!(c.target_tokens));
@@ -345,8 +413,10 @@ impl Session {
             ));
         }
         let recorded = self.recorded();
-        self.check_resume(resume, &recorded)?;
+        let mut notices = Vec::new();
+        let from = self.checkpoint_to_resume(&resume, &recorded, &mut notices)?;
         let plan = self.plan()?.cloned();
+        let out_dir = self.claim_out(&resume, from.as_deref(), &mut notices)?;
         self.fix_data();
         if !self.train.iter().any(|r| r.n_targets() > 0) {
             return Err(Error::InvalidArgument(format!(
@@ -370,6 +440,7 @@ impl Session {
         let mut valid = std::mem::take(&mut self.valid);
         if let Some(s) = shape {
             for r in train.iter_mut().chain(valid.iter_mut()) {
+                self.truncated.note(r, s.capacity);
                 truncate(r, s.capacity);
             }
         }
@@ -404,9 +475,12 @@ impl Session {
         let cfg = spec.train_config(total_steps);
         let mut run = Run::new(self.model.clone(), adapter, cfg, train, valid, opts)?;
         run.set_skip_nonfinite(spec.skip_nonfinite);
-        let resumed = match resume {
-            Resume::No => None,
-            Resume::IfAny | Resume::Required => run.resume()?,
+        if let Some(d) = out_dir {
+            run.claim_out(d);
+        }
+        let resumed = match &from {
+            Some(dir) => Some(run.resume_from(dir)?),
+            None => None,
         };
         Ok(Started {
             run,
@@ -414,29 +488,156 @@ impl Session {
             resumed,
             total_steps,
             counts,
+            truncated: self.truncated,
+            notices,
         })
     }
 
-    /// A resumed run must find its checkpoint (when required) and agree with its recorded
-    /// settings.
-    fn check_resume(&self, resume: Resume, recorded: &Value) -> Result<()> {
-        if resume == Resume::No {
-            return Ok(());
-        }
-        let Some(out) = &self.spec.out else {
-            return Err(Error::InvalidArgument(
-                "resume: the run has no output directory to resume from".into(),
-            ));
+    /// The checkpoint a resumed run continues from (`None`: a fresh run): intact, and
+    /// recorded with the settings and data of this session. A damaged newest checkpoint is
+    /// passed over with a notice.
+    fn checkpoint_to_resume(
+        &self,
+        resume: &Resume,
+        recorded: &Value,
+        notices: &mut Vec<String>,
+    ) -> Result<Option<PathBuf>> {
+        let dir = match resume {
+            Resume::No => return Ok(None),
+            Resume::At(dir) => {
+                checkpoint::verify(dir).map_err(|why| {
+                    Error::InvalidArgument(format!(
+                        "resume {}: the checkpoint is not intact: {why}",
+                        dir.display()
+                    ))
+                })?;
+                dir.clone()
+            }
+            Resume::IfAny | Resume::Required => {
+                let Some(out) = &self.spec.out else {
+                    return Err(Error::InvalidArgument(
+                        "resume: the run has no output directory to resume from".into(),
+                    ));
+                };
+                let root = out.join("checkpoints");
+                let (intact, damaged) = checkpoint::newest_intact(&root)?;
+                let named = |d: &[checkpoint::Damaged]| {
+                    d.iter()
+                        .map(|x| format!("{}: {}", x.dir.display(), x.why))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
+                match intact {
+                    Some(dir) => {
+                        if !damaged.is_empty() {
+                            notices.push(format!(
+                                "passed over damaged checkpoints ({}); resuming from {}, the newest intact one",
+                                named(&damaged),
+                                dir.display()
+                            ));
+                        }
+                        dir
+                    }
+                    None if !damaged.is_empty() => {
+                        return Err(Error::InvalidArgument(format!(
+                            "resume {}: no intact checkpoint ({}); restore the files, or start the run again with overwrite",
+                            out.display(),
+                            named(&damaged)
+                        )))
+                    }
+                    None if *resume == Resume::Required => {
+                        return Err(Error::InvalidArgument(format!(
+                            "resume {}: no checkpoint found there",
+                            out.display()
+                        )))
+                    }
+                    None => return Ok(None),
+                }
+            }
         };
-        match Run::recorded_config(out)? {
-            Some(r) => check_agrees(&r, recorded).map_err(Error::Resume),
-            None if resume == Resume::Required => Err(Error::InvalidArgument(format!(
-                "resume {}: no checkpoint found there",
-                out.display()
-            ))),
-            None => Ok(()),
+        let was = checkpoint::recorded_config(&dir)?;
+        check_agrees(&was, recorded, self.spec.allow_data_change).map_err(Error::Resume)?;
+        Ok(Some(dir))
+    }
+
+    /// Claims the output directory (none: the run writes nothing) for the way the run
+    /// starts: fresh or replacing it, continuing in it, or forking from a checkpoint.
+    fn claim_out(
+        &self,
+        resume: &Resume,
+        from: Option<&Path>,
+        notices: &mut Vec<String>,
+    ) -> Result<Option<OutDir>> {
+        let Some(out) = &self.spec.out else {
+            return Ok(None);
+        };
+        let fresh = if self.spec.overwrite {
+            Claim::Overwrite
+        } else {
+            Claim::Fresh
+        };
+        let in_place = |ckpt: &Path| {
+            let run = ckpt.parent().and_then(Path::parent);
+            let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+                (Ok(x), Ok(y)) => x == y,
+                _ => a == b,
+            };
+            run.is_some_and(|r| same(r, out))
+        };
+        let how = match (resume, from) {
+            (_, None) => fresh,
+            (Resume::At(dir), Some(_)) if in_place(dir) => {
+                if !self.spec.overwrite {
+                    return Err(Error::InvalidArgument(format!(
+                        "resume {}: continuing from an older checkpoint in place discards the newer ones; allow it with overwrite, or give another output directory to fork the run there",
+                        dir.display()
+                    )));
+                }
+                Claim::Continue
+            }
+            (Resume::At(_), Some(_)) => fresh,
+            (_, Some(_)) => Claim::Continue,
+        };
+        let d = OutDir::claim(out, how)?;
+        notices.extend(d.recovered().iter().cloned());
+        if let (Resume::At(dir), Claim::Continue) = (resume, how) {
+            let step = checkpoint::step_of(dir).unwrap_or(usize::MAX);
+            let gone = checkpoint::discard_after(&out.join("checkpoints"), step)?;
+            if !gone.is_empty() {
+                notices.push(format!(
+                    "discarded {} newer checkpoints ({}) to continue from step {step}",
+                    gone.len(),
+                    gone.iter()
+                        .filter_map(|p| p.file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        Ok(Some(d))
+    }
+}
+
+impl Truncation {
+    /// Counts `r` if it is longer than `cap`.
+    fn note(&mut self, r: &TokenRecord, cap: usize) {
+        if r.ids.len() > cap {
+            self.records += 1;
+            self.longest = self.longest.max(r.ids.len());
+            self.to = cap;
         }
     }
+}
+
+/// Feeds a record's tokens and targets (and its length, so records cannot run together)
+/// into a content hash.
+fn hash_record(h: &mut Xxh3, r: &TokenRecord) {
+    let mut bytes = Vec::with_capacity(8 + r.ids.len() * 5);
+    bytes.extend_from_slice(&(r.ids.len() as u64).to_le_bytes());
+    bytes.extend(r.ids.iter().flat_map(|t| t.to_le_bytes()));
+    bytes.extend(r.targets.iter().map(|&t| t as u8));
+    h.update(&bytes);
 }
 
 fn truncate(r: &mut TokenRecord, cap: usize) {

@@ -91,6 +91,17 @@ pub struct TrainSpec {
     pub skip_nonfinite: bool,
     /// The base model's name, written into the adapter's configuration and recorded.
     pub base_name: String,
+    /// Replace a non-empty output directory (at the end of the run; see
+    /// [`super::outdir`]); or, resuming from an older checkpoint in place, discard the
+    /// newer ones. Without it such directories are refused before the first step.
+    pub overwrite: bool,
+    /// Resume even though the data differ from the checkpointed run's.
+    pub allow_data_change: bool,
+    /// Allow a sequence length above the model's trained context.
+    pub allow_long_context: bool,
+    /// How the front end was invoked (its flags, say), recorded but not compared, so a run
+    /// can be resumed from its record alone.
+    pub invocation: Option<Value>,
     /// The front end's own settings that define the result (data files, how text was
     /// encoded): recorded and checked on resume with the rest.
     pub extra: Map<String, Value>,
@@ -122,6 +133,10 @@ impl Default for TrainSpec {
             saved: None,
             skip_nonfinite: false,
             base_name: String::new(),
+            overwrite: false,
+            allow_data_change: false,
+            allow_long_context: false,
+            invocation: None,
             extra: Map::new(),
         }
     }
@@ -148,6 +163,9 @@ impl TrainSpec {
         }
         if self.length == Length::Epochs(0) {
             return bad("epochs", "is 0: give at least 1".into());
+        }
+        if self.length == Length::Steps(0) {
+            return bad("steps", "is 0: give at least 1".into());
         }
         if let Some(s) = self.seq_len {
             if s < 2 {
@@ -212,6 +230,9 @@ impl TrainSpec {
             for (k, x) in &self.extra {
                 o.insert(k.clone(), x.clone());
             }
+            if let Some(i) = &self.invocation {
+                o.insert(INVOCATION.into(), i.clone());
+            }
         }
         v
     }
@@ -225,14 +246,37 @@ pub struct Mismatch {
     pub was: Value,
 }
 
+/// The recorded key of [`TrainSpec::invocation`] (never compared).
+pub const INVOCATION: &str = "invocation";
+
+/// The recorded settings that describe the data (counts, content hashes, file names).
+pub const DATA_SETTINGS: [&str; 7] = [
+    "records",
+    "valid_records",
+    "target_tokens",
+    "data_hash",
+    "valid_hash",
+    "data",
+    "valid",
+];
+
 /// Compares the settings of a run being resumed (`now`) with the recorded ones; the length
-/// (`steps`, `epochs`) may differ. Returns the first setting that does not agree.
-pub fn check_agrees(recorded: &Value, now: &Value) -> std::result::Result<(), Mismatch> {
+/// (`steps`, `epochs`) may differ, and with `data_may_change` the [`DATA_SETTINGS`].
+/// Returns the first setting that does not agree.
+pub fn check_agrees(
+    recorded: &Value,
+    now: &Value,
+    data_may_change: bool,
+) -> std::result::Result<(), Mismatch> {
     let (Some(r), Some(n)) = (recorded.as_object(), now.as_object()) else {
         return Ok(());
     };
     for (k, v) in n {
-        if k == "steps" || k == "epochs" {
+        if k == "steps"
+            || k == "epochs"
+            || k == INVOCATION
+            || (data_may_change && DATA_SETTINGS.contains(&k.as_str()))
+        {
             continue;
         }
         let was = r.get(k).unwrap_or(&Value::Null);
@@ -267,14 +311,14 @@ mod tests {
             length: Length::Steps(100),
             ..spec.clone()
         };
-        assert!(check_agrees(&rec, &longer.recorded(2, "exact")).is_ok());
+        assert!(check_agrees(&rec, &longer.recorded(2, "exact"), false).is_ok());
         let other = TrainSpec {
             lr: 1e-3,
             ..spec.clone()
         };
-        let m = check_agrees(&rec, &other.recorded(2, "exact")).unwrap_err();
+        let m = check_agrees(&rec, &other.recorded(2, "exact"), false).unwrap_err();
         assert_eq!(m.setting, "lr");
-        let m = check_agrees(&rec, &spec.recorded(1, "exact")).unwrap_err();
+        let m = check_agrees(&rec, &spec.recorded(1, "exact"), false).unwrap_err();
         assert_eq!(m.setting, "threads");
     }
 

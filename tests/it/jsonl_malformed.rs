@@ -252,10 +252,16 @@ fn files_that_are_missing_or_not_utf8() {
     }
     let p = dir.join("latin1.jsonl");
     std::fs::write(&p, b"{\"text\": \"caf\xe9\"}\n").unwrap();
+    // Not UTF-8: a data error naming the line and the byte offset, not an I/O error.
+    std::fs::write(&p, b"{\"text\": \"ok\"}\n{\"text\": \"caf\xe9\"}\n").unwrap();
     match load_dataset(&p, Some(tok()), None, LoadOptions::default()) {
-        Err(Error::Io { path, source }) => {
+        Err(Error::Data { path, line, msg }) => {
             assert_eq!(path, p);
-            assert_eq!(source.kind(), std::io::ErrorKind::InvalidData)
+            assert_eq!(line, 2);
+            assert!(
+                msg.contains("UTF-8") && msg.contains("byte offset 28"),
+                "{msg}"
+            );
         }
         other => panic!("{other:?}"),
     }
