@@ -155,6 +155,7 @@ pub use memory::plan::human as human_bytes;
 pub use memory::plan::Plan;
 pub use memory::{account, heap};
 pub use model::backward::SavedDtype;
+pub use train::history;
 pub use train::run::{Event, Finish, Run, Steps, Summary};
 pub use train::{
     AdamWConfig, AdapterInit, Counts, Length, Resume, Schedule, Session, Started, StepStats,
