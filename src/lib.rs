@@ -156,6 +156,7 @@ pub use memory::plan::Plan;
 pub use memory::{account, heap};
 pub use model::backward::SavedDtype;
 pub use train::checkpoint;
+pub use train::history;
 pub use train::run::{Event, Finish, Run, Steps, Summary};
 pub use train::spec::{DATA_SETTINGS, INVOCATION};
 pub use train::{

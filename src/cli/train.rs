@@ -549,6 +549,9 @@ pub fn run(a: TrainArgs) -> Result<i32> {
     if let Some(e) = write_err {
         return Err(Error::io("<stdout>", e));
     }
+    if !quiet {
+        eprintln!("{}", super::progress::loss_line(&out)?);
+    }
     let mut out_lock = std::io::stdout().lock();
     let io = |e| Error::io("<stdout>", e);
     if a.json {

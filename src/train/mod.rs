@@ -1,9 +1,10 @@
 //! Training: AdamW, learning-rate schedules, record order, and the trainer that runs
-//! optimizer steps over the model's training pass, and the session that sets a run up
-//! from a [`TrainSpec`] for every front end.
+//! optimizer steps over the model's training pass, the session that sets a run up from a
+//! [`TrainSpec`] for every front end, and the history a run leaves for people to look at.
 
 pub mod adamw;
 pub mod checkpoint;
+pub mod history;
 pub mod order;
 pub mod outdir;
 pub mod run;

@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::checkpoint::{self, RunState};
+use super::history::{History, Record};
 use super::order::RecordOrder;
 use super::outdir::OutDir;
 use super::trainer::{StepStats, TrainConfig, Trainer};
@@ -35,7 +36,8 @@ pub struct RunOptions {
     pub patience: Option<usize>,
     /// Checkpoint every N steps (0: only at the end).
     pub save_every: usize,
-    /// Output directory: the adapter, `pocketlora_config.json`, `checkpoints/`. `None`:
+    /// Output directory: the adapter, `pocketlora_config.json`, `checkpoints/`, the
+    /// history (`history.jsonl`, `loss.svg`: [`super::history`]). `None`:
     /// the run writes nothing (its adapter is taken from [`Run::result_adapter`]).
     pub out: Option<PathBuf>,
     /// The run's configuration as recorded in checkpoints and beside the adapter.
@@ -121,6 +123,8 @@ pub struct Run {
     skip_nonfinite: bool,
     /// The claimed output directory (locked while the run lives).
     out_dir: Option<OutDir>,
+    /// `OUT/history.jsonl` and `OUT/loss.svg` (with an output directory).
+    history: Option<History>,
 }
 
 impl Run {
@@ -158,6 +162,7 @@ impl Run {
             )));
         }
         let trainer = Trainer::with_shape(model, adapter, cfg, shape)?;
+        let history = opts.out.as_deref().map(History::new);
         Ok(Run {
             trainer,
             order,
@@ -169,6 +174,7 @@ impl Run {
             evals_since_best: 0,
             skip_nonfinite: false,
             out_dir: None,
+            history,
         })
     }
 
@@ -183,6 +189,7 @@ impl Run {
     /// as the run lives; a replacement is put in place when the run finishes).
     pub fn claim_out(&mut self, dir: OutDir) {
         self.opts.out = Some(dir.write_to().to_path_buf());
+        self.history = Some(History::new(dir.write_to()));
         self.out_dir = Some(dir);
     }
 
@@ -243,13 +250,17 @@ impl Run {
             config: self.opts.config.clone(),
         };
         let best = self.best.as_ref().map(|b| &b.1);
-        checkpoint::save(
+        let dir = checkpoint::save(
             &out.join("checkpoints"),
             &state,
             self.trainer.adapter(),
             self.trainer.optimizer(),
             best,
-        )
+        )?;
+        if let Some(h) = &self.history {
+            h.draw(state.step)?;
+        }
+        Ok(dir)
     }
 
     /// Mean validation loss with the adapter as it is now.
@@ -302,8 +313,9 @@ impl Run {
 
     /// Takes steps until `until` steps are done (at most the run's total), the event
     /// handler returns false, validation stops improving, or the cancel flag is raised.
-    /// Validates and checkpoints as configured along the way; writes nothing else. Can be
-    /// called again to continue.
+    /// Validates and checkpoints as configured along the way, and records each step in the
+    /// history (with an output directory); writes nothing else. Can be called again to
+    /// continue.
     pub fn run_until(
         &mut self,
         until: usize,
@@ -322,6 +334,10 @@ impl Run {
         };
         let mut skipped_in_a_row = 0usize;
         let per_epoch = self.train.len().div_ceil(per_step).max(1);
+        if let Some(h) = &mut self.history {
+            // A resumed run's later steps are redone: cut them from the history.
+            h.start(self.trainer.steps_done())?;
+        }
         while self.trainer.steps_done() < until {
             let cursor = self.order.clone();
             let idx = self.order.take(per_step);
@@ -355,23 +371,29 @@ impl Run {
             }
             out.last_loss = stats.loss;
             let tps = out.seen_tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            let epoch = self.order.epoch();
             let mut go = on_event(Event::Step {
                 stats,
-                epoch: self.order.epoch(),
+                epoch,
                 tokens_per_s: tps,
             });
             let step = stats.step;
+            let mut valid_loss = None;
             if !self.valid.is_empty()
                 && self.opts.eval_every > 0
                 && step % self.opts.eval_every == 0
             {
                 let (loss, stop) = self.eval_step()?;
+                valid_loss = Some(loss);
                 out.evaluated_at = Some(step);
                 let best = self.best.as_ref().map_or(loss, |b| b.0);
                 go &= on_event(Event::Eval { step, loss, best });
                 if stop {
                     out.finish = Finish::EarlyStopped;
                 }
+            }
+            if let Some(h) = &mut self.history {
+                h.append(&Record::of_step(&stats, epoch, tps, valid_loss))?;
             }
             if self.opts.save_every > 0 && step % self.opts.save_every == 0 {
                 let dir = self.checkpoint()?;
@@ -449,6 +471,9 @@ impl Run {
             && steps.finish != Finish::Interrupted
         {
             let (loss, _) = self.eval_step()?;
+            if let Some(h) = &mut self.history {
+                h.set_valid_loss(step, loss)?;
+            }
             let best = self.best.as_ref().map_or(loss, |b| b.0);
             on_event(Event::Eval { step, loss, best });
         }

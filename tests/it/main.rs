@@ -24,6 +24,7 @@ mod generate_reference;
 mod gguf_malformed;
 mod gguf_roundtrip;
 mod grad_check;
+mod history;
 mod jsonl_malformed;
 mod kernel_scratch;
 mod limits;
