@@ -169,6 +169,34 @@ pub enum GgufError {
     BadAlignment { value: u64 },
     #[error("metadata key {key:?} appears more than once")]
     DuplicateKey { key: String },
+    #[error(
+        "metadata key #{index} at offset {offset} is empty; a GGUF key is 1 to 65535 ASCII bytes"
+    )]
+    EmptyKey { index: u64, offset: u64 },
+    #[error("metadata key #{index} at offset {offset} is {len} bytes long; a GGUF key is at most {max} bytes")]
+    KeyTooLong {
+        index: u64,
+        offset: u64,
+        len: u64,
+        max: usize,
+    },
+    #[error("metadata key {key:?} at offset {offset} is not ASCII; GGUF keys are ASCII")]
+    NonAsciiKey {
+        /// The key's first 64 characters (and "…" when cut).
+        key: String,
+        offset: u64,
+    },
+    #[error("metadata key {key:?}: bool byte {byte} at offset {offset}; a GGUF bool is 0 (false) or 1 (true)")]
+    BadBool { key: String, byte: u8, offset: u64 },
+    #[error("tensor name {name:?} (tensor info #{index}, offset {offset}) is {len} bytes long; llama.cpp loads names of at most {max} bytes (GGML_MAX_NAME is 64, counting the NUL)")]
+    TensorNameTooLong {
+        /// The name's first 64 characters (and "…" when cut).
+        name: String,
+        index: u64,
+        offset: u64,
+        len: usize,
+        max: usize,
+    },
     #[error("tensor {name:?} appears more than once")]
     DuplicateTensor { name: String },
     #[error("metadata key {key:?} is missing")]
@@ -183,6 +211,8 @@ pub enum GgufError {
     MissingTensor { name: String },
     #[error("cannot write tensor {name:?}: {reason}")]
     InvalidTensor { name: String, reason: String },
+    #[error("cannot write metadata key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: String },
     #[error("limit exceeded: {what} is {value}, the most this reader accepts is {limit}")]
     LimitExceeded {
         what: String,
