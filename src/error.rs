@@ -131,8 +131,17 @@ pub enum GgufError {
     },
     #[error("metadata key {key:?}: arrays nested deeper than {max_depth} levels")]
     NestingTooDeep { key: String, max_depth: usize },
-    #[error("tensor {tensor:?}: unknown or unsupported tensor type id {type_id}")]
+    #[error("tensor {tensor:?}: type id {type_id} is not a ggml tensor type (ggml's ids are 0 to {}) — a corrupt file?", crate::quant::types::GGML_TYPE_NAMES.len() - 1)]
     UnknownTensorType { tensor: String, type_id: u32 },
+    #[error("tensor {tensor:?}: tensor type {name} (type id {type_id}{}) is not supported; supported: {}", if *removed { ", since removed from ggml" } else { "" }, crate::quant::types::supported_type_names())]
+    UnsupportedTensorType {
+        tensor: String,
+        type_id: u32,
+        /// ggml's name for the type (from [`crate::quant::types::GGML_TYPE_NAMES`]).
+        name: &'static str,
+        /// Whether ggml itself has removed the type.
+        removed: bool,
+    },
     #[error("tensor {tensor:?}: {n_dims} dimensions; a GGUF tensor has 1 to 4")]
     InvalidNDims { tensor: String, n_dims: u32 },
     #[error("tensor {tensor:?}: dimension {index} is zero")]

@@ -41,8 +41,10 @@
 //! - per tensor: a name of at most [`MAX_TENSOR_NAME_LEN`] (63) bytes, llama.cpp's limit
 //!   ([`GgufError::TensorNameTooLong`]), 1 to 4 dims ([`GgufError::InvalidNDims`]), none zero
 //!   ([`GgufError::ZeroDim`]), their product and byte size fitting an i64/u64
-//!   ([`GgufError::DimsOverflow`]), a known type ([`GgufError::UnknownTensorType`]), a row
-//!   length that is a whole number of blocks ([`GgufError::RowNotBlockMultiple`]), unique
+//!   ([`GgufError::DimsOverflow`]), a type this crate reads
+//!   ([`GgufError::UnsupportedTensorType`] names a ggml type it does not, such as `IQ4_NL`;
+//!   [`GgufError::UnknownTensorType`] is an id ggml does not know), a row length that is a
+//!   whole number of blocks ([`GgufError::RowNotBlockMultiple`]), unique
 //!   names ([`GgufError::DuplicateTensor`]), an aligned offset ([`GgufError::Misaligned`]),
 //!   data inside the data section ([`GgufError::TensorOutOfBounds`], or `Truncated` when the
 //!   tensor starts inside the file but ends past it), no overlap with another tensor

@@ -11,6 +11,7 @@ use super::{
     MAX_KEY_LEN, MAX_KV_COUNT, MAX_NESTING, MAX_STRING_LEN, MAX_TENSOR_COUNT, MAX_TENSOR_NAME_LEN,
 };
 use crate::error::GgufError;
+use crate::quant::types::ggml_type_name;
 use crate::quant::GgmlType;
 
 /// Fewest bytes a metadata pair can take: key length, empty key, value type, a one-byte value.
@@ -288,9 +289,17 @@ impl<'a> Parser<'a> {
         let type_id = self.u32(&what)?;
         let offset = self.u64(&what)?;
         let Some(ty) = GgmlType::from_id(type_id) else {
-            return Err(GgufError::UnknownTensorType {
-                tensor: name,
-                type_id,
+            return Err(match ggml_type_name(type_id) {
+                Some((type_name, removed)) => GgufError::UnsupportedTensorType {
+                    tensor: name,
+                    type_id,
+                    name: type_name,
+                    removed,
+                },
+                None => GgufError::UnknownTensorType {
+                    tensor: name,
+                    type_id,
+                },
             });
         };
         let n_bytes = tensor_size(&name, ty, &dims)?;

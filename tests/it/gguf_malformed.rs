@@ -661,12 +661,37 @@ fn overflowing_dims() {
 
 #[test]
 fn unknown_tensor_type() {
-    for id in [4u32, 39, u32::MAX] {
+    for id in [43u32, 1000, u32::MAX] {
         let mut b = valid();
         let t = info_at(&b, "tensor.aa");
         put_u32(&mut b, t.ty, id);
         let e = reject(&b);
         assert!(matches!(e, GgufError::UnknownTensorType { type_id, .. } if type_id == id));
+    }
+}
+
+#[test]
+fn unsupported_tensor_type_is_named() {
+    for (id, want, gone) in [
+        (20u32, "IQ4_NL", false),
+        (39, "MXFP4", false),
+        (16, "IQ2_XXS", false),
+        (4, "Q4_2", true),
+        (31, "Q4_0_4_4", true),
+    ] {
+        let mut b = valid();
+        let t = info_at(&b, "tensor.aa");
+        put_u32(&mut b, t.ty, id);
+        let e = reject(&b);
+        assert!(
+            matches!(e, GgufError::UnsupportedTensorType { ref tensor, type_id, name, removed } if tensor == "tensor.aa" && type_id == id && name == want && removed == gone),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("{want} (type id {id}")) && text.contains("Q8_0"),
+            "{text}"
+        );
     }
 }
 
