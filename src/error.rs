@@ -131,8 +131,17 @@ pub enum GgufError {
     },
     #[error("metadata key {key:?}: arrays nested deeper than {max_depth} levels")]
     NestingTooDeep { key: String, max_depth: usize },
-    #[error("tensor {tensor:?}: unknown or unsupported tensor type id {type_id}")]
+    #[error("tensor {tensor:?}: type id {type_id} is not a ggml tensor type (ggml's ids are 0 to {}) — a corrupt file?", crate::quant::types::GGML_TYPE_NAMES.len() - 1)]
     UnknownTensorType { tensor: String, type_id: u32 },
+    #[error("tensor {tensor:?}: tensor type {name} (type id {type_id}{}) is not supported; supported: {}", if *removed { ", since removed from ggml" } else { "" }, crate::quant::types::supported_type_names())]
+    UnsupportedTensorType {
+        tensor: String,
+        type_id: u32,
+        /// ggml's name for the type (from [`crate::quant::types::GGML_TYPE_NAMES`]).
+        name: &'static str,
+        /// Whether ggml itself has removed the type.
+        removed: bool,
+    },
     #[error("tensor {tensor:?}: {n_dims} dimensions; a GGUF tensor has 1 to 4")]
     InvalidNDims { tensor: String, n_dims: u32 },
     #[error("tensor {tensor:?}: dimension {index} is zero")]
@@ -169,6 +178,34 @@ pub enum GgufError {
     BadAlignment { value: u64 },
     #[error("metadata key {key:?} appears more than once")]
     DuplicateKey { key: String },
+    #[error(
+        "metadata key #{index} at offset {offset} is empty; a GGUF key is 1 to 65535 ASCII bytes"
+    )]
+    EmptyKey { index: u64, offset: u64 },
+    #[error("metadata key #{index} at offset {offset} is {len} bytes long; a GGUF key is at most {max} bytes")]
+    KeyTooLong {
+        index: u64,
+        offset: u64,
+        len: u64,
+        max: usize,
+    },
+    #[error("metadata key {key:?} at offset {offset} is not ASCII; GGUF keys are ASCII")]
+    NonAsciiKey {
+        /// The key's first 64 characters (and "…" when cut).
+        key: String,
+        offset: u64,
+    },
+    #[error("metadata key {key:?}: bool byte {byte} at offset {offset}; a GGUF bool is 0 (false) or 1 (true)")]
+    BadBool { key: String, byte: u8, offset: u64 },
+    #[error("tensor name {name:?} (tensor info #{index}, offset {offset}) is {len} bytes long; llama.cpp loads names of at most {max} bytes (GGML_MAX_NAME is 64, counting the NUL)")]
+    TensorNameTooLong {
+        /// The name's first 64 characters (and "…" when cut).
+        name: String,
+        index: u64,
+        offset: u64,
+        len: usize,
+        max: usize,
+    },
     #[error("tensor {name:?} appears more than once")]
     DuplicateTensor { name: String },
     #[error("metadata key {key:?} is missing")]
@@ -183,6 +220,8 @@ pub enum GgufError {
     MissingTensor { name: String },
     #[error("cannot write tensor {name:?}: {reason}")]
     InvalidTensor { name: String, reason: String },
+    #[error("cannot write metadata key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: String },
     #[error("limit exceeded: {what} is {value}, the most this reader accepts is {limit}")]
     LimitExceeded {
         what: String,

@@ -32,12 +32,19 @@
 //! - invalid UTF-8 in keys, strings and tensor names ([`GgufError::InvalidUtf8`]); unknown
 //!   value types ([`GgufError::UnknownValueType`]); arrays nested more than [`MAX_NESTING`]
 //!   deep ([`GgufError::NestingTooDeep`]; parsing recurses, so this also bounds the stack);
-//!   duplicate keys ([`GgufError::DuplicateKey`]); a `general.alignment` that is not a u32
-//!   ([`GgufError::KeyType`]) or not a non-zero power of two ([`GgufError::BadAlignment`]);
-//! - per tensor: 1 to 4 dims ([`GgufError::InvalidNDims`]), none zero
+//!   a bool byte other than 0 and 1 ([`GgufError::BadBool`]), alone or in an array;
+//! - keys: empty ([`GgufError::EmptyKey`]), longer than [`MAX_KEY_LEN`] (65,535) bytes
+//!   ([`GgufError::KeyTooLong`]), not ASCII ([`GgufError::NonAsciiKey`]; invalid UTF-8 is
+//!   `InvalidUtf8`), repeated ([`GgufError::DuplicateKey`]); a `general.alignment` that is
+//!   not a u32 ([`GgufError::KeyType`]) or not a non-zero power of two
+//!   ([`GgufError::BadAlignment`]);
+//! - per tensor: a name of at most [`MAX_TENSOR_NAME_LEN`] (63) bytes, llama.cpp's limit
+//!   ([`GgufError::TensorNameTooLong`]), 1 to 4 dims ([`GgufError::InvalidNDims`]), none zero
 //!   ([`GgufError::ZeroDim`]), their product and byte size fitting an i64/u64
-//!   ([`GgufError::DimsOverflow`]), a known type ([`GgufError::UnknownTensorType`]), a row
-//!   length that is a whole number of blocks ([`GgufError::RowNotBlockMultiple`]), unique
+//!   ([`GgufError::DimsOverflow`]), a type this crate reads
+//!   ([`GgufError::UnsupportedTensorType`] names a ggml type it does not, such as `IQ4_NL`;
+//!   [`GgufError::UnknownTensorType`] is an id ggml does not know), a row length that is a
+//!   whole number of blocks ([`GgufError::RowNotBlockMultiple`]), unique
 //!   names ([`GgufError::DuplicateTensor`]), an aligned offset ([`GgufError::Misaligned`]),
 //!   data inside the data section ([`GgufError::TensorOutOfBounds`], or `Truncated` when the
 //!   tensor starts inside the file but ends past it), no overlap with another tensor
@@ -49,9 +56,16 @@
 //! [`MAX_ARRAY_ITEMS_TOTAL`] (2^25) array items in all. Metadata is decoded into [`Value`]s of
 //! ~40 bytes each, so these bound the memory a hostile file can make the reader allocate.
 //!
-//! Accepted leniently, as llama.cpp does: any non-zero byte as a `true` bool, tensors in any
-//! order and with gaps between them, tensor names of any length, and — for files without
-//! tensors, such as vocabulary-only files — a file that ends before the padding.
+//! The rules are the GGUF spec's structural ones. llama.cpp's loader (ggml/src/gguf.cpp)
+//! enforces them all but the bool and key rules: it reads any non-zero bool byte as true and
+//! takes any non-empty key (no writer we know of produces anything else). Accepted, as
+//! llama.cpp does: tensors in any order and with gaps
+//! between them, empty tensor names, and — for files without tensors, such as
+//! vocabulary-only files — a file that ends before the padding. The spec's naming advice
+//! (which keys, of which types, which architecture names) is not checked here: llama.cpp does
+//! not check it, and real files go beyond it (`{arch}.block_count`, a u32
+//! `general.file_type`, hyphenated architecture names such as `command-r`). What a model
+//! needs of its metadata is checked where it is read, in [`crate::model`].
 //!
 //! A file with zero tensors is valid; its data section is empty.
 //!
@@ -99,8 +113,15 @@ pub const GGUF_VERSION: u32 = 3;
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// The metadata key holding the data alignment (a u32).
 pub const ALIGNMENT_KEY: &str = "general.alignment";
-/// Most dimensions a tensor may have.
+/// Most dimensions a tensor may have (ggml's `GGML_MAX_DIMS`).
 pub const MAX_DIMS: usize = 4;
+/// Longest metadata key, in bytes (the GGUF spec: "at most 2^16-1 bytes").
+pub const MAX_KEY_LEN: usize = 65_535;
+/// Longest tensor name, in bytes. llama.cpp's `gguf_init_from_file_impl` (ggml/src/gguf.cpp)
+/// refuses a name when `name.length() >= GGML_MAX_NAME`, and `GGML_MAX_NAME` is 64 (ggml.h):
+/// the 64 counts the NUL of ggml's fixed `char name[64]`, so 63 bytes is the most it loads.
+/// This reader and the writer use the same limit.
+pub const MAX_TENSOR_NAME_LEN: usize = 63;
 /// Most tensors a file may declare.
 pub const MAX_TENSOR_COUNT: u64 = 1 << 20;
 /// Most metadata pairs a file may declare.

@@ -8,9 +8,10 @@ use super::reader::{key_type, TensorInfo};
 use super::types::{Array, Value, ValueType};
 use super::{
     ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_ITEMS_TOTAL, MAX_ARRAY_LEN, MAX_DIMS,
-    MAX_KV_COUNT, MAX_NESTING, MAX_STRING_LEN, MAX_TENSOR_COUNT,
+    MAX_KEY_LEN, MAX_KV_COUNT, MAX_NESTING, MAX_STRING_LEN, MAX_TENSOR_COUNT, MAX_TENSOR_NAME_LEN,
 };
 use crate::error::GgufError;
+use crate::quant::types::ggml_type_name;
 use crate::quant::GgmlType;
 
 /// Fewest bytes a metadata pair can take: key length, empty key, value type, a one-byte value.
@@ -126,6 +127,49 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Metadata key #`index`: 1 to [`MAX_KEY_LEN`] bytes of ASCII (the GGUF spec; llama.cpp
+    /// itself refuses only the empty key).
+    fn key(&mut self, index: u64) -> Result<String, GgufError> {
+        let what = || format!("metadata key #{index}");
+        let offset = self.pos as u64;
+        let len = self.count(1, MAX_STRING_LEN, &|| format!("length of {}", what()))?;
+        if len == 0 {
+            return Err(GgufError::EmptyKey { index, offset });
+        }
+        if len > MAX_KEY_LEN as u64 {
+            return Err(GgufError::KeyTooLong {
+                index,
+                offset,
+                len,
+                max: MAX_KEY_LEN,
+            });
+        }
+        let bytes_at = self.pos as u64;
+        // `len` fits in the bytes left, hence in usize.
+        let bytes = self.take(len as usize, &what)?;
+        let Ok(key) = std::str::from_utf8(bytes) else {
+            return Err(GgufError::InvalidUtf8 {
+                what: what(),
+                offset: bytes_at,
+            });
+        };
+        if !key.is_ascii() {
+            return Err(GgufError::NonAsciiKey {
+                key: abbreviate(key, 64),
+                offset,
+            });
+        }
+        Ok(key.to_owned())
+    }
+
+    /// A bool byte: 0 or 1, as the GGUF spec says ("anything else is invalid"). llama.cpp
+    /// reads any non-zero byte as true; no writer we know of writes anything but 0 and 1.
+    fn bool(&mut self, key: &str) -> Result<bool, GgufError> {
+        let offset = self.pos as u64;
+        let [byte] = self.fixed::<1>(&|| format!("value of key {key:?}"))?;
+        check_bool(key, byte, offset)
+    }
+
     fn value_type(&mut self, key: &str, what: What<'_>) -> Result<ValueType, GgufError> {
         let offset = self.pos as u64;
         let type_id = self.u32(what)?;
@@ -150,8 +194,7 @@ impl<'a> Parser<'a> {
             ValueType::U64 => Value::U64(u64::from_le_bytes(self.fixed(&what)?)),
             ValueType::I64 => Value::I64(i64::from_le_bytes(self.fixed(&what)?)),
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.fixed(&what)?)),
-            // Any non-zero byte reads as true, as in llama.cpp.
-            ValueType::Bool => Value::Bool(self.fixed::<1>(&what)? != [0]),
+            ValueType::Bool => Value::Bool(self.bool(key)?),
             ValueType::String => Value::String(self.string(&what)?),
             ValueType::Array => Value::Array(self.array(key, level + 1)?),
         })
@@ -206,12 +249,12 @@ impl<'a> Parser<'a> {
             }
             scalar => {
                 let size = scalar.fixed_size().unwrap_or(1);
+                let start = self.pos as u64;
                 // count × size ≤ the bytes left (checked above).
-                let mut bytes = self.take(count as usize * size, &what)?.to_vec();
+                let bytes = self.take(count as usize * size, &what)?.to_vec();
                 if scalar == ValueType::Bool {
-                    // Any non-zero byte reads as true, as in llama.cpp.
-                    for b in &mut bytes {
-                        *b = u8::from(*b != 0);
+                    for (i, &b) in bytes.iter().enumerate() {
+                        check_bool(key, b, start + i as u64)?;
                     }
                 }
                 Ok(Array::scalars(scalar, bytes))
@@ -220,7 +263,17 @@ impl<'a> Parser<'a> {
     }
 
     fn tensor_info(&mut self, i: u64) -> Result<TensorInfo, GgufError> {
+        let offset = self.pos as u64;
         let name = self.string(&|| format!("name of tensor info #{i}"))?;
+        if name.len() > MAX_TENSOR_NAME_LEN {
+            return Err(GgufError::TensorNameTooLong {
+                name: abbreviate(&name, 64),
+                index: i,
+                offset,
+                len: name.len(),
+                max: MAX_TENSOR_NAME_LEN,
+            });
+        }
         let what = || format!("tensor info #{i} ({name:?})");
         let n_dims = self.u32(&what)?;
         if n_dims == 0 || n_dims as usize > MAX_DIMS {
@@ -236,9 +289,17 @@ impl<'a> Parser<'a> {
         let type_id = self.u32(&what)?;
         let offset = self.u64(&what)?;
         let Some(ty) = GgmlType::from_id(type_id) else {
-            return Err(GgufError::UnknownTensorType {
-                tensor: name,
-                type_id,
+            return Err(match ggml_type_name(type_id) {
+                Some((type_name, removed)) => GgufError::UnsupportedTensorType {
+                    tensor: name,
+                    type_id,
+                    name: type_name,
+                    removed,
+                },
+                None => GgufError::UnknownTensorType {
+                    tensor: name,
+                    type_id,
+                },
             });
         };
         let n_bytes = tensor_size(&name, ty, &dims)?;
@@ -249,6 +310,27 @@ impl<'a> Parser<'a> {
             offset,
             n_bytes,
         })
+    }
+}
+
+/// A bool byte at `offset`, 0 or 1 (see [`Parser::bool`]).
+fn check_bool(key: &str, byte: u8, offset: u64) -> Result<bool, GgufError> {
+    match byte {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(GgufError::BadBool {
+            key: key.to_owned(),
+            byte,
+            offset,
+        }),
+    }
+}
+
+/// The first `max` characters of `s`, with "…" when it is cut (for names in errors).
+fn abbreviate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_owned(),
     }
 }
 
@@ -328,7 +410,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     let mut metadata = Vec::with_capacity(n_kv as usize);
     let mut key_index = HashMap::with_capacity(n_kv as usize);
     for i in 0..n_kv {
-        let key = p.string(&|| format!("metadata key #{i}"))?;
+        let key = p.key(i)?;
         if key_index.contains_key(&key) {
             return Err(GgufError::DuplicateKey { key });
         }

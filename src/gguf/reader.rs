@@ -91,11 +91,17 @@ impl<'a> TensorView<'a> {
 
 impl GgufFile {
     /// Memory-maps and validates the file at `path`. I/O errors become [`Error::Io`] naming
-    /// the path; format errors become [`Error::GgufFile`], naming the path too.
+    /// the path (a directory is one, of kind [`std::io::ErrorKind::IsADirectory`], saying a
+    /// GGUF file is expected); format errors become [`Error::GgufFile`], naming the path too.
     pub fn open(path: impl AsRef<Path>) -> crate::Result<GgufFile> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        // Mapping a directory fails with ENODEV ("No such device"), which says nothing useful.
+        if meta.is_dir() {
+            return Err(Error::io(path, directory_error(path)));
+        }
+        let len = meta.len();
         let backing = if len == 0 {
             // Mapping an empty file fails on some platforms; it is invalid anyway.
             Backing::Bytes(Vec::new())
@@ -289,6 +295,32 @@ impl GgufFile {
         let data = self.bytes().get(range)?;
         Some(TensorView { info, data })
     }
+}
+
+/// The error for a directory given where a GGUF file is expected, naming the GGUF files in
+/// it (a few) when there are any.
+fn directory_error(dir: &Path) -> std::io::Error {
+    let mut ggufs: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.to_ascii_lowercase().ends_with(".gguf"))
+        .collect();
+    ggufs.sort();
+    let hint = match ggufs.as_slice() {
+        [] => String::new(),
+        [one] => format!(" (it holds {one})"),
+        many => {
+            let shown = many.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+            let more = if many.len() > 3 { ", …" } else { "" };
+            format!(" (it holds {shown}{more})")
+        }
+    };
+    std::io::Error::new(
+        std::io::ErrorKind::IsADirectory,
+        format!("is a directory; a GGUF file is expected{hint}"),
+    )
 }
 
 impl fmt::Debug for GgufFile {

@@ -8,12 +8,11 @@ use std::path::Path;
 use super::parse::tensor_size;
 use super::reader::GgufFile;
 use super::types::{scalar_bytes, ItemRef, Value};
-use super::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION};
+use super::{
+    ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, MAX_KEY_LEN, MAX_TENSOR_NAME_LEN,
+};
 use crate::error::GgufError;
 use crate::quant::GgmlType;
-
-/// Longest tensor name llama.cpp loads (`GGML_MAX_NAME` is 64, counting the NUL).
-pub const MAX_TENSOR_NAME_LEN: usize = 63;
 
 /// Builds a GGUF file: metadata pairs in first-insertion order, then tensors in insertion order.
 #[derive(Clone, Debug)]
@@ -219,8 +218,10 @@ impl GgufWriter {
         Ok(())
     }
 
-    /// Checks what [`GgufWriter::set`] accepted without checking: every array's items have
-    /// its item type ([`GgufError::KeyType`]), `general.alignment` is a power-of-two u32.
+    /// Checks what [`GgufWriter::set`] accepted without checking: every key is 1 to
+    /// [`MAX_KEY_LEN`](super::MAX_KEY_LEN) bytes of ASCII ([`GgufError::InvalidKey`]), every
+    /// array's items have its item type ([`GgufError::KeyType`]), `general.alignment` is a
+    /// power-of-two u32.
     pub fn validate(&self) -> Result<(), GgufError> {
         self.metadata
             .iter()
@@ -374,6 +375,23 @@ impl GgufWriter {
 }
 
 fn check_value(key: &str, value: &Value) -> Result<(), GgufError> {
+    // The reader's key rules (see `parse.rs`).
+    let bad_key = |reason: String| GgufError::InvalidKey {
+        key: key.to_owned(),
+        reason,
+    };
+    if key.is_empty() {
+        return Err(bad_key("a GGUF key is not empty".into()));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(bad_key(format!(
+            "it is {} bytes long; a GGUF key is at most {MAX_KEY_LEN}",
+            key.len()
+        )));
+    }
+    if !key.is_ascii() {
+        return Err(bad_key("a GGUF key is ASCII".into()));
+    }
     if key == ALIGNMENT_KEY {
         match *value {
             Value::U32(a) if a.is_power_of_two() => {}

@@ -30,6 +30,68 @@ pub enum GgmlType {
     BF16 = 30,
 }
 
+/// Every id of `enum ggml_type` in ggml/include/ggml.h (`GGML_TYPE_COUNT` is 43, as of the
+/// llama.cpp vendored by llama-cpp-python 0.3.36), with its name as
+/// llama.cpp prints it, and whether ggml has removed it (`Q4_2`, `Q4_3` and the repacked
+/// `Q4_0_4_4`… `IQ4_NL_8_8` are commented out of the enum; their ids stay reserved). Only
+/// some of these are [`GgmlType`]s: the table is there to name the others in errors.
+pub const GGML_TYPE_NAMES: [(&str, bool); 43] = [
+    ("F32", false),
+    ("F16", false),
+    ("Q4_0", false),
+    ("Q4_1", false),
+    ("Q4_2", true),
+    ("Q4_3", true),
+    ("Q5_0", false),
+    ("Q5_1", false),
+    ("Q8_0", false),
+    ("Q8_1", false),
+    ("Q2_K", false),
+    ("Q3_K", false),
+    ("Q4_K", false),
+    ("Q5_K", false),
+    ("Q6_K", false),
+    ("Q8_K", false),
+    ("IQ2_XXS", false),
+    ("IQ2_XS", false),
+    ("IQ3_XXS", false),
+    ("IQ1_S", false),
+    ("IQ4_NL", false),
+    ("IQ3_S", false),
+    ("IQ2_S", false),
+    ("IQ4_XS", false),
+    ("I8", false),
+    ("I16", false),
+    ("I32", false),
+    ("I64", false),
+    ("F64", false),
+    ("IQ1_M", false),
+    ("BF16", false),
+    ("Q4_0_4_4", true),
+    ("Q4_0_4_8", true),
+    ("Q4_0_8_8", true),
+    ("TQ1_0", false),
+    ("TQ2_0", false),
+    ("IQ4_NL_4_4", true),
+    ("IQ4_NL_4_8", true),
+    ("IQ4_NL_8_8", true),
+    ("MXFP4", false),
+    ("NVFP4", false),
+    ("Q1_0", false),
+    ("Q2_0", false),
+];
+
+/// ggml's name for type id `id` and whether ggml has removed it (see [`GGML_TYPE_NAMES`]),
+/// or `None` for an id ggml has never given out.
+pub fn ggml_type_name(id: u32) -> Option<(&'static str, bool)> {
+    GGML_TYPE_NAMES.get(usize::try_from(id).ok()?).copied()
+}
+
+/// The names of the types this crate reads ([`GgmlType::ALL`]), comma-separated.
+pub fn supported_type_names() -> String {
+    GgmlType::ALL.map(GgmlType::name).join(", ")
+}
+
 /// Elements per super-block of the K-quants.
 pub const QK_K: usize = 256;
 
@@ -175,6 +237,18 @@ mod tests {
         for bad in [4u32, 5, 16, 23, 29, 31, 39, u32::MAX] {
             assert_eq!(GgmlType::from_id(bad), None, "id {bad}");
         }
+    }
+
+    #[test]
+    fn the_name_table_agrees_with_the_known_types() {
+        for t in GgmlType::ALL {
+            assert_eq!(ggml_type_name(t.id()), Some((t.name(), false)));
+        }
+        assert_eq!(ggml_type_name(20), Some(("IQ4_NL", false)));
+        assert_eq!(ggml_type_name(4), Some(("Q4_2", true)));
+        assert_eq!(ggml_type_name(42), Some(("Q2_0", false)));
+        assert_eq!(ggml_type_name(43), None);
+        assert_eq!(ggml_type_name(u32::MAX), None);
     }
 
     #[test]

@@ -189,6 +189,21 @@ fn failures_are_one_line_and_non_zero() {
         "--bogus",
     );
     assert_one_line_error(&run(&["frobnicate"]), "frobnicate");
+    // A directory as the model.
+    for cmd in [
+        &["inspect", "--model", dir.to_str().unwrap()][..],
+        &[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt-ids",
+            "1",
+        ][..],
+    ] {
+        let o = run(cmd);
+        assert_one_line_error(&o, "is a directory; a GGUF file is expected");
+        assert!(!stderr(&o).contains("os error"), "{}", stderr(&o));
+    }
     // Not a GGUF at all.
     let txt = dir.join("x.gguf");
     std::fs::write(&txt, "hello world, not a model").unwrap();

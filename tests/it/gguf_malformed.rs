@@ -101,6 +101,28 @@ fn get_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
 }
 
+/// `bytes` (a file of `valid_with`, alignment 32) with the `remove` bytes at `at` replaced
+/// by `insert`, somewhere in the header: the padding is redone so that the data section
+/// keeps its bytes (tensor offsets are relative to it), and the result is otherwise valid.
+fn splice_meta(bytes: &[u8], at: usize, remove: usize, insert: &[u8]) -> Vec<u8> {
+    let data_offset = GgufFile::from_bytes(bytes.to_vec()).unwrap().data_offset() as usize;
+    let meta_end = info_at(bytes, "tensor.cc").offset + 8;
+    assert!(at + remove <= meta_end);
+    let mut out = bytes[..at].to_vec();
+    out.extend_from_slice(insert);
+    out.extend_from_slice(&bytes[at + remove..meta_end]);
+    out.resize(out.len().next_multiple_of(32), 0);
+    out.extend_from_slice(&bytes[data_offset..]);
+    out
+}
+
+/// `bytes` with the GGUF string `old` (its length prefix and bytes) replaced by `new`.
+fn replace_str(bytes: &[u8], old: &str, new: &[u8]) -> Vec<u8> {
+    let mut s = (new.len() as u64).to_le_bytes().to_vec();
+    s.extend_from_slice(new);
+    splice_meta(bytes, str_at(bytes, old), 8 + old.len(), &s)
+}
+
 /// The reader's error for `bytes`; panics if the file is accepted.
 fn gguf_err(bytes: Vec<u8>) -> GgufError {
     match GgufFile::from_bytes(bytes) {
@@ -394,6 +416,103 @@ fn duplicate_keys() {
 }
 
 #[test]
+fn splice_meta_keeps_the_file_valid() {
+    let b = valid();
+    let same = replace_str(&b, "test.k1", b"test.k1");
+    assert_eq!(same, b);
+    let f = GgufFile::from_bytes(replace_str(&b, "test.k1", b"a.much.longer.key")).unwrap();
+    assert_eq!(f.get_u32("a.much.longer.key").unwrap(), 7);
+    assert_eq!(
+        f.require_tensor("tensor.cc").unwrap().data[4..8],
+        1f32.to_le_bytes()
+    );
+}
+
+#[test]
+fn empty_key() {
+    let b = replace_str(&valid(), "test.k1", b"");
+    let e = reject(&b);
+    assert!(matches!(e, GgufError::EmptyKey { index: 5, .. }), "{e}");
+    assert!(e.to_string().contains("is empty"), "{e}");
+}
+
+#[test]
+fn non_ascii_key() {
+    let b = replace_str(&valid(), "test.k1", "tést.k1".as_bytes());
+    let e = reject(&b);
+    assert!(
+        matches!(e, GgufError::NonAsciiKey { ref key, .. } if key == "tést.k1"),
+        "{e}"
+    );
+    // The writer refuses it too, so the files it writes read back.
+    let mut w = GgufWriter::new();
+    w.set("tést", Value::U8(1));
+    assert!(matches!(w.validate(), Err(GgufError::InvalidKey { .. })));
+    let mut w = GgufWriter::new();
+    w.set("", Value::U8(1));
+    assert!(matches!(w.validate(), Err(GgufError::InvalidKey { .. })));
+}
+
+#[test]
+fn key_of_65535_bytes_reads_and_of_65536_is_too_long() {
+    let b = valid();
+    let longest = "k".repeat(65_535);
+    let f = GgufFile::from_bytes(replace_str(&b, "test.k1", longest.as_bytes())).unwrap();
+    assert_eq!(f.get_u32(&longest).unwrap(), 7);
+    // (No prefix check: 65k prefixes of a 65k file take too long.)
+    let e = gguf_err(replace_str(&b, "test.k1", "k".repeat(65_536).as_bytes()));
+    assert!(
+        matches!(
+            e,
+            GgufError::KeyTooLong {
+                index: 5,
+                len: 65_536,
+                max: 65_535,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let mut w = GgufWriter::new();
+    w.set("k".repeat(65_536), Value::U8(1));
+    assert!(matches!(w.validate(), Err(GgufError::InvalidKey { .. })));
+}
+
+#[test]
+fn bool_bytes_other_than_0_and_1() {
+    let mut w = GgufWriter::new();
+    w.set("test.flag", Value::Bool(true));
+    let bools = vec![Value::Bool(false), Value::Bool(true), Value::Bool(false)];
+    w.set(
+        "test.flags",
+        Value::Array(Array::new(ValueType::Bool, bools)),
+    );
+    let b = valid_with(w);
+    let f = GgufFile::from_bytes(b.clone()).unwrap();
+    assert!(f.get_bool("test.flag").unwrap());
+    for byte in [2u8, 0xFF] {
+        let mut bad = b.clone();
+        let k = key_at(&bad, "test.flag");
+        bad[k.value] = byte;
+        let e = reject(&bad);
+        assert!(
+            matches!(e, GgufError::BadBool { ref key, byte: got, offset } if key == "test.flag" && got == byte && offset == k.value as u64),
+            "{e}"
+        );
+        // An array item: item type (4 bytes), count (8 bytes), then the bools.
+        let mut bad = b.clone();
+        let k = key_at(&bad, "test.flags");
+        let item = k.value + 4 + 8 + 2;
+        bad[item] = byte;
+        let e = reject(&bad);
+        assert!(
+            matches!(e, GgufError::BadBool { ref key, byte: got, offset } if key == "test.flags" && got == byte && offset == item as u64),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn invalid_utf8_in_key_and_tensor_name() {
     let mut b = valid();
     let k = key_at(&b, "test.k1");
@@ -542,12 +661,37 @@ fn overflowing_dims() {
 
 #[test]
 fn unknown_tensor_type() {
-    for id in [4u32, 39, u32::MAX] {
+    for id in [43u32, 1000, u32::MAX] {
         let mut b = valid();
         let t = info_at(&b, "tensor.aa");
         put_u32(&mut b, t.ty, id);
         let e = reject(&b);
         assert!(matches!(e, GgufError::UnknownTensorType { type_id, .. } if type_id == id));
+    }
+}
+
+#[test]
+fn unsupported_tensor_type_is_named() {
+    for (id, want, gone) in [
+        (20u32, "IQ4_NL", false),
+        (39, "MXFP4", false),
+        (16, "IQ2_XXS", false),
+        (4, "Q4_2", true),
+        (31, "Q4_0_4_4", true),
+    ] {
+        let mut b = valid();
+        let t = info_at(&b, "tensor.aa");
+        put_u32(&mut b, t.ty, id);
+        let e = reject(&b);
+        assert!(
+            matches!(e, GgufError::UnsupportedTensorType { ref tensor, type_id, name, removed } if tensor == "tensor.aa" && type_id == id && name == want && removed == gone),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("{want} (type id {id}")) && text.contains("Q8_0"),
+            "{text}"
+        );
     }
 }
 
@@ -576,6 +720,31 @@ fn duplicate_tensor_names() {
     b[at + 8..at + 8 + 9].copy_from_slice(b"tensor.aa");
     let e = reject(&b);
     assert!(matches!(e, GgufError::DuplicateTensor { ref name } if name == "tensor.aa"));
+}
+
+#[test]
+fn tensor_name_of_63_bytes_reads_and_of_64_is_too_long() {
+    // llama.cpp refuses `name.length() >= GGML_MAX_NAME` (64): 63 bytes is the most.
+    let b = valid();
+    let longest = "n".repeat(63);
+    let f = GgufFile::from_bytes(replace_str(&b, "tensor.cc", longest.as_bytes())).unwrap();
+    assert_eq!(f.require_tensor(&longest).unwrap().data.len(), 32);
+    let e = reject(&replace_str(&b, "tensor.cc", "n".repeat(64).as_bytes()));
+    assert!(
+        matches!(
+            e,
+            GgufError::TensorNameTooLong {
+                index: 2,
+                len: 64,
+                max: 63,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A long name is cut in the message.
+    let e = gguf_err(replace_str(&b, "tensor.cc", "n".repeat(5000).as_bytes()));
+    assert!(e.to_string().len() < 400, "{e}");
 }
 
 #[test]

@@ -73,7 +73,9 @@ fn every_value_type() -> Vec<(&'static str, Value)> {
             Value::Array(Array::new(ValueType::I64, vec![])),
         ),
         ("t.arr.nested", Value::Array(nested)),
-        ("ключ.ütf8", Value::U8(1)),
+        // Keys are ASCII (non-ASCII keys are refused: gguf_malformed::non_ascii_key); the
+        // longest key there is, 65,535 bytes, is tested there too.
+        ("t.key-with_all.sorts~of!ascii", Value::U8(1)),
     ]
 }
 
@@ -400,6 +402,18 @@ fn open_reports_io_and_format_errors() {
         gguf_err(GgufFile::open(&text)),
         GgufError::BadMagic { .. }
     ));
+
+    // A directory, not "No such device (os error 19)" from mapping it.
+    let e = GgufFile::open(&dir).unwrap_err();
+    assert!(
+        matches!(e, Error::Io { ref path, ref source } if path == &dir && source.kind() == std::io::ErrorKind::IsADirectory),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("is a directory; a GGUF file is expected (it holds empty.gguf, text.gguf)"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
