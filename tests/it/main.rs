@@ -48,3 +48,4 @@ mod tokenizer_roundtrip;
 mod tokenizer_vectors;
 mod train_cancel;
 mod train_memorize;
+mod workflow;
