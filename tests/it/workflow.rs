@@ -82,15 +82,13 @@ fn start(args: &[String]) -> (Child, Lines<BufReader<ChildStdout>>) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("the run ended before a checkpoint")
-            .unwrap();
-        if line.contains("\"event\":\"checkpoint\"") {
+    for line in lines.by_ref() {
+        if line.unwrap().contains("\"event\":\"checkpoint\"") {
             return (child, lines);
         }
     }
+    let o = child.wait_with_output().unwrap();
+    panic!("the run ended before a checkpoint: {}", stderr(&o));
 }
 
 /// A run killed (SIGKILL) after its first checkpoint.
