@@ -67,9 +67,19 @@ fn parse_toml(text: &str) -> std::result::Result<Vec<(String, Value)>, (usize, S
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = strip_comment(raw).trim();
-        if line.is_empty() || (line.starts_with('[') && line.ends_with(']') && !line.contains('='))
-        {
+        if line.is_empty() {
             continue;
+        }
+        if line.starts_with('[') && !line.contains('=') {
+            // `[train]` names the flags' own command; any other section would be read as
+            // if it were not there.
+            if line.replace(' ', "") == "[train]" {
+                continue;
+            }
+            return Err((
+                i + 1,
+                format!("{line}: only a [train] section is read (or none: flags at the top level, as `lr = 1e-3`)"),
+            ));
         }
         let (k, v) = line
             .split_once('=')
@@ -117,6 +127,13 @@ fn strip_comment(line: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_section_other_than_train_is_refused_by_line() {
+        let e = parse_toml("lr = 1e-3\n[lora]\nrank = 4\n").unwrap_err();
+        assert_eq!(e.0, 2);
+        assert!(e.1.contains("[lora]"), "{}", e.1);
+    }
 
     #[test]
     fn toml_and_json_expand_to_flags() {

@@ -176,9 +176,15 @@ pub(super) fn with_config_file(a: TrainArgs) -> Result<TrainArgs> {
         Ok(_) => Err(Error::InvalidArgument(
             "--config: not a train command".into(),
         )),
+        // clap's first line says what is wrong; its usage text does not belong in one line.
         Err(e) => Err(Error::InvalidArgument(format!(
-            "--config {}: {e}",
-            cfg.display()
+            "--config {}: {}",
+            cfg.display(),
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid flags")
+                .trim_start_matches("error: ")
         ))),
     }
 }

@@ -297,9 +297,9 @@ impl LoraConfig {
                 self.r
             )));
         }
-        if !self.alpha.is_finite() {
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
             return Err(Error::InvalidArgument(format!(
-                "alpha {} is not finite",
+                "alpha {} must be a number above 0 (the adapter's scale is alpha/r: at 0 it does nothing, below 0 it trains backwards)",
                 self.alpha
             )));
         }
@@ -454,6 +454,13 @@ mod tests {
         }
         .validate()
         .is_err());
+        for alpha in [0.0, -16.0, f32::NAN] {
+            let e = LoraConfig { alpha, ..c.clone() }
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("above 0"), "{e}");
+        }
         assert!(LoraConfig { r: 0, ..c }.validate().is_err());
     }
 }

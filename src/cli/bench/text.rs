@@ -66,9 +66,9 @@ pub(super) fn write_text_report(
     if let Some(m) = report.get("model") {
         writeln!(
             out,
-            "model: {} ({} MiB)",
+            "model: {} ({})",
             m["path"].as_str().unwrap_or("?"),
-            m["file_bytes"].as_u64().unwrap_or(0) >> 20
+            pocketlora::human_bytes(m["file_bytes"].as_u64().unwrap_or(0))
         )
         .map_err(io)?;
     }
