@@ -1,5 +1,7 @@
 //! `pocketlora inspect`: what a GGUF file holds — architecture, shapes, tensor types and
-//! sizes, vocabulary and special ids. Works on any valid GGUF, runnable or not.
+//! sizes, vocabulary and special ids. Works on any valid GGUF, runnable or not; a LoRA
+//! adapter file (`general.type = "adapter"`) is described as one (type, alpha, base
+//! architecture, pairs, modules, blocks, rank; see [`gguf_adapter::info`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,6 +10,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::{json, Value};
 
+use pocketlora::gguf_adapter;
 use pocketlora::GgufFile;
 use pocketlora::ModelConfig;
 use pocketlora::{Error, Result};
@@ -59,8 +62,16 @@ pub fn describe(f: &GgufFile) -> Result<Value> {
         .iter()
         .map(|(k, (n, b))| (k.to_string(), json!({"count": n, "bytes": b})))
         .collect();
-    let model = match ModelConfig::from_gguf(f) {
-        Ok(c) => {
+    let adapter = gguf_adapter::info(f)?;
+    let model = match (&adapter, ModelConfig::from_gguf(f)) {
+        (Some(a), _) => json!({
+            "runnable": false,
+            "reason": format!(
+                "a LoRA adapter for a {} base model, not a model: apply it to its base with --adapter",
+                a.base_architecture.as_deref().unwrap_or("(unnamed)")
+            ),
+        }),
+        (None, Ok(c)) => {
             let sliding: Vec<usize> = (0..c.n_layer).filter(|&l| c.layers[l].sliding).collect();
             let no_rope: Vec<usize> = (0..c.n_layer)
                 .filter(|&l| c.layers[l].rope == pocketlora::LayerRope::None)
@@ -100,8 +111,21 @@ pub fn describe(f: &GgufFile) -> Result<Value> {
                 "covers": c.arch.covers,
             })
         }
-        Err(e) => json!({"runnable": false, "reason": e.to_string()}),
+        (None, Err(e)) => json!({"runnable": false, "reason": e.to_string()}),
     };
+    let adapter = adapter.map(|a| {
+        json!({
+            "type": a.adapter_type,
+            "alpha": a.alpha,
+            "base_architecture": a.base_architecture,
+            "tensor_count": a.n_tensors,
+            "pairs": a.n_pairs,
+            "modules": a.modules,
+            "layers": a.layers,
+            "rank_min": a.rank.map(|r| r.0),
+            "rank_max": a.rank.map(|r| r.1),
+        })
+    });
     Ok(json!({
         "file": f.path().map(|p| p.display().to_string()),
         "file_size": f.file_len(),
@@ -111,6 +135,7 @@ pub fn describe(f: &GgufFile) -> Result<Value> {
         "name": f.opt_str("general.name")?,
         "metadata_keys": f.metadata().len(),
         "model": model,
+        "adapter": adapter,
         "vocab_size": vocab,
         "tokenizer": f.opt_str("tokenizer.ggml.model")?,
         "special_ids": special,
@@ -138,12 +163,56 @@ fn mib(b: u64) -> String {
     format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64)
 }
 
-fn render_text(d: &Value) -> String {
-    let s = |v: &Value| match v {
+/// A JSON value as text: strings unquoted, null as "-".
+fn text(v: &Value) -> String {
+    match v {
         Value::String(x) => x.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
+    }
+}
+
+/// The lines of an adapter file: what it is, for which base, what it adapts.
+fn render_adapter(a: &Value, line: &mut impl FnMut(String)) {
+    let s = text;
+    let kind = match a["type"].as_str() {
+        Some("lora") => "LoRA".to_string(),
+        _ => s(&a["type"]),
     };
+    line(format!(
+        "adapter:       {kind} adapter for a {} base model, alpha {}",
+        s(&a["base_architecture"]),
+        s(&a["alpha"])
+    ));
+    let layers: Vec<String> = a["layers"]
+        .as_array()
+        .map(|l| l.iter().map(s).collect())
+        .unwrap_or_default();
+    line(format!(
+        "pairs:         {} (of {} tensors) on blocks {}",
+        a["pairs"],
+        a["tensor_count"],
+        if layers.is_empty() {
+            "-".to_string()
+        } else {
+            layers.join(", ")
+        }
+    ));
+    let modules: Vec<String> = a["modules"]
+        .as_array()
+        .map(|l| l.iter().map(s).collect())
+        .unwrap_or_default();
+    line(format!("modules:       {}", modules.join(", ")));
+    let rank = match (a["rank_min"].as_u64(), a["rank_max"].as_u64()) {
+        (Some(lo), Some(hi)) if lo == hi => lo.to_string(),
+        (Some(lo), Some(hi)) => format!("{lo} to {hi}"),
+        _ => "-".to_string(),
+    };
+    line(format!("rank:          {rank}"));
+}
+
+fn render_text(d: &Value) -> String {
+    let s = text;
     let mut o = String::new();
     let mut line = |l: String| {
         o.push_str(&l);
@@ -163,7 +232,10 @@ fn render_text(d: &Value) -> String {
         s(&d["name"])
     ));
     let m = &d["model"];
-    if m["runnable"] == json!(true) {
+    let a = &d["adapter"];
+    if !a.is_null() {
+        render_adapter(a, &mut line);
+    } else if m["runnable"] == json!(true) {
         line(format!(
             "shape:         embedding {}, layers {}, heads {} (kv {}), head dim {}, ffn {}",
             m["n_embd"], m["n_layer"], m["n_head"], m["n_head_kv"], m["head_dim"], m["n_ff"]
@@ -244,14 +316,16 @@ fn render_text(d: &Value) -> String {
     let sp: Vec<String> = d["special_ids"].as_object().map_or(vec![], |m| {
         m.iter().map(|(k, v)| format!("{k} {v}")).collect()
     });
-    line(format!(
-        "special ids:   {}",
-        if sp.is_empty() {
-            "-".into()
-        } else {
-            sp.join(", ")
-        }
-    ));
+    if a.is_null() {
+        line(format!(
+            "special ids:   {}",
+            if sp.is_empty() {
+                "-".into()
+            } else {
+                sp.join(", ")
+            }
+        ));
+    }
     let types: Vec<String> = d["tensor_types"].as_object().map_or(vec![], |m| {
         m.iter()
             .map(|(k, v)| {

@@ -273,6 +273,86 @@ pub fn from_file(f: &GgufFile, path: &Path, model: &ModelConfig) -> Result<Adapt
     Ok(Adapter { config, layers })
 }
 
+/// What a llama.cpp adapter file says about itself, read without its base model (what
+/// `pocketlora inspect` shows). Nothing is checked against a model here; [`from_file`] does
+/// that when the adapter is loaded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterInfo {
+    /// `adapter.type` (`"lora"` for the adapters this crate loads), if present.
+    pub adapter_type: Option<String>,
+    /// `adapter.lora.alpha`, if present.
+    pub alpha: Option<f32>,
+    /// `general.architecture`: the base model's architecture.
+    pub base_architecture: Option<String>,
+    /// All tensors of the file.
+    pub n_tensors: usize,
+    /// `lora_a` tensors with their `lora_b`.
+    pub n_pairs: usize,
+    /// The adapted modules, sorted: a pair's tensor name without `blk.N.` and
+    /// `.weight.lora_a` (`attn_q`, `ffn_down`; `token_embd` for a tensor outside the blocks).
+    pub modules: Vec<String>,
+    /// The blocks with at least one pair, ascending.
+    pub layers: Vec<usize>,
+    /// The smallest and largest rank of a pair (a `lora_a`'s second dim); `None` without
+    /// pairs. They differ for adapters trained with a rank pattern.
+    pub rank: Option<(u64, u64)>,
+}
+
+/// Whether `f` is an adapter file (`general.type = "adapter"`, as llama.cpp's
+/// `convert_lora_to_gguf.py` and [`to_writer`] write).
+pub fn is_adapter(f: &GgufFile) -> bool {
+    f.opt_str("general.type").ok().flatten() == Some("adapter")
+}
+
+/// Describes the adapter file `f` (see [`AdapterInfo`]), or `None` when it is not an
+/// adapter ([`is_adapter`]). Fails only on a key of the wrong type.
+pub fn info(f: &GgufFile) -> Result<Option<AdapterInfo>> {
+    if !is_adapter(f) {
+        return Ok(None);
+    }
+    let mut modules = Vec::new();
+    let mut layers = Vec::new();
+    let mut rank: Option<(u64, u64)> = None;
+    let mut n_pairs = 0;
+    for t in f.tensors() {
+        let Some(stem) = t.name.strip_suffix(".weight.lora_a") else {
+            continue;
+        };
+        if f.tensor_info(&format!("{stem}.weight.lora_b")).is_none() {
+            continue;
+        }
+        n_pairs += 1;
+        let block = stem
+            .strip_prefix("blk.")
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(n, module)| Some((n.parse::<usize>().ok()?, module)));
+        let module = match block {
+            Some((layer, module)) => {
+                layers.push(layer);
+                module
+            }
+            None => stem,
+        };
+        modules.push(module.to_owned());
+        let r = t.dims.get(1).copied().unwrap_or(1);
+        rank = Some(rank.map_or((r, r), |(lo, hi)| (lo.min(r), hi.max(r))));
+    }
+    modules.sort();
+    modules.dedup();
+    layers.sort_unstable();
+    layers.dedup();
+    Ok(Some(AdapterInfo {
+        adapter_type: f.opt_str("adapter.type")?.map(str::to_owned),
+        alpha: f.opt_f32("adapter.lora.alpha")?,
+        base_architecture: f.opt_str("general.architecture")?.map(str::to_owned),
+        n_tensors: f.tensors().len(),
+        n_pairs,
+        modules,
+        layers,
+        rank,
+    }))
+}
+
 /// (block, target) of `blk.N.attn_q` etc., as architecture `arch` names its tensors.
 fn parse_stem(arch: &crate::model::Arch, stem: &str) -> Option<(usize, Target)> {
     let rest = stem.strip_prefix("blk.")?;

@@ -210,3 +210,33 @@ fn failures_are_one_line_and_non_zero() {
     assert_one_line_error(&run(&["inspect", "--model", txt.to_str().unwrap()]), "GGUF");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn inspect_describes_an_adapter_file_as_an_adapter() {
+    // llama.cpp's own converter wrote this one (tests/golden/llama_cpp/README.md).
+    let f = golden("llama_cpp/converter_stories260K-f32_trained.gguf");
+    let o = run(&["inspect", "--model", f.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let a = &v["adapter"];
+    assert_eq!(a["type"], "lora");
+    assert_eq!(a["base_architecture"], "llama");
+    assert_eq!(a["alpha"], 8.0);
+    assert_eq!(
+        (a["pairs"].as_u64(), a["rank_max"].as_u64()),
+        (Some(35), Some(4))
+    );
+    assert_eq!(a["layers"], serde_json::json!([0, 1, 2, 3, 4]));
+    assert_eq!(a["modules"].as_array().unwrap().len(), 7);
+    assert!(v["model"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("LoRA adapter"));
+    let o = run(&["inspect", "--model", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("LoRA adapter for a llama base model, alpha 8"),
+        "{}",
+        stdout(&o)
+    );
+}
