@@ -213,6 +213,11 @@ int main(int argc, char **argv) {
     EXPECT(plora_trainer_add_jsonl(t, scratch(dir, "bad.jsonl")), PLORA_ERR_FORMAT);
     EXPECT_TRUE(strstr(plora_last_error(), "bad.jsonl:2") != NULL);
     EXPECT(plora_trainer_add_valid_jsonl(t, scratch(dir, "bad.jsonl")), PLORA_ERR_FORMAT);
+    /* Not UTF-8: a format error naming the line and the byte offset, not an I/O error. */
+    write_file(scratch(dir, "latin1.jsonl"), "{\"text\": \"ok\"}\n{\"text\": \"caf\xe9\"}\n");
+    EXPECT(plora_trainer_add_jsonl(t, scratch(dir, "latin1.jsonl")), PLORA_ERR_FORMAT);
+    EXPECT_TRUE(strstr(plora_last_error(), "latin1.jsonl:2") != NULL);
+    EXPECT_TRUE(strstr(plora_last_error(), "byte offset 28") != NULL);
 
     /* --- then the right order --- */
     EXPECT_OK(plora_trainer_add_text(t, "The spare key is under the blue flower pot."));
