@@ -25,6 +25,8 @@ pub struct LoadOptions {
 pub struct Dataset {
     pub format: DataFormat,
     pub records: Vec<TokenRecord>,
+    /// The line each record begins on.
+    pub lines: Vec<usize>,
     /// Lines skipped with `skip_bad_lines`: (line number, reason).
     pub skipped: Vec<(usize, String)>,
 }
@@ -149,6 +151,7 @@ pub fn parse_dataset(
         }
     };
     let mut records = Vec::with_capacity(lines.len());
+    let mut record_lines = Vec::with_capacity(lines.len());
     for (n, raw) in &lines {
         let rec = match (&raw, tok) {
             (RawRecord::Ids(r), _) => Ok(r.clone()),
@@ -162,7 +165,10 @@ pub fn parse_dataset(
             (_, None) => Err("this record needs the model's tokenizer".to_string()),
         };
         match rec {
-            Ok(r) => records.push(r),
+            Ok(r) => {
+                records.push(r);
+                record_lines.push(*n);
+            }
             Err(msg) if opts.skip_bad_lines => skipped.push((*n, msg)),
             Err(msg) => return Err(bad(*n, msg)),
         }
@@ -170,6 +176,7 @@ pub fn parse_dataset(
     Ok(Dataset {
         format,
         records,
+        lines: record_lines,
         skipped,
     })
 }

@@ -255,8 +255,7 @@ impl Session {
     ) -> Result<Vec<(usize, String)>> {
         self.check_open()?;
         let d = load_dataset(path, tok, chat, opts)?;
-        self.add(d.records, valid)?;
-        Ok(d.skipped)
+        self.add_dataset(path, d, valid)
     }
 
     /// Reads a data file with the model's own tokenizer and chat template (built only when
@@ -271,9 +270,29 @@ impl Session {
         self.check_open()?;
         self.loading(|s| {
             let d = load_for_model(path, s.model.weights.file(), opts)?;
-            s.add(d.records, valid)?;
-            Ok(d.skipped)
+            s.add_dataset(path, d, valid)
         })
+    }
+
+    /// Adds a file's records; a token id outside the vocabulary names the file and line.
+    fn add_dataset(
+        &mut self,
+        path: &Path,
+        d: crate::data::Dataset,
+        valid: bool,
+    ) -> Result<Vec<(usize, String)>> {
+        let n_vocab = self.model.cfg.n_vocab;
+        for (r, &line) in d.records.iter().zip(&d.lines) {
+            if let Some(&bad) = r.ids.iter().find(|&&t| t as usize >= n_vocab) {
+                return Err(Error::Data {
+                    path: path.into(),
+                    line,
+                    msg: format!("token id {bad} is outside the model's vocabulary of {n_vocab}"),
+                });
+            }
+        }
+        self.add(d.records, valid)?;
+        Ok(d.skipped)
     }
 
     /// Splits off the validation records and packs the training ones, as the spec says

@@ -333,3 +333,26 @@ fn long_records_are_announced_and_a_long_context_needs_consent() {
     assert!(run(&a).status.success());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_token_id_outside_the_vocabulary_names_its_file_and_line() {
+    let dir = scratch_dir("wf-oov");
+    let ids = dir.join("ids.jsonl");
+    std::fs::write(
+        &ids,
+        "{\"ids\": [1, 2, 3], \"mask\": [0, 1, 1]}\n\n{\"ids\": [1, 99999], \"mask\": [0, 1]}\n",
+    )
+    .unwrap();
+    let o = run(&args(&dir.join("run"), &ids, "2"));
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("{}:3", ids.display())) && e.contains("token id 99999"),
+        "{e}"
+    );
+    assert!(
+        !dir.join("run").exists(),
+        "nothing is created for a refused run"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
