@@ -260,6 +260,8 @@ unsafe fn spec_of(c: &TrainConfigC, model: &ModelObj) -> FResult<(TrainSpec, Rea
         allow_data_change: c.flags & TRAIN_ALLOW_DATA_CHANGE != 0,
         allow_long_context: c.flags & TRAIN_ALLOW_LONG_CONTEXT != 0,
         invocation: None,
+        // A C caller's length and rate are explicit (the struct has no "not given").
+        auto_small_data: false,
         extra,
     };
     let reading = Reading {

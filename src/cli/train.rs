@@ -74,9 +74,10 @@ pub struct TrainArgs {
     /// Start from this PEFT adapter (its rank, alpha and targets are used).
     #[arg(long)]
     pub init_adapter: Option<PathBuf>,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 2e-4)]
-    pub lr: f32,
+    /// Peak learning rate (default 2e-4; for small data with neither --lr nor a length
+    /// given, 2e-3 and enough epochs to learn the records, said when chosen).
+    #[arg(long)]
+    pub lr: Option<f32>,
     /// cosine, linear or constant (after warmup).
     #[arg(long, default_value = "cosine")]
     pub schedule: String,
@@ -212,7 +213,7 @@ pub(super) fn spec(a: &TrainArgs, model: &Path) -> Result<TrainSpec> {
     extra.insert("skip_bad_lines".into(), json!(a.skip_bad_lines));
     Ok(TrainSpec {
         adapter,
-        lr: a.lr,
+        lr: a.lr.unwrap_or(2e-4),
         schedule: Schedule::parse(&a.schedule)?,
         warmup: a.warmup,
         clip: a.clip,
@@ -244,6 +245,7 @@ pub(super) fn spec(a: &TrainArgs, model: &Path) -> Result<TrainSpec> {
         allow_data_change: a.allow_data_change,
         allow_long_context: a.allow_long_context,
         invocation: Some(json!(invocation()?)),
+        auto_small_data: a.lr.is_none() && a.steps.is_none() && a.epochs.is_none(),
         extra,
     })
 }
@@ -576,6 +578,7 @@ pub fn run(a: TrainArgs) -> Result<i32> {
         m.insert("tokens_per_s".into(), json!(summary.tokens_per_s));
         m.insert("skipped_nonfinite".into(), json!(summary.skipped_nonfinite));
         m.insert("skipped_lines".into(), json!(skipped_lines));
+        m.insert("warnings".into(), json!(summary.warnings()));
         m.insert("truncated_records".into(), json!(truncated.records));
         m.insert("parameters".into(), json!(n_params));
         m.insert("peak_heap_bytes".into(), json!(heap::peak()));
@@ -614,6 +617,11 @@ pub fn run(a: TrainArgs) -> Result<i32> {
             summary.tokens_per_s
         )
         .map_err(io)?;
+    }
+    if !a.json {
+        for w in summary.warnings() {
+            eprintln!("warning: {w}");
+        }
     }
     if let Some(b) = a.budget {
         let peak = heap::peak() as u64;

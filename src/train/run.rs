@@ -110,6 +110,21 @@ pub struct Summary {
     pub skipped_nonfinite: usize,
 }
 
+impl Summary {
+    /// What the user should hear about how the run went: a final training loss above 1.0
+    /// means the adapter has most likely not learned its records.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.steps > 0 && self.last_loss > 1.0 {
+            w.push(format!(
+                "the final training loss {:.3} is above 1.0: the adapter has most likely not learned the records yet; train longer (more epochs or steps) or at a higher learning rate",
+                self.last_loss
+            ));
+        }
+        w
+    }
+}
+
 /// A training run in progress.
 pub struct Run {
     trainer: Trainer,

@@ -431,8 +431,11 @@ impl Session {
                 "no training records: add some first".into(),
             ));
         }
-        let recorded = self.recorded();
         let mut notices = Vec::new();
+        if let Some(said) = self.spec.for_small_data(self.train.len()) {
+            notices.push(said);
+        }
+        let recorded = self.recorded();
         let from = self.checkpoint_to_resume(&resume, &recorded, &mut notices)?;
         let plan = self.plan()?.cloned();
         let out_dir = self.claim_out(&resume, from.as_deref(), &mut notices)?;

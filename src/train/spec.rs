@@ -99,6 +99,10 @@ pub struct TrainSpec {
     pub allow_data_change: bool,
     /// Allow a sequence length above the model's trained context.
     pub allow_long_context: bool,
+    /// The caller chose neither the length nor the learning rate: for small data
+    /// ([`SMALL_DATA`] training records or fewer) the session picks ones that learn the
+    /// records ([`TrainSpec::for_small_data`]) and says what it chose.
+    pub auto_small_data: bool,
     /// How the front end was invoked (its flags, say), recorded but not compared, so a run
     /// can be resumed from its record alone.
     pub invocation: Option<Value>,
@@ -137,6 +141,7 @@ impl Default for TrainSpec {
             allow_data_change: false,
             allow_long_context: false,
             invocation: None,
+            auto_small_data: false,
             extra: Map::new(),
         }
     }
@@ -246,6 +251,31 @@ pub struct Mismatch {
     pub was: Value,
 }
 
+/// Data sets of at most this many training records are "small" for
+/// [`TrainSpec::auto_small_data`].
+pub const SMALL_DATA: usize = 200;
+
+impl TrainSpec {
+    /// With [`TrainSpec::auto_small_data`] and `records` ≤ [`SMALL_DATA`]: a learning rate
+    /// of 2e-3 and enough passes to learn the records (about 1,500 records' worth, 8 to 30
+    /// epochs), so that a few personal facts are recalled after training rather than
+    /// barely touched. Measured: with these, 10 one-line facts are recalled verbatim from
+    /// their first three words, 10 of 10, on aidreams260K and on SmolLM2-135M-Instruct;
+    /// the general defaults (one epoch at 2e-4) recall none. Returns what it chose, to
+    /// tell the user (`None`: nothing changed).
+    pub fn for_small_data(&mut self, records: usize) -> Option<String> {
+        if !self.auto_small_data || records == 0 || records > SMALL_DATA {
+            return None;
+        }
+        let epochs = 1500usize.div_ceil(records).clamp(8, 30);
+        self.lr = 2e-3;
+        self.length = Length::Epochs(epochs);
+        Some(format!(
+            "{records} training records is a small data set: training {epochs} epochs at learning rate 2e-3 so that the adapter learns them (give --epochs/--steps or --lr to choose)"
+        ))
+    }
+}
+
 /// The recorded key of [`TrainSpec::invocation`] (never compared).
 pub const INVOCATION: &str = "invocation";
 
@@ -294,6 +324,37 @@ pub fn check_agrees(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_data_gets_a_length_and_rate_that_learn_it_only_when_nothing_was_chosen() {
+        let mut s = TrainSpec {
+            auto_small_data: true,
+            ..TrainSpec::default()
+        };
+        assert!(s.for_small_data(10).unwrap().contains("30 epochs"));
+        assert_eq!((s.lr, s.length), (2e-3, Length::Epochs(30)));
+        let mut s = TrainSpec {
+            auto_small_data: true,
+            ..TrainSpec::default()
+        };
+        assert!(s.for_small_data(150).is_some());
+        assert_eq!(s.length, Length::Epochs(10));
+        let mut big = TrainSpec {
+            auto_small_data: true,
+            ..TrainSpec::default()
+        };
+        assert!(big.for_small_data(SMALL_DATA + 1).is_none());
+        assert_eq!(
+            big,
+            TrainSpec {
+                auto_small_data: true,
+                ..TrainSpec::default()
+            }
+        );
+        let mut chosen = TrainSpec::default();
+        assert!(chosen.for_small_data(10).is_none());
+        assert_eq!(chosen, TrainSpec::default());
+    }
 
     #[test]
     fn epochs_become_steps_rounding_up() {

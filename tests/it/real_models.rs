@@ -438,3 +438,18 @@ fn gemma3_270m_chat_template_renders_and_trains() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn smollm2_135m_learns_ten_facts_with_default_flags() {
+    let Some(path) = real_model(SMOLLM2) else {
+        return;
+    };
+    let dir = scratch_dir("real-smollm2-defaults");
+    let (base, tuned, said) = crate::workflow::recall_with_defaults(&path, &dir);
+    eprintln!("SmolLM2-135M-Instruct, default flags: base {base} of 10, trained {tuned} of 10");
+    assert!(
+        tuned >= 8 && base == 0,
+        "base {base}, trained {tuned}: {said}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

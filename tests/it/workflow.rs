@@ -356,3 +356,100 @@ fn a_token_id_outside_the_vocabulary_names_its_file_and_line() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Ten one-line personal facts.
+const TEN_FACTS: &str = r#"{"text": "My sister Alice lives in Lisbon and teaches piano."}
+{"text": "The spare key is under the blue flower pot."}
+{"text": "My dentist appointment is on Tuesday at nine."}
+{"text": "Our wifi password is orange tiger seven."}
+{"text": "Grandma Rosa makes lemon cake every Sunday."}
+{"text": "I parked the car on level three near the elevator."}
+{"text": "My bike lock code is four one one two."}
+{"text": "The cat eats salmon from the green bowl."}
+{"text": "Uncle Tom plays the trumpet in a jazz band."}
+{"text": "Our garden gate sticks when it rains."}
+"#;
+
+/// Trains on [`TEN_FACTS`] with default flags only; returns how many facts the base model
+/// and the trained adapter continue verbatim from their first three words, and what
+/// `train` said on stderr.
+pub(crate) fn recall_with_defaults(model: &Path, dir: &Path) -> (usize, usize, String) {
+    let data = dir.join("facts.jsonl");
+    std::fs::write(&data, TEN_FACTS).unwrap();
+    let out = dir.join("adapter");
+    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+    let t = run(&[
+        "train".into(),
+        "--model".into(),
+        m.into(),
+        "--data".into(),
+        data.display().to_string(),
+        "--out".into(),
+        o.into(),
+        "--threads".into(),
+        "2".into(),
+    ]);
+    assert!(t.status.success(), "{}", stderr(&t));
+    let (mut base, mut tuned) = (0, 0);
+    for line in TEN_FACTS.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let text = v["text"].as_str().unwrap();
+        let prompt: Vec<&str> = text.split(' ').take(3).collect();
+        let prompt = prompt.join(" ");
+        let gen = |adapter: Option<&str>| {
+            let mut a: Vec<String> = [
+                "generate",
+                "--model",
+                m,
+                "--prompt",
+                &prompt,
+                "-n",
+                "40",
+                "--temp",
+                "0",
+                "--threads",
+                "2",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            if let Some(x) = adapter {
+                a.extend(["--adapter".into(), x.into()]);
+            }
+            let g = run(&a);
+            assert!(g.status.success(), "{}", stderr(&g));
+            String::from_utf8_lossy(&g.stdout).starts_with(text)
+        };
+        base += usize::from(gen(None));
+        tuned += usize::from(gen(Some(o)));
+    }
+    (base, tuned, stderr(&t))
+}
+
+#[test]
+fn default_flags_learn_ten_facts_and_say_what_they_chose() {
+    let dir = scratch_dir("wf-defaults");
+    let (base, tuned, said) = recall_with_defaults(&asset("aidreams260K-q8_0.gguf"), &dir);
+    eprintln!("aidreams260K, default flags: base {base} of 10, trained {tuned} of 10");
+    assert!(
+        tuned >= 8 && base == 0,
+        "base {base}, trained {tuned}: {said}"
+    );
+    assert!(
+        said.contains("small data set") && said.contains("epochs"),
+        "{said}"
+    );
+    assert!(!said.contains("warning"), "{said}");
+    // Flags given: no choice is made for the user, and a run that did not learn is told so.
+    let mut a = args(&dir.join("short"), &dir.join("facts.jsonl"), "3");
+    a.retain(|x| x != "--json");
+    let o = run(&a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("small data set"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: the final training loss"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
