@@ -8,8 +8,8 @@
 //! (`POCKETLORA_BENCH_TOKENS=512` for one). `POCKETLORA_DISABLE` selects the ISA.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pocketlora::kernels::{matmul_backward_input, matmul_forward, Precision, QMatrix};
-use pocketlora::quant::{quantize, GgmlType};
+use pocketlora::internals::kernels::{matmul_backward_input, matmul_forward, Precision, QMatrix};
+use pocketlora::internals::quant::{quantize, GgmlType};
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

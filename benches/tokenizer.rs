@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pocketlora::tokenizer::Tokenizer;
+use pocketlora::internals::tokenizer::Tokenizer;
 
 const WORDS: [&str; 40] = [
     "the",

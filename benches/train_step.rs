@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pocketlora::data::TokenRecord;
-use pocketlora::kernels::Precision;
-use pocketlora::lora::{Adapter, LoraConfig};
-use pocketlora::model::Model;
-use pocketlora::quant::GgmlType;
-use pocketlora::train::{Schedule, TrainConfig, Trainer};
+use pocketlora::internals::data::TokenRecord;
+use pocketlora::internals::kernels::Precision;
+use pocketlora::internals::lora::{Adapter, LoraConfig};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::quant::GgmlType;
+use pocketlora::internals::train::{Schedule, TrainConfig, Trainer};
 
 fn smollm2_shape() -> synth::Spec {
     synth::Spec {

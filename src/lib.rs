@@ -79,41 +79,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 #[doc(hidden)]
-pub mod bench;
-#[doc(hidden)]
-pub mod data;
-#[doc(hidden)]
-pub mod error;
-#[doc(hidden)]
-pub mod eval;
-#[doc(hidden)]
-pub mod fsutil;
-#[doc(hidden)]
-pub mod fuzzing;
-#[doc(hidden)]
-pub mod gguf;
-#[doc(hidden)]
-pub mod infer;
-#[doc(hidden)]
-pub mod kernels;
-#[doc(hidden)]
-pub mod lora;
-#[doc(hidden)]
-pub mod memory;
-#[doc(hidden)]
-pub mod model;
-#[doc(hidden)]
-pub mod quant;
-#[doc(hidden)]
-pub mod safetensors;
-#[doc(hidden)]
-pub mod simd;
-#[doc(hidden)]
-pub mod tokenizer;
-#[doc(hidden)]
-pub mod train;
-#[doc(hidden)]
-pub mod util;
+pub mod internals;
+
+// The crate's own short paths (`crate::model`); `bench` and `fuzzing` only its tests use.
+#[allow(unused_imports)]
+pub(crate) use internals::{
+    bench, data, error, eval, fsutil, fuzzing, gguf, infer, kernels, lora, memory, model, quant,
+    safetensors, simd, tokenizer, train, util,
+};
 
 // Errors.
 pub use error::{Error, GgufError, ModelError, QuantError, Result, TokenizerError};

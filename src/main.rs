@@ -6,10 +6,11 @@ mod cli;
 
 /// Heap accounting for progress displays and memory reports.
 #[global_allocator]
-static ALLOC: pocketlora::memory::heap::CountingAlloc = pocketlora::memory::heap::CountingAlloc;
+static ALLOC: pocketlora::internals::memory::heap::CountingAlloc =
+    pocketlora::internals::memory::heap::CountingAlloc;
 
 fn main() {
-    pocketlora::memory::heap::tune_system_allocator();
+    pocketlora::internals::memory::heap::tune_system_allocator();
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {

@@ -16,11 +16,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::synth::{self, Lcg, Spec};
-use pocketlora::gguf::GgufFile;
-use pocketlora::lora::merge::{merge_file, MergeOptions};
-use pocketlora::lora::{Adapter, LoraConfig};
-use pocketlora::model::ModelConfig;
-use pocketlora::quant::GgmlType;
+use pocketlora::internals::gguf::GgufFile;
+use pocketlora::internals::lora::merge::{merge_file, MergeOptions};
+use pocketlora::internals::lora::{Adapter, LoraConfig};
+use pocketlora::internals::model::ModelConfig;
+use pocketlora::internals::quant::GgmlType;
 
 struct Counting;
 

@@ -6,13 +6,13 @@
 mod common;
 
 use common::{asset, golden};
-use pocketlora::data::{read_ids_jsonl, TokenRecord};
-use pocketlora::kernels::Precision;
-use pocketlora::lora::{Adapter, LoraConfig};
-use pocketlora::memory::heap::{self, CountingAlloc};
-use pocketlora::model::backward::{SavedDtype, WorkspaceShape, ALL_BLOCKS};
-use pocketlora::model::Model;
-use pocketlora::train::{RecordOrder, TrainConfig, Trainer};
+use pocketlora::internals::data::{read_ids_jsonl, TokenRecord};
+use pocketlora::internals::kernels::Precision;
+use pocketlora::internals::lora::{Adapter, LoraConfig};
+use pocketlora::internals::memory::heap::{self, CountingAlloc};
+use pocketlora::internals::model::backward::{SavedDtype, WorkspaceShape, ALL_BLOCKS};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::train::{RecordOrder, TrainConfig, Trainer};
 use std::sync::Arc;
 
 #[global_allocator]

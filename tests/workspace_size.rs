@@ -4,12 +4,12 @@
 mod common;
 
 use common::asset;
-use pocketlora::lora::{Adapter, LayerSelection, LoraConfig};
-use pocketlora::memory::heap::{self, CountingAlloc};
-use pocketlora::model::backward::{
+use pocketlora::internals::lora::{Adapter, LayerSelection, LoraConfig};
+use pocketlora::internals::memory::heap::{self, CountingAlloc};
+use pocketlora::internals::model::backward::{
     workspace_bytes, AdapterGeometry, SavedDtype, TrainWorkspace, WorkspaceShape, ALL_BLOCKS,
 };
-use pocketlora::model::{Activations, KvCache, Model};
+use pocketlora::internals::model::{Activations, KvCache, Model};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;

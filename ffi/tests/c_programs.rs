@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use pocketlora_core::gguf::{GgufFile, GgufWriter, Value};
+use pocketlora_core::internals::gguf::{GgufFile, GgufWriter, Value};
 
 fn ffi_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| pocketlora::fuzzing::gguf(data));
+fuzz_target!(|data: &[u8]| pocketlora::internals::fuzzing::gguf(data));

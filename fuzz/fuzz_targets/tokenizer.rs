@@ -1,6 +1,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pocketlora::fuzzing;
+use pocketlora::internals::fuzzing;
 
 fuzz_target!(|data: &[u8]| fuzzing::tokenizer(data, fuzzing::repo_tokenizers()));

@@ -80,8 +80,8 @@
 //! merged model) is produced piece by piece.
 //!
 //! ```
-//! use pocketlora::gguf::{GgufFile, GgufWriter, Value};
-//! use pocketlora::quant::GgmlType;
+//! use pocketlora::internals::gguf::{GgufFile, GgufWriter, Value};
+//! use pocketlora::internals::quant::GgmlType;
 //!
 //! let mut w = GgufWriter::new();
 //! w.set("general.architecture", Value::from("llama"));

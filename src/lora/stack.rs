@@ -130,7 +130,7 @@ type Selection = Vec<(usize, u32)>;
 /// Adapters loaded once for one base model, by name, and the mix currently in use.
 ///
 /// ```no_run
-/// # use pocketlora::{lora::{peft, AdapterSet}, model::Model, infer::*};
+/// # use pocketlora::internals::{lora::{peft, AdapterSet}, model::Model, infer::*};
 /// # fn main() -> pocketlora::Result<()> {
 /// let model = Model::open("base.gguf", 0)?;
 /// let mut set = AdapterSet::new(&model.cfg);

@@ -81,7 +81,7 @@ fn parse_byte_token(t: &str) -> Option<u8> {
 ///
 /// ```no_run
 /// # fn main() -> pocketlora::Result<()> {
-/// let tok = pocketlora::tokenizer::Tokenizer::open("assets/aidreams260K-q8_0.gguf")?;
+/// let tok = pocketlora::internals::tokenizer::Tokenizer::open("assets/aidreams260K-q8_0.gguf")?;
 /// let mut dec = tok.decoder();
 /// for id in [1, 319, 459] {
 ///     print!("{}", dec.push(id)?); // complete characters only

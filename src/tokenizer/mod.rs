@@ -14,7 +14,7 @@
 //!   tokens for training.
 //!
 //! ```
-//! use pocketlora::tokenizer::Tokenizer;
+//! use pocketlora::internals::tokenizer::Tokenizer;
 //! let tok = Tokenizer::open("assets/aidreams260K-q8_0.gguf")?;
 //! let ids = tok.encode("Echoes of vectors", true, false);
 //! assert_eq!(ids[0], tok.bos().unwrap());

@@ -17,7 +17,7 @@
 //! so does the picture, drawn at every checkpoint and so at the end of every run.
 //!
 //! Memory. Nothing is kept per step: the picture and the sparkline stream the file and
-//! average it down to a bounded number of points ([`Thin`]).
+//! average it down to a bounded number of points (`Thin`).
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};

@@ -3,8 +3,8 @@
 //! produce (the FNV-1a hash recorded beside each golden proves it) by
 //! `shared/oracle/peft_reference.py`; see `tests/golden/oracle/README.md`.
 
-use pocketlora::gguf::{Array, GgufWriter, Value, ValueType};
-use pocketlora::quant::{quantize, GgmlType};
+use pocketlora::internals::gguf::{Array, GgufWriter, Value, ValueType};
+use pocketlora::internals::quant::{quantize, GgmlType};
 
 /// The shape and encodings of a synthetic model.
 #[derive(Clone, Debug)]

@@ -119,7 +119,7 @@ fn a_budget_too_small_is_refused_up_front() {
 #[ignore]
 fn big_models_inside_their_budgets() {
     use common::synth::{build, Spec};
-    use pocketlora::quant::GgmlType;
+    use pocketlora::internals::quant::GgmlType;
     let dir = std::env::temp_dir().join("pocketlora-budget-bench");
     std::fs::create_dir_all(&dir).unwrap();
     let shapes = [
@@ -230,7 +230,7 @@ fn big_models_inside_their_budgets() {
 #[cfg(target_os = "linux")]
 fn gemma3_shaped(dir: &std::path::Path) -> std::path::PathBuf {
     use common::synth::{build, Features, Spec};
-    use pocketlora::quant::GgmlType;
+    use pocketlora::internals::quant::GgmlType;
     let path = dir.join("gemma3-shaped.gguf");
     let spec = Spec {
         name: "gemma3-shaped",

@@ -5,8 +5,8 @@ use crate::common;
 
 use std::path::PathBuf;
 
-use pocketlora::tokenizer::chat::{ChatTemplate, CustomTemplate, Message, Role};
-use pocketlora::tokenizer::Tokenizer;
+use pocketlora::internals::tokenizer::chat::{ChatTemplate, CustomTemplate, Message, Role};
+use pocketlora::internals::tokenizer::Tokenizer;
 use serde_json::Value;
 
 fn goldens() -> Vec<Value> {

@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::asset;
-use pocketlora::data::{read_ids_jsonl, TokenRecord};
-use pocketlora::gguf::GgufFile;
-use pocketlora::infer::{generate_with, GenerateParams, SamplerConfig};
-use pocketlora::lora::{Adapter, LoraConfig};
-use pocketlora::model::Model;
-use pocketlora::tokenizer::Tokenizer;
-use pocketlora::train::{TrainConfig, Trainer};
+use pocketlora::internals::data::{read_ids_jsonl, TokenRecord};
+use pocketlora::internals::gguf::GgufFile;
+use pocketlora::internals::infer::{generate_with, GenerateParams, SamplerConfig};
+use pocketlora::internals::lora::{Adapter, LoraConfig};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::tokenizer::Tokenizer;
+use pocketlora::internals::train::{TrainConfig, Trainer};
 
 /// The types a caller shares between threads are `Send + Sync`; a trainer can move to
 /// another thread.
@@ -28,7 +28,7 @@ fn shared_types_are_send_and_sync() {
     shared::<Tokenizer>();
     shared::<Adapter>();
     movable::<Trainer>();
-    movable::<pocketlora::model::KvCache>();
+    movable::<pocketlora::internals::model::KvCache>();
 }
 
 fn records() -> Vec<TokenRecord> {

@@ -8,10 +8,12 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use common::{asset, scratch_dir};
-use pocketlora::data::{load_dataset, DataFormat, EncodeOptions, LoadOptions, TokenRecord};
-use pocketlora::gguf::{GgufFile, GgufWriter, Value};
-use pocketlora::tokenizer::chat::ChatTemplate;
-use pocketlora::tokenizer::Tokenizer;
+use pocketlora::internals::data::{
+    load_dataset, DataFormat, EncodeOptions, LoadOptions, TokenRecord,
+};
+use pocketlora::internals::gguf::{GgufFile, GgufWriter, Value};
+use pocketlora::internals::tokenizer::chat::ChatTemplate;
+use pocketlora::internals::tokenizer::Tokenizer;
 
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
@@ -30,7 +32,7 @@ fn load(
     tok: &Tokenizer,
     chat: Option<&ChatTemplate>,
     mask_prompt: bool,
-) -> pocketlora::Result<pocketlora::data::Dataset> {
+) -> pocketlora::Result<pocketlora::internals::data::Dataset> {
     let opts = LoadOptions {
         encode: EncodeOptions { mask_prompt },
         skip_bad_lines: false,

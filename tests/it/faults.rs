@@ -15,15 +15,15 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::{asset, golden, scratch_dir, synth};
-use pocketlora::error::{Error, ModelError};
-use pocketlora::fsutil::write_atomic;
-use pocketlora::gguf::{GgufFile, Value};
 use pocketlora::history;
-use pocketlora::lora::{self, gguf_adapter, peft, Adapter, LoraConfig};
-use pocketlora::model::{Model, ModelConfig};
-use pocketlora::quant::GgmlType;
-use pocketlora::safetensors::{self as st, Dtype};
-use pocketlora::train::{TrainConfig, Trainer};
+use pocketlora::internals::error::{Error, ModelError};
+use pocketlora::internals::fsutil::write_atomic;
+use pocketlora::internals::gguf::{GgufFile, Value};
+use pocketlora::internals::lora::{self, gguf_adapter, peft, Adapter, LoraConfig};
+use pocketlora::internals::model::{Model, ModelConfig};
+use pocketlora::internals::quant::GgmlType;
+use pocketlora::internals::safetensors::{self as st, Dtype};
+use pocketlora::internals::train::{TrainConfig, Trainer};
 
 fn stories() -> Model {
     Model::open(asset("stories260K-q4_0.gguf"), 1).unwrap()
@@ -177,7 +177,7 @@ fn checkpoint_of_another_rank_is_refused_and_changes_nothing() {
     .unwrap();
     let before = t.adapter().clone();
     let other = adapter_for(&m.cfg, 8);
-    let opt = pocketlora::train::AdamW::new(Default::default(), &other);
+    let opt = pocketlora::internals::train::AdamW::new(Default::default(), &other);
     match t.restore(other, opt, 7) {
         Err(Error::InvalidArgument(msg)) => assert!(msg.contains("shape"), "{msg}"),
         other => panic!("{:?}", other.err()),

@@ -1,5 +1,5 @@
 //! Replays every committed fuzz corpus (`fuzz/corpus/<target>/*`) through the same entry
-//! points the cargo-fuzz targets call (`pocketlora::fuzzing`), so that CI checks them on
+//! points the cargo-fuzz targets call (`pocketlora::internals::fuzzing`), so that CI checks them on
 //! stable without libFuzzer; and keeps each input a fuzzer ever crashed on as a named
 //! regression test (`fuzz/regressions/<target>-*`, replayed the same way).
 //!
@@ -12,12 +12,12 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use common::synth;
-use pocketlora::fuzzing::{self, TARGETS};
-use pocketlora::gguf::Value;
-use pocketlora::lora::{gguf_adapter, peft, Adapter, LoraConfig, LoraInit};
-use pocketlora::quant::GgmlType;
-use pocketlora::safetensors::{self as st, Dtype};
-use pocketlora::tokenizer::Tokenizer;
+use pocketlora::internals::fuzzing::{self, TARGETS};
+use pocketlora::internals::gguf::Value;
+use pocketlora::internals::lora::{gguf_adapter, peft, Adapter, LoraConfig, LoraInit};
+use pocketlora::internals::quant::GgmlType;
+use pocketlora::internals::safetensors::{self as st, Dtype};
+use pocketlora::internals::tokenizer::Tokenizer;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -191,7 +191,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         "qwen2-q8_0",
         synth::build(&tiny_spec("qwen2", 32, GgmlType::Q8_0)),
     );
-    let mut w = pocketlora::gguf::GgufWriter::new();
+    let mut w = pocketlora::internals::gguf::GgufWriter::new();
     let v = synth::writer(&tiny_spec("llama", 8, GgmlType::F32));
     for (k, val) in v.metadata() {
         if k.starts_with("tokenizer.") {
@@ -328,8 +328,8 @@ fn seeds_replay() {
 /// The GGUF seeds reach the deep paths: the models load and run, the adapter loads.
 #[test]
 fn gguf_seeds_are_valid_models_and_adapters() {
-    use pocketlora::gguf::GgufFile;
-    use pocketlora::model::Model;
+    use pocketlora::internals::gguf::GgufFile;
+    use pocketlora::internals::model::Model;
     use std::sync::Arc;
     let s = seeds();
     let get = |n: &str| {

@@ -6,8 +6,8 @@ use crate::common;
 
 use common::synth;
 use common::{asset, golden, scratch_dir};
-use pocketlora::infer::{generate, GenerateParams, SamplerConfig, StopReason};
-use pocketlora::model::Model;
+use pocketlora::internals::infer::{generate, GenerateParams, SamplerConfig, StopReason};
+use pocketlora::internals::model::Model;
 
 const STORIES_F32: &str = "1 461 461 401 401 401 461 378 455 473 456 435 299 362 409 283 264 283 452 288 13 431 431 431 431 431 431 431 431 431 431 431 431 431 293 430 417 363 416 315 342";
 const AIDREAMS_F32: &str = "1 319 459 355 260 275 429 339 315 374 327 446 262 421 392 275 280 269 440 270 283 446 299 303 266 358 430 312 379 441 260 446 262 421 392 275 280 269 440 270 283 446 299 303 384 467 407 360 266 291 443 435 295 448 429 465 265 434 317 431 434";
@@ -190,8 +190,8 @@ fn bad_prompts_are_errors() {
 /// for every weight type and both precisions, at every step.
 #[test]
 fn generation_steps_give_the_same_logits_on_one_two_and_three_threads() {
-    use pocketlora::kernels::Precision;
-    use pocketlora::model::{Activations, KvCache};
+    use pocketlora::internals::kernels::Precision;
+    use pocketlora::internals::model::{Activations, KvCache};
     let steps: &[&[u32]] = &[&[1], &[319, 459], &[355], &[260], &[275, 429], &[339]];
     for name in [
         "aidreams260K-f32.gguf",
@@ -244,13 +244,15 @@ fn sliding_window_cache_matches_the_uncached_training_pass() {
 }
 
 fn window_cache_matches(spec: &synth::Spec) {
-    use pocketlora::kernels::loss::cross_entropy;
-    use pocketlora::lora::{Adapter, LoraConfig};
-    use pocketlora::model::backward::{forward_backward, TrainWorkspace};
-    use pocketlora::model::{Activations, KvCache};
+    use pocketlora::internals::kernels::loss::cross_entropy;
+    use pocketlora::internals::lora::{Adapter, LoraConfig};
+    use pocketlora::internals::model::backward::{forward_backward, TrainWorkspace};
+    use pocketlora::internals::model::{Activations, KvCache};
 
     let model = Model::from_file(
-        std::sync::Arc::new(pocketlora::gguf::GgufFile::from_bytes(synth::build(spec)).unwrap()),
+        std::sync::Arc::new(
+            pocketlora::internals::gguf::GgufFile::from_bytes(synth::build(spec)).unwrap(),
+        ),
         2,
     )
     .unwrap();

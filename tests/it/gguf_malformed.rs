@@ -2,9 +2,9 @@
 //! specific `GgufError` variant, and none of them (nor any prefix of them, nor random
 //! mutations of the valid file) making the reader panic.
 
-use pocketlora::error::{Error, GgufError};
-use pocketlora::gguf::{Array, GgufFile, GgufWriter, Value, ValueType};
-use pocketlora::quant::GgmlType;
+use pocketlora::internals::error::{Error, GgufError};
+use pocketlora::internals::gguf::{Array, GgufFile, GgufWriter, Value, ValueType};
+use pocketlora::internals::quant::GgmlType;
 
 // ---------------------------------------------------------------------------------------------
 // Fixture: a valid file, and helpers to find and patch its parts.

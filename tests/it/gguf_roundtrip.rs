@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use pocketlora::error::{Error, GgufError};
-use pocketlora::gguf::{Array, GgufFile, GgufWriter, Value, ValueType};
-use pocketlora::quant::GgmlType;
+use pocketlora::internals::error::{Error, GgufError};
+use pocketlora::internals::gguf::{Array, GgufFile, GgufWriter, Value, ValueType};
+use pocketlora::internals::quant::GgmlType;
 
 fn read(w: &GgufWriter) -> GgufFile {
     GgufFile::from_bytes(w.to_bytes()).expect("writer output reads back")

@@ -11,13 +11,13 @@ use crate::common;
 use std::sync::Arc;
 
 use common::synth::{self, Lcg, Spec};
-use pocketlora::gguf::GgufFile;
-use pocketlora::lora::{Adapter, LayerSelection, LoraConfig, Target};
-use pocketlora::model::backward::{
+use pocketlora::internals::gguf::GgufFile;
+use pocketlora::internals::lora::{Adapter, LayerSelection, LoraConfig, Target};
+use pocketlora::internals::model::backward::{
     forward_backward, SavedDtype, TrainWorkspace, WorkspaceShape, ALL_BLOCKS,
 };
-use pocketlora::model::Model;
-use pocketlora::quant::GgmlType;
+use pocketlora::internals::model::Model;
+use pocketlora::internals::quant::GgmlType;
 
 fn tiny(arch: &'static str, tied: bool) -> Spec {
     Spec {
@@ -262,7 +262,7 @@ fn vocabulary_over_several_head_panels() {
     // The fused head reads the vocabulary in panels of HEAD_PANEL rows with an online
     // softmax; a vocabulary of two panels and a part one rescales what earlier panels
     // accumulated wherever a later panel raises a row's max.
-    let panel = pocketlora::model::backward::HEAD_PANEL;
+    let panel = pocketlora::internals::model::backward::HEAD_PANEL;
     let spec = Spec {
         n_vocab: 2 * panel + 37,
         ..tiny("llama", false)

@@ -11,12 +11,12 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::{asset, scratch_dir};
-use pocketlora::data::TokenRecord;
 use pocketlora::history::{self, Record};
-use pocketlora::lora::{Adapter, LoraConfig};
-use pocketlora::model::Model;
-use pocketlora::train::run::{Run, RunOptions};
-use pocketlora::train::{Schedule, TrainConfig};
+use pocketlora::internals::data::TokenRecord;
+use pocketlora::internals::lora::{Adapter, LoraConfig};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::train::run::{Run, RunOptions};
+use pocketlora::internals::train::{Schedule, TrainConfig};
 
 const MODEL: &str = "aidreams260K-q8_0.gguf";
 

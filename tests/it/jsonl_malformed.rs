@@ -7,10 +7,10 @@ use crate::common;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use pocketlora::data::{load_dataset, parse_dataset, DataFormat, Dataset, LoadOptions};
-use pocketlora::error::Error;
-use pocketlora::tokenizer::chat::ChatTemplate;
-use pocketlora::tokenizer::Tokenizer;
+use pocketlora::internals::data::{load_dataset, parse_dataset, DataFormat, Dataset, LoadOptions};
+use pocketlora::internals::error::Error;
+use pocketlora::internals::tokenizer::chat::ChatTemplate;
+use pocketlora::internals::tokenizer::Tokenizer;
 
 fn tok() -> &'static Tokenizer {
     static T: OnceLock<Tokenizer> = OnceLock::new();

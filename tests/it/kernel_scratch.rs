@@ -5,14 +5,14 @@
 use crate::common;
 
 use common::golden;
-use pocketlora::data::{read_ids_jsonl, TokenRecord};
-use pocketlora::kernels::scratch::ScratchNeed;
-use pocketlora::kernels::Precision;
-use pocketlora::lora::{Adapter, LoraConfig};
-use pocketlora::memory::plan::kernel_scratch_need;
-use pocketlora::model::backward::{SavedDtype, WorkspaceShape};
-use pocketlora::model::Model;
-use pocketlora::train::{TrainConfig, Trainer};
+use pocketlora::internals::data::{read_ids_jsonl, TokenRecord};
+use pocketlora::internals::kernels::scratch::ScratchNeed;
+use pocketlora::internals::kernels::Precision;
+use pocketlora::internals::lora::{Adapter, LoraConfig};
+use pocketlora::internals::memory::plan::kernel_scratch_need;
+use pocketlora::internals::model::backward::{SavedDtype, WorkspaceShape};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::train::{TrainConfig, Trainer};
 use std::sync::Arc;
 
 fn reached(path: &str, precision: Precision, shape: WorkspaceShape) -> (ScratchNeed, ScratchNeed) {

@@ -9,12 +9,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::synth;
-use pocketlora::error::{Error, ModelError};
-use pocketlora::fuzzing::tiny_model_config;
-use pocketlora::gguf::{GgufFile, GgufWriter, Value};
-use pocketlora::lora::{gguf_adapter, peft, LoraConfig, MAX_RANK};
-use pocketlora::model::{Model, ModelConfig, MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_WIDTH};
-use pocketlora::quant::GgmlType;
+use pocketlora::internals::error::{Error, ModelError};
+use pocketlora::internals::fuzzing::tiny_model_config;
+use pocketlora::internals::gguf::{GgufFile, GgufWriter, Value};
+use pocketlora::internals::lora::{gguf_adapter, peft, LoraConfig, MAX_RANK};
+use pocketlora::internals::model::{
+    Model, ModelConfig, MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_WIDTH,
+};
+use pocketlora::internals::quant::GgmlType;
 
 fn model_with(key: &str, v: u32) -> pocketlora::Result<Model> {
     let mut w = synth::writer(&synth::llama_untied());

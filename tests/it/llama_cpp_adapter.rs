@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 
 use common::synth::fnv1a64;
 use common::{asset, golden};
-use pocketlora::gguf::{GgufFile, Value};
-use pocketlora::lora::{combine, gguf_adapter, peft, Adapter, Target};
-use pocketlora::model::{Activations, KvCache, Model};
-use pocketlora::quant::{dequantize_row, GgmlType};
+use pocketlora::internals::gguf::{GgufFile, Value};
+use pocketlora::internals::lora::{combine, gguf_adapter, peft, Adapter, Target};
+use pocketlora::internals::model::{Activations, KvCache, Model};
+use pocketlora::internals::quant::{dequantize_row, GgmlType};
 
 fn export(model: &Model, arch: &str, src: &str, name: &str, dtype: GgmlType) -> GgufFile {
     let a = peft::load(&golden(src), &model.cfg).unwrap();
@@ -169,8 +169,8 @@ struct Part {
 /// (transformers, which computes the tanh GELU in f32, agrees with us within 3e-7 there).
 fn llama_cpp_rounding(model: &Model) -> f32 {
     match model.cfg.arch.activation {
-        pocketlora::kernels::Glu::GeluTanh => 1e-3,
-        pocketlora::kernels::Glu::Silu => 1e-5,
+        pocketlora::internals::kernels::Glu::GeluTanh => 1e-3,
+        pocketlora::internals::kernels::Glu::Silu => 1e-5,
     }
 }
 
@@ -210,7 +210,7 @@ fn check_logits_at(model_path: &std::path::Path, golden_file: &str, parts: &[Par
             let dir = common::scratch_dir("llama-cpp-f16");
             let path = dir.join("a.gguf");
             std::fs::write(&path, &bytes).unwrap();
-            let back = pocketlora::lora::load(&path, &model.cfg).unwrap();
+            let back = pocketlora::internals::lora::load(&path, &model.cfg).unwrap();
             let _ = std::fs::remove_dir_all(&dir);
             back
         };
@@ -351,7 +351,7 @@ fn llama_cpp_logits_with_two_adapters_match_our_rank_concatenation() {
 /// Merges `src` into `model_file` as `pocketlora merge` does by default, checks the file is
 /// the one llama.cpp ran, and compares our logits on it with llama.cpp's.
 fn check_merged(model_file: &str, src: &str, golden_file: &str, tolerance: f32) -> Vec<f32> {
-    use pocketlora::lora::merge::{merge_file, MergeOptions};
+    use pocketlora::internals::lora::merge::{merge_file, MergeOptions};
     let dir = common::scratch_dir(&format!("llama-cpp-{golden_file}"));
     let out = dir.join("merged.gguf");
     let base = GgufFile::open(asset(model_file)).unwrap();
@@ -453,7 +453,7 @@ fn gguf_adapters_load_back_as_they_were_exported() {
     let dir = common::scratch_dir("gguf-adapter-load");
     let path = dir.join("patterns.gguf");
     gguf_adapter::save(&src, &model.cfg, "llama", "patterns", GgmlType::F32, &path).unwrap();
-    let back = pocketlora::lora::load(&path, &model.cfg).unwrap();
+    let back = pocketlora::internals::lora::load(&path, &model.cfg).unwrap();
     let ids = [1u32, 461, 461, 401, 401, 401, 461, 378];
     let (x, y) = (
         our_logits(&model, Some(&src), &ids),
@@ -463,7 +463,7 @@ fn gguf_adapters_load_back_as_they_were_exported() {
     assert!(d < 1e-4, "{d}");
     // Shapes are checked against the base, naming the tensor.
     let other = Model::open(asset("aidreams260K-f32.gguf"), 1).unwrap();
-    let e = pocketlora::lora::load(&path, &other.cfg)
+    let e = pocketlora::internals::lora::load(&path, &other.cfg)
         .unwrap_err()
         .to_string();
     assert!(
@@ -483,7 +483,7 @@ fn gguf_adapters_load_back_as_they_were_exported() {
 /// make_goldens.sh with llama.cpp from the llama-cpp-python 0.3.36 sdist).
 #[test]
 fn new_architectures_run_in_llama_cpp_as_here() {
-    use pocketlora::lora::merge::{merge_file, MergeOptions};
+    use pocketlora::internals::lora::merge::{merge_file, MergeOptions};
     let dir = common::scratch_dir("llama-cpp-arch");
     for (spec, arch) in [
         (common::synth::gemma3_f32(), "gemma3"),

@@ -6,11 +6,11 @@
 use crate::common;
 
 use common::{asset, golden};
-use pocketlora::data::{read_ids_jsonl, TokenRecord};
-use pocketlora::lora::{Adapter, LoraConfig};
-use pocketlora::model::backward::{SavedDtype, WorkspaceShape, ALL_BLOCKS};
-use pocketlora::model::Model;
-use pocketlora::train::{RecordOrder, Schedule, TrainConfig, Trainer};
+use pocketlora::internals::data::{read_ids_jsonl, TokenRecord};
+use pocketlora::internals::lora::{Adapter, LoraConfig};
+use pocketlora::internals::model::backward::{SavedDtype, WorkspaceShape, ALL_BLOCKS};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::train::{RecordOrder, Schedule, TrainConfig, Trainer};
 use std::sync::Arc;
 
 fn train(

@@ -16,13 +16,13 @@ use std::process::Command;
 
 use common::synth;
 use common::{asset, golden, scratch_dir};
-use pocketlora::data::read_ids_jsonl;
-use pocketlora::eval::evaluate_with;
-use pocketlora::gguf::GgufFile;
-use pocketlora::lora::merge::{merge_file, MergeOptions, MergeReport};
-use pocketlora::lora::{peft, Adapter, LoraConfig, Target};
-use pocketlora::model::{Model, ModelConfig};
-use pocketlora::quant::{dequantize_row, GgmlType};
+use pocketlora::internals::data::read_ids_jsonl;
+use pocketlora::internals::eval::evaluate_with;
+use pocketlora::internals::gguf::GgufFile;
+use pocketlora::internals::lora::merge::{merge_file, MergeOptions, MergeReport};
+use pocketlora::internals::lora::{peft, Adapter, LoraConfig, Target};
+use pocketlora::internals::model::{Model, ModelConfig};
+use pocketlora::internals::quant::{dequantize_row, GgmlType};
 
 fn values(f: &GgufFile, name: &str) -> Vec<f32> {
     let t = f.require_tensor(name).unwrap();
@@ -184,7 +184,7 @@ fn quantized_merges_report_the_error_their_tensors_show() {
         }
         let merged = Model::open(&out, 2).unwrap();
         let m = evaluate_with(&merged, None, &records).unwrap();
-        let half = pocketlora::lora::combine(&[(&adapter, 0.5)]).unwrap();
+        let half = pocketlora::internals::lora::combine(&[(&adapter, 0.5)]).unwrap();
         let w = evaluate_with(&model, Some(&half), &records).unwrap();
         eprintln!(
             "{ty} merge: worst re-quantization error {:.3e}; loss merged {:.6} vs base + 0.5·adapter {:.6} (full adapter {:.6})",

@@ -6,10 +6,10 @@ use crate::common;
 use std::sync::Arc;
 
 use common::synth;
-use pocketlora::error::{Error, GgufError, ModelError};
-use pocketlora::gguf::{GgufFile, GgufWriter, Value};
-use pocketlora::model::Model;
-use pocketlora::quant::GgmlType;
+use pocketlora::internals::error::{Error, GgufError, ModelError};
+use pocketlora::internals::gguf::{GgufFile, GgufWriter, Value};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::quant::GgmlType;
 
 /// Rewrites a synthetic model, letting `edit_kv` drop/replace keys and `edit_tensor`
 /// drop/replace tensors (returning None drops).
@@ -194,7 +194,8 @@ fn missing_and_misshapen_tensors_are_named() {
     // attn_k with the query's shape (128 rows instead of 64).
     let (e, s) = err_text(variant(&spec, keep_kv, |n, ty, d, b| {
         if n == "blk.0.attn_k.weight" {
-            let data = pocketlora::quant::quantize(ty, &vec![0.0; 128 * 128], 128).unwrap();
+            let data =
+                pocketlora::internals::quant::quantize(ty, &vec![0.0; 128 * 128], 128).unwrap();
             Some((ty, vec![128, 128], data))
         } else {
             Some((ty, d.to_vec(), b.to_vec()))

@@ -16,13 +16,13 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::{asset, golden, scratch_dir};
-use pocketlora::data::{read_ids_jsonl, TokenRecord};
-use pocketlora::infer::{generate, generate_with, GenerateParams, SamplerConfig};
-use pocketlora::lora::{combine, gguf_adapter, peft, AdapterSet};
-use pocketlora::model::Model;
-use pocketlora::quant::GgmlType;
-use pocketlora::safetensors::Dtype;
-use pocketlora::train::{RecordOrder, TrainConfig, Trainer};
+use pocketlora::internals::data::{read_ids_jsonl, TokenRecord};
+use pocketlora::internals::infer::{generate, generate_with, GenerateParams, SamplerConfig};
+use pocketlora::internals::lora::{combine, gguf_adapter, peft, AdapterSet};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::quant::GgmlType;
+use pocketlora::internals::safetensors::Dtype;
+use pocketlora::internals::train::{RecordOrder, TrainConfig, Trainer};
 
 fn greedy(n: usize) -> GenerateParams {
     GenerateParams {

@@ -8,13 +8,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::synth;
-use pocketlora::data::TokenRecord;
-use pocketlora::error::Error;
-use pocketlora::gguf::GgufFile;
-use pocketlora::lora::{Adapter, LoraConfig, Target};
-use pocketlora::model::Model;
-use pocketlora::train::run::{Run, RunOptions};
-use pocketlora::train::{checkpoint, Schedule, TrainConfig, Trainer};
+use pocketlora::internals::data::TokenRecord;
+use pocketlora::internals::error::Error;
+use pocketlora::internals::gguf::GgufFile;
+use pocketlora::internals::lora::{Adapter, LoraConfig, Target};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::train::run::{Run, RunOptions};
+use pocketlora::internals::train::{checkpoint, Schedule, TrainConfig, Trainer};
 
 /// Token whose embedding row is +inf in [`poisoned_model`].
 const POISON: u32 = 3;

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use common::synth::{self, Spec};
 use common::{asset, golden, rel_diff, scratch_dir};
-use pocketlora::data::read_ids_jsonl;
-use pocketlora::eval::evaluate;
-use pocketlora::model::Model;
+use pocketlora::internals::data::read_ids_jsonl;
+use pocketlora::internals::eval::evaluate;
+use pocketlora::internals::model::Model;
 
 const TOLERANCE: f64 = 1e-4;
 

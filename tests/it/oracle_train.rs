@@ -15,13 +15,13 @@ use std::sync::Arc;
 
 use common::synth;
 use common::{asset, golden, rel_diff, scratch_dir};
-use pocketlora::data::{read_ids_jsonl, TokenRecord};
-use pocketlora::eval::evaluate;
-use pocketlora::lora::{peft, Adapter};
-use pocketlora::model::backward::{forward_backward, TrainWorkspace};
-use pocketlora::model::Model;
-use pocketlora::safetensors;
-use pocketlora::train::{AdamWConfig, RecordOrder, Schedule, TrainConfig, Trainer};
+use pocketlora::internals::data::{read_ids_jsonl, TokenRecord};
+use pocketlora::internals::eval::evaluate;
+use pocketlora::internals::lora::{peft, Adapter};
+use pocketlora::internals::model::backward::{forward_backward, TrainWorkspace};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::safetensors;
+use pocketlora::internals::train::{AdamWConfig, RecordOrder, Schedule, TrainConfig, Trainer};
 
 fn json(p: &Path) -> serde_json::Value {
     serde_json::from_str(

@@ -6,10 +6,12 @@
 use crate::common;
 
 use common::{asset, golden};
-use pocketlora::data::{pack, read_ids_jsonl, TokenRecord};
-use pocketlora::lora::{Adapter, LoraConfig};
-use pocketlora::model::backward::{forward_backward_packed, TrainWorkspace, WorkspaceShape};
-use pocketlora::model::Model;
+use pocketlora::internals::data::{pack, read_ids_jsonl, TokenRecord};
+use pocketlora::internals::lora::{Adapter, LoraConfig};
+use pocketlora::internals::model::backward::{
+    forward_backward_packed, TrainWorkspace, WorkspaceShape,
+};
+use pocketlora::internals::model::Model;
 
 fn adapter(model: &Model) -> Adapter {
     let mut a: Adapter = Adapter::new(&model.cfg, LoraConfig::default()).unwrap();
@@ -73,7 +75,11 @@ fn packed_sequences_get_the_losses_and_gradients_of_their_records() {
             WorkspaceShape {
                 loss_rows: 8,
                 segment: 2,
-                ..WorkspaceShape::chunked(256, 16, pocketlora::model::backward::SavedDtype::F32)
+                ..WorkspaceShape::chunked(
+                    256,
+                    16,
+                    pocketlora::internals::model::backward::SavedDtype::F32,
+                )
             },
         ] {
             let (alone, g_alone) = run(&model, &a, &records, shape);
@@ -136,7 +142,7 @@ fn each_record_keeps_its_own_loss_inside_a_pack() {
 fn short_convolutions_and_windows_stay_inside_their_documents() {
     use common::synth;
     for spec in [synth::lfm2(), synth::gemma3()] {
-        let file = pocketlora::gguf::GgufFile::from_bytes(synth::build(&spec)).unwrap();
+        let file = pocketlora::internals::gguf::GgufFile::from_bytes(synth::build(&spec)).unwrap();
         let model = Model::from_file(std::sync::Arc::new(file), 2).unwrap();
         let text = synth::records(spec.n_vocab, spec.seed);
         let records: Vec<TokenRecord> = text

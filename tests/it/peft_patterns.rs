@@ -12,10 +12,10 @@ use crate::common;
 use std::process::Command;
 
 use common::{asset, golden, rel_diff, scratch_dir};
-use pocketlora::data::read_ids_jsonl;
-use pocketlora::eval::evaluate_with;
-use pocketlora::lora::{self, peft, Target};
-use pocketlora::model::Model;
+use pocketlora::internals::data::read_ids_jsonl;
+use pocketlora::internals::eval::evaluate_with;
+use pocketlora::internals::lora::{self, peft, Target};
+use pocketlora::internals::model::Model;
 
 const CASES: [(&str, &str); 3] = [
     ("patterns", "stories260K-q8_0.gguf"),

@@ -6,14 +6,14 @@
 use crate::common;
 
 use common::{asset, golden, rel_diff, scratch_dir};
-use pocketlora::bench::{write_random_model, Shape};
-use pocketlora::data::{read_ids_jsonl, TokenRecord};
-use pocketlora::eval::evaluate;
-use pocketlora::kernels::Precision;
-use pocketlora::lora::{Adapter, LoraConfig};
-use pocketlora::model::Model;
-use pocketlora::quant::GgmlType;
-use pocketlora::train::{Schedule, TrainConfig, Trainer};
+use pocketlora::internals::bench::{write_random_model, Shape};
+use pocketlora::internals::data::{read_ids_jsonl, TokenRecord};
+use pocketlora::internals::eval::evaluate;
+use pocketlora::internals::kernels::Precision;
+use pocketlora::internals::lora::{Adapter, LoraConfig};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::quant::GgmlType;
+use pocketlora::internals::train::{Schedule, TrainConfig, Trainer};
 use std::sync::Arc;
 
 fn train_losses(model: &Arc<Model>, records: &[TokenRecord], steps: usize) -> Vec<f64> {

@@ -8,8 +8,8 @@
 
 use std::path::PathBuf;
 
-use pocketlora::error::QuantError;
-use pocketlora::quant::{
+use pocketlora::internals::error::QuantError;
+use pocketlora::internals::quant::{
     can_dequantize, can_quantize, dequantize_row, quantize, quantize_row, vec_dot_row, GgmlType,
 };
 use serde_json::Value;

@@ -25,12 +25,12 @@ use crate::common;
 
 use common::cli::{run, run_sampled, stdout};
 use common::{golden, real_model, rel_diff, scratch_dir};
-use pocketlora::data::read_ids_jsonl;
-use pocketlora::eval::evaluate;
-use pocketlora::gguf::GgufFile;
-use pocketlora::infer::{generate, GenerateParams, SamplerConfig};
-use pocketlora::model::Model;
-use pocketlora::tokenizer::Tokenizer;
+use pocketlora::internals::data::read_ids_jsonl;
+use pocketlora::internals::eval::evaluate;
+use pocketlora::internals::gguf::GgufFile;
+use pocketlora::internals::infer::{generate, GenerateParams, SamplerConfig};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::tokenizer::Tokenizer;
 
 const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -246,7 +246,8 @@ fn gemma3_270m_peft_adapters_evaluate_as_in_peft() {
     let mut model = Model::open(&path, 2).unwrap();
     let records = read_ids_jsonl(golden("real/gemma3_facts_records.jsonl")).unwrap();
     for name in ["gemma3_peft_qv", "gemma3_ours_qv"] {
-        let a = pocketlora::lora::load(&golden(&format!("real/{name}")), &model.cfg).unwrap();
+        let a = pocketlora::internals::lora::load(&golden(&format!("real/{name}")), &model.cfg)
+            .unwrap();
         model.set_adapter(Some(std::sync::Arc::new(a))).unwrap();
         let report = evaluate(&model, &records).unwrap();
         let want = json(&format!("real/{name}.peft_loss.json"));
@@ -358,10 +359,11 @@ fn gemma3_270m_chat_template_renders_and_trains() {
     };
     let dir = scratch_dir("real-gemma3-chat");
     let with_template = dir.join("gemma3-chat.gguf");
-    let mut w = pocketlora::gguf::GgufWriter::copy_of(&GgufFile::open(&path).unwrap()).unwrap();
+    let mut w =
+        pocketlora::internals::gguf::GgufWriter::copy_of(&GgufFile::open(&path).unwrap()).unwrap();
     w.set(
         "tokenizer.chat_template",
-        pocketlora::gguf::Value::String(GEMMA_TEMPLATE.into()),
+        pocketlora::internals::gguf::Value::String(GEMMA_TEMPLATE.into()),
     );
     w.write_file(&with_template).unwrap();
     let m = with_template.to_str().unwrap();

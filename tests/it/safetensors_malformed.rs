@@ -3,8 +3,8 @@
 
 use crate::common;
 
-use pocketlora::error::{Error, SafetensorsError as E};
-use pocketlora::safetensors::{self as st, Dtype, MAX_DIMS};
+use pocketlora::internals::error::{Error, SafetensorsError as E};
+use pocketlora::internals::safetensors::{self as st, Dtype, MAX_DIMS};
 
 /// A file from a header text and a data section.
 fn file(header: &str, data: &[u8]) -> Vec<u8> {

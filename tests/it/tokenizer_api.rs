@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use pocketlora::gguf::{Array, GgufFile, GgufWriter, Value, ValueType};
-use pocketlora::tokenizer::chat::{ChatTemplate, Message};
-use pocketlora::tokenizer::Tokenizer;
+use pocketlora::internals::gguf::{Array, GgufFile, GgufWriter, Value, ValueType};
+use pocketlora::internals::tokenizer::chat::{ChatTemplate, Message};
+use pocketlora::internals::tokenizer::Tokenizer;
 
 fn vocab(name: &str) -> Tokenizer {
     Tokenizer::open(
@@ -18,7 +18,7 @@ fn vocab(name: &str) -> Tokenizer {
 
 /// A tiny byte-level BPE vocabulary: the 256 byte characters, one merge, and control tokens.
 fn tiny_bpe(pre: Option<&str>, extra: &[(&str, Value)]) -> GgufWriter {
-    let table = pocketlora::tokenizer::bpe::byte_to_char_table();
+    let table = pocketlora::internals::tokenizer::bpe::byte_to_char_table();
     let mut tokens: Vec<String> = table.iter().map(|c| c.to_string()).collect();
     tokens.push("ab".into()); // 256
     tokens.push("<|im_start|>".into()); // 257

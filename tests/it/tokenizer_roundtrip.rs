@@ -7,8 +7,8 @@ use crate::common;
 use std::path::PathBuf;
 
 use common::asset;
-use pocketlora::tokenizer::bpe::byte_to_char_table;
-use pocketlora::tokenizer::{ModelKind, Tokenizer};
+use pocketlora::internals::tokenizer::bpe::byte_to_char_table;
+use pocketlora::internals::tokenizer::{ModelKind, Tokenizer};
 
 /// SplitMix64: small, seeded, good enough to spread test inputs.
 struct Rng(u64);

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pocketlora::tokenizer::Tokenizer;
+use pocketlora::internals::tokenizer::Tokenizer;
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/vocab")

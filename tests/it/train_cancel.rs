@@ -10,11 +10,11 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use common::{asset, scratch_dir};
-use pocketlora::data::TokenRecord;
-use pocketlora::lora::{Adapter, LoraConfig};
-use pocketlora::model::Model;
-use pocketlora::train::run::{Event, Finish, Run, RunOptions};
-use pocketlora::train::{Schedule, TrainConfig, Trainer};
+use pocketlora::internals::data::TokenRecord;
+use pocketlora::internals::lora::{Adapter, LoraConfig};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::train::run::{Event, Finish, Run, RunOptions};
+use pocketlora::internals::train::{Schedule, TrainConfig, Trainer};
 use pocketlora::Error;
 
 /// `n` synthetic records of `len` tokens, every token after the first a target.

@@ -9,12 +9,12 @@ use crate::common;
 use std::sync::Arc;
 
 use common::{asset, golden, scratch_dir};
-use pocketlora::data::TokenRecord;
-use pocketlora::infer::{generate, GenerateParams, SamplerConfig};
-use pocketlora::lora::{peft, Adapter, LoraConfig};
-use pocketlora::model::Model;
-use pocketlora::safetensors::Dtype;
-use pocketlora::train::{RecordOrder, Schedule, TrainConfig, Trainer};
+use pocketlora::internals::data::TokenRecord;
+use pocketlora::internals::infer::{generate, GenerateParams, SamplerConfig};
+use pocketlora::internals::lora::{peft, Adapter, LoraConfig};
+use pocketlora::internals::model::Model;
+use pocketlora::internals::safetensors::Dtype;
+use pocketlora::internals::train::{RecordOrder, Schedule, TrainConfig, Trainer};
 
 struct Fact {
     ids: Vec<u32>,

@@ -11,12 +11,12 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::{json, Value};
 
-use pocketlora::bench::{self, PeakBurst, Shape};
 use pocketlora::heap;
-use pocketlora::kernels::{matmul_backward_input, matmul_forward, Precision, QMatrix};
-use pocketlora::model::{Activations, KvCache, Model};
-use pocketlora::quant::{quantize, GgmlType};
-use pocketlora::simd::Kernels;
+use pocketlora::internals::bench::{self, PeakBurst, Shape};
+use pocketlora::internals::kernels::{matmul_backward_input, matmul_forward, Precision, QMatrix};
+use pocketlora::internals::model::{Activations, KvCache, Model};
+use pocketlora::internals::quant::{quantize, GgmlType};
+use pocketlora::internals::simd::Kernels;
 use pocketlora::LoraConfig;
 use pocketlora::Plan;
 use pocketlora::TokenRecord;
@@ -221,7 +221,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ));
     }
     let (threads, pool) = worker_pool(a.threads)?;
-    let kernels = pocketlora::simd::kernels();
+    let kernels = pocketlora::internals::simd::kernels();
     let progress = |msg: &str| {
         if !a.json {
             eprintln!("bench: {msg}");
@@ -271,7 +271,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     )?);
     // The section's threads stay (for the peak bursts) but their kernel buffers go: the
     // training measurement's heap is to hold what its memory plan counts.
-    pool.broadcast(|_| pocketlora::kernels::scratch::release());
+    pool.broadcast(|_| pocketlora::internals::kernels::scratch::release());
 
     if let (Some(model), Some(run)) = (model.as_ref(), planned) {
         measure_model(model, run, &a, &burst, &progress, &mut report)?;

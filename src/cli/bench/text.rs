@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::BenchArgs;
 use pocketlora::human_bytes as human;
-use pocketlora::simd::{Kernels, Level};
+use pocketlora::internals::simd::{Kernels, Level};
 use pocketlora::{Error, Result};
 
 /// What the text report says of the machine besides the JSON report.
